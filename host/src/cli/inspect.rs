@@ -1,0 +1,143 @@
+//! `repx list`, `repx show` and `repx log`: reading the lab and the store, running nothing.
+
+use std::path::Path;
+
+use super::error::{invalid, CliError};
+use super::render::{label, short};
+use super::run::store_path;
+use super::{exit, Cli, ListWhat, ShowWhat};
+use crate::graph::JobGraph;
+use crate::lab::{did_you_mean, Lab};
+use crate::plan::Plan;
+use crate::store::Store;
+
+fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
+    let lab = Lab::load(&cli.lab)?;
+    for warning in &lab.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let store = Store::open(&store_path(cli, &lab))?;
+    Ok((lab, store))
+}
+
+pub fn list(cli: &Cli, what: ListWhat, run: Option<&str>) -> Result<i32, CliError> {
+    let (lab, store) = open(cli)?;
+    if let ListWhat::Runs = what {
+        for (name, run) in &lab.runs {
+            println!("{name}");
+            eprintln!("  pipelines: {}", run.pipelines.join(", "));
+        }
+        return Ok(exit::SUCCESS);
+    }
+    let runs: Vec<&str> = match run {
+        Some(run) if lab.runs.contains_key(run) => vec![run],
+        Some(run) => {
+            let hint = did_you_mean(run, lab.runs.keys().map(String::as_str));
+            return Err(invalid(format!("no run `{run}` in {}{hint}", lab.file.display())));
+        }
+        None => lab.runs.keys().map(String::as_str).collect(),
+    };
+    let graph = JobGraph::expand(&lab, &runs, None);
+    let plan = Plan::new(lab, graph, &store)?;
+    let ids = plan.static_ids(&store);
+    let name = |i: usize| ids[i].as_deref().map_or("(pending)".to_string(), |id| short(id).to_string());
+    for (index, job) in plan.graph.jobs.iter().enumerate() {
+        match what {
+            ListWhat::Jobs => {
+                let state = match &ids[index] {
+                    Some(id) if store.done(id).is_some() => "done",
+                    Some(id) if store.failed_dir(id).is_dir() => "failed",
+                    _ => "todo",
+                };
+                println!("{}  {state:<6} {}", name(index), label(&job.stage, &job.params));
+            }
+            ListWhat::Deps => {
+                for dep in job.deps() {
+                    println!("{} {} -> {} {}", name(index), job.stage, name(dep), plan.graph.jobs[dep].stage);
+                }
+            }
+            ListWhat::Runs => unreachable!("handled above"),
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The one full id in the store that starts with `prefix`.
+fn find(store: &Store, prefix: &str) -> Result<String, CliError> {
+    let ids = store.ids_with_prefix(prefix);
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(invalid(format!("no job in {} has an id starting with `{prefix}`; see `repx list jobs`", store.root().display()))),
+        many => Err(invalid(format!("`{prefix}` matches {} jobs: give more digits", many.len()))),
+    }
+}
+
+pub fn show(cli: &Cli, what: ShowWhat, prefix: &str) -> Result<i32, CliError> {
+    let (_lab, store) = open(cli)?;
+    let id = find(&store, prefix)?;
+    match what {
+        ShowWhat::Job => {
+            println!("id:       {id}");
+            match store.record(&id) {
+                Some(record) => {
+                    let state = if store.done(&id).is_some() { "done" } else { "output deleted" };
+                    println!("stage:    {}", record.stage);
+                    println!("mode:     {}{}", record.mode, if record.mode == crate::lab::Mode::Impure { "  (not reproducible)" } else { "" });
+                    println!("state:    {state}");
+                    println!("params:   {}", serde_json::Value::Object(record.params.clone()));
+                    println!("hash:     {}", record.hash);
+                    println!("duration: {:.3}s", record.duration_ms as f64 / 1000.0);
+                    println!("output:   {}", store.output_dir(&id).display());
+                }
+                None => println!("state:    failed (logs in {})", store.failed_dir(&id).display()),
+            }
+        }
+        ShowWhat::Output => {
+            let out = store.output_dir(&id);
+            if !out.is_dir() {
+                return Err(CliError::Failed(anyhow::anyhow!("job {} has no output in the store", short(&id))));
+            }
+            println!("{}", out.display());
+            for entry in walkdir::WalkDir::new(&out).sort_by_file_name().min_depth(1) {
+                let entry = entry.map_err(|e| CliError::Failed(e.into()))?;
+                let size = entry.metadata().map(|m| m.len()).unwrap_or_default();
+                let relative = entry.path().strip_prefix(&out).unwrap_or(entry.path());
+                if entry.file_type().is_dir() {
+                    println!("  {}/", relative.display());
+                } else {
+                    println!("  {}  {size} bytes", relative.display());
+                }
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
+    let (_lab, store) = open(cli)?;
+    let id = find(&store, prefix)?;
+    let dir = if store.failed_dir(&id).is_dir() && store.done(&id).is_none() {
+        store.failed_dir(&id)
+    } else {
+        store.job_dir(&id)
+    };
+    let mut printed = false;
+    for name in ["stdout", "stderr", "tools.log"] {
+        if let Some(text) = read(&dir.join(name)) {
+            println!("==> {name} <==");
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            printed = true;
+        }
+    }
+    if !printed {
+        eprintln!("job {} wrote no logs", short(&id));
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+}

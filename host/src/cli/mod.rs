@@ -1,0 +1,130 @@
+//! The command line: flags as clap data, then one function per command.
+//!
+//! Only this module prints. Errors become [`error::CliError`]s whose exit codes are in
+//! [`exit`].
+
+mod error;
+pub mod exit;
+mod inspect;
+mod render;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use error::CliError;
+
+#[derive(Parser, Debug)]
+#[command(name = "repx", version, about = "Run experiments and builds whose stages are WebAssembly plugins")]
+pub struct Cli {
+    /// The lab file, or a directory holding `repx.toml`.
+    #[arg(long, global = true, default_value = ".")]
+    pub lab: PathBuf,
+    /// The store directory (default: `.repx` beside the lab).
+    #[arg(long, global = true)]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run runs or jobs (default: every run), or one plugin ad hoc with --plugin.
+    Run(RunArgs),
+    /// List runs, jobs or job dependencies.
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+        /// Only this run's jobs.
+        run: Option<String>,
+    },
+    /// Show a job or its output.
+    Show {
+        #[arg(value_enum)]
+        what: ShowWhat,
+        /// A job id or a unique prefix of one.
+        job: String,
+    },
+    /// Print a job's logs: stdout, stderr and what the host did for it.
+    Log {
+        /// A job id or a unique prefix of one.
+        job: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ListWhat {
+    Runs,
+    Jobs,
+    Deps,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ShowWhat {
+    Job,
+    Output,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run names or job-id prefixes (default: every run).
+    pub targets: Vec<String>,
+    /// Jobs at once (default: the number of cores).
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Keep running independent jobs after one fails.
+    #[arg(long)]
+    pub continue_on_failure: bool,
+    /// Run every stage impure: the project directory read-write at /work.
+    #[arg(long, group = "mode")]
+    pub impure: bool,
+    /// Run every stage pure: inputs read-only snapshots, tools sandboxed.
+    #[arg(long, group = "mode")]
+    pub pure: bool,
+    /// Run every stage hermetic, through Nix.
+    #[arg(long, group = "mode")]
+    pub hermetic: bool,
+    /// Re-run jobs even when their output is in the store; with a stage name, only its jobs.
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
+    pub force: Option<String>,
+    /// Run this plugin ad hoc, as one job, instead of a lab.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub plugin: Option<PathBuf>,
+    /// With --plugin: an input directory, mounted at /in/NAME.
+    #[arg(long = "input", value_name = "NAME=PATH", requires = "plugin")]
+    pub inputs: Vec<String>,
+    /// With --plugin: a parameter; the value is JSON, or else a string.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "plugin")]
+    pub params: Vec<String>,
+    /// With --plugin: copy the output here.
+    #[arg(long, value_name = "DIR", requires = "plugin")]
+    pub out: Option<PathBuf>,
+}
+
+/// Parses the command line, runs the command, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::INVALID } else { exit::SUCCESS };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::Run(args) => run::run(&cli, args),
+        Command::List { what, run } => inspect::list(&cli, *what, run.as_deref()),
+        Command::Show { what, job } => inspect::show(&cli, *what, job),
+        Command::Log { job } => inspect::log(&cli, job),
+    }
+}

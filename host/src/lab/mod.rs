@@ -1,0 +1,197 @@
+//! The lab: stages, pipelines and runs, as read from `repx.toml`.
+//!
+//! [`Lab::load`] parses and validates the whole file before anything runs. Every problem
+//! is collected (not only the first) into a [`LabError`] naming the file, the line and the
+//! key, so a user fixes a lab in one pass. Paths in a loaded lab are absolute.
+
+mod parse;
+mod suggest;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use suggest::did_you_mean;
+
+/// The file name a lab is looked for under.
+pub const LAB_FILE: &str = "repx.toml";
+
+/// A validated lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub name: String,
+    /// The lab file itself.
+    pub file: PathBuf,
+    /// The project directory: the lab file's directory.
+    pub dir: PathBuf,
+    pub stages: BTreeMap<String, Stage>,
+    pub pipelines: BTreeMap<String, Pipeline>,
+    pub runs: BTreeMap<String, Run>,
+    /// Unknown keys and other things worth telling but not fatal.
+    pub warnings: Vec<String>,
+}
+
+/// How a stage's plugin sees the world; see the plugin contract in DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    Pure,
+    Impure,
+    Hermetic,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Pure => "pure",
+            Mode::Impure => "impure",
+            Mode::Hermetic => "hermetic",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a stage's plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginRef {
+    /// A first-party plugin embedded in the binary (`builtin:make`).
+    Builtin(String),
+    /// A `.wasm` file, absolute.
+    File(PathBuf),
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginRef::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginRef::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One declared input of a stage, mounted at `/in/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A project directory (`path:src`), absolute.
+    Path(PathBuf),
+    /// The output of the upstream stage's job at the same parameter point.
+    Stage(String),
+    /// The outputs of every job of a swept upstream stage (`stage[*]`).
+    Gather(String),
+}
+
+impl Input {
+    /// The upstream stage this input depends on, if any.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Input::Path(_) => None,
+            Input::Stage(stage) | Input::Gather(stage) => Some(stage),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub plugin: PluginRef,
+    /// A pinned digest of the plugin's bytes (hex sha256).
+    pub sha256: Option<String>,
+    pub mode: Mode,
+    pub inputs: BTreeMap<String, Input>,
+    /// Parameters with their defaults; runs may override them.
+    pub params: BTreeMap<String, Value>,
+    /// Files the plugin must leave in `/out`, relative.
+    pub outputs: Vec<PathBuf>,
+    /// External commands the plugin may run, by name.
+    pub tools: Vec<String>,
+    /// Globs, relative to the project directory, that an impure stage depends on.
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// Stage names; the graph order comes from their inputs, not from this list.
+    pub stages: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub name: String,
+    pub pipelines: Vec<String>,
+    /// Parameter overrides; a list is a sweep axis.
+    pub params: BTreeMap<String, Value>,
+    /// Groups of axes that advance together instead of multiplying.
+    pub zip: Vec<Vec<String>>,
+}
+
+/// One problem in a lab file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    /// The dotted key the problem is at, e.g. `stages.sum.inputs.data`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a lab file.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("cannot read lab file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match p.line {
+            Some(line) => out.push_str(&format!("{}:{line}: ", path.display())),
+            None => out.push_str(&format!("{}: ", path.display())),
+        }
+        if !p.key.is_empty() {
+            out.push_str(&format!("`{}`: ", p.key));
+        }
+        out.push_str(&p.message);
+    }
+    out
+}
+
+impl Lab {
+    /// Reads and validates the lab at `path` (a `repx.toml`, or a directory holding one).
+    pub fn load(path: &Path) -> Result<Lab, LabError> {
+        let file = if path.is_dir() { path.join(LAB_FILE) } else { path.to_path_buf() };
+        let file = std::path::absolute(&file).unwrap_or(file);
+        let text = std::fs::read_to_string(&file).map_err(|source| LabError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        parse::parse(&file, &text)
+    }
+
+    /// The stages of a run, deduplicated, in lab order.
+    pub fn run_stages(&self, run: &Run) -> Vec<&Stage> {
+        let mut names: Vec<&str> = run
+            .pipelines
+            .iter()
+            .flat_map(|p| self.pipelines[p].stages.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.iter().map(|n| &self.stages[*n]).collect()
+    }
+}

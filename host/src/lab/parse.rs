@@ -1,0 +1,513 @@
+//! Parsing and validating `repx.toml`: raw TOML first, then one pass that checks every
+//! name and path and collects all problems.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    did_you_mean, Input, Lab, LabError, Mode, Pipeline, PluginRef, Problem, Run, Stage,
+};
+use crate::wasm::builtin;
+
+#[derive(Deserialize, Default)]
+struct RawLab {
+    #[serde(default)]
+    lab: RawLabTable,
+    #[serde(default)]
+    stages: BTreeMap<String, Spanned<RawStage>>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, Spanned<RawPipeline>>,
+    #[serde(default)]
+    runs: BTreeMap<String, Spanned<RawRun>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawLabTable {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStage {
+    plugin: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    outputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    tools: Vec<Spanned<String>>,
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawPipeline {
+    #[serde(default)]
+    stages: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawRun {
+    #[serde(default)]
+    pipelines: Vec<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    zip: Vec<Vec<Spanned<String>>>,
+}
+
+/// Collects problems with their line numbers.
+struct Problems<'a> {
+    text: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: String) {
+        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+        self.list.push(Problem { line: Some(line), key: key.into(), message });
+    }
+}
+
+pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
+    let invalid = |problems| LabError::Invalid { path: file.to_path_buf(), problems };
+    let mut unknown = Vec::new();
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+    let raw: RawLab = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+        .map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+
+    let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut problems = Problems { text, list: Vec::new() };
+    let stage_names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
+
+    let mut stages = BTreeMap::new();
+    for (name, raw_stage) in &raw.stages {
+        if let Some(stage) = stage(name, raw_stage, &dir, &stage_names, &mut problems) {
+            stages.insert(name.clone(), stage);
+        }
+    }
+    check_cycles(&raw, &stages, &mut problems);
+
+    let mut pipelines = BTreeMap::new();
+    for (name, raw_pipeline) in &raw.pipelines {
+        pipelines.insert(name.clone(), pipeline(name, raw_pipeline, &raw, &mut problems));
+    }
+    let mut runs = BTreeMap::new();
+    for (name, raw_run) in &raw.runs {
+        runs.insert(name.clone(), run(name, raw_run, &raw, &mut problems));
+    }
+
+    if !problems.list.is_empty() {
+        return Err(invalid(problems.list));
+    }
+    let name = raw.lab.name.unwrap_or_else(|| {
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    });
+    let known = ["lab", "stages", "pipelines", "runs"];
+    let warnings = unknown
+        .into_iter()
+        .map(|key| {
+            let last = key.rsplit('.').next().unwrap_or(&key);
+            let hint = did_you_mean(
+                last,
+                known.into_iter().chain([
+                    "name", "plugin", "sha256", "mode", "inputs", "params", "outputs", "tools",
+                    "sources", "pipelines", "zip",
+                ]),
+            );
+            format!("{}: unknown key `{key}` is ignored{hint}", file.display())
+        })
+        .collect();
+    Ok(Lab { name, file: file.to_path_buf(), dir, stages, pipelines, runs, warnings })
+}
+
+fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
+    let line = error.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    Problem { line, key: String::new(), message: error.message().to_string() }
+}
+
+fn stage(
+    name: &str,
+    raw: &Spanned<RawStage>,
+    dir: &Path,
+    stage_names: &BTreeSet<&str>,
+    problems: &mut Problems,
+) -> Option<Stage> {
+    let key = format!("stages.{name}");
+    let start = problems.list.len();
+    check_name(name, raw.span(), &key, problems);
+    let raw_stage = raw.get_ref();
+
+    let plugin = match &raw_stage.plugin {
+        None => {
+            problems.at(raw.span(), &key, "has no `plugin`: name a .wasm file or `builtin:make`".into());
+            None
+        }
+        Some(p) => plugin(p, dir, &format!("{key}.plugin"), problems),
+    };
+    if let Some(sha) = &raw_stage.sha256 {
+        let s = sha.get_ref();
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            problems.at(sha.span(), format!("{key}.sha256"), format!("`{s}` is not a hex SHA-256 digest (64 hex digits)"));
+        }
+    }
+    let mode = match raw_stage.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("pure", _)) => Mode::Pure,
+        Some(("impure", _)) => Mode::Impure,
+        Some(("hermetic", _)) => Mode::Hermetic,
+        Some((other, span)) => {
+            problems.at(span, format!("{key}.mode"), format!("unknown mode `{other}`: use `pure`, `impure` or `hermetic`"));
+            Mode::Pure
+        }
+    };
+
+    let mut inputs = BTreeMap::new();
+    for (input_name, value) in &raw_stage.inputs {
+        let input_key = format!("{key}.inputs.{input_name}");
+        check_name(input_name, value.span(), &input_key, problems);
+        if let Some(input) = input(name, value, dir, stage_names, &input_key, problems) {
+            inputs.insert(input_name.clone(), input);
+        }
+    }
+
+    let params = raw_stage
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+        .collect();
+
+    let mut outputs = Vec::new();
+    for output in &raw_stage.outputs {
+        match relative_path(output.get_ref()) {
+            Some(path) => outputs.push(path),
+            None => problems.at(
+                output.span(),
+                format!("{key}.outputs"),
+                format!("`{}` is not a relative path inside /out: write it like `bin/tool` or `data.csv`", output.get_ref()),
+            ),
+        }
+    }
+    let tools = unique(&raw_stage.tools, &format!("{key}.tools"), problems);
+    for tool in &raw_stage.tools {
+        if tool.get_ref().is_empty() || tool.get_ref().contains(char::is_whitespace) {
+            problems.at(tool.span(), format!("{key}.tools"), format!("`{}` is not a command name", tool.get_ref()));
+        }
+    }
+    let sources: Vec<String> = raw_stage.sources.iter().map(|s| s.get_ref().clone()).collect();
+    for source in &raw_stage.sources {
+        if let Err(e) = globset::Glob::new(source.get_ref()) {
+            problems.at(source.span(), format!("{key}.sources"), format!("bad glob: {e}"));
+        }
+    }
+
+    if problems.list.len() > start {
+        return None;
+    }
+    Some(Stage {
+        name: name.to_string(),
+        plugin: plugin?,
+        sha256: raw_stage.sha256.as_ref().map(|s| s.get_ref().to_ascii_lowercase()),
+        mode,
+        inputs,
+        params,
+        outputs,
+        tools,
+        sources,
+    })
+}
+
+fn plugin(raw: &Spanned<String>, dir: &Path, key: &str, problems: &mut Problems) -> Option<PluginRef> {
+    let value = raw.get_ref();
+    if let Some(name) = value.strip_prefix("builtin:") {
+        if builtin::bytes(name).is_none() {
+            let hint = did_you_mean(name, builtin::NAMES.iter().copied());
+            problems.at(raw.span(), key, format!("no built-in plugin `{name}`{hint}; built-ins are {}", builtin::NAMES.join(", ")));
+            return None;
+        }
+        return Some(PluginRef::Builtin(name.to_string()));
+    }
+    let path = dir.join(value);
+    if !path.is_file() {
+        problems.at(
+            raw.span(),
+            key,
+            format!("plugin file {} does not exist: build it, or fix the path (relative to the lab file)", path.display()),
+        );
+        return None;
+    }
+    Some(PluginRef::File(path))
+}
+
+fn input(
+    stage: &str,
+    raw: &Spanned<String>,
+    dir: &Path,
+    stage_names: &BTreeSet<&str>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Input> {
+    let value = raw.get_ref();
+    if let Some(path) = value.strip_prefix("path:") {
+        let Some(relative) = relative_path(path) else {
+            problems.at(raw.span(), key, format!("`{path}` must be a relative path inside the project directory"));
+            return None;
+        };
+        let absolute = dir.join(relative);
+        if !absolute.exists() {
+            problems.at(raw.span(), key, format!("{} does not exist", absolute.display()));
+            return None;
+        }
+        return Some(Input::Path(absolute));
+    }
+    let (upstream, gather) = match value.strip_suffix("[*]") {
+        Some(upstream) => (upstream, true),
+        None => (value.as_str(), false),
+    };
+    if !stage_names.contains(upstream) {
+        let hint = did_you_mean(upstream, stage_names.iter().copied());
+        problems.at(
+            raw.span(),
+            key,
+            format!("unknown stage `{upstream}`{hint}; an input is `path:DIR`, `STAGE` or `STAGE[*]`"),
+        );
+        return None;
+    }
+    if upstream == stage {
+        problems.at(raw.span(), key, format!("stage `{stage}` cannot read its own output"));
+        return None;
+    }
+    Some(if gather { Input::Gather(upstream.into()) } else { Input::Stage(upstream.into()) })
+}
+
+fn pipeline(name: &str, raw: &Spanned<RawPipeline>, lab: &RawLab, problems: &mut Problems) -> Pipeline {
+    let key = format!("pipelines.{name}.stages");
+    check_name(name, raw.span(), &format!("pipelines.{name}"), problems);
+    if raw.get_ref().stages.is_empty() {
+        problems.at(raw.span(), &key, "is empty: list the stages of this pipeline".into());
+    }
+    let stages = unique(&raw.get_ref().stages, &key, problems);
+    for stage in &raw.get_ref().stages {
+        let Some(def) = lab.stages.get(stage.get_ref()) else {
+            let hint = did_you_mean(stage.get_ref(), lab.stages.keys().map(String::as_str));
+            problems.at(stage.span(), &key, format!("unknown stage `{}`{hint}", stage.get_ref()));
+            continue;
+        };
+        for (input, value) in &def.get_ref().inputs {
+            let upstream = value.get_ref().strip_suffix("[*]").unwrap_or(value.get_ref());
+            if lab.stages.contains_key(upstream) && !stages.iter().any(|s| s == upstream) {
+                problems.at(
+                    stage.span(),
+                    &key,
+                    format!("stage `{}` reads `{upstream}` (input `{input}`), which is not in this pipeline: add it", stage.get_ref()),
+                );
+            }
+        }
+    }
+    Pipeline { name: name.to_string(), stages }
+}
+
+fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems) -> Run {
+    let key = format!("runs.{name}");
+    check_name(name, raw.span(), &key, problems);
+    let raw_run = raw.get_ref();
+    if raw_run.pipelines.is_empty() {
+        problems.at(raw.span(), format!("{key}.pipelines"), "is empty: name the pipelines this run runs".into());
+    }
+    let pipelines = unique(&raw_run.pipelines, &format!("{key}.pipelines"), problems);
+    let mut declared = BTreeSet::new();
+    for pipeline in &raw_run.pipelines {
+        match lab.pipelines.get(pipeline.get_ref()) {
+            Some(p) => {
+                for stage in &p.get_ref().stages {
+                    if let Some(s) = lab.stages.get(stage.get_ref()) {
+                        declared.extend(s.get_ref().params.keys().map(String::as_str));
+                    }
+                }
+            }
+            None => {
+                let hint = did_you_mean(pipeline.get_ref(), lab.pipelines.keys().map(String::as_str));
+                problems.at(pipeline.span(), format!("{key}.pipelines"), format!("unknown pipeline `{}`{hint}", pipeline.get_ref()));
+            }
+        }
+    }
+
+    let mut params = BTreeMap::new();
+    for (param, value) in &raw_run.params {
+        let param_key = format!("{key}.params.{param}");
+        if !declared.contains(param.as_str()) {
+            let hint = did_you_mean(param, declared.iter().copied());
+            problems.at(
+                value.span(),
+                &param_key,
+                format!("no stage of this run declares parameter `{param}`{hint}; declare it with a default in the stage's `params`"),
+            );
+        }
+        if matches!(value.get_ref(), toml::Value::Array(a) if a.is_empty()) {
+            problems.at(value.span(), &param_key, "is an empty axis: give at least one value".into());
+        }
+        params.insert(param.clone(), toml_to_json(value.get_ref()));
+    }
+
+    let mut zipped = BTreeSet::new();
+    let mut zip = Vec::new();
+    for group in &raw_run.zip {
+        let mut names = Vec::new();
+        let mut length = None;
+        for axis in group {
+            let axis_name = axis.get_ref();
+            let zip_key = format!("{key}.zip");
+            match raw_run.params.get(axis_name).map(|v| v.get_ref()) {
+                Some(toml::Value::Array(values)) => {
+                    if *length.get_or_insert(values.len()) != values.len() {
+                        problems.at(axis.span(), &zip_key, format!("axis `{axis_name}` has {} values, but the others in its zip group have {}: zipped axes advance together and need equal lengths", values.len(), length.unwrap_or_default()));
+                    }
+                }
+                _ => problems.at(axis.span(), &zip_key, format!("`{axis_name}` is not a list in `{key}.params`, so it is not an axis to zip")),
+            }
+            if !zipped.insert(axis_name.clone()) {
+                problems.at(axis.span(), &zip_key, format!("axis `{axis_name}` is in more than one zip group"));
+            }
+            names.push(axis_name.clone());
+        }
+        zip.push(names);
+    }
+    Run { name: name.to_string(), pipelines, params, zip }
+}
+
+fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut Problems) {
+    // Depth-first search; `on_path` holds the stages being visited.
+    fn visit<'a>(
+        stage: &'a str,
+        stages: &'a BTreeMap<String, Stage>,
+        on_path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(pos) = on_path.iter().position(|s| *s == stage) {
+            let mut cycle = on_path[pos..].to_vec();
+            cycle.push(stage);
+            return Some(cycle);
+        }
+        if !done.insert(stage) {
+            return None;
+        }
+        on_path.push(stage);
+        for input in stages.get(stage).into_iter().flat_map(|s| s.inputs.values()) {
+            if let Some(up) = input.upstream() {
+                if let Some(cycle) = visit(up, stages, on_path, done) {
+                    return Some(cycle);
+                }
+            }
+        }
+        on_path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for name in stages.keys() {
+        if let Some(cycle) = visit(name, stages, &mut Vec::new(), &mut done) {
+            let span = raw.stages[cycle[0]].span();
+            problems.at(span, format!("stages.{}", cycle[0]), format!("inputs form a cycle: {}", cycle.join(" -> ")));
+            return;
+        }
+    }
+}
+
+/// Stage, input, pipeline and run names become directory and key names.
+fn check_name(name: &str, span: std::ops::Range<usize>, key: &str, problems: &mut Problems) {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name != "."
+        && name != "..";
+    if !ok {
+        problems.at(span, key, format!("`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"));
+    }
+}
+
+fn unique(list: &[Spanned<String>], key: &str, problems: &mut Problems) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    for item in list {
+        if !seen.insert(item.get_ref().as_str()) {
+            problems.at(item.span(), key, format!("`{}` is listed twice", item.get_ref()));
+        }
+    }
+    list.iter().map(|i| i.get_ref().clone()).collect()
+}
+
+/// A path that stays inside its base directory: relative, no `..`, not empty.
+pub(crate) fn relative_path(raw: &str) -> Option<PathBuf> {
+    let path = Path::new(raw);
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!clean.as_os_str().is_empty()).then_some(clean)
+}
+
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => s.clone().into(),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => d.to_string().into(),
+        toml::Value::Array(a) => a.iter().map(toml_to_json).collect(),
+        toml::Value::Table(t) => t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(Path::new("/nonexistent/repx.toml"), text) {
+            Err(LabError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert_eq!(relative_path("bin/x"), Some(PathBuf::from("bin/x")));
+        assert_eq!(relative_path("./a"), Some(PathBuf::from("a")));
+        assert_eq!(relative_path("../a"), None);
+        assert_eq!(relative_path("/etc/passwd"), None);
+        assert_eq!(relative_path(""), None);
+    }
+
+    #[test]
+    fn every_problem_is_collected_with_its_line() {
+        let found = problems(
+            "[stages.a]\nplugin = \"builtin:exec\"\ninputs = { x = \"bb\" }\noutputs = [\"../up\"]\n\
+             [pipelines.main]\nstages = [\"a\"]\n[runs.r]\npipelines = [\"main\"]\nparams = { seed = [] }\n",
+        );
+        let keys: Vec<_> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (Some(3), "stages.a.inputs.x"),
+                (Some(4), "stages.a.outputs"),
+                (Some(9), "runs.r.params.seed"),
+                (Some(9), "runs.r.params.seed"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let found = problems(
+            "[stages.a]\nplugin = \"builtin:exec\"\ninputs = { x = \"b\" }\n\
+             [stages.b]\nplugin = \"builtin:exec\"\ninputs = { y = \"a\" }\n",
+        );
+        assert!(found.iter().any(|p| p.message.contains("cycle: a -> b -> a")), "{found:?}");
+    }
+}

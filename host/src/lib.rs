@@ -1,0 +1,14 @@
+//! RepX runs experiments and builds as graphs of stages whose logic is WebAssembly.
+//!
+//! Data flows one way: [`lab`] (the lab file) → [`graph`] (jobs) → [`plan`] (resolved on
+//! this host) → [`sched`] (order, caching) → [`wasm`] (the plugins) → [`store`] (outputs).
+//! Only [`cli`] prints; everything below it reports events or returns typed errors.
+
+pub mod cli;
+pub mod graph;
+pub mod lab;
+pub mod plan;
+pub mod sched;
+pub mod sources;
+pub mod store;
+pub mod wasm;

@@ -1,0 +1,152 @@
+//! A run plan: the lab, its job graph, and what each stage resolves to on this host
+//! (plugin bytes, granted tools, snapshots of `path:` inputs, impure fingerprints).
+//!
+//! Resolving touches the filesystem but runs nothing; ids of jobs whose upstream keys are
+//! known follow from it (see [`Plan::id`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::graph::id::{Identity, InputKey, ToolIdentity};
+use crate::graph::{JobGraph, JobIndex, JobInput};
+use crate::lab::{Lab, Mode, PluginRef};
+use crate::store::{self, Store};
+use crate::wasm::{builtin, Plugin};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("stage `{stage}`: {message}")]
+    Stage { stage: String, message: String },
+    #[error("input {}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+}
+
+/// What a stage resolves to on this host.
+pub struct StageResources {
+    pub plugin: Plugin,
+    pub tools: Arc<[ToolIdentity]>,
+}
+
+pub struct Plan {
+    pub lab: Lab,
+    pub graph: JobGraph,
+    pub stages: BTreeMap<String, StageResources>,
+    /// Content hash of each `path:` input of a pure job, snapshotted in the store.
+    pub snapshots: HashMap<PathBuf, String>,
+    /// Current fingerprint of each impure stage's sources.
+    pub fingerprints: HashMap<String, String>,
+}
+
+impl Plan {
+    pub fn new(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
+        let path_var = std::env::var_os("PATH");
+        let mut stages = BTreeMap::new();
+        let mut fingerprints = HashMap::new();
+        let mut snapshots = HashMap::new();
+        let used: std::collections::BTreeSet<&str> = graph.jobs.iter().map(|j| j.stage.as_str()).collect();
+        for name in used {
+            let stage = &lab.stages[name];
+            let stage_err = |message: String| PlanError::Stage { stage: name.to_string(), message };
+            let bytes = match &stage.plugin {
+                PluginRef::Builtin(b) => builtin::bytes(b).map(<[u8]>::to_vec).ok_or_else(|| stage_err(format!("no built-in plugin `{b}`")))?,
+                PluginRef::File(path) => std::fs::read(path).map_err(|e| stage_err(format!("plugin {}: {e}", path.display())))?,
+            };
+            let plugin = Plugin::new(stage.plugin.to_string(), bytes);
+            let tools = stage
+                .tools
+                .iter()
+                .map(|t| crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(&stage_err))
+                .collect::<Result<Vec<_>, _>>()?;
+            stages.insert(name.to_string(), StageResources { plugin, tools: tools.into() });
+        }
+        for job in &graph.jobs {
+            let stage = &lab.stages[&job.stage];
+            if job.mode == Mode::Impure && !fingerprints.contains_key(&job.stage) {
+                let fp = crate::sources::fingerprint(&lab.dir, &stage.sources)
+                    .map_err(|e| PlanError::Stage { stage: job.stage.clone(), message: format!("reading its sources: {e}") })?;
+                fingerprints.insert(job.stage.clone(), fp);
+            }
+            if job.mode == Mode::Impure {
+                continue;
+            }
+            for input in job.inputs.values() {
+                if let JobInput::Path(path) = input {
+                    if !snapshots.contains_key(path) {
+                        snapshots.insert(path.clone(), snapshot(path, store)?);
+                    }
+                }
+            }
+        }
+        Ok(Plan { lab, graph, stages, snapshots, fingerprints })
+    }
+
+    /// The job's id, once the keys of its upstream jobs are known.
+    pub fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String> {
+        let job = &self.graph.jobs[job];
+        let stage = &self.lab.stages[&job.stage];
+        let resources = &self.stages[&job.stage];
+        let mut inputs = Vec::with_capacity(job.inputs.len());
+        for (name, input) in &job.inputs {
+            let key = match input {
+                JobInput::Path(path) => match self.snapshots.get(path) {
+                    Some(hash) => InputKey::Path(hash),
+                    // An impure job reads the live directory; its content is in the fingerprint.
+                    None => InputKey::Path(path.to_str().unwrap_or_default()),
+                },
+                JobInput::Job(up) => InputKey::Job(keys[*up].as_deref()?),
+                JobInput::Gather(ups) => {
+                    InputKey::Gather(ups.iter().map(|u| keys[*u].as_deref()).collect::<Option<_>>()?)
+                }
+            };
+            inputs.push((name.as_str(), key));
+        }
+        let identity = Identity {
+            stage: &job.stage,
+            plugin_digest: &resources.plugin.digest,
+            mode: job.mode,
+            params: &job.params,
+            inputs,
+            outputs: &stage.outputs,
+            tools: &resources.tools,
+        };
+        Some(identity.id())
+    }
+
+    /// Every job's id where it follows from the store's current state: a job downstream
+    /// of an impure job that has not run yet has none.
+    pub fn static_ids(&self, store: &Store) -> Vec<Option<String>> {
+        let mut ids = vec![None; self.graph.jobs.len()];
+        let mut keys: Vec<Option<String>> = vec![None; self.graph.jobs.len()];
+        for index in 0..self.graph.jobs.len() {
+            ids[index] = self.id(index, &keys);
+            keys[index] = ids[index].as_ref().and_then(|id| self.key(index, id, store));
+        }
+        ids
+    }
+
+    /// What downstream jobs see of a done job: its id, or for an impure job the hash of
+    /// its current output, so identical rebuilds do not re-run what follows.
+    pub fn key(&self, index: JobIndex, id: &str, store: &Store) -> Option<String> {
+        if self.graph.jobs[index].mode == Mode::Impure {
+            store.done(id).map(|record| record.hash)
+        } else {
+            Some(id.to_string())
+        }
+    }
+}
+
+/// Copies a `path:` input into the store by content (once) and returns its hash.
+fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
+    let err = |e: &dyn std::fmt::Display| PlanError::Input { path: path.to_path_buf(), message: e.to_string() };
+    let hash = store::hash_tree(path).map_err(|e| err(&e))?.hash;
+    let target = store.snapshots().join(&hash);
+    if !target.is_dir() {
+        let tmp = store.root().join("tmp").join(format!("snapshot-{hash}"));
+        store::remove_tree(&tmp).map_err(|e| err(&e))?;
+        store::copy_tree(path, &tmp).map_err(|e| err(&e))?;
+        store::seal_tree(&tmp).map_err(|e| err(&e))?;
+        std::fs::rename(&tmp, &target).map_err(|e| err(&e))?;
+    }
+    Ok(hash)
+}

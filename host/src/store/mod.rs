@@ -1,0 +1,298 @@
+//! The store: committed job outputs, their records, logs, and source snapshots.
+//!
+//! Layout under the store root (default `.repx/` beside the lab):
+//! ```text
+//! records.jsonl        append-only, one Record per committed job (last one per id wins)
+//! jobs/<id>/out/       a committed output, read-only
+//! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, tools.log)
+//! failed/<id>/         logs of the last failed attempt
+//! snapshots/<hash>/    read-only copies of `path:` inputs, by content
+//! tmp/                 jobs being run; never trusted, cleared under the lock
+//! lock                 held by the one `repx` process using the store
+//! ```
+//! Invariant: a job is done only when its record exists *and* `jobs/<id>` exists. An output
+//! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
+//! then recorded; a crash at any point leaves either no output or an unrecorded one, which
+//! the next run replaces.
+
+mod tree;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use tree::{copy_tree, hash_tree, remove_tree, seal_tree, TreeError, TreeSummary};
+
+/// The store directory's name beside a lab.
+pub const DEFAULT_DIR: &str = ".repx";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store {} is in use by another repx process; wait for it to finish, or use another --store", path.display())]
+    Locked { path: PathBuf },
+    #[error("job {id}: {source}")]
+    Output {
+        id: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error("job {id}: declared output `{}` is missing from /out", output.display())]
+    MissingOutput { id: String, output: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// What the store remembers of a committed job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub stage: String,
+    pub mode: crate::lab::Mode,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Content hash of `out/`, see [`hash_tree`].
+    pub hash: String,
+    /// For impure jobs: the fingerprint of the stage's sources after it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Unix time in milliseconds when the job finished.
+    pub finished_ms: u64,
+    pub duration_ms: u64,
+}
+
+impl Serialize for crate::lab::Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for crate::lab::Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::lab::Mode;
+        match String::deserialize(d)?.as_str() {
+            "pure" => Ok(Mode::Pure),
+            "impure" => Ok(Mode::Impure),
+            "hermetic" => Ok(Mode::Hermetic),
+            other => Err(serde::de::Error::custom(format!("unknown mode `{other}`"))),
+        }
+    }
+}
+
+/// A job's working directory while it runs: `out/` and `scratch/` for the plugin.
+pub struct Staging {
+    pub id: String,
+    pub dir: PathBuf,
+    pub out: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// The logs a finished attempt leaves.
+#[derive(Default)]
+pub struct Logs {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub tools: Vec<u8>,
+}
+
+pub struct Store {
+    root: PathBuf,
+    records: RwLock<HashMap<String, Record>>,
+    log: Mutex<File>,
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root` and takes its lock.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(io(root))?;
+        for sub in ["jobs", "failed", "snapshots", "tmp"] {
+            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: root }),
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        // Holding the lock, nothing in tmp/ belongs to a live job.
+        let tmp = root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
+            remove_tree(&entry.path()).map_err(io(&entry.path()))?;
+        }
+        let records_path = root.join("records.jsonl");
+        let records = read_records(&records_path)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&records_path)
+            .map_err(io(&records_path))?;
+        Ok(Store { root, records: RwLock::new(records), log: Mutex::new(log), _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The job's record, if it is done: recorded and its output still on disk.
+    pub fn done(&self, id: &str) -> Option<Record> {
+        let record = self.record(id)?;
+        self.output_dir(id).is_dir().then_some(record)
+    }
+
+    /// The record, whether or not its output still exists.
+    pub fn record(&self, id: &str) -> Option<Record> {
+        self.records.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.root.join("jobs").join(id)
+    }
+
+    pub fn output_dir(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("out")
+    }
+
+    pub fn failed_dir(&self, id: &str) -> PathBuf {
+        self.root.join("failed").join(id)
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Ids in the store (committed or failed) that start with `prefix`.
+    pub fn ids_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|id| id.starts_with(prefix))
+            .cloned()
+            .collect();
+        let failed = fs::read_dir(self.root.join("failed")).into_iter().flatten().flatten();
+        ids.extend(failed.filter_map(|e| e.file_name().into_string().ok()).filter(|id| id.starts_with(prefix)));
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Makes a fresh staging directory for a job attempt.
+    pub fn stage(&self, id: &str, attempt: u64) -> Result<Staging, StoreError> {
+        let dir = self.root.join("tmp").join(format!("{id}.{}.{attempt}", std::process::id()));
+        let out = dir.join("out");
+        let scratch = dir.join("scratch");
+        fs::create_dir(&dir).map_err(io(&dir))?;
+        fs::create_dir(&out).map_err(io(&out))?;
+        fs::create_dir(&scratch).map_err(io(&scratch))?;
+        Ok(Staging { id: id.to_string(), dir, out, scratch })
+    }
+
+    /// Commits a staged output: checks declared outputs, hashes, seals and moves it into
+    /// place, then appends `record` with the output's hash filled in.
+    pub fn commit(
+        &self,
+        staging: Staging,
+        outputs: &[PathBuf],
+        logs: &Logs,
+        mut record: Record,
+    ) -> Result<Record, StoreError> {
+        let id = staging.id.clone();
+        remove_tree(&staging.scratch).map_err(io(&staging.scratch))?;
+        for output in outputs {
+            if fs::symlink_metadata(staging.out.join(output)).is_err() {
+                return Err(StoreError::MissingOutput { id, output: output.clone() });
+            }
+        }
+        let summary = seal_tree(&staging.out).map_err(|source| StoreError::Output { id: id.clone(), source })?;
+        record.hash = summary.hash;
+        write_logs(&staging.dir, logs)?;
+        sync_dir(&staging.dir)?;
+
+        let target = self.job_dir(&id);
+        if target.exists() {
+            // An unrecorded leftover of a crash, or an impure job's previous output.
+            let trash = staging.dir.with_extension("old");
+            fs::rename(&target, &trash).map_err(io(&target))?;
+            remove_tree(&trash).map_err(io(&trash))?;
+        }
+        fs::rename(&staging.dir, &target).map_err(io(&target))?;
+        sync_dir(&self.root.join("jobs"))?;
+        self.append(&record)?;
+        self.records.write().unwrap_or_else(|e| e.into_inner()).insert(id, record.clone());
+        Ok(record)
+    }
+
+    /// Keeps a failed attempt's logs in `failed/<id>` and discards its output.
+    pub fn discard(&self, staging: Staging, logs: &Logs) -> Result<(), StoreError> {
+        let target = self.failed_dir(&staging.id);
+        remove_tree(&target).map_err(io(&target))?;
+        fs::create_dir_all(&target).map_err(io(&target))?;
+        write_logs(&target, logs)?;
+        remove_tree(&staging.dir).map_err(io(&staging.dir))
+    }
+
+    /// Forgets a failure once the job succeeds.
+    pub fn clear_failure(&self, id: &str) {
+        let _ = remove_tree(&self.failed_dir(id));
+    }
+
+    fn append(&self, record: &Record) -> Result<(), StoreError> {
+        let mut line = serde_json::to_vec(record).expect("records serialise");
+        line.push(b'\n');
+        let path = self.root.join("records.jsonl");
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.write_all(&line).map_err(io(&path))?;
+        log.sync_data().map_err(io(&path))
+    }
+}
+
+fn read_records(path: &Path) -> Result<HashMap<String, Record>, StoreError> {
+    let mut records = HashMap::new();
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
+        Err(e) => return Err(io(path)(e)),
+    };
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(io(path))?;
+        // A torn last line from a crash is not a record.
+        if let Ok(record) = serde_json::from_str::<Record>(&line) {
+            records.insert(record.id.clone(), record);
+        }
+    }
+    Ok(records)
+}
+
+fn write_logs(dir: &Path, logs: &Logs) -> Result<(), StoreError> {
+    for (name, bytes) in [("stdout", &logs.stdout), ("stderr", &logs.stderr), ("tools.log", &logs.tools)] {
+        if !bytes.is_empty() {
+            let path = dir.join(name);
+            let mut file = File::create(&path).map_err(io(&path))?;
+            file.write_all(bytes).map_err(io(&path))?;
+            file.sync_data().map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}

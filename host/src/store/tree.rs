@@ -1,0 +1,190 @@
+//! Directory trees as the store sees them: hashed, sealed, copied and removed without ever
+//! following a symbolic link.
+//!
+//! A tree's hash covers, in path order, each entry's kind, relative path, executable bit
+//! and content (file bytes, or a link's target text), so it changes with any flipped byte,
+//! added, removed or renamed file.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: special files (sockets, devices, FIFOs) cannot be stored", path.display())]
+    Special { path: PathBuf },
+}
+
+/// What hashing a tree found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeSummary {
+    pub hash: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Hashes `root` without changing it.
+pub fn hash_tree(root: &Path) -> Result<TreeSummary, TreeError> {
+    walk(root, false)
+}
+
+/// Hashes `root`, makes every entry read-only and flushes file contents to disk.
+pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
+    walk(root, true)
+}
+
+fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
+    let mut listing = blake3::Hasher::new();
+    let mut summary = TreeSummary { hash: String::new(), files: 0, bytes: 0 };
+    let mut dirs = Vec::new();
+    for entry in WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            TreeError::Io { path, source: e.into() }
+        })?;
+        let path = entry.path();
+        let err = |source| TreeError::Io { path: path.to_path_buf(), source };
+        let relative = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+        let kind = entry.file_type();
+        if kind.is_symlink() {
+            let target = fs::read_link(path).map_err(err)?;
+            field(&mut listing, "L", &relative, target.to_string_lossy().as_bytes());
+        } else if kind.is_dir() {
+            field(&mut listing, "D", &relative, b"");
+            dirs.push(path.to_path_buf());
+        } else if kind.is_file() {
+            let mut file = File::open(path).map_err(err)?;
+            let mode = file.metadata().map_err(err)?.permissions().mode();
+            let mut content = blake3::Hasher::new();
+            let (bytes, magic) = copy_into(&mut file, &mut content).map_err(err)?;
+            summary.bytes += bytes;
+            // WASI cannot set permission bits, so a program a plugin copied into /out is
+            // recognised by its first bytes (ELF or `#!`) instead.
+            let executable = mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
+            summary.files += 1;
+            let kind = if executable { "X" } else { "F" };
+            field(&mut listing, kind, &relative, content.finalize().as_bytes());
+            if seal {
+                let sealed = if executable { 0o555 } else { 0o444 };
+                file.set_permissions(fs::Permissions::from_mode(sealed)).map_err(err)?;
+                file.sync_all().map_err(err)?;
+            }
+        } else if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+            return Err(TreeError::Special { path: path.to_path_buf() });
+        }
+    }
+    if seal {
+        // Deepest first, so a directory is still writable while its children are sealed.
+        for dir in dirs.iter().rev().chain(std::iter::once(&root.to_path_buf())) {
+            let err = |source| TreeError::Io { path: dir.clone(), source };
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).map_err(err)?;
+        }
+    }
+    summary.hash = listing.finalize().to_hex().to_string();
+    Ok(summary)
+}
+
+fn field(listing: &mut blake3::Hasher, kind: &str, path: &str, content: &[u8]) {
+    for part in [kind.as_bytes(), path.as_bytes(), content] {
+        listing.update(&(part.len() as u64).to_le_bytes());
+        listing.update(part);
+    }
+}
+
+/// Feeds the file to `hasher`; returns its length and its first four bytes.
+fn copy_into(file: &mut File, hasher: &mut blake3::Hasher) -> io::Result<(u64, Vec<u8>)> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    let mut magic = Vec::new();
+    loop {
+        let n = file.read(&mut buf)?;
+        if magic.len() < 4 {
+            magic.extend_from_slice(&buf[..n.min(4 - magic.len())]);
+        }
+        if n == 0 {
+            return Ok((total, magic));
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Copies `from` into a new directory `to`: files with their executable bit, links as links.
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in WalkDir::new(from).follow_links(false).min_depth(1) {
+        let entry = entry?;
+        let target = to.join(entry.path().strip_prefix(from).unwrap_or(entry.path()));
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target)?;
+            let mode = entry.metadata()?.permissions().mode();
+            // Copies are the user's to change, whatever the store's seal said.
+            fs::set_permissions(&target, fs::Permissions::from_mode((mode & 0o111) | 0o644))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a tree, sealed or not; a missing tree is fine.
+pub fn remove_tree(root: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(meta) if !meta.is_dir() => return fs::remove_file(root),
+        Ok(_) => {}
+    }
+    for entry in WalkDir::new(root).follow_links(false).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    fs::remove_dir_all(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("repx-tree-{name}-{}", std::process::id()));
+        let _ = remove_tree(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn hash_sees_every_change_and_seal_makes_read_only() {
+        let dir = tempdir("hash");
+        fs::create_dir(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/a"), "one").unwrap();
+        let first = hash_tree(&dir).unwrap();
+        fs::write(dir.join("sub/a"), "onf").unwrap();
+        let flipped = hash_tree(&dir).unwrap();
+        assert_ne!(first.hash, flipped.hash);
+        fs::write(dir.join("b"), "").unwrap();
+        let added = hash_tree(&dir).unwrap();
+        assert_ne!(flipped.hash, added.hash);
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+        let linked = seal_tree(&dir).unwrap();
+        assert_ne!(added.hash, linked.hash);
+        assert_eq!(linked.files, 2, "the link's target is not read");
+        assert!(fs::metadata(dir.join("sub/a")).unwrap().permissions().readonly());
+        assert_eq!(fs::metadata(dir.join("sub")).unwrap().permissions().mode() & 0o777, 0o555);
+        remove_tree(&dir).unwrap();
+        assert!(!dir.exists());
+    }
+}

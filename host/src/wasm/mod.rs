@@ -1,0 +1,250 @@
+//! Running plugins: one wasmtime `Engine` per process, compiled plugins cached on disk and
+//! pre-linked once per digest, a fresh `Store` and WASI context per job.
+//!
+//! A plugin is either a `wasi:cli/run` component (wasm32-wasip2), which may also import
+//! `repx:stage/host`, or a core module with `_start` (wasm32-wasip1). Whatever it is, its
+//! capabilities come from the job's [`policy::Policy`] only.
+
+pub mod builtin;
+mod cache;
+pub mod host;
+pub mod policy;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{self, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::graph::id::ToolIdentity;
+use host::{HostState, Observer};
+use policy::Policy;
+
+/// How much of a job's stdout and stderr is kept, each.
+pub const LOG_LIMIT: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    #[error("plugin {plugin}: {message}")]
+    Plugin { plugin: String, message: String },
+}
+
+/// A plugin's bytes and identity.
+#[derive(Clone)]
+pub struct Plugin {
+    /// Where it came from, for messages.
+    pub name: String,
+    /// BLAKE3 of the bytes, hex.
+    pub digest: String,
+    pub bytes: Arc<[u8]>,
+}
+
+impl Plugin {
+    pub fn new(name: String, bytes: Vec<u8>) -> Plugin {
+        Plugin { name, digest: blake3::hash(&bytes).to_hex().to_string(), bytes: bytes.into() }
+    }
+
+    pub fn is_component(&self) -> bool {
+        // Core modules are version 1; components carry layer 1 in the same four bytes.
+        self.bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
+    }
+}
+
+/// A plugin compiled and linked, ready to instantiate.
+enum Prepared {
+    Component(CommandPre<ComponentState>),
+    Module(wasmtime::InstancePre<ModuleState>),
+}
+
+struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    host: HostState,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct ModuleState {
+    wasi: WasiP1Ctx,
+}
+
+/// Everything one job run needs besides the plugin.
+pub struct JobRun {
+    pub stage: String,
+    pub policy: Arc<Policy>,
+    pub grants: Arc<[ToolIdentity]>,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// How a plugin run ended.
+#[derive(Debug)]
+pub enum Ending {
+    Exit(i32),
+    Trap(String),
+}
+
+/// What a plugin run left besides its files.
+pub struct Finished {
+    pub ending: Ending,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub host_log: Vec<u8>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    components: component::Linker<ComponentState>,
+    modules: wasmtime::Linker<ModuleState>,
+    cache: Option<PathBuf>,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    bubblewrap: Option<Arc<Path>>,
+}
+
+impl Runtime {
+    /// `cache` is where compiled plugins are kept; it must be a directory no plugin is given.
+    pub fn new(cache: Option<PathBuf>, concurrency: usize) -> Result<Runtime, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = (concurrency as u32).max(4) * 4;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memory_size(1 << 30);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Epochs interrupt running plugins when the run is cancelled.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(engine_err)?;
+
+        let mut components = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut components).map_err(engine_err)?;
+        host::repx::stage::host::add_to_linker::<_, component::HasSelf<HostState>>(
+            &mut components,
+            |state: &mut ComponentState| &mut state.host,
+        )
+        .map_err(engine_err)?;
+        let mut modules = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |s: &mut ModuleState| &mut s.wasi).map_err(engine_err)?;
+
+        Ok(Runtime {
+            engine,
+            components,
+            modules,
+            cache,
+            prepared: Mutex::new(HashMap::new()),
+            bubblewrap: tools::bubblewrap().map(Arc::from),
+        })
+    }
+
+    /// Compiles (or loads from the cache) and links a plugin, once per digest.
+    pub fn prepare(&self, plugin: &Plugin) -> Result<(), RuntimeError> {
+        self.prepared(plugin).map(|_| ())
+    }
+
+    fn prepared(&self, plugin: &Plugin) -> Result<Arc<Prepared>, RuntimeError> {
+        if let Some(p) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(&plugin.digest) {
+            return Ok(p.clone());
+        }
+        let err = |e: wasmtime::Error| RuntimeError::Plugin { plugin: plugin.name.clone(), message: format!("{e:#}") };
+        let prepared = if plugin.is_component() {
+            let component = cache::component(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
+            let pre = self.components.instantiate_pre(&component).map_err(err)?;
+            Prepared::Component(CommandPre::new(pre).map_err(|e| {
+                err(e.context("it is not a WASI command: it must export `wasi:cli/run`"))
+            })?)
+        } else {
+            let module = cache::module(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
+            if module.get_export("_start").is_none() {
+                return Err(RuntimeError::Plugin {
+                    plugin: plugin.name.clone(),
+                    message: "core module has no `_start` export: build it as a WASI command".into(),
+                });
+            }
+            Prepared::Module(self.modules.instantiate_pre(&module).map_err(err)?)
+        };
+        let prepared = Arc::new(prepared);
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.digest.clone(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Interrupts every running plugin: each traps at its next epoch check.
+    pub fn interrupt(&self) {
+        self.engine.increment_epoch();
+    }
+
+    /// Runs a plugin once under `job`'s policy.
+    pub fn run(&self, plugin: &Plugin, job: JobRun) -> Result<Finished, RuntimeError> {
+        let prepared = self.prepared(plugin)?;
+        let stdout = MemoryOutputPipe::new(LOG_LIMIT);
+        let stderr = MemoryOutputPipe::new(LOG_LIMIT);
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        job.policy.apply(&mut builder).map_err(|e| RuntimeError::Plugin {
+            plugin: plugin.name.clone(),
+            message: format!("cannot give the plugin its directories: {e}"),
+        })?;
+
+        let (ending, host_log) = match &*prepared {
+            Prepared::Component(pre) => {
+                let state = ComponentState {
+                    wasi: builder.build(),
+                    table: ResourceTable::new(),
+                    host: HostState {
+                        stage: job.stage,
+                        policy: job.policy,
+                        grants: job.grants,
+                        bubblewrap: self.bubblewrap.clone(),
+                        observer: job.observer,
+                        log: Vec::new(),
+                    },
+                };
+                let mut store = wasmtime::Store::new(&self.engine, state);
+                store.set_epoch_deadline(1);
+                let result = pre
+                    .instantiate(&mut store)
+                    .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+                let ending = match result {
+                    Ok(Ok(())) => Ending::Exit(0),
+                    Ok(Err(())) => Ending::Exit(1),
+                    Err(e) => ending_of(e),
+                };
+                (ending, std::mem::take(&mut store.data_mut().host.log))
+            }
+            Prepared::Module(pre) => {
+                let mut store = wasmtime::Store::new(&self.engine, ModuleState { wasi: builder.build_p1() });
+                store.set_epoch_deadline(1);
+                let result = pre.instantiate(&mut store).and_then(|instance| {
+                    instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ())
+                });
+                let ending = match result {
+                    Ok(()) => Ending::Exit(0),
+                    Err(e) => ending_of(e),
+                };
+                (ending, Vec::new())
+            }
+        };
+        Ok(Finished { ending, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec(), host_log })
+    }
+}
+
+fn ending_of(error: wasmtime::Error) -> Ending {
+    match error.downcast_ref::<I32Exit>() {
+        Some(exit) => Ending::Exit(exit.0),
+        None => Ending::Trap(format!("{error:#}")),
+    }
+}
+
+pub use cache::default_dir as cache_dir;

@@ -1,0 +1,193 @@
+//! External tools: resolving grants on the host and running them for a plugin.
+//!
+//! A stage may run only the tools its lab entry grants, plus executables inside its own
+//! inputs. In impure mode a tool runs on the host, in place; in pure mode it runs inside a
+//! bubblewrap sandbox that sees the system's read-only tool directories, the job's mounts at
+//! their guest paths, and nothing else, with no network.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::graph::id::ToolIdentity;
+use crate::lab::Mode;
+use crate::wasm::policy::Policy;
+
+/// Read-only system directories a sandboxed tool sees, where they exist.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+];
+
+/// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it.
+pub fn resolve(name: &str, path_var: Option<&OsString>) -> Result<ToolIdentity, String> {
+    let path = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| is_executable(p))
+    } else {
+        path_var.and_then(|paths| {
+            std::env::split_paths(paths).map(|dir| dir.join(name)).find(|p| is_executable(p))
+        })
+    };
+    let path = path.ok_or_else(|| format!("tool `{name}` is not an executable on PATH: install it, or remove it from `tools`"))?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
+    Ok(ToolIdentity { name: name.to_string(), path, digest: blake3::hash(&bytes).to_hex().to_string() })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Where bubblewrap is, if installed.
+pub fn bubblewrap() -> Option<PathBuf> {
+    resolve("bwrap", std::env::var_os("PATH").as_ref()).ok().map(|t| t.path)
+}
+
+/// A plugin's request, after it passed the grant checks.
+pub struct Invocation<'a> {
+    /// Host path of the executable.
+    pub program: PathBuf,
+    /// Guest path of the executable (for the sandbox, where mounts keep guest paths).
+    pub guest_program: Option<String>,
+    pub args: &'a [String],
+    /// Normalised guest working directory.
+    pub cwd: String,
+    pub env: &'a [(String, String)],
+    pub stdout: Option<File>,
+}
+
+/// What a finished tool left.
+pub struct ToolRun {
+    pub status: i32,
+    /// Everything it printed that did not go to a file.
+    pub output: Vec<u8>,
+}
+
+/// Runs an invocation the way the job's mode requires.
+pub fn run(
+    invocation: Invocation,
+    policy: &Policy,
+    grants: &[ToolIdentity],
+    bubblewrap: Option<&Path>,
+) -> Result<ToolRun, String> {
+    let path = search_path(grants);
+    let mut command = match policy.mode {
+        Mode::Impure => {
+            let (mount, rest) = policy
+                .resolve(&invocation.cwd)
+                .ok_or_else(|| format!("cwd `{}` is outside the directories given to the plugin", invocation.cwd))?;
+            let mut command = Command::new(&invocation.program);
+            command.current_dir(mount.host.join(rest));
+            command.args(invocation.args).env_clear().envs(invocation.env.iter().cloned());
+            command.env("PATH", &path);
+            command
+        }
+        Mode::Pure => {
+            let bwrap = bubblewrap.ok_or(
+                "pure-mode tools run inside bubblewrap, which is not installed: install it \
+                 (Debian: `apt-get install bubblewrap`), or run the stage with --impure",
+            )?;
+            sandboxed(bwrap, &invocation, policy, grants, &path)
+        }
+        Mode::Hermetic => return Err("tools in hermetic mode must be Nix store paths; hermetic mode is not available yet".into()),
+    };
+    command.stdin(Stdio::null());
+    command.stdout(match invocation.stdout {
+        Some(file) => Stdio::from(file),
+        None => Stdio::piped(),
+    });
+    command.stderr(Stdio::piped());
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot start `{}`: {e}", invocation.program.display()))?;
+    let status = output
+        .status
+        .code()
+        .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0));
+    let mut printed = output.stdout;
+    printed.extend_from_slice(&output.stderr);
+    Ok(ToolRun { status, output: printed })
+}
+
+fn sandboxed(bwrap: &Path, inv: &Invocation, policy: &Policy, grants: &[ToolIdentity], path: &OsString) -> Command {
+    let mut c = Command::new(bwrap);
+    c.args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]);
+    c.args(["--proc", "/proc", "--dev", "/dev"]);
+    for dir in SYSTEM_DIRS.iter().filter(|d| Path::new(d).exists()) {
+        c.args(["--ro-bind", dir, dir]);
+    }
+    // A granted tool outside the system directories brings its own directory.
+    for tool in grants {
+        if let Some(dir) = tool.path.parent().filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s))) {
+            c.arg("--ro-bind").arg(dir).arg(dir);
+        }
+    }
+    for mount in &policy.mounts {
+        c.arg(if mount.writable { "--bind" } else { "--ro-bind" });
+        c.arg(&mount.host).arg(&mount.guest);
+    }
+    for (key, value) in inv.env {
+        c.args(["--setenv", key, value]);
+    }
+    c.arg("--setenv").arg("PATH").arg(path);
+    c.args(["--chdir", &inv.cwd, "--"]);
+    match &inv.guest_program {
+        Some(guest) => c.arg(guest),
+        None => c.arg(&inv.program),
+    };
+    c.args(inv.args);
+    c
+}
+
+/// The directories of the granted tools, in grant order, each once.
+fn search_path(grants: &[ToolIdentity]) -> OsString {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for dir in grants.iter().filter_map(|t| t.path.parent()) {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// An absolute guest path without `.` or `..` components, or `None`.
+pub fn normalise(guest: &str) -> Option<String> {
+    let path = Path::new(guest);
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_must_be_absolute_and_plain() {
+        assert_eq!(normalise("/work/src/"), Some("/work/src".into()));
+        assert_eq!(normalise("/work/./src"), Some("/work/src".into()));
+        assert_eq!(normalise("/work/../etc"), None);
+        assert_eq!(normalise("work"), None);
+    }
+
+    #[test]
+    fn resolves_tools_on_the_given_path_only() {
+        let path = OsString::from("/usr/bin:/bin");
+        let sh = resolve("sh", Some(&path)).unwrap();
+        assert!(sh.path.ends_with("sh"));
+        assert_eq!(sh.digest.len(), 64);
+        let err = resolve("sh", Some(&OsString::from("/nonexistent"))).unwrap_err();
+        assert!(err.contains("not an executable on PATH"), "{err}");
+    }
+}
