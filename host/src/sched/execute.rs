@@ -90,6 +90,9 @@ fn policy(
     let job = &plan.graph.jobs[index];
     let read_only = |host, guest: String| Mount { host, guest, writable: false };
     let mut mounts = Vec::new();
+    if !job.inputs.is_empty() {
+        mounts.push(read_only(input_listing(store, &job.stage, job.inputs.keys())?, "/in".into()));
+    }
     for (name, input) in &job.inputs {
         let guest = format!("/in/{name}");
         match input {
@@ -139,6 +142,25 @@ fn policy(
         cwd: impure.then(|| "/work".to_string()),
         seed: (!impure).then(|| *blake3::hash(id.as_bytes()).as_bytes()),
     })
+}
+
+/// A directory of empty subdirectories named after the stage's inputs, mounted at `/in` so
+/// that a plugin can list its inputs; each input is its own mount below it.
+fn input_listing<'a>(store: &Store, stage: &str, inputs: impl Iterator<Item = &'a String>) -> Result<std::path::PathBuf, String> {
+    let dir = store.root().join("tmp").join(format!("inputs-{stage}"));
+    if !dir.is_dir() {
+        // Built aside and renamed, so concurrent jobs of the stage never see half of it.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let building = dir.with_extension(n.to_string());
+        for input in inputs {
+            std::fs::create_dir_all(building.join(input)).map_err(|e| e.to_string())?;
+        }
+        if std::fs::rename(&building, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&building);
+        }
+    }
+    Ok(dir)
 }
 
 fn stderr_tail(stderr: &[u8]) -> String {

@@ -1,0 +1,3 @@
+#include <stdio.h>
+
+void file2(void) { printf("F2\n"); }
