@@ -71,10 +71,10 @@ impl Plan {
                 continue;
             }
             for input in job.inputs.values() {
-                if let JobInput::Path(path) = input {
-                    if !snapshots.contains_key(path) {
-                        snapshots.insert(path.clone(), snapshot(path, store)?);
-                    }
+                if let JobInput::Path(path) = input
+                    && !snapshots.contains_key(path)
+                {
+                    snapshots.insert(path.clone(), snapshot(path, store)?);
                 }
             }
         }

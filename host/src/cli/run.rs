@@ -166,10 +166,10 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
         params.insert(key.to_string(), value);
     }
-    if let Some(out) = &args.out {
-        if out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-            return Err(invalid(format!("--out {}: the directory is not empty", out.display())));
-        }
+    if let Some(out) = &args.out
+        && out.read_dir().is_ok_and(|mut d| d.next().is_some())
+    {
+        return Err(invalid(format!("--out {}: the directory is not empty", out.display())));
     }
     let stage = Stage {
         name: name.clone(),

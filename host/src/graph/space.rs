@@ -24,10 +24,10 @@ pub fn points(run: &Run) -> Vec<Point> {
         );
     }
     for (name, value) in &run.params {
-        if let Value::Array(list) = value {
-            if !zipped.contains(name.as_str()) {
-                groups.push(list.iter().map(|v| vec![(name.as_str(), v)]).collect());
-            }
+        if let Value::Array(list) = value
+            && !zipped.contains(name.as_str())
+        {
+            groups.push(list.iter().map(|v| vec![(name.as_str(), v)]).collect());
         }
     }
 

@@ -398,10 +398,10 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
         }
         on_path.push(stage);
         for input in stages.get(stage).into_iter().flat_map(|s| s.inputs.values()) {
-            if let Some(up) = input.upstream() {
-                if let Some(cycle) = visit(up, stages, on_path, done) {
-                    return Some(cycle);
-                }
+            if let Some(up) = input.upstream()
+                && let Some(cycle) = visit(up, stages, on_path, done)
+            {
+                return Some(cycle);
             }
         }
         on_path.pop();

@@ -29,6 +29,17 @@ enum State {
     Skipped,
 }
 
+/// A job handed to a worker.
+struct Work {
+    index: JobIndex,
+    id: String,
+    upstream_ids: BTreeMap<JobIndex, String>,
+}
+
+fn next_work(work: &Mutex<mpsc::Receiver<Work>>) -> Option<Work> {
+    work.lock().ok()?.recv().ok()
+}
+
 /// Where events go; shared with the plugins' observers on the worker threads.
 pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
 
@@ -58,20 +69,17 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
     emit(Event::Started { jobs: selected.len() });
 
     let (results_tx, results_rx) = mpsc::channel::<(JobIndex, Result<Record, String>)>();
-    let queue: Arc<Mutex<VecDeque<(JobIndex, String, BTreeMap<JobIndex, String>)>>> = Default::default();
-    let (work_tx, work_rx) = mpsc::channel::<()>();
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
     let mut running = 0usize;
     let mut stopping = false;
 
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
-            let (queue, work_rx, results_tx, emit) = (queue.clone(), work_rx.clone(), results_tx.clone(), emit.clone());
+            let (work_rx, results_tx, emit) = (work_rx.clone(), results_tx.clone(), emit.clone());
             scope.spawn(move || {
-                while work_rx.lock().map(|rx| rx.recv()).is_ok_and(|r| r.is_ok()) {
-                    let Some((index, id, upstream_ids)) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        continue;
-                    };
+                // The lock is held only while waiting for the next job, not while running it.
+                while let Some(Work { index, id, upstream_ids }) = next_work(&work_rx) {
                     let observer = Arc::new(EventObserver { job: index, stage: jobs[index].stage.clone(), emit: emit.clone() });
                     let attempt = Attempt { plan, store, runtime, job: index, id: &id, upstream_ids, observer };
                     let _ = results_tx.send((index, execute(attempt)));
@@ -120,8 +128,7 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
                 }
                 let upstream_ids = deps.iter().map(|d| (*d, ids[*d].clone().unwrap_or_default())).collect();
                 state[index] = State::Queued;
-                queue.lock().unwrap_or_else(|e| e.into_inner()).push_back((index, id, upstream_ids));
-                let _ = work_tx.send(());
+                let _ = work_tx.send(Work { index, id, upstream_ids });
                 running += 1;
             }
             if running == 0 {
