@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use super::error::{invalid, CliError};
+use super::error::{CliError, invalid};
 use super::render::{label, short};
 use super::run::store_path;
-use super::{exit, Cli, ListWhat, ShowWhat};
+use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
-use crate::lab::{did_you_mean, Lab};
+use crate::lab::{Lab, did_you_mean};
 use crate::plan::Plan;
 use crate::store::Store;
 
@@ -33,14 +33,21 @@ pub fn list(cli: &Cli, what: ListWhat, run: Option<&str>) -> Result<i32, CliErro
         Some(run) if lab.runs.contains_key(run) => vec![run],
         Some(run) => {
             let hint = did_you_mean(run, lab.runs.keys().map(String::as_str));
-            return Err(invalid(format!("no run `{run}` in {}{hint}", lab.file.display())));
+            return Err(invalid(format!(
+                "no run `{run}` in {}{hint}",
+                lab.file.display()
+            )));
         }
         None => lab.runs.keys().map(String::as_str).collect(),
     };
     let graph = JobGraph::expand(&lab, &runs, None);
     let plan = Plan::new(lab, graph, &store)?;
     let ids = plan.static_ids(&store);
-    let name = |i: usize| ids[i].as_deref().map_or("(pending)".to_string(), |id| short(id).to_string());
+    let name = |i: usize| {
+        ids[i]
+            .as_deref()
+            .map_or("(pending)".to_string(), |id| short(id).to_string())
+    };
     for (index, job) in plan.graph.jobs.iter().enumerate() {
         match what {
             ListWhat::Jobs => {
@@ -49,11 +56,21 @@ pub fn list(cli: &Cli, what: ListWhat, run: Option<&str>) -> Result<i32, CliErro
                     Some(id) if store.failed_dir(id).is_dir() => "failed",
                     _ => "todo",
                 };
-                println!("{}  {state:<6} {}", name(index), label(&job.stage, &job.params));
+                println!(
+                    "{}  {state:<6} {}",
+                    name(index),
+                    label(&job.stage, &job.params)
+                );
             }
             ListWhat::Deps => {
                 for dep in job.deps() {
-                    println!("{} {} -> {} {}", name(index), job.stage, name(dep), plan.graph.jobs[dep].stage);
+                    println!(
+                        "{} {} -> {} {}",
+                        name(index),
+                        job.stage,
+                        name(dep),
+                        plan.graph.jobs[dep].stage
+                    );
                 }
             }
             ListWhat::Runs => unreachable!("handled above"),
@@ -67,8 +84,14 @@ fn find(store: &Store, prefix: &str) -> Result<String, CliError> {
     let ids = store.ids_with_prefix(prefix);
     match ids.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(invalid(format!("no job in {} has an id starting with `{prefix}`; see `repx list jobs`", store.root().display()))),
-        many => Err(invalid(format!("`{prefix}` matches {} jobs: give more digits", many.len()))),
+        [] => Err(invalid(format!(
+            "no job in {} has an id starting with `{prefix}`; see `repx list jobs`",
+            store.root().display()
+        ))),
+        many => Err(invalid(format!(
+            "`{prefix}` matches {} jobs: give more digits",
+            many.len()
+        ))),
     }
 }
 
@@ -80,22 +103,43 @@ pub fn show(cli: &Cli, what: ShowWhat, prefix: &str) -> Result<i32, CliError> {
             println!("id:       {id}");
             match store.record(&id) {
                 Some(record) => {
-                    let state = if store.done(&id).is_some() { "done" } else { "output deleted" };
+                    let state = if store.done(&id).is_some() {
+                        "done"
+                    } else {
+                        "output deleted"
+                    };
                     println!("stage:    {}", record.stage);
-                    println!("mode:     {}{}", record.mode, if record.mode == crate::lab::Mode::Impure { "  (not reproducible)" } else { "" });
+                    println!(
+                        "mode:     {}{}",
+                        record.mode,
+                        if record.mode == crate::lab::Mode::Impure {
+                            "  (not reproducible)"
+                        } else {
+                            ""
+                        }
+                    );
                     println!("state:    {state}");
-                    println!("params:   {}", serde_json::Value::Object(record.params.clone()));
+                    println!(
+                        "params:   {}",
+                        serde_json::Value::Object(record.params.clone())
+                    );
                     println!("hash:     {}", record.hash);
                     println!("duration: {:.3}s", record.duration_ms as f64 / 1000.0);
                     println!("output:   {}", store.output_dir(&id).display());
                 }
-                None => println!("state:    failed (logs in {})", store.failed_dir(&id).display()),
+                None => println!(
+                    "state:    failed (logs in {})",
+                    store.failed_dir(&id).display()
+                ),
             }
         }
         ShowWhat::Output => {
             let out = store.output_dir(&id);
             if !out.is_dir() {
-                return Err(CliError::Failed(anyhow::anyhow!("job {} has no output in the store", short(&id))));
+                return Err(CliError::Failed(anyhow::anyhow!(
+                    "job {} has no output in the store",
+                    short(&id)
+                )));
             }
             println!("{}", out.display());
             for entry in walkdir::WalkDir::new(&out).sort_by_file_name().min_depth(1) {
@@ -122,7 +166,7 @@ pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
         store.job_dir(&id)
     };
     let mut printed = false;
-    for name in ["stdout", "stderr", "tools.log"] {
+    for name in ["stdout", "stderr", "host.log"] {
         if let Some(text) = read(&dir.join(name)) {
             println!("==> {name} <==");
             print!("{text}");
@@ -139,5 +183,7 @@ pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
 }
 
 fn read(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+    std::fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }

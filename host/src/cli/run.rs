@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use super::error::{invalid, CliError};
-use super::render::{label, short, Human};
-use super::{exit, Cli, RunArgs};
+use super::error::{CliError, invalid};
+use super::render::{self, Format, JobInfo, Reporter, label, short};
+use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
-use crate::lab::{did_you_mean, Input, Lab, Mode, Pipeline, PluginRef, Run, Stage};
+use crate::lab::{Input, Lab, Mode, Pipeline, PluginRef, Run, Stage, did_you_mean};
 use crate::plan::Plan;
-use crate::sched::{local, Force, Options};
+use crate::sched::{Force, Options, local};
 use crate::store::{self, Store};
 use crate::wasm::Runtime;
 
@@ -23,7 +23,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else if args.pure {
         Some(Mode::Pure)
     } else if args.hermetic {
-        return Err(invalid("--hermetic needs the Nix backend, which this build does not have yet; use --pure"));
+        return Err(invalid(
+            "--hermetic needs the Nix backend, which this build does not have yet; use --pure",
+        ));
     } else {
         None
     };
@@ -36,27 +38,47 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     }
     let store = Store::open(&store_path(cli, &lab))?;
     let (runs, targets) = select(&lab, &store, &args.targets, mode)?;
-    let graph = JobGraph::expand(&lab, &runs.iter().map(String::as_str).collect::<Vec<_>>(), mode);
+    let graph = JobGraph::expand(
+        &lab,
+        &runs.iter().map(String::as_str).collect::<Vec<_>>(),
+        mode,
+    );
     let force = match args.force.as_deref() {
         None => Force::None,
         Some("") => Force::All,
         Some(stage) if lab.stages.contains_key(stage) => Force::Stage(stage.to_string()),
         Some(stage) => {
             let hint = did_you_mean(stage, lab.stages.keys().map(String::as_str));
-            return Err(invalid(format!("--force {stage}: no stage `{stage}` in {}{hint}", lab.file.display())));
+            return Err(invalid(format!(
+                "--force {stage}: no stage `{stage}` in {}{hint}",
+                lab.file.display()
+            )));
         }
     };
     let plan = Plan::new(lab, graph, &store)?;
-    let impure = plan.graph.jobs.iter().filter(|j| j.mode == Mode::Impure).count();
+    let impure = plan
+        .graph
+        .jobs
+        .iter()
+        .filter(|j| j.mode == Mode::Impure)
+        .count();
     if impure > 0 {
-        eprintln!("warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible");
+        eprintln!(
+            "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
+        );
     }
     let targets = targets.map(|ids| {
         let all = plan.static_ids(&store);
-        all.iter().enumerate().filter(|(_, id)| id.as_ref().is_some_and(|id| ids.contains(id))).map(|(i, _)| i).collect()
+        all.iter()
+            .enumerate()
+            .filter(|(_, id)| id.as_ref().is_some_and(|id| ids.contains(id)))
+            .map(|(i, _)| i)
+            .collect()
     });
 
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = Arc::new(Runtime::new(crate::wasm::cache_dir(), jobs)?);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -70,15 +92,30 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     for resources in plan.stages.values() {
         runtime.prepare(&resources.plugin)?;
     }
-    let labels: Vec<String> = plan.graph.jobs.iter().map(|j| label(&j.stage, &j.params)).collect();
-    let human = Arc::new(Human::new(labels));
-    let options = Options { jobs, continue_on_failure: args.continue_on_failure, force, targets, interrupted };
+    let infos = plan.graph.jobs.iter().map(|j| JobInfo {
+        stage: j.stage.clone(),
+        params: j.params.clone(),
+        label: label(&j.stage, &j.params),
+    });
+    let context = render::Context {
+        jobs: infos.collect(),
+        jobs_dir: store.root().join("jobs"),
+        parallelism: jobs,
+    };
+    let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
+    let options = Options {
+        jobs,
+        continue_on_failure: args.continue_on_failure,
+        force,
+        targets,
+        interrupted,
+    };
     let emit = {
-        let human = human.clone();
-        Arc::new(move |event: crate::sched::Event| human.event(&event))
+        let reporter = reporter.clone();
+        Arc::new(move |event: crate::sched::Event| reporter.event(&event))
     };
     let summary = local::run(&plan, &store, &runtime, &options, emit);
-    human.summary(&summary);
+    reporter.summary(&summary);
 
     if let (Some(out), Some(_)) = (&args.out, &args.plugin) {
         copy_ad_hoc_output(&plan, &store, out)?;
@@ -93,7 +130,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
 }
 
 pub fn store_path(cli: &Cli, lab: &Lab) -> PathBuf {
-    cli.store.clone().unwrap_or_else(|| lab.dir.join(store::DEFAULT_DIR))
+    cli.store
+        .clone()
+        .unwrap_or_else(|| lab.dir.join(store::DEFAULT_DIR))
 }
 
 /// Splits targets into run names and job-id prefixes; returns the runs to expand and,
@@ -108,17 +147,25 @@ fn select(
     if targets.is_empty() {
         return Ok((all_runs, None));
     }
-    let (runs, prefixes): (Vec<&String>, Vec<&String>) = targets.iter().partition(|t| lab.runs.contains_key(*t));
+    let (runs, prefixes): (Vec<&String>, Vec<&String>) =
+        targets.iter().partition(|t| lab.runs.contains_key(*t));
     if prefixes.is_empty() {
         return Ok((runs.into_iter().cloned().collect(), None));
     }
     // Job ids need the whole graph resolved; expand every run to find them.
-    let graph = JobGraph::expand(lab, &all_runs.iter().map(String::as_str).collect::<Vec<_>>(), mode);
+    let graph = JobGraph::expand(
+        lab,
+        &all_runs.iter().map(String::as_str).collect::<Vec<_>>(),
+        mode,
+    );
     let plan = Plan::new(lab.clone(), graph, store)?;
     let ids: Vec<String> = plan.static_ids(store).into_iter().flatten().collect();
     let mut chosen = Vec::new();
     for prefix in prefixes {
-        let matching: Vec<&String> = ids.iter().filter(|id| id.starts_with(prefix.as_str())).collect();
+        let matching: Vec<&String> = ids
+            .iter()
+            .filter(|id| id.starts_with(prefix.as_str()))
+            .collect();
         match matching.as_slice() {
             [one] => chosen.push((*one).clone()),
             [] => {
@@ -129,7 +176,10 @@ fn select(
                 )));
             }
             many => {
-                return Err(invalid(format!("job id prefix `{prefix}` matches {} jobs: give more digits", many.len())));
+                return Err(invalid(format!(
+                    "job id prefix `{prefix}` matches {} jobs: give more digits",
+                    many.len()
+                )));
             }
         }
     }
@@ -141,11 +191,19 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
     let dir = std::env::current_dir()?;
     let plugin = std::path::absolute(plugin)?;
     if !plugin.is_file() {
-        return Err(invalid(format!("--plugin {}: no such file", plugin.display())));
+        return Err(invalid(format!(
+            "--plugin {}: no such file",
+            plugin.display()
+        )));
     }
     let name = plugin
         .file_stem()
-        .map(|s| s.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-"))
+        .map(|s| {
+            s.to_string_lossy().replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                "-",
+            )
+        })
         .unwrap_or_else(|| "plugin".into());
     let mut inputs = BTreeMap::new();
     for spec in &args.inputs {
@@ -154,7 +212,10 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
             .ok_or_else(|| invalid(format!("--input {spec}: write it as NAME=PATH")))?;
         let path = std::path::absolute(path)?;
         if !path.is_dir() {
-            return Err(invalid(format!("--input {spec}: {} is not a directory", path.display())));
+            return Err(invalid(format!(
+                "--input {spec}: {} is not a directory",
+                path.display()
+            )));
         }
         inputs.insert(input.to_string(), Input::Path(path));
     }
@@ -163,13 +224,17 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         let (key, value) = spec
             .split_once('=')
             .ok_or_else(|| invalid(format!("--param {spec}: write it as KEY=VALUE")))?;
-        let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
         params.insert(key.to_string(), value);
     }
     if let Some(out) = &args.out
         && out.read_dir().is_ok_and(|mut d| d.next().is_some())
     {
-        return Err(invalid(format!("--out {}: the directory is not empty", out.display())));
+        return Err(invalid(format!(
+            "--out {}: the directory is not empty",
+            out.display()
+        )));
     }
     let stage = Stage {
         name: name.clone(),
@@ -181,26 +246,51 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         outputs: Vec::new(),
         tools: Vec::new(),
         sources: Vec::new(),
+        limits: Default::default(),
     };
     Ok(Lab {
         name: name.clone(),
         file: plugin,
         dir,
         stages: [(name.clone(), stage)].into(),
-        pipelines: [(name.clone(), Pipeline { name: name.clone(), stages: vec![name.clone()] })].into(),
-        runs: [(name.clone(), Run { name: name.clone(), pipelines: vec![name], params: BTreeMap::new(), zip: vec![] })].into(),
+        pipelines: [(
+            name.clone(),
+            Pipeline {
+                name: name.clone(),
+                stages: vec![name.clone()],
+            },
+        )]
+        .into(),
+        runs: [(
+            name.clone(),
+            Run {
+                name: name.clone(),
+                pipelines: vec![name],
+                params: BTreeMap::new(),
+                zip: vec![],
+            },
+        )]
+        .into(),
         warnings: Vec::new(),
     })
 }
 
 fn copy_ad_hoc_output(plan: &Plan, store: &Store, out: &Path) -> Result<(), CliError> {
     let ids = plan.static_ids(store);
-    let Some(Some(id)) = ids.first() else { return Ok(()) };
+    let Some(Some(id)) = ids.first() else {
+        return Ok(());
+    };
     if store.done(id).is_none() {
         return Ok(());
     }
     store::copy_tree(&store.output_dir(id), out)
-        .with_context(|| format!("copying the output of job {} to {}", short(id), out.display()))
+        .with_context(|| {
+            format!(
+                "copying the output of job {} to {}",
+                short(id),
+                out.display()
+            )
+        })
         .map_err(CliError::Failed)?;
     eprintln!("output copied to {}", out.display());
     Ok(())

@@ -4,6 +4,7 @@
 //! is collected (not only the first) into a [`LabError`] naming the file, the line and the
 //! key, so a user fixes a lab in one pass. Paths in a loaded lab are absolute.
 
+pub mod limits;
 mod parse;
 mod suggest;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use limits::Limits;
 pub use suggest::did_you_mean;
 
 /// The file name a lab is looked for under.
@@ -112,6 +114,7 @@ pub struct Stage {
     pub tools: Vec<String>,
     /// Globs, relative to the project directory, that an impure stage depends on.
     pub sources: Vec<String>,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +153,10 @@ pub enum LabError {
         source: std::io::Error,
     },
     #[error("{}", render_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
@@ -174,7 +180,11 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 impl Lab {
     /// Reads and validates the lab at `path` (a `repx.toml`, or a directory holding one).
     pub fn load(path: &Path) -> Result<Lab, LabError> {
-        let file = if path.is_dir() { path.join(LAB_FILE) } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join(LAB_FILE)
+        } else {
+            path.to_path_buf()
+        };
         let file = std::path::absolute(&file).unwrap_or(file);
         let text = std::fs::read_to_string(&file).map_err(|source| LabError::Read {
             path: file.clone(),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    did_you_mean, Input, Lab, LabError, Mode, Pipeline, PluginRef, Problem, Run, Stage,
+    Input, Lab, LabError, Limits, Mode, Pipeline, PluginRef, Problem, Run, Stage, did_you_mean,
 };
 use crate::wasm::builtin;
 
@@ -44,6 +44,8 @@ struct RawStage {
     tools: Vec<Spanned<String>>,
     #[serde(default)]
     sources: Vec<Spanned<String>>,
+    #[serde(default)]
+    limits: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -70,20 +72,35 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: String) {
-        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
-        self.list.push(Problem { line: Some(line), key: key.into(), message });
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        self.list.push(Problem {
+            line: Some(line),
+            key: key.into(),
+            message,
+        });
     }
 }
 
 pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
-    let invalid = |problems| LabError::Invalid { path: file.to_path_buf(), problems };
+    let invalid = |problems| LabError::Invalid {
+        path: file.to_path_buf(),
+        problems,
+    };
     let mut unknown = Vec::new();
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
-    let raw: RawLab = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
-        .map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+    let raw: RawLab =
+        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+            .map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
 
     let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut problems = Problems { text, list: Vec::new() };
+    let mut problems = Problems {
+        text,
+        list: Vec::new(),
+    };
     let stage_names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
 
     let mut stages = BTreeMap::new();
@@ -96,7 +113,10 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
 
     let mut pipelines = BTreeMap::new();
     for (name, raw_pipeline) in &raw.pipelines {
-        pipelines.insert(name.clone(), pipeline(name, raw_pipeline, &raw, &mut problems));
+        pipelines.insert(
+            name.clone(),
+            pipeline(name, raw_pipeline, &raw, &mut problems),
+        );
     }
     let mut runs = BTreeMap::new();
     for (name, raw_run) in &raw.runs {
@@ -107,7 +127,9 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
         return Err(invalid(problems.list));
     }
     let name = raw.lab.name.unwrap_or_else(|| {
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     let known = ["lab", "stages", "pipelines", "runs"];
     let warnings = unknown
@@ -117,19 +139,43 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
             let hint = did_you_mean(
                 last,
                 known.into_iter().chain([
-                    "name", "plugin", "sha256", "mode", "inputs", "params", "outputs", "tools",
-                    "sources", "pipelines", "zip",
+                    "name",
+                    "plugin",
+                    "sha256",
+                    "mode",
+                    "inputs",
+                    "params",
+                    "outputs",
+                    "tools",
+                    "sources",
+                    "limits",
+                    "pipelines",
+                    "zip",
                 ]),
             );
             format!("{}: unknown key `{key}` is ignored{hint}", file.display())
         })
         .collect();
-    Ok(Lab { name, file: file.to_path_buf(), dir, stages, pipelines, runs, warnings })
+    Ok(Lab {
+        name,
+        file: file.to_path_buf(),
+        dir,
+        stages,
+        pipelines,
+        runs,
+        warnings,
+    })
 }
 
 fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
-    let line = error.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    Problem { line, key: String::new(), message: error.message().to_string() }
+    let line = error
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    Problem {
+        line,
+        key: String::new(),
+        message: error.message().to_string(),
+    }
 }
 
 fn stage(
@@ -146,7 +192,11 @@ fn stage(
 
     let plugin = match &raw_stage.plugin {
         None => {
-            problems.at(raw.span(), &key, "has no `plugin`: name a .wasm file or `builtin:make`".into());
+            problems.at(
+                raw.span(),
+                &key,
+                "has no `plugin`: name a .wasm file or `builtin:make`".into(),
+            );
             None
         }
         Some(p) => plugin(p, dir, &format!("{key}.plugin"), problems),
@@ -154,15 +204,27 @@ fn stage(
     if let Some(sha) = &raw_stage.sha256 {
         let s = sha.get_ref();
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            problems.at(sha.span(), format!("{key}.sha256"), format!("`{s}` is not a hex SHA-256 digest (64 hex digits)"));
+            problems.at(
+                sha.span(),
+                format!("{key}.sha256"),
+                format!("`{s}` is not a hex SHA-256 digest (64 hex digits)"),
+            );
         }
     }
-    let mode = match raw_stage.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+    let mode = match raw_stage
+        .mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
         None | Some(("pure", _)) => Mode::Pure,
         Some(("impure", _)) => Mode::Impure,
         Some(("hermetic", _)) => Mode::Hermetic,
         Some((other, span)) => {
-            problems.at(span, format!("{key}.mode"), format!("unknown mode `{other}`: use `pure`, `impure` or `hermetic`"));
+            problems.at(
+                span,
+                format!("{key}.mode"),
+                format!("unknown mode `{other}`: use `pure`, `impure` or `hermetic`"),
+            );
             Mode::Pure
         }
     };
@@ -196,15 +258,29 @@ fn stage(
     let tools = unique(&raw_stage.tools, &format!("{key}.tools"), problems);
     for tool in &raw_stage.tools {
         if tool.get_ref().is_empty() || tool.get_ref().contains(char::is_whitespace) {
-            problems.at(tool.span(), format!("{key}.tools"), format!("`{}` is not a command name", tool.get_ref()));
+            problems.at(
+                tool.span(),
+                format!("{key}.tools"),
+                format!("`{}` is not a command name", tool.get_ref()),
+            );
         }
     }
-    let sources: Vec<String> = raw_stage.sources.iter().map(|s| s.get_ref().clone()).collect();
+    let sources: Vec<String> = raw_stage
+        .sources
+        .iter()
+        .map(|s| s.get_ref().clone())
+        .collect();
     for source in &raw_stage.sources {
         if let Err(e) = globset::Glob::new(source.get_ref()) {
-            problems.at(source.span(), format!("{key}.sources"), format!("bad glob: {e}"));
+            problems.at(
+                source.span(),
+                format!("{key}.sources"),
+                format!("bad glob: {e}"),
+            );
         }
     }
+
+    let limits = limits(&raw_stage.limits, &format!("{key}.limits"), problems);
 
     if problems.list.len() > start {
         return None;
@@ -212,22 +288,84 @@ fn stage(
     Some(Stage {
         name: name.to_string(),
         plugin: plugin?,
-        sha256: raw_stage.sha256.as_ref().map(|s| s.get_ref().to_ascii_lowercase()),
+        sha256: raw_stage
+            .sha256
+            .as_ref()
+            .map(|s| s.get_ref().to_ascii_lowercase()),
         mode,
         inputs,
         params,
         outputs,
         tools,
         sources,
+        limits,
     })
 }
 
-fn plugin(raw: &Spanned<String>, dir: &Path, key: &str, problems: &mut Problems) -> Option<PluginRef> {
+fn limits(
+    raw: &BTreeMap<String, Spanned<toml::Value>>,
+    key: &str,
+    problems: &mut Problems,
+) -> Limits {
+    use super::limits::{MAX_MEMORY, parse_bytes, parse_duration};
+    let mut limits = Limits::default();
+    for (name, value) in raw {
+        let text = match value.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) if *i >= 0 => i.to_string(),
+            _ => String::new(),
+        };
+        let ok = match name.as_str() {
+            "memory" => parse_bytes(&text)
+                .filter(|m| *m <= MAX_MEMORY)
+                .map(|m| limits.memory = m),
+            "output" => parse_bytes(&text).map(|o| limits.output = o),
+            "log" => parse_bytes(&text).map(|l| limits.log = l),
+            "time" => parse_duration(&text).map(|t| limits.time = t),
+            other => {
+                let hint = did_you_mean(other, ["memory", "time", "output", "log"]);
+                problems.at(
+                    value.span(),
+                    format!("{key}.{other}"),
+                    format!("unknown limit{hint}; limits are memory, time, output and log"),
+                );
+                continue;
+            }
+        };
+        if ok.is_none() {
+            let example = if name == "time" {
+                "`30s`, `10m` or `2h`"
+            } else {
+                "`64K`, `16M` or `1G` (memory at most 4G)"
+            };
+            problems.at(
+                value.span(),
+                format!("{key}.{name}"),
+                format!("`{text}` is not a valid {name} limit: write it like {example}"),
+            );
+        }
+    }
+    limits
+}
+
+fn plugin(
+    raw: &Spanned<String>,
+    dir: &Path,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<PluginRef> {
     let value = raw.get_ref();
     if let Some(name) = value.strip_prefix("builtin:") {
         if builtin::bytes(name).is_none() {
             let hint = did_you_mean(name, builtin::NAMES.iter().copied());
-            problems.at(raw.span(), key, format!("no built-in plugin `{name}`{hint}; built-ins are {}", builtin::NAMES.join(", ")));
+            problems.at(
+                raw.span(),
+                key,
+                format!(
+                    "no built-in plugin `{name}`{hint}; built-ins are {}",
+                    builtin::NAMES.join(", ")
+                ),
+            );
             return None;
         }
         return Some(PluginRef::Builtin(name.to_string()));
@@ -255,12 +393,20 @@ fn input(
     let value = raw.get_ref();
     if let Some(path) = value.strip_prefix("path:") {
         let Some(relative) = relative_path(path) else {
-            problems.at(raw.span(), key, format!("`{path}` must be a relative path inside the project directory"));
+            problems.at(
+                raw.span(),
+                key,
+                format!("`{path}` must be a relative path inside the project directory"),
+            );
             return None;
         };
         let absolute = dir.join(relative);
         if !absolute.exists() {
-            problems.at(raw.span(), key, format!("{} does not exist", absolute.display()));
+            problems.at(
+                raw.span(),
+                key,
+                format!("{} does not exist", absolute.display()),
+            );
             return None;
         }
         return Some(Input::Path(absolute));
@@ -274,32 +420,58 @@ fn input(
         problems.at(
             raw.span(),
             key,
-            format!("unknown stage `{upstream}`{hint}; an input is `path:DIR`, `STAGE` or `STAGE[*]`"),
+            format!(
+                "unknown stage `{upstream}`{hint}; an input is `path:DIR`, `STAGE` or `STAGE[*]`"
+            ),
         );
         return None;
     }
     if upstream == stage {
-        problems.at(raw.span(), key, format!("stage `{stage}` cannot read its own output"));
+        problems.at(
+            raw.span(),
+            key,
+            format!("stage `{stage}` cannot read its own output"),
+        );
         return None;
     }
-    Some(if gather { Input::Gather(upstream.into()) } else { Input::Stage(upstream.into()) })
+    Some(if gather {
+        Input::Gather(upstream.into())
+    } else {
+        Input::Stage(upstream.into())
+    })
 }
 
-fn pipeline(name: &str, raw: &Spanned<RawPipeline>, lab: &RawLab, problems: &mut Problems) -> Pipeline {
+fn pipeline(
+    name: &str,
+    raw: &Spanned<RawPipeline>,
+    lab: &RawLab,
+    problems: &mut Problems,
+) -> Pipeline {
     let key = format!("pipelines.{name}.stages");
     check_name(name, raw.span(), &format!("pipelines.{name}"), problems);
     if raw.get_ref().stages.is_empty() {
-        problems.at(raw.span(), &key, "is empty: list the stages of this pipeline".into());
+        problems.at(
+            raw.span(),
+            &key,
+            "is empty: list the stages of this pipeline".into(),
+        );
     }
     let stages = unique(&raw.get_ref().stages, &key, problems);
     for stage in &raw.get_ref().stages {
         let Some(def) = lab.stages.get(stage.get_ref()) else {
             let hint = did_you_mean(stage.get_ref(), lab.stages.keys().map(String::as_str));
-            problems.at(stage.span(), &key, format!("unknown stage `{}`{hint}", stage.get_ref()));
+            problems.at(
+                stage.span(),
+                &key,
+                format!("unknown stage `{}`{hint}", stage.get_ref()),
+            );
             continue;
         };
         for (input, value) in &def.get_ref().inputs {
-            let upstream = value.get_ref().strip_suffix("[*]").unwrap_or(value.get_ref());
+            let upstream = value
+                .get_ref()
+                .strip_suffix("[*]")
+                .unwrap_or(value.get_ref());
             if lab.stages.contains_key(upstream) && !stages.iter().any(|s| s == upstream) {
                 problems.at(
                     stage.span(),
@@ -309,7 +481,10 @@ fn pipeline(name: &str, raw: &Spanned<RawPipeline>, lab: &RawLab, problems: &mut
             }
         }
     }
-    Pipeline { name: name.to_string(), stages }
+    Pipeline {
+        name: name.to_string(),
+        stages,
+    }
 }
 
 fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems) -> Run {
@@ -317,7 +492,11 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
     check_name(name, raw.span(), &key, problems);
     let raw_run = raw.get_ref();
     if raw_run.pipelines.is_empty() {
-        problems.at(raw.span(), format!("{key}.pipelines"), "is empty: name the pipelines this run runs".into());
+        problems.at(
+            raw.span(),
+            format!("{key}.pipelines"),
+            "is empty: name the pipelines this run runs".into(),
+        );
     }
     let pipelines = unique(&raw_run.pipelines, &format!("{key}.pipelines"), problems);
     let mut declared = BTreeSet::new();
@@ -331,8 +510,13 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
                 }
             }
             None => {
-                let hint = did_you_mean(pipeline.get_ref(), lab.pipelines.keys().map(String::as_str));
-                problems.at(pipeline.span(), format!("{key}.pipelines"), format!("unknown pipeline `{}`{hint}", pipeline.get_ref()));
+                let hint =
+                    did_you_mean(pipeline.get_ref(), lab.pipelines.keys().map(String::as_str));
+                problems.at(
+                    pipeline.span(),
+                    format!("{key}.pipelines"),
+                    format!("unknown pipeline `{}`{hint}", pipeline.get_ref()),
+                );
             }
         }
     }
@@ -349,7 +533,11 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
             );
         }
         if matches!(value.get_ref(), toml::Value::Array(a) if a.is_empty()) {
-            problems.at(value.span(), &param_key, "is an empty axis: give at least one value".into());
+            problems.at(
+                value.span(),
+                &param_key,
+                "is an empty axis: give at least one value".into(),
+            );
         }
         params.insert(param.clone(), toml_to_json(value.get_ref()));
     }
@@ -368,16 +556,31 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
                         problems.at(axis.span(), &zip_key, format!("axis `{axis_name}` has {} values, but the others in its zip group have {}: zipped axes advance together and need equal lengths", values.len(), length.unwrap_or_default()));
                     }
                 }
-                _ => problems.at(axis.span(), &zip_key, format!("`{axis_name}` is not a list in `{key}.params`, so it is not an axis to zip")),
+                _ => problems.at(
+                    axis.span(),
+                    &zip_key,
+                    format!(
+                        "`{axis_name}` is not a list in `{key}.params`, so it is not an axis to zip"
+                    ),
+                ),
             }
             if !zipped.insert(axis_name.clone()) {
-                problems.at(axis.span(), &zip_key, format!("axis `{axis_name}` is in more than one zip group"));
+                problems.at(
+                    axis.span(),
+                    &zip_key,
+                    format!("axis `{axis_name}` is in more than one zip group"),
+                );
             }
             names.push(axis_name.clone());
         }
         zip.push(names);
     }
-    Run { name: name.to_string(), pipelines, params, zip }
+    Run {
+        name: name.to_string(),
+        pipelines,
+        params,
+        zip,
+    }
 }
 
 fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut Problems) {
@@ -397,7 +600,11 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
             return None;
         }
         on_path.push(stage);
-        for input in stages.get(stage).into_iter().flat_map(|s| s.inputs.values()) {
+        for input in stages
+            .get(stage)
+            .into_iter()
+            .flat_map(|s| s.inputs.values())
+        {
             if let Some(up) = input.upstream()
                 && let Some(cycle) = visit(up, stages, on_path, done)
             {
@@ -411,7 +618,11 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
     for name in stages.keys() {
         if let Some(cycle) = visit(name, stages, &mut Vec::new(), &mut done) {
             let span = raw.stages[cycle[0]].span();
-            problems.at(span, format!("stages.{}", cycle[0]), format!("inputs form a cycle: {}", cycle.join(" -> ")));
+            problems.at(
+                span,
+                format!("stages.{}", cycle[0]),
+                format!("inputs form a cycle: {}", cycle.join(" -> ")),
+            );
             return;
         }
     }
@@ -420,11 +631,17 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
 /// Stage, input, pipeline and run names become directory and key names.
 fn check_name(name: &str, span: std::ops::Range<usize>, key: &str, problems: &mut Problems) {
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && name != "."
         && name != "..";
     if !ok {
-        problems.at(span, key, format!("`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"));
+        problems.at(
+            span,
+            key,
+            format!("`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"),
+        );
     }
 }
 
@@ -432,7 +649,11 @@ fn unique(list: &[Spanned<String>], key: &str, problems: &mut Problems) -> Vec<S
     let mut seen = BTreeSet::new();
     for item in list {
         if !seen.insert(item.get_ref().as_str()) {
-            problems.at(item.span(), key, format!("`{}` is listed twice", item.get_ref()));
+            problems.at(
+                item.span(),
+                key,
+                format!("`{}` is listed twice", item.get_ref()),
+            );
         }
     }
     list.iter().map(|i| i.get_ref().clone()).collect()
@@ -456,11 +677,16 @@ fn toml_to_json(value: &toml::Value) -> serde_json::Value {
     match value {
         toml::Value::String(s) => s.clone().into(),
         toml::Value::Integer(i) => (*i).into(),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
         toml::Value::Boolean(b) => (*b).into(),
         toml::Value::Datetime(d) => d.to_string().into(),
         toml::Value::Array(a) => a.iter().map(toml_to_json).collect(),
-        toml::Value::Table(t) => t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
+        toml::Value::Table(t) => t
+            .iter()
+            .map(|(k, v)| (k.clone(), toml_to_json(v)))
+            .collect(),
     }
 }
 
@@ -508,6 +734,11 @@ mod tests {
             "[stages.a]\nplugin = \"builtin:exec\"\ninputs = { x = \"b\" }\n\
              [stages.b]\nplugin = \"builtin:exec\"\ninputs = { y = \"a\" }\n",
         );
-        assert!(found.iter().any(|p| p.message.contains("cycle: a -> b -> a")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.message.contains("cycle: a -> b -> a")),
+            "{found:?}"
+        );
     }
 }

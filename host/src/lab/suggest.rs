@@ -17,7 +17,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("gnerate", ["generate", "sum"]), " (did you mean `generate`?)");
+        assert_eq!(
+            did_you_mean("gnerate", ["generate", "sum"]),
+            " (did you mean `generate`?)"
+        );
         assert_eq!(did_you_mean("xyz", ["generate", "sum"]), "");
     }
 }

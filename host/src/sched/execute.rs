@@ -28,7 +28,15 @@ pub struct Attempt<'a> {
 
 /// Runs the job and commits its output; the error is the failure to report.
 pub fn execute(attempt: Attempt) -> Result<Record, String> {
-    let Attempt { plan, store, runtime, job: index, id, upstream_ids, observer } = attempt;
+    let Attempt {
+        plan,
+        store,
+        runtime,
+        job: index,
+        id,
+        upstream_ids,
+        observer,
+    } = attempt;
     let job = &plan.graph.jobs[index];
     let stage = &plan.lab.stages[&job.stage];
     let resources = &plan.stages[&job.stage];
@@ -41,7 +49,13 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
             return Err(e);
         }
     };
-    let run = JobRun { stage: job.stage.clone(), policy: Arc::new(policy), grants: resources.tools.clone(), observer };
+    let run = JobRun {
+        stage: job.stage.clone(),
+        policy: Arc::new(policy),
+        grants: resources.tools.clone(),
+        observer,
+        limits: stage.limits,
+    };
     let finished = match runtime.run(&resources.plugin, run) {
         Ok(finished) => finished,
         Err(e) => {
@@ -49,7 +63,11 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
             return Err(e.to_string());
         }
     };
-    let logs = Logs { stdout: finished.stdout, stderr: finished.stderr, tools: finished.host_log };
+    let logs = Logs {
+        stdout: finished.stdout,
+        stderr: finished.stderr,
+        host: finished.host_log,
+    };
     let failure = match finished.ending {
         Ending::Exit(0) => None,
         Ending::Exit(code) => Some(format!("exit status {code}")),
@@ -58,10 +76,17 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
     if let Some(failure) = failure {
         let tail = stderr_tail(&logs.stderr);
         store.discard(staging, &logs).map_err(|e| e.to_string())?;
-        return Err(if tail.is_empty() { failure } else { format!("{failure}\n{tail}") });
+        return Err(if tail.is_empty() {
+            failure
+        } else {
+            format!("{failure}\n{tail}")
+        });
     }
     let fingerprint = match job.mode {
-        Mode::Impure => Some(crate::sources::fingerprint(&plan.lab.dir, &stage.sources).map_err(|e| e.to_string())?),
+        Mode::Impure => Some(
+            crate::sources::fingerprint(&plan.lab.dir, &stage.sources)
+                .map_err(|e| e.to_string())?,
+        ),
         _ => None,
     };
     let record = Record {
@@ -71,10 +96,14 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
         params: job.params.clone().into_iter().collect(),
         hash: String::new(),
         fingerprint,
-        finished_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        finished_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    let committed = store.commit(staging, &stage.outputs, &logs, record).map_err(|e| e.to_string())?;
+    let committed = store
+        .commit(staging, &stage.outputs, &logs, record)
+        .map_err(|e| e.to_string())?;
     store.clear_failure(id);
     Ok(committed)
 }
@@ -88,10 +117,17 @@ fn policy(
     upstream_ids: &BTreeMap<JobIndex, String>,
 ) -> Result<Policy, String> {
     let job = &plan.graph.jobs[index];
-    let read_only = |host, guest: String| Mount { host, guest, writable: false };
+    let read_only = |host, guest: String| Mount {
+        host,
+        guest,
+        writable: false,
+    };
     let mut mounts = Vec::new();
     if !job.inputs.is_empty() {
-        mounts.push(read_only(input_listing(store, &job.stage, job.inputs.keys())?, "/in".into()));
+        mounts.push(read_only(
+            input_listing(store, &job.stage, job.inputs.keys())?,
+            "/in".into(),
+        ));
     }
     for (name, input) in &job.inputs {
         let guest = format!("/in/{name}");
@@ -114,19 +150,35 @@ fn policy(
                         "dir": up_id,
                         "params": plan.graph.jobs[*up].params,
                     }));
-                    mounts.push(read_only(store.output_dir(up_id), format!("{guest}/{up_id}")));
+                    mounts.push(read_only(
+                        store.output_dir(up_id),
+                        format!("{guest}/{up_id}"),
+                    ));
                 }
-                let index = serde_json::to_vec_pretty(&serde_json::json!({ "jobs": index })).map_err(|e| e.to_string())?;
+                let index = serde_json::to_vec_pretty(&serde_json::json!({ "jobs": index }))
+                    .map_err(|e| e.to_string())?;
                 std::fs::write(dir.join("index.json"), index).map_err(|e| e.to_string())?;
                 mounts.push(read_only(dir, guest));
             }
         }
     }
-    mounts.push(Mount { host: staging.out.clone(), guest: "/out".into(), writable: true });
-    mounts.push(Mount { host: staging.scratch.clone(), guest: "/tmp".into(), writable: true });
+    mounts.push(Mount {
+        host: staging.out.clone(),
+        guest: "/out".into(),
+        writable: true,
+    });
+    mounts.push(Mount {
+        host: staging.scratch.clone(),
+        guest: "/tmp".into(),
+        writable: true,
+    });
     let impure = job.mode == Mode::Impure;
     if impure {
-        mounts.push(Mount { host: plan.lab.dir.clone(), guest: "/work".into(), writable: true });
+        mounts.push(Mount {
+            host: plan.lab.dir.clone(),
+            guest: "/work".into(),
+            writable: true,
+        });
     }
     let params = serde_json::to_string(&job.params).map_err(|e| e.to_string())?;
     Ok(Policy {
@@ -146,7 +198,11 @@ fn policy(
 
 /// A directory of empty subdirectories named after the stage's inputs, mounted at `/in` so
 /// that a plugin can list its inputs; each input is its own mount below it.
-fn input_listing<'a>(store: &Store, stage: &str, inputs: impl Iterator<Item = &'a String>) -> Result<std::path::PathBuf, String> {
+fn input_listing<'a>(
+    store: &Store,
+    stage: &str,
+    inputs: impl Iterator<Item = &'a String>,
+) -> Result<std::path::PathBuf, String> {
     let dir = store.root().join("tmp").join(format!("inputs-{stage}"));
     if !dir.is_dir() {
         // Built aside and renamed, so concurrent jobs of the stage never see half of it.

@@ -7,17 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use super::execute::{execute, Attempt};
+use super::execute::{Attempt, execute};
 use super::{Event, Force, Options, Summary};
 use crate::graph::JobIndex;
 use crate::lab::Mode;
 use crate::plan::Plan;
 use crate::store::{Record, Store};
-use crate::wasm::host::Observer;
 use crate::wasm::Runtime;
+use crate::wasm::host::Observer;
 
 #[derive(Debug, Clone, PartialEq)]
 enum State {
@@ -51,22 +51,38 @@ struct EventObserver {
 
 impl Observer for EventObserver {
     fn progress(&self, done: u64, total: u64) {
-        (self.emit)(Event::Progress { job: self.job, done, total });
+        (self.emit)(Event::Progress {
+            job: self.job,
+            done,
+            total,
+        });
     }
     fn warn(&self, message: &str) {
-        (self.emit)(Event::Warning { job: self.job, stage: self.stage.clone(), message: message.into() });
+        (self.emit)(Event::Warning {
+            job: self.job,
+            stage: self.stage.clone(),
+            message: message.into(),
+        });
     }
 }
 
 /// Runs the plan's selected jobs; returns the counts.
-pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emit: Emit) -> Summary {
+pub fn run(
+    plan: &Plan,
+    store: &Store,
+    runtime: &Runtime,
+    options: &Options,
+    emit: Emit,
+) -> Summary {
     let jobs = &plan.graph.jobs;
     let selected = selection(plan, options.targets.as_deref());
     let dependents = plan.graph.dependents();
     let mut state = vec![State::Waiting; jobs.len()];
     let mut ids: Vec<Option<String>> = vec![None; jobs.len()];
     let mut summary = Summary::default();
-    emit(Event::Started { jobs: selected.len() });
+    emit(Event::Started {
+        jobs: selected.len(),
+    });
 
     let (results_tx, results_rx) = mpsc::channel::<(JobIndex, Result<Record, String>)>();
     let (work_tx, work_rx) = mpsc::channel::<Work>();
@@ -79,9 +95,31 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
             let (work_rx, results_tx, emit) = (work_rx.clone(), results_tx.clone(), emit.clone());
             scope.spawn(move || {
                 // The lock is held only while waiting for the next job, not while running it.
-                while let Some(Work { index, id, upstream_ids }) = next_work(&work_rx) {
-                    let observer = Arc::new(EventObserver { job: index, stage: jobs[index].stage.clone(), emit: emit.clone() });
-                    let attempt = Attempt { plan, store, runtime, job: index, id: &id, upstream_ids, observer };
+                while let Some(Work {
+                    index,
+                    id,
+                    upstream_ids,
+                }) = next_work(&work_rx)
+                {
+                    emit(Event::JobStarted {
+                        job: index,
+                        id: id.clone(),
+                        stage: jobs[index].stage.clone(),
+                    });
+                    let observer = Arc::new(EventObserver {
+                        job: index,
+                        stage: jobs[index].stage.clone(),
+                        emit: emit.clone(),
+                    });
+                    let attempt = Attempt {
+                        plan,
+                        store,
+                        runtime,
+                        job: index,
+                        id: &id,
+                        upstream_ids,
+                        observer,
+                    };
                     let _ = results_tx.send((index, execute(attempt)));
                 }
             });
@@ -89,6 +127,8 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
         drop(results_tx);
 
         let mut pending: VecDeque<JobIndex> = selected.iter().copied().collect();
+        // Ready jobs wait here, not in the workers' channel, so that stopping stops them.
+        let mut ready: VecDeque<Work> = VecDeque::new();
         loop {
             // Resolve whatever became resolvable: cached jobs cascade without running.
             while let Some(index) = pending.pop_front() {
@@ -96,11 +136,21 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
                     continue;
                 }
                 let deps = jobs[index].deps();
-                if deps.iter().any(|d| matches!(state[*d], State::Failed | State::Skipped)) {
-                    let failed = deps.iter().find(|d| matches!(state[**d], State::Failed | State::Skipped)).unwrap();
+                if deps
+                    .iter()
+                    .any(|d| matches!(state[*d], State::Failed | State::Skipped))
+                {
+                    let failed = deps
+                        .iter()
+                        .find(|d| matches!(state[**d], State::Failed | State::Skipped))
+                        .unwrap();
                     state[index] = State::Skipped;
                     summary.skipped += 1;
-                    emit(Event::JobSkipped { job: index, stage: jobs[index].stage.clone(), failed_upstream: jobs[*failed].stage.clone() });
+                    emit(Event::JobSkipped {
+                        job: index,
+                        stage: jobs[index].stage.clone(),
+                        failed_upstream: jobs[*failed].stage.clone(),
+                    });
                     pending.extend(&dependents[index]);
                     continue;
                 }
@@ -119,16 +169,28 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
                 if let Some(key) = cached(plan, store, index, &id, &options.force) {
                     state[index] = State::Done(key);
                     summary.cached += 1;
-                    emit(Event::JobCached { job: index, id, stage: jobs[index].stage.clone() });
+                    emit(Event::JobCached {
+                        job: index,
+                        id,
+                        stage: jobs[index].stage.clone(),
+                    });
                     pending.extend(&dependents[index]);
                     continue;
                 }
-                if stopping {
-                    continue;
-                }
-                let upstream_ids = deps.iter().map(|d| (*d, ids[*d].clone().unwrap_or_default())).collect();
+                let upstream_ids = deps
+                    .iter()
+                    .map(|d| (*d, ids[*d].clone().unwrap_or_default()))
+                    .collect();
                 state[index] = State::Queued;
-                let _ = work_tx.send(Work { index, id, upstream_ids });
+                ready.push_back(Work {
+                    index,
+                    id,
+                    upstream_ids,
+                });
+            }
+            while running < options.jobs.max(1) && !stopping {
+                let Some(work) = ready.pop_front() else { break };
+                let _ = work_tx.send(work);
                 running += 1;
             }
             if running == 0 {
@@ -147,15 +209,29 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
             let id = ids[index].clone().unwrap_or_default();
             match result {
                 Ok(record) => {
-                    let key = if jobs[index].mode == Mode::Impure { record.hash.clone() } else { id.clone() };
+                    let key = if jobs[index].mode == Mode::Impure {
+                        record.hash.clone()
+                    } else {
+                        id.clone()
+                    };
                     state[index] = State::Done(key);
                     summary.ran += 1;
-                    emit(Event::JobFinished { job: index, id, stage, duration: Duration::from_millis(record.duration_ms) });
+                    emit(Event::JobFinished {
+                        job: index,
+                        id,
+                        stage,
+                        duration: Duration::from_millis(record.duration_ms),
+                    });
                 }
                 Err(failure) => {
                     state[index] = State::Failed;
                     summary.failed += 1;
-                    emit(Event::JobFailed { job: index, id, stage, failure });
+                    emit(Event::JobFailed {
+                        job: index,
+                        id,
+                        stage,
+                        failure,
+                    });
                     stopping |= !options.continue_on_failure;
                 }
             }
@@ -167,7 +243,8 @@ pub fn run(plan: &Plan, store: &Store, runtime: &Runtime, options: &Options, emi
         }
         drop(work_tx);
     });
-    summary.not_run = selected.len() - summary.ran - summary.cached - summary.failed - summary.skipped;
+    summary.not_run =
+        selected.len() - summary.ran - summary.cached - summary.failed - summary.skipped;
     summary
 }
 

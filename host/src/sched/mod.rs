@@ -6,8 +6,8 @@
 mod execute;
 pub mod local;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::graph::JobIndex;
@@ -15,14 +15,46 @@ use crate::graph::JobIndex;
 /// What happened in a run, in the order it happened.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Started { jobs: usize },
-    JobStarted { job: JobIndex, id: String, stage: String },
-    JobCached { job: JobIndex, id: String, stage: String },
-    JobFinished { job: JobIndex, id: String, stage: String, duration: Duration },
-    JobFailed { job: JobIndex, id: String, stage: String, failure: String },
-    JobSkipped { job: JobIndex, stage: String, failed_upstream: String },
-    Progress { job: JobIndex, done: u64, total: u64 },
-    Warning { job: JobIndex, stage: String, message: String },
+    Started {
+        jobs: usize,
+    },
+    JobStarted {
+        job: JobIndex,
+        id: String,
+        stage: String,
+    },
+    JobCached {
+        job: JobIndex,
+        id: String,
+        stage: String,
+    },
+    JobFinished {
+        job: JobIndex,
+        id: String,
+        stage: String,
+        duration: Duration,
+    },
+    JobFailed {
+        job: JobIndex,
+        id: String,
+        stage: String,
+        failure: String,
+    },
+    JobSkipped {
+        job: JobIndex,
+        stage: String,
+        failed_upstream: String,
+    },
+    Progress {
+        job: JobIndex,
+        done: u64,
+        total: u64,
+    },
+    Warning {
+        job: JobIndex,
+        stage: String,
+        message: String,
+    },
 }
 
 /// Which jobs re-run even when their output is in the store.

@@ -4,7 +4,7 @@
 //! ```text
 //! records.jsonl        append-only, one Record per committed job (last one per id wins)
 //! jobs/<id>/out/       a committed output, read-only
-//! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, tools.log)
+//! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
 //! failed/<id>/         logs of the last failed attempt
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
 //! tmp/                 jobs being run; never trusted, cleared under the lock
@@ -25,7 +25,7 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use tree::{copy_tree, hash_tree, remove_tree, seal_tree, TreeError, TreeSummary};
+pub use tree::{TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
 
 /// The store directory's name beside a lab.
 pub const DEFAULT_DIR: &str = ".repx";
@@ -51,7 +51,10 @@ pub enum StoreError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What the store remembers of a committed job.
@@ -102,7 +105,7 @@ pub struct Staging {
 pub struct Logs {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    pub tools: Vec<u8>,
+    pub host: Vec<u8>,
 }
 
 pub struct Store {
@@ -138,7 +141,12 @@ impl Store {
             .append(true)
             .open(&records_path)
             .map_err(io(&records_path))?;
-        Ok(Store { root, records: RwLock::new(records), log: Mutex::new(log), _lock: lock })
+        Ok(Store {
+            root,
+            records: RwLock::new(records),
+            log: Mutex::new(log),
+            _lock: lock,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -153,12 +161,21 @@ impl Store {
 
     /// The record, whether or not its output still exists.
     pub fn record(&self, id: &str) -> Option<Record> {
-        self.records.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Every record, in no particular order.
     pub fn records(&self) -> Vec<Record> {
-        self.records.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn job_dir(&self, id: &str) -> PathBuf {
@@ -187,8 +204,15 @@ impl Store {
             .filter(|id| id.starts_with(prefix))
             .cloned()
             .collect();
-        let failed = fs::read_dir(self.root.join("failed")).into_iter().flatten().flatten();
-        ids.extend(failed.filter_map(|e| e.file_name().into_string().ok()).filter(|id| id.starts_with(prefix)));
+        let failed = fs::read_dir(self.root.join("failed"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        ids.extend(
+            failed
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|id| id.starts_with(prefix)),
+        );
         ids.sort();
         ids.dedup();
         ids
@@ -196,13 +220,21 @@ impl Store {
 
     /// Makes a fresh staging directory for a job attempt.
     pub fn stage(&self, id: &str, attempt: u64) -> Result<Staging, StoreError> {
-        let dir = self.root.join("tmp").join(format!("{id}.{}.{attempt}", std::process::id()));
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{id}.{}.{attempt}", std::process::id()));
         let out = dir.join("out");
         let scratch = dir.join("scratch");
         fs::create_dir(&dir).map_err(io(&dir))?;
         fs::create_dir(&out).map_err(io(&out))?;
         fs::create_dir(&scratch).map_err(io(&scratch))?;
-        Ok(Staging { id: id.to_string(), dir, out, scratch })
+        Ok(Staging {
+            id: id.to_string(),
+            dir,
+            out,
+            scratch,
+        })
     }
 
     /// Commits a staged output: checks declared outputs, hashes, seals and moves it into
@@ -218,10 +250,16 @@ impl Store {
         remove_tree(&staging.scratch).map_err(io(&staging.scratch))?;
         for output in outputs {
             if fs::symlink_metadata(staging.out.join(output)).is_err() {
-                return Err(StoreError::MissingOutput { id, output: output.clone() });
+                return Err(StoreError::MissingOutput {
+                    id,
+                    output: output.clone(),
+                });
             }
         }
-        let summary = seal_tree(&staging.out).map_err(|source| StoreError::Output { id: id.clone(), source })?;
+        let summary = seal_tree(&staging.out).map_err(|source| StoreError::Output {
+            id: id.clone(),
+            source,
+        })?;
         record.hash = summary.hash;
         write_logs(&staging.dir, logs)?;
         sync_dir(&staging.dir)?;
@@ -236,7 +274,10 @@ impl Store {
         fs::rename(&staging.dir, &target).map_err(io(&target))?;
         sync_dir(&self.root.join("jobs"))?;
         self.append(&record)?;
-        self.records.write().unwrap_or_else(|e| e.into_inner()).insert(id, record.clone());
+        self.records
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, record.clone());
         Ok(record)
     }
 
@@ -282,7 +323,11 @@ fn read_records(path: &Path) -> Result<HashMap<String, Record>, StoreError> {
 }
 
 fn write_logs(dir: &Path, logs: &Logs) -> Result<(), StoreError> {
-    for (name, bytes) in [("stdout", &logs.stdout), ("stderr", &logs.stderr), ("tools.log", &logs.tools)] {
+    for (name, bytes) in [
+        ("stdout", &logs.stdout),
+        ("stderr", &logs.stderr),
+        ("host.log", &logs.host),
+    ] {
         if !bytes.is_empty() {
             let path = dir.join(name);
             let mut file = File::create(&path).map_err(io(&path))?;

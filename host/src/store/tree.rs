@@ -44,20 +44,43 @@ pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
 
 fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
     let mut listing = blake3::Hasher::new();
-    let mut summary = TreeSummary { hash: String::new(), files: 0, bytes: 0 };
+    let mut summary = TreeSummary {
+        hash: String::new(),
+        files: 0,
+        bytes: 0,
+    };
     let mut dirs = Vec::new();
-    for entry in WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1) {
+    for entry in WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
-            TreeError::Io { path, source: e.into() }
+            TreeError::Io {
+                path,
+                source: e.into(),
+            }
         })?;
         let path = entry.path();
-        let err = |source| TreeError::Io { path: path.to_path_buf(), source };
-        let relative = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+        let err = |source| TreeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let relative = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
         let kind = entry.file_type();
         if kind.is_symlink() {
             let target = fs::read_link(path).map_err(err)?;
-            field(&mut listing, "L", &relative, target.to_string_lossy().as_bytes());
+            field(
+                &mut listing,
+                "L",
+                &relative,
+                target.to_string_lossy().as_bytes(),
+            );
         } else if kind.is_dir() {
             field(&mut listing, "D", &relative, b"");
             dirs.push(path.to_path_buf());
@@ -69,23 +92,38 @@ fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
             summary.bytes += bytes;
             // WASI cannot set permission bits, so a program a plugin copied into /out is
             // recognised by its first bytes (ELF or `#!`) instead.
-            let executable = mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
+            let executable =
+                mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
             summary.files += 1;
             let kind = if executable { "X" } else { "F" };
             field(&mut listing, kind, &relative, content.finalize().as_bytes());
             if seal {
                 let sealed = if executable { 0o555 } else { 0o444 };
-                file.set_permissions(fs::Permissions::from_mode(sealed)).map_err(err)?;
+                file.set_permissions(fs::Permissions::from_mode(sealed))
+                    .map_err(err)?;
                 file.sync_all().map_err(err)?;
             }
-        } else if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
-            return Err(TreeError::Special { path: path.to_path_buf() });
+        } else if kind.is_fifo()
+            || kind.is_socket()
+            || kind.is_block_device()
+            || kind.is_char_device()
+        {
+            return Err(TreeError::Special {
+                path: path.to_path_buf(),
+            });
         }
     }
     if seal {
         // Deepest first, so a directory is still writable while its children are sealed.
-        for dir in dirs.iter().rev().chain(std::iter::once(&root.to_path_buf())) {
-            let err = |source| TreeError::Io { path: dir.clone(), source };
+        for dir in dirs
+            .iter()
+            .rev()
+            .chain(std::iter::once(&root.to_path_buf()))
+        {
+            let err = |source| TreeError::Io {
+                path: dir.clone(),
+                source,
+            };
             fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).map_err(err)?;
         }
     }
@@ -182,8 +220,16 @@ mod tests {
         let linked = seal_tree(&dir).unwrap();
         assert_ne!(added.hash, linked.hash);
         assert_eq!(linked.files, 2, "the link's target is not read");
-        assert!(fs::metadata(dir.join("sub/a")).unwrap().permissions().readonly());
-        assert_eq!(fs::metadata(dir.join("sub")).unwrap().permissions().mode() & 0o777, 0o555);
+        assert!(
+            fs::metadata(dir.join("sub/a"))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
+        assert_eq!(
+            fs::metadata(dir.join("sub")).unwrap().permissions().mode() & 0o777,
+            0o555
+        );
         remove_tree(&dir).unwrap();
         assert!(!dir.exists());
     }

@@ -25,21 +25,38 @@ pub fn default_dir() -> Option<PathBuf> {
 fn artifact(engine: &Engine, dir: &Path, plugin: &Plugin) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join("wasm").join(format!("{}-{:016x}.cwasm", plugin.digest, h.finish()))
+    dir.join("wasm")
+        .join(format!("{}-{:016x}.cwasm", plugin.digest, h.finish()))
 }
 
-pub fn component(engine: &Engine, dir: Option<&Path>, plugin: &Plugin) -> wasmtime::Result<Component> {
-    load(engine, dir, plugin, |path| unsafe { Component::deserialize_file(engine, path) }, || {
-        let component = Component::new(engine, &plugin.bytes)?;
-        Ok((component.serialize()?, component))
-    })
+pub fn component(
+    engine: &Engine,
+    dir: Option<&Path>,
+    plugin: &Plugin,
+) -> wasmtime::Result<Component> {
+    load(
+        engine,
+        dir,
+        plugin,
+        |path| unsafe { Component::deserialize_file(engine, path) },
+        || {
+            let component = Component::new(engine, &plugin.bytes)?;
+            Ok((component.serialize()?, component))
+        },
+    )
 }
 
 pub fn module(engine: &Engine, dir: Option<&Path>, plugin: &Plugin) -> wasmtime::Result<Module> {
-    load(engine, dir, plugin, |path| unsafe { Module::deserialize_file(engine, path) }, || {
-        let module = Module::new(engine, &plugin.bytes)?;
-        Ok((module.serialize()?, module))
-    })
+    load(
+        engine,
+        dir,
+        plugin,
+        |path| unsafe { Module::deserialize_file(engine, path) },
+        || {
+            let module = Module::new(engine, &plugin.bytes)?;
+            Ok((module.serialize()?, module))
+        },
+    )
 }
 
 fn load<T>(
@@ -49,7 +66,9 @@ fn load<T>(
     deserialize: impl FnOnce(&Path) -> wasmtime::Result<T>,
     compile: impl FnOnce() -> wasmtime::Result<(Vec<u8>, T)>,
 ) -> wasmtime::Result<T> {
-    let Some(dir) = dir else { return compile().map(|(_, t)| t) };
+    let Some(dir) = dir else {
+        return compile().map(|(_, t)| t);
+    };
     let path = artifact(engine, dir, plugin);
     if path.is_file() {
         // A damaged artifact is recompiled rather than trusted or fatal.
@@ -66,7 +85,11 @@ fn load<T>(
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), path.file_name().unwrap_or_default().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        std::process::id(),
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

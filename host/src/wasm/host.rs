@@ -36,19 +36,31 @@ pub struct HostState {
 
 impl repx::stage::host::Host for HostState {
     fn run_tool(&mut self, request: ToolRequest) -> Result<i32, String> {
-        let line = format!("$ {} {} (in {})\n", request.tool, request.args.join(" "), request.cwd);
+        let line = format!(
+            "$ {} {} (in {})\n",
+            request.tool,
+            request.args.join(" "),
+            request.cwd
+        );
         self.log.extend_from_slice(line.as_bytes());
         let outcome = self.invocation(&request).and_then(|invocation| {
-            tools::run(invocation, &self.policy, &self.grants, self.bubblewrap.as_deref())
+            tools::run(
+                invocation,
+                &self.policy,
+                &self.grants,
+                self.bubblewrap.as_deref(),
+            )
         });
         match outcome {
             Ok(run) => {
                 self.log.extend_from_slice(&run.output);
-                self.log.extend_from_slice(format!("[exit status {}]\n", run.status).as_bytes());
+                self.log
+                    .extend_from_slice(format!("[exit status {}]\n", run.status).as_bytes());
                 Ok(run.status)
             }
             Err(refusal) => {
-                self.log.extend_from_slice(format!("[refused: {refusal}]\n").as_bytes());
+                self.log
+                    .extend_from_slice(format!("[refused: {refusal}]\n").as_bytes());
                 Err(refusal)
             }
         }
@@ -61,7 +73,8 @@ impl repx::stage::host::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.log.extend_from_slice(format!("[{tag}] {message}\n").as_bytes());
+        self.log
+            .extend_from_slice(format!("[{tag}] {message}\n").as_bytes());
         if matches!(level, Level::Warn | Level::Error) {
             self.observer.warn(&message);
         }
@@ -103,7 +116,11 @@ impl HostState {
                     self.mount_list()
                 )
             })?;
-        if let Some((key, _)) = request.env.iter().find(|(k, _)| k == "PATH" || k.starts_with("LD_")) {
+        if let Some((key, _)) = request
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH" || k.starts_with("LD_"))
+        {
             return Err(format!(
                 "stage `{stage}`: a tool's `{key}` is set by the host from the granted tools and cannot be overridden"
             ));
@@ -112,23 +129,51 @@ impl HostState {
             Some(path) => Some(self.open_output(path)?),
             None => None,
         };
-        Ok(Invocation { program, guest_program, args: &request.args, cwd, env: &request.env, stdout })
+        Ok(Invocation {
+            program,
+            guest_program,
+            args: &request.args,
+            cwd,
+            env: &request.env,
+            stdout,
+        })
     }
 
     /// Opens a file for a tool's stdout inside a writable mount, never through a link.
     fn open_output(&self, guest: &str) -> Result<std::fs::File, String> {
-        let refused = || format!("stage `{}`: stdout file `{guest}` is not inside a writable directory ({})", self.stage, self.mount_list());
+        let refused = || {
+            format!(
+                "stage `{}`: stdout file `{guest}` is not inside a writable directory ({})",
+                self.stage,
+                self.mount_list()
+            )
+        };
         let path = tools::normalise(guest).ok_or_else(refused)?;
-        let (mount, rest) = self.policy.resolve(&path).filter(|(m, r)| m.writable && !r.is_empty()).ok_or_else(refused)?;
+        let (mount, rest) = self
+            .policy
+            .resolve(&path)
+            .filter(|(m, r)| m.writable && !r.is_empty())
+            .ok_or_else(refused)?;
         let dir = cap_std::fs::Dir::open_ambient_dir(&mount.host, cap_std::ambient_authority())
             .map_err(|e| format!("{}: {e}", mount.host.display()))?;
         let file = dir
-            .open_with(&rest, cap_std::fs::OpenOptions::new().write(true).create(true).truncate(true))
+            .open_with(
+                &rest,
+                cap_std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
             .map_err(|e| format!("stdout file `{guest}`: {e}"))?;
         Ok(file.into_std())
     }
 
     fn mount_list(&self) -> String {
-        self.policy.mounts.iter().map(|m| m.guest.as_str()).collect::<Vec<_>>().join(", ")
+        self.policy
+            .mounts
+            .iter()
+            .map(|m| m.guest.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

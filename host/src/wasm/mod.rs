@@ -8,26 +8,33 @@
 pub mod builtin;
 mod cache;
 pub mod host;
+mod log;
 pub mod policy;
 pub mod tools;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{self, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::graph::id::ToolIdentity;
+use crate::lab::limits::{self, Limits};
 use host::{HostState, Observer};
+use log::LogPipe;
 use policy::Policy;
 
-/// How much of a job's stdout and stderr is kept, each.
-pub const LOG_LIMIT: usize = 16 << 20;
+/// How often running plugins check their wall-time limit and for cancellation.
+const TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -49,7 +56,11 @@ pub struct Plugin {
 
 impl Plugin {
     pub fn new(name: String, bytes: Vec<u8>) -> Plugin {
-        Plugin { name, digest: blake3::hash(&bytes).to_hex().to_string(), bytes: bytes.into() }
+        Plugin {
+            name,
+            digest: blake3::hash(&bytes).to_hex().to_string(),
+            bytes: bytes.into(),
+        }
     }
 
     pub fn is_component(&self) -> bool {
@@ -68,16 +79,51 @@ struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
     host: HostState,
+    memory: MemoryLimit,
 }
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 struct ModuleState {
     wasi: WasiP1Ctx,
+    memory: MemoryLimit,
+}
+
+/// Refuses memory growth past the stage's limit, as a trap naming the limit.
+struct MemoryLimit(u64);
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.0 {
+            return Err(wasmtime::format_err!(
+                "memory limit of {} exceeded (the plugin asked for {})",
+                limits::bytes(self.0),
+                limits::bytes(desired as u64)
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
 }
 
 /// Everything one job run needs besides the plugin.
@@ -86,6 +132,7 @@ pub struct JobRun {
     pub policy: Arc<Policy>,
     pub grants: Arc<[ToolIdentity]>,
     pub observer: Arc<dyn Observer>,
+    pub limits: Limits,
 }
 
 /// How a plugin run ended.
@@ -110,6 +157,15 @@ pub struct Runtime {
     cache: Option<PathBuf>,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     bubblewrap: Option<Arc<Path>>,
+    interrupted: Arc<AtomicBool>,
+    /// Tells the epoch ticker thread to stop.
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -122,7 +178,7 @@ impl Runtime {
             .total_core_instances(slots * 8)
             .total_memories(slots * 2)
             .total_tables(slots * 8)
-            .max_memory_size(1 << 30);
+            .max_memory_size(limits::MAX_MEMORY as usize);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Epochs interrupt running plugins when the run is cancelled.
@@ -137,8 +193,19 @@ impl Runtime {
         )
         .map_err(engine_err)?;
         let mut modules = wasmtime::Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |s: &mut ModuleState| &mut s.wasi).map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |s: &mut ModuleState| &mut s.wasi)
+            .map_err(engine_err)?;
 
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let (engine, stop) = (engine.clone(), stop_ticker.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            });
+        }
         Ok(Runtime {
             engine,
             components,
@@ -146,6 +213,8 @@ impl Runtime {
             cache,
             prepared: Mutex::new(HashMap::new()),
             bubblewrap: tools::bubblewrap().map(Arc::from),
+            interrupted: Arc::new(AtomicBool::new(false)),
+            stop_ticker,
         })
     }
 
@@ -155,12 +224,21 @@ impl Runtime {
     }
 
     fn prepared(&self, plugin: &Plugin) -> Result<Arc<Prepared>, RuntimeError> {
-        if let Some(p) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(&plugin.digest) {
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&plugin.digest)
+        {
             return Ok(p.clone());
         }
-        let err = |e: wasmtime::Error| RuntimeError::Plugin { plugin: plugin.name.clone(), message: format!("{e:#}") };
+        let err = |e: wasmtime::Error| RuntimeError::Plugin {
+            plugin: plugin.name.clone(),
+            message: format!("{e:#}"),
+        };
         let prepared = if plugin.is_component() {
-            let component = cache::component(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
+            let component =
+                cache::component(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
             let pre = self.components.instantiate_pre(&component).map_err(err)?;
             Prepared::Component(CommandPre::new(pre).map_err(|e| {
                 err(e.context("it is not a WASI command: it must export `wasi:cli/run`"))
@@ -170,32 +248,58 @@ impl Runtime {
             if module.get_export("_start").is_none() {
                 return Err(RuntimeError::Plugin {
                     plugin: plugin.name.clone(),
-                    message: "core module has no `_start` export: build it as a WASI command".into(),
+                    message: "core module has no `_start` export: build it as a WASI command"
+                        .into(),
                 });
             }
             Prepared::Module(self.modules.instantiate_pre(&module).map_err(err)?)
         };
         let prepared = Arc::new(prepared);
-        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.digest.clone(), prepared.clone());
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.digest.clone(), prepared.clone());
         Ok(prepared)
     }
 
-    /// Interrupts every running plugin: each traps at its next epoch check.
+    /// Interrupts every running plugin, and any started later: each traps at its next tick.
     pub fn interrupt(&self) {
-        self.engine.increment_epoch();
+        self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the store trap when the run is cancelled or the job's time is up.
+    fn watch<T: 'static>(&self, store: &mut wasmtime::Store<T>, time: Duration) {
+        let deadline = Instant::now() + time;
+        let interrupted = self.interrupted.clone();
+        store.epoch_deadline_callback(move |_| {
+            if interrupted.load(Ordering::Relaxed) {
+                return Err(wasmtime::format_err!("interrupted: the run was cancelled"));
+            }
+            if Instant::now() >= deadline {
+                return Err(wasmtime::format_err!(
+                    "wall-time limit of {} exceeded",
+                    limits::duration(time)
+                ));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
     }
 
     /// Runs a plugin once under `job`'s policy.
     pub fn run(&self, plugin: &Plugin, job: JobRun) -> Result<Finished, RuntimeError> {
         let prepared = self.prepared(plugin)?;
-        let stdout = MemoryOutputPipe::new(LOG_LIMIT);
-        let stderr = MemoryOutputPipe::new(LOG_LIMIT);
+        let stdout = LogPipe::new(job.limits.log);
+        let stderr = LogPipe::new(job.limits.log);
+        let memory = MemoryLimit(job.limits.memory);
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
-        job.policy.apply(&mut builder).map_err(|e| RuntimeError::Plugin {
-            plugin: plugin.name.clone(),
-            message: format!("cannot give the plugin its directories: {e}"),
-        })?;
+        job.policy
+            .apply(&mut builder)
+            .map_err(|e| RuntimeError::Plugin {
+                plugin: plugin.name.clone(),
+                message: format!("cannot give the plugin its directories: {e}"),
+            })?;
 
         let (ending, host_log) = match &*prepared {
             Prepared::Component(pre) => {
@@ -210,40 +314,63 @@ impl Runtime {
                         observer: job.observer,
                         log: Vec::new(),
                     },
+                    memory,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
-                store.set_epoch_deadline(1);
+                store.limiter(|s| &mut s.memory);
+                self.watch(&mut store, job.limits.time);
                 let result = pre
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+                let mut log = std::mem::take(&mut store.data_mut().host.log);
                 let ending = match result {
                     Ok(Ok(())) => Ending::Exit(0),
                     Ok(Err(())) => Ending::Exit(1),
-                    Err(e) => ending_of(e),
+                    Err(e) => ending_of(e, &mut log),
                 };
-                (ending, std::mem::take(&mut store.data_mut().host.log))
+                (ending, log)
             }
             Prepared::Module(pre) => {
-                let mut store = wasmtime::Store::new(&self.engine, ModuleState { wasi: builder.build_p1() });
-                store.set_epoch_deadline(1);
+                let mut store = wasmtime::Store::new(
+                    &self.engine,
+                    ModuleState {
+                        wasi: builder.build_p1(),
+                        memory,
+                    },
+                );
+                store.limiter(|s| &mut s.memory);
+                self.watch(&mut store, job.limits.time);
                 let result = pre.instantiate(&mut store).and_then(|instance| {
-                    instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ())
+                    instance
+                        .get_typed_func::<(), ()>(&mut store, "_start")?
+                        .call(&mut store, ())
                 });
+                let mut log = Vec::new();
                 let ending = match result {
                     Ok(()) => Ending::Exit(0),
-                    Err(e) => ending_of(e),
+                    Err(e) => ending_of(e, &mut log),
                 };
-                (ending, Vec::new())
+                (ending, log)
             }
         };
-        Ok(Finished { ending, stdout: stdout.contents().to_vec(), stderr: stderr.contents().to_vec(), host_log })
+        Ok(Finished {
+            ending,
+            stdout: stdout.contents(),
+            stderr: stderr.contents(),
+            host_log,
+        })
     }
 }
 
-fn ending_of(error: wasmtime::Error) -> Ending {
-    match error.downcast_ref::<I32Exit>() {
-        Some(exit) => Ending::Exit(exit.0),
-        None => Ending::Trap(format!("{error:#}")),
+fn ending_of(error: wasmtime::Error, host_log: &mut Vec<u8>) -> Ending {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Ending::Exit(exit.0);
+    }
+    // The whole error, with its wasm backtrace, is for the log; the cause is for the user.
+    host_log.extend_from_slice(format!("[trap] {error:?}\n").as_bytes());
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => Ending::Trap(trap.to_string()),
+        None => Ending::Trap(error.to_string()),
     }
 }
 

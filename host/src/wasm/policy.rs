@@ -57,9 +57,16 @@ impl Policy {
 
     /// Fills a WASI context builder with exactly these capabilities.
     pub fn apply(&self, builder: &mut WasiCtxBuilder) -> std::io::Result<()> {
-        builder.envs(&self.env).args(&self.args).allow_blocking_current_thread(true);
+        builder
+            .envs(&self.env)
+            .args(&self.args)
+            .allow_blocking_current_thread(true);
         for mount in &self.mounts {
-            let perms = if mount.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            let perms = if mount.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
             builder
                 .preopened_dir(&mount.host, &mount.guest, perms)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", mount.host.display())))?;
@@ -101,7 +108,8 @@ impl HostMonotonicClock for SteppingClock {
         1_000
     }
     fn now(&self) -> u64 {
-        self.0.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed)
+        self.0
+            .fetch_add(1_000, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -110,10 +118,18 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        let mount = |guest: &str, writable| Mount { host: PathBuf::from(format!("/h{guest}")), guest: guest.into(), writable };
+        let mount = |guest: &str, writable| Mount {
+            host: PathBuf::from(format!("/h{guest}")),
+            guest: guest.into(),
+            writable,
+        };
         Policy {
             mode: Mode::Pure,
-            mounts: vec![mount("/in/a", false), mount("/in/a/job1", false), mount("/out", true)],
+            mounts: vec![
+                mount("/in/a", false),
+                mount("/in/a/job1", false),
+                mount("/out", true),
+            ],
             env: vec![],
             args: vec![],
             cwd: None,

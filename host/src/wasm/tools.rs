@@ -18,8 +18,17 @@ use crate::wasm::policy::Policy;
 
 /// Read-only system directories a sandboxed tool sees, where they exist.
 const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives",
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
 ];
 
 /// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it.
@@ -28,12 +37,21 @@ pub fn resolve(name: &str, path_var: Option<&OsString>) -> Result<ToolIdentity, 
         Some(PathBuf::from(name)).filter(|p| is_executable(p))
     } else {
         path_var.and_then(|paths| {
-            std::env::split_paths(paths).map(|dir| dir.join(name)).find(|p| is_executable(p))
+            std::env::split_paths(paths)
+                .map(|dir| dir.join(name))
+                .find(|p| is_executable(p))
         })
     };
-    let path = path.ok_or_else(|| format!("tool `{name}` is not an executable on PATH: install it, or remove it from `tools`"))?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
-    Ok(ToolIdentity { name: name.to_string(), path, digest: blake3::hash(&bytes).to_hex().to_string() })
+    let path = path.ok_or_else(|| {
+        format!("tool `{name}` is not an executable on PATH: install it, or remove it from `tools`")
+    })?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
+    Ok(ToolIdentity {
+        name: name.to_string(),
+        path,
+        digest: blake3::hash(&bytes).to_hex().to_string(),
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -42,7 +60,9 @@ fn is_executable(path: &Path) -> bool {
 
 /// Where bubblewrap is, if installed.
 pub fn bubblewrap() -> Option<PathBuf> {
-    resolve("bwrap", std::env::var_os("PATH").as_ref()).ok().map(|t| t.path)
+    resolve("bwrap", std::env::var_os("PATH").as_ref())
+        .ok()
+        .map(|t| t.path)
 }
 
 /// A plugin's request, after it passed the grant checks.
@@ -75,12 +95,18 @@ pub fn run(
     let path = search_path(grants);
     let mut command = match policy.mode {
         Mode::Impure => {
-            let (mount, rest) = policy
-                .resolve(&invocation.cwd)
-                .ok_or_else(|| format!("cwd `{}` is outside the directories given to the plugin", invocation.cwd))?;
+            let (mount, rest) = policy.resolve(&invocation.cwd).ok_or_else(|| {
+                format!(
+                    "cwd `{}` is outside the directories given to the plugin",
+                    invocation.cwd
+                )
+            })?;
             let mut command = Command::new(&invocation.program);
             command.current_dir(mount.host.join(rest));
-            command.args(invocation.args).env_clear().envs(invocation.env.iter().cloned());
+            command
+                .args(invocation.args)
+                .env_clear()
+                .envs(invocation.env.iter().cloned());
             command.env("PATH", &path);
             command
         }
@@ -91,7 +117,10 @@ pub fn run(
             )?;
             sandboxed(bwrap, &invocation, policy, grants, &path)
         }
-        Mode::Hermetic => return Err("tools in hermetic mode must be Nix store paths; hermetic mode is not available yet".into()),
+        Mode::Hermetic => return Err(
+            "tools in hermetic mode must be Nix store paths; hermetic mode is not available yet"
+                .into(),
+        ),
     };
     command.stdin(Stdio::null());
     command.stdout(match invocation.stdout {
@@ -108,24 +137,46 @@ pub fn run(
         .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0));
     let mut printed = output.stdout;
     printed.extend_from_slice(&output.stderr);
-    Ok(ToolRun { status, output: printed })
+    Ok(ToolRun {
+        status,
+        output: printed,
+    })
 }
 
-fn sandboxed(bwrap: &Path, inv: &Invocation, policy: &Policy, grants: &[ToolIdentity], path: &OsString) -> Command {
+fn sandboxed(
+    bwrap: &Path,
+    inv: &Invocation,
+    policy: &Policy,
+    grants: &[ToolIdentity],
+    path: &OsString,
+) -> Command {
     let mut c = Command::new(bwrap);
-    c.args(["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]);
+    c.args([
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ]);
     c.args(["--proc", "/proc", "--dev", "/dev"]);
     for dir in SYSTEM_DIRS.iter().filter(|d| Path::new(d).exists()) {
         c.args(["--ro-bind", dir, dir]);
     }
     // A granted tool outside the system directories brings its own directory.
     for tool in grants {
-        if let Some(dir) = tool.path.parent().filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s))) {
+        if let Some(dir) = tool
+            .path
+            .parent()
+            .filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s)))
+        {
             c.arg("--ro-bind").arg(dir).arg(dir);
         }
     }
     for mount in &policy.mounts {
-        c.arg(if mount.writable { "--bind" } else { "--ro-bind" });
+        c.arg(if mount.writable {
+            "--bind"
+        } else {
+            "--ro-bind"
+        });
         c.arg(&mount.host).arg(&mount.guest);
     }
     for (key, value) in inv.env {

@@ -1,0 +1,121 @@
+//! Per-stage resource limits and their defaults.
+//!
+//! A job that exceeds one fails with a message naming the limit; other jobs carry on.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What one job of a stage may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes, across the plugin's memories.
+    pub memory: u64,
+    /// Wall time of the plugin, tools included.
+    pub time: Duration,
+    /// Total bytes of files left in `/out`.
+    pub output: u64,
+    /// Bytes kept of each of stdout and stderr; the rest is cut with a marker.
+    pub log: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: 1 << 30,
+            time: Duration::from_secs(3600),
+            output: 4 << 30,
+            log: 16 << 20,
+        }
+    }
+}
+
+/// The largest memory limit a stage may ask for; the runtime reserves address space for it.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory {}, time {}, output {}, log {}",
+            bytes(self.memory),
+            duration(self.time),
+            bytes(self.output),
+            bytes(self.log)
+        )
+    }
+}
+
+/// `1073741824` as `1G`, for messages.
+pub fn bytes(n: u64) -> String {
+    for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if n >= size && n % size == 0 {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n}B")
+}
+
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses `512`, `64K`, `16M`, `1G` (bytes, binary units).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// Parses `30s`, `10m`, `2h`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" | "min" => n * 60,
+        "h" => n * 3600,
+        "ms" => return Some(Duration::from_millis(n)),
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_round_trip() {
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("64K"), Some(65536));
+        assert_eq!(parse_bytes("12"), Some(12));
+        assert_eq!(parse_bytes("1T"), None);
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(bytes(16 << 20), "16M");
+        assert_eq!(
+            Limits::default().to_string(),
+            "memory 1G, time 1h, output 4G, log 16M"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! A plugin's stdout or stderr, kept in memory up to a limit.
+//!
+//! Past the limit, output is dropped, not refused: a chatty plugin keeps running and its
+//! log ends with a marker saying how much was cut.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+#[derive(Clone)]
+pub struct LogPipe {
+    buffer: Arc<Mutex<Buffer>>,
+}
+
+struct Buffer {
+    kept: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl LogPipe {
+    pub fn new(limit: u64) -> LogPipe {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        LogPipe {
+            buffer: Arc::new(Mutex::new(Buffer {
+                kept: Vec::new(),
+                limit,
+                dropped: 0,
+            })),
+        }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let room = buffer.limit.saturating_sub(buffer.kept.len());
+        let keep = data.len().min(room);
+        buffer.kept.extend_from_slice(&data[..keep]);
+        buffer.dropped += (data.len() - keep) as u64;
+    }
+
+    /// What was kept, with a marker at the end when anything was cut.
+    pub fn contents(&self) -> Vec<u8> {
+        let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = buffer.kept.clone();
+        if buffer.dropped > 0 {
+            let marker = format!(
+                "\n[repx: log limit of {} reached; {} more bytes were dropped]\n",
+                crate::lab::limits::bytes(buffer.limit as u64),
+                buffer.dropped
+            );
+            out.extend_from_slice(marker.as_bytes());
+        }
+        out
+    }
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for LogPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogPipe {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LogPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(data);
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_at_the_limit_with_a_marker() {
+        let pipe = LogPipe::new(4);
+        pipe.push(b"abc");
+        pipe.push(b"defgh");
+        let text = String::from_utf8(pipe.contents()).unwrap();
+        assert!(
+            text.starts_with("abcd\n[repx: log limit of 4B reached; 4 more bytes"),
+            "{text}"
+        );
+    }
+}

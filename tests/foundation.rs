@@ -1,0 +1,805 @@
+//! End-to-end tests of the real `repx` binary for the "Foundation" issue: the examples run
+//! and give the right numbers, re-runs are free, deleted outputs are rebuilt, bad labs are
+//! refused with a message naming the file and key, failures are reported and contained,
+//! and a plugin sees exactly the contract of DESIGN.md.
+//!
+//! Needs the plugins: `scripts/build-plugins`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use common::{
+    TempDir, copy_example, failed_id, job_dirs, job_with_output, lab_dir, plugin_wasm,
+    plugin_wasm_p1, read_output, remove_tree, repx, tree_state,
+};
+
+const INVALID: i32 = 2;
+const FAILED: i32 = 1;
+
+// ---------------------------------------------------------------------------------------
+// The simple example
+
+#[test]
+fn simple_example_computes_the_right_outputs() {
+    let lab = copy_example("simple");
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["generate", "plot", "sum"], "{}", out.stderr);
+    assert_eq!(
+        out.summary(),
+        "3 jobs: 3 ran, 0 cached, 0 failed, 0 skipped"
+    );
+
+    let expected: f64 = (0..100).map(|i| (f64::from(i) / 10.0).sin() + 2.0).sum();
+    let sum_txt = read_output(lab.path(), "sum.txt");
+    let sum: f64 = sum_txt
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("sum.txt {sum_txt:?}: {e}"));
+    assert!(
+        (sum - expected).abs() < 1e-6,
+        "sum.txt says {sum}, expected {expected}"
+    );
+
+    let csv = read_output(lab.path(), "data.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 101, "data.csv:\n{csv}");
+    assert_eq!(lines[0], "i,value");
+    for (i, line) in lines[1..].iter().enumerate() {
+        let (index, value) = line.split_once(',').expect("two columns");
+        assert_eq!(index, i.to_string());
+        let value: f64 = value.parse().unwrap();
+        assert!(
+            (value - ((i as f64 / 10.0).sin() + 2.0)).abs() < 1e-12,
+            "row {line}"
+        );
+    }
+
+    let svg = read_output(lab.path(), "plot.svg");
+    let head = svg.trim_start();
+    assert!(
+        head.starts_with("<svg") || head.starts_with("<?xml"),
+        "plot.svg starts {:?}",
+        &head[..head.len().min(40)]
+    );
+    assert!(svg.contains("<svg"), "plot.svg has no <svg> element");
+    assert!(svg.trim_end().ends_with("</svg>"), "plot.svg is not closed");
+
+    // One committed directory per job, and no failures.
+    assert_eq!(job_dirs(lab.path()).len(), 3);
+    let failed: Vec<_> = fs::read_dir(lab.path().join(".repx/failed"))
+        .unwrap()
+        .collect();
+    assert!(failed.is_empty(), "failed attempts: {failed:?}");
+}
+
+#[test]
+fn committed_outputs_are_read_only() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let job = job_with_output(lab.path(), "sum.txt");
+    for path in [job.join("out"), job.join("out/sum.txt")] {
+        let perms = fs::metadata(&path).unwrap().permissions();
+        assert!(perms.readonly(), "{} is writable", path.display());
+    }
+}
+
+#[test]
+fn rerun_runs_nothing_and_rewrites_nothing() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let jobs = lab.path().join(".repx/jobs");
+    let records = lab.path().join(".repx/records.jsonl");
+    let before = tree_state(&jobs);
+    let records_before = fs::read(&records).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&records_before).lines().count(),
+        3,
+        "one record per job"
+    );
+
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0).expect_stderr(&["0 ran, 3 cached"]);
+    assert!(out.ran().is_empty(), "re-ran {:?}", out.ran());
+    assert_eq!(out.cached(), ["generate", "plot", "sum"]);
+
+    assert_eq!(tree_state(&jobs), before, "files under .repx/jobs changed");
+    assert_eq!(
+        fs::read(&records).unwrap(),
+        records_before,
+        "records.jsonl changed"
+    );
+}
+
+#[test]
+fn deleting_an_output_reruns_only_that_job() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let sum_before = read_output(lab.path(), "sum.txt");
+    let plot_job = job_with_output(lab.path(), "plot.svg");
+    let plot_state = tree_state(&plot_job);
+
+    // Pure job ids do not depend on output content: generate comes back under the same id,
+    // so sum and plot keep theirs and stay cached.
+    let generate = job_with_output(lab.path(), "data.csv");
+    remove_tree(&generate);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["generate"], "{}", out.stderr);
+    assert_eq!(out.cached(), ["plot", "sum"], "{}", out.stderr);
+    assert_eq!(
+        out.summary(),
+        "3 jobs: 1 ran, 2 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(job_with_output(lab.path(), "data.csv"), generate, "same id");
+    assert_eq!(tree_state(&plot_job), plot_state, "plot was rewritten");
+
+    let sum = job_with_output(lab.path(), "sum.txt");
+    remove_tree(&sum);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["sum"], "{}", out.stderr);
+    assert_eq!(out.cached(), ["generate", "plot"], "{}", out.stderr);
+    assert_eq!(
+        out.summary(),
+        "3 jobs: 1 ran, 2 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(read_output(lab.path(), "sum.txt"), sum_before);
+}
+
+// ---------------------------------------------------------------------------------------
+// The parameter sweep example
+
+#[test]
+fn param_sweep_gathers_every_point() {
+    let lab = copy_example("param-sweep");
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(
+        out.summary(),
+        "7 jobs: 7 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    let mut ran = out.ran();
+    ran.dedup();
+    assert_eq!(ran, ["combine", "point"]);
+    assert_eq!(out.ran().len(), 7);
+
+    let csv = read_output(lab.path(), "combined.csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("slope,intercept,mean_y,max_y"));
+    let mut points = BTreeSet::new();
+    let mut rows = 0;
+    for line in lines {
+        rows += 1;
+        let fields: Vec<f64> = line
+            .split(',')
+            .map(|f| f.parse().unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect();
+        let [slope, intercept, mean_y, max_y] = fields[..] else {
+            panic!("row {line:?} has not 4 fields");
+        };
+        assert!(
+            (mean_y - (slope * 5.0 + intercept)).abs() < 1e-9,
+            "row {line}"
+        );
+        assert!(
+            (max_y - (slope * 10.0 + intercept)).abs() < 1e-9,
+            "row {line}"
+        );
+        points.insert((slope as i64, intercept as i64));
+    }
+    assert_eq!(rows, 6, "combined.csv:\n{csv}");
+    let expected: BTreeSet<(i64, i64)> = [1, 2, 5]
+        .into_iter()
+        .flat_map(|s| [0, 10].map(|i| (s, i)))
+        .collect();
+    assert_eq!(points, expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Invalid labs and command lines: exit 2, the file and key named, nothing run
+
+const GENERATE: &str = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 10, seed = 1 }
+"#;
+
+/// Runs `repx run` (plus `args`) on a lab made of `toml` and checks that it is refused
+/// with exit 2, a message holding each of `needles`, and no job run.
+#[track_caller]
+fn assert_invalid(toml: &str, args: &[&str], needles: &[&str]) {
+    let lab = lab_dir(toml, &[]);
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    let out = repx(lab.path(), &all);
+    out.expect_code(INVALID).expect_stderr(needles);
+    assert!(
+        job_dirs(lab.path()).is_empty(),
+        "a job ran:\n{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(" jobs: "),
+        "jobs were scheduled:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unknown_input_stage_is_named_with_a_suggestion() {
+    let toml = format!(
+        r#"{GENERATE}
+[stages.sum]
+plugin = "plugins/sum.wasm"
+inputs = {{ data = "generat" }}
+
+[pipelines.p]
+stages = ["generate", "sum"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    assert_invalid(
+        &toml,
+        &[],
+        &[
+            "repx.toml:",
+            "stages.sum.inputs.data",
+            "unknown stage `generat`",
+            "did you mean `generate`",
+        ],
+    );
+}
+
+#[test]
+fn a_cycle_is_refused() {
+    let toml = r#"
+[stages.a]
+plugin = "plugins/sum.wasm"
+inputs = { x = "b" }
+
+[stages.b]
+plugin = "plugins/sum.wasm"
+inputs = { y = "a" }
+
+[pipelines.p]
+stages = ["a", "b"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &["repx.toml:", "stages.a", "cycle", "a -> b -> a"],
+    );
+}
+
+#[test]
+fn a_missing_plugin_file_is_refused() {
+    let toml = r#"
+[stages.a]
+plugin = "plugins/nope.wasm"
+
+[pipelines.p]
+stages = ["a"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &[
+            "repx.toml:3:",
+            "stages.a.plugin",
+            "nope.wasm",
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn a_stage_listed_twice_in_a_pipeline_is_refused() {
+    let toml = format!(
+        r#"{GENERATE}
+[pipelines.p]
+stages = ["generate", "generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    assert_invalid(
+        &toml,
+        &[],
+        &[
+            "repx.toml:",
+            "pipelines.p.stages",
+            "`generate` is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn a_duplicate_table_is_a_syntax_error_with_its_line() {
+    let toml = format!(
+        r#"{GENERATE}
+[stages.generate]
+plugin = "plugins/generate.wasm"
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    // Line 1 is empty, the first table is on line 2, the duplicate on line 6.
+    assert_invalid(&toml, &[], &["repx.toml:6:", "duplicate key"]);
+}
+
+#[test]
+fn an_empty_axis_is_refused() {
+    let toml = format!(
+        r#"{GENERATE}
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+params = {{ seed = [] }}
+"#
+    );
+    assert_invalid(
+        &toml,
+        &[],
+        &["repx.toml:", "runs.r.params.seed", "empty axis"],
+    );
+}
+
+#[test]
+fn an_output_outside_out_is_refused() {
+    let toml = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+outputs = ["../x"]
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &[
+            "repx.toml:4:",
+            "stages.generate.outputs",
+            "`../x`",
+            "relative path inside /out",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_run_parameter_is_refused() {
+    let toml = format!(
+        r#"{GENERATE}
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+params = {{ sede = [1, 2] }}
+"#
+    );
+    assert_invalid(
+        &toml,
+        &[],
+        &[
+            "repx.toml:",
+            "runs.r.params.sede",
+            "parameter `sede`",
+            "did you mean `seed`",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_run_on_the_command_line_is_refused() {
+    let toml = format!(
+        r#"{GENERATE}
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    assert_invalid(
+        &toml,
+        &["nosuchrun"],
+        &["repx.toml", "`nosuchrun`", "repx list runs"],
+    );
+}
+
+#[test]
+fn a_bad_flag_is_refused() {
+    let toml = format!(
+        r#"{GENERATE}
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    assert_invalid(&toml, &["--no-such-flag"], &["--no-such-flag", "Usage"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+
+/// `a-bad` fails (30 lines on stderr, then exit 3), `b-after` reads it, `c-indep` does not.
+/// The names fix the order in which ready jobs are queued: `a-bad` first.
+const FAILING: &str = r#"
+[stages.a-bad]
+plugin = "plugins/test-fail.wasm"
+params = { code = 3 }
+
+[stages.b-after]
+plugin = "plugins/sum.wasm"
+inputs = { data = "a-bad" }
+
+[stages.c-indep]
+plugin = "plugins/generate.wasm"
+params = { n = 5 }
+
+[pipelines.p]
+stages = ["a-bad", "b-after", "c-indep"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+
+#[test]
+fn a_failure_is_reported_and_its_dependents_skipped() {
+    let lab = lab_dir(FAILING, &["test-fail"]);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(FAILED).expect_stderr(&[
+        "FAILED a-bad [code=3]",
+        "exit status",
+        "line 21",
+        "line 30",
+        "skip b-after",
+        "1 failed, 1 skipped",
+    ]);
+    // Only the tail of stderr is shown.
+    assert!(!out.stderr.contains("line 20\n"), "{}", out.stderr);
+    let id = failed_id(&out.stderr, "a-bad");
+    out.expect_stderr(&[&format!("repx log {id}")]);
+    assert!(!out.ran().contains(&"b-after".to_string()));
+
+    // Nothing of the failed job is committed; its logs are kept.
+    let committed: Vec<_> = job_dirs(lab.path())
+        .into_iter()
+        .filter(|d| d.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .collect();
+    assert!(committed.is_empty(), "failed job committed: {committed:?}");
+    let failed: Vec<_> = fs::read_dir(lab.path().join(".repx/failed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&id)
+    );
+    let stderr = fs::read_to_string(failed[0].join("stderr")).unwrap();
+    assert!(
+        stderr.starts_with("line 1\n") && stderr.contains("line 30"),
+        "{stderr}"
+    );
+
+    // `repx log` shows the whole stderr; `repx list jobs` shows the states.
+    let log = repx(lab.path(), &["log", &id]);
+    log.expect_code(0);
+    assert!(
+        log.stdout.contains("line 1\n") && log.stdout.contains("line 30"),
+        "repx log:\n{}",
+        log.stdout
+    );
+    let jobs = repx(lab.path(), &["list", "jobs"]);
+    jobs.expect_code(0);
+    let state = |stage: &str| {
+        jobs.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(stage))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("no {stage} in\n{}", jobs.stdout))
+            .to_string()
+    };
+    assert_eq!(state("a-bad"), "failed");
+    assert_eq!(state("b-after"), "todo");
+}
+
+#[test]
+fn continue_on_failure_runs_independent_jobs() {
+    let lab = lab_dir(FAILING, &["test-fail"]);
+    let out = repx(lab.path(), &["run", "-j", "1", "--continue-on-failure"]);
+    out.expect_code(FAILED)
+        .expect_stderr(&["FAILED a-bad", "skip b-after"]);
+    assert_eq!(out.ran(), ["c-indep"], "{}", out.stderr);
+    assert_eq!(
+        out.summary(),
+        "3 jobs: 1 ran, 0 cached, 1 failed, 1 skipped"
+    );
+    let data = read_output(lab.path(), "data.csv");
+    assert_eq!(data.lines().count(), 6, "generate n=5:\n{data}");
+}
+
+#[test]
+fn without_continue_on_failure_no_job_starts_after_a_failure() {
+    // With one worker the jobs run one after another; `a-bad` is queued first, so once it
+    // has failed `c-indep` must not start.
+    let lab = lab_dir(FAILING, &["test-fail"]);
+    let out = repx(lab.path(), &["run", "-j", "1"]);
+    out.expect_code(FAILED);
+    let after_failure = out
+        .stderr
+        .split_once("FAILED a-bad")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no failure reported:\n{}", out.stderr));
+    assert!(
+        !after_failure
+            .lines()
+            .any(|l| l.trim_start().starts_with("ran ")),
+        "a job started after the failure:\n{}",
+        out.stderr
+    );
+    assert!(
+        read_output_missing(lab.path(), "data.csv"),
+        "c-indep was committed after the failure"
+    );
+}
+
+fn read_output_missing(lab: &Path, file: &str) -> bool {
+    !job_dirs(lab)
+        .iter()
+        .any(|d| d.join("out").join(file).exists())
+}
+
+const TRAPPING: &str = r#"
+[stages.t]
+plugin = "plugins/test-trap.wasm"
+
+[pipelines.p]
+stages = ["t"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+
+#[test]
+fn a_trap_fails_the_job() {
+    let lab = lab_dir(TRAPPING, &["test-trap"]);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(FAILED)
+        .expect_stderr(&["FAILED t", "trap", "1 failed"]);
+    let id = failed_id(&out.stderr, "t");
+    out.expect_stderr(&[&format!("repx log {id}")]);
+    assert!(job_dirs(lab.path()).is_empty());
+}
+
+#[test]
+fn a_trap_names_its_cause() {
+    // The plugin executes `unreachable`; the user must learn that from the report or the log.
+    let lab = lab_dir(TRAPPING, &["test-trap"]);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(FAILED);
+    let id = failed_id(&out.stderr, "t");
+    let log = repx(lab.path(), &["log", &id]);
+    assert!(
+        out.stderr.contains("unreachable") || log.stdout.contains("unreachable"),
+        "the trap's cause is not told\n--- run stderr:\n{}\n--- repx log:\n{}{}",
+        out.stderr,
+        log.stdout,
+        log.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The plugin contract, seen from inside (ad hoc mode)
+
+fn contract(plugin: &Path) {
+    let dir = TempDir::new();
+    let input = dir.path().join("input");
+    fs::create_dir_all(input.join("sub")).unwrap();
+    fs::write(input.join("a.txt"), "hello\n").unwrap();
+    fs::write(input.join("sub/b.txt"), "world\n").unwrap();
+    let input_before = tree_state(&input);
+
+    let plugin = plugin.to_str().unwrap();
+    let run = |store: &str, out: &str| {
+        let result = repx(
+            dir.path(),
+            &[
+                "run",
+                "--plugin",
+                plugin,
+                "--input",
+                "data=input",
+                "--param",
+                "x=1",
+                "--out",
+                out,
+                "--store",
+                store,
+            ],
+        );
+        result.expect_code(0);
+        assert_eq!(
+            result.summary(),
+            "1 jobs: 1 ran, 0 cached, 0 failed, 0 skipped"
+        );
+        fs::read(dir.path().join(out).join("report.json")).unwrap()
+    };
+    let first = run("store1", "out1");
+    let report: serde_json::Value = serde_json::from_slice(&first)
+        .unwrap_or_else(|e| panic!("report.json: {e}\n{}", String::from_utf8_lossy(&first)));
+    let field = |key: &str| {
+        report
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {report}"))
+    };
+    for (key, expected) in [
+        ("out_empty_at_start", true),
+        ("input_write_refused", true),
+        ("escape_refused", true),
+        ("work_present", false),
+        ("tmp_writable", true),
+    ] {
+        assert_eq!(
+            field(key),
+            &serde_json::Value::Bool(expected),
+            "{key} in {report:#}"
+        );
+    }
+    assert_eq!(
+        field("env_names"),
+        &serde_json::json!(["REPX_JOB_ID", "REPX_MODE", "REPX_PARAMS", "REPX_STAGE"])
+    );
+    assert_eq!(field("inputs"), &serde_json::json!(["data"]));
+    assert_eq!(
+        field("input_write_untested"),
+        &serde_json::json!([]),
+        "an input file was tried"
+    );
+    assert_eq!(field("mode"), "pure");
+    assert_eq!(field("clock_unix_nanos"), "1577836800000000000");
+    let params: serde_json::Value =
+        serde_json::from_str(field("params").as_str().expect("REPX_PARAMS is set")).unwrap();
+    assert_eq!(params, serde_json::json!({ "x": 1 }));
+
+    // The host's input directory is untouched.
+    assert_eq!(
+        tree_state(&input),
+        input_before,
+        "the input directory changed"
+    );
+    assert_eq!(fs::read_to_string(input.join("a.txt")).unwrap(), "hello\n");
+
+    // The same job in another store: byte-identical (fixed clock, seeded random).
+    let second = run("store2", "out2");
+    assert_eq!(
+        String::from_utf8_lossy(&second),
+        String::from_utf8_lossy(&first),
+        "the same job differs between stores"
+    );
+}
+
+#[test]
+fn contract_holds_for_a_component() {
+    contract(&plugin_wasm("contract-check"));
+}
+
+#[test]
+fn contract_holds_for_a_core_module() {
+    contract(&plugin_wasm_p1("contract-check"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Inspecting a lab and its store
+
+#[test]
+fn list_show_and_log() {
+    let lab = copy_example("simple");
+    let runs = repx(lab.path(), &["list", "runs"]);
+    runs.expect_code(0);
+    assert_eq!(
+        runs.stdout.lines().next(),
+        Some("simple"),
+        "{}",
+        runs.stdout
+    );
+
+    let jobs_of = |out: &common::Output| -> Vec<(String, String, String)> {
+        out.stdout
+            .lines()
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                let (id, state, stage) = (w.next(), w.next(), w.next());
+                (
+                    id.unwrap_or_default().to_string(),
+                    state.unwrap_or_default().to_string(),
+                    stage.unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = repx(lab.path(), &["list", "jobs"]);
+    before.expect_code(0);
+    let before = jobs_of(&before);
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(
+        before.iter().all(|(_, state, _)| state == "todo"),
+        "{before:?}"
+    );
+
+    repx(lab.path(), &["run"]).expect_code(0);
+    let after = repx(lab.path(), &["list", "jobs"]);
+    after.expect_code(0);
+    let after = jobs_of(&after);
+    assert_eq!(after.len(), 3, "{after:?}");
+    let stages: BTreeSet<&str> = after.iter().map(|(_, _, s)| s.as_str()).collect();
+    assert_eq!(stages, BTreeSet::from(["generate", "plot", "sum"]));
+    assert!(
+        after.iter().all(|(_, state, _)| state == "done"),
+        "{after:?}"
+    );
+    // Ids are known before running and do not change by running.
+    assert_eq!(
+        before.iter().map(|j| &j.0).collect::<Vec<_>>(),
+        after.iter().map(|j| &j.0).collect::<Vec<_>>()
+    );
+
+    let (sum_id, _, _) = after.iter().find(|(_, _, s)| s == "sum").unwrap();
+    assert_eq!(sum_id.len(), 12);
+    let full_id = job_with_output(lab.path(), "sum.txt")
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        full_id.starts_with(sum_id.as_str()),
+        "{full_id} vs {sum_id}"
+    );
+
+    let show = repx(lab.path(), &["show", "job", &sum_id[..6]]);
+    show.expect_code(0);
+    assert!(show.stdout.contains(&full_id), "{}", show.stdout);
+    let stage_line = show.stdout.lines().find(|l| l.starts_with("stage:"));
+    assert_eq!(
+        stage_line.map(|l| l.split_whitespace().nth(1)),
+        Some(Some("sum")),
+        "{}",
+        show.stdout
+    );
+
+    let output = repx(lab.path(), &["show", "output", sum_id]);
+    output.expect_code(0);
+    assert!(output.stdout.contains("sum.txt"), "{}", output.stdout);
+
+    let unknown = repx(lab.path(), &["show", "job", "zzzz"]);
+    unknown.expect_code(INVALID);
+}
