@@ -100,6 +100,9 @@ pub struct RunArgs {
     /// With --plugin: copy the output here.
     #[arg(long, value_name = "DIR", requires = "plugin")]
     pub out: Option<PathBuf>,
+    /// Print one JSON object per event on stdout instead of progress for a person.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
