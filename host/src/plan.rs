@@ -12,12 +12,14 @@ use crate::graph::id::{Identity, InputKey, ToolIdentity};
 use crate::graph::{JobGraph, JobIndex, JobInput};
 use crate::lab::{Lab, Mode, PluginRef};
 use crate::store::{self, Store};
-use crate::wasm::{builtin, Plugin};
+use crate::wasm::{Plugin, builtin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("stage `{stage}`: {message}")]
     Stage { stage: String, message: String },
+    #[error("stage `{stage}`: {message}")]
+    Pin { stage: String, message: String },
     #[error("input {}: {message}", path.display())]
     Input { path: PathBuf, message: String },
 }
@@ -44,27 +46,45 @@ impl Plan {
         let mut stages = BTreeMap::new();
         let mut fingerprints = HashMap::new();
         let mut snapshots = HashMap::new();
-        let used: std::collections::BTreeSet<&str> = graph.jobs.iter().map(|j| j.stage.as_str()).collect();
+        let used: std::collections::BTreeSet<&str> =
+            graph.jobs.iter().map(|j| j.stage.as_str()).collect();
         for name in used {
             let stage = &lab.stages[name];
-            let stage_err = |message: String| PlanError::Stage { stage: name.to_string(), message };
-            let bytes = match &stage.plugin {
-                PluginRef::Builtin(b) => builtin::bytes(b).map(<[u8]>::to_vec).ok_or_else(|| stage_err(format!("no built-in plugin `{b}`")))?,
-                PluginRef::File(path) => std::fs::read(path).map_err(|e| stage_err(format!("plugin {}: {e}", path.display())))?,
+            let stage_err = |message: String| PlanError::Stage {
+                stage: name.to_string(),
+                message,
             };
+            let bytes = match &stage.plugin {
+                PluginRef::Builtin(b) => builtin::bytes(b)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| stage_err(format!("no built-in plugin `{b}`")))?,
+                PluginRef::File(path) => std::fs::read(path)
+                    .map_err(|e| stage_err(format!("plugin {}: {e}", path.display())))?,
+            };
+            check_pin(&lab, stage, &bytes)?;
             let plugin = Plugin::new(stage.plugin.to_string(), bytes);
             let tools = stage
                 .tools
                 .iter()
                 .map(|t| crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(&stage_err))
                 .collect::<Result<Vec<_>, _>>()?;
-            stages.insert(name.to_string(), StageResources { plugin, tools: tools.into() });
+            stages.insert(
+                name.to_string(),
+                StageResources {
+                    plugin,
+                    tools: tools.into(),
+                },
+            );
         }
         for job in &graph.jobs {
             let stage = &lab.stages[&job.stage];
             if job.mode == Mode::Impure && !fingerprints.contains_key(&job.stage) {
-                let fp = crate::sources::fingerprint(&lab.dir, &stage.sources)
-                    .map_err(|e| PlanError::Stage { stage: job.stage.clone(), message: format!("reading its sources: {e}") })?;
+                let fp = crate::sources::fingerprint(&lab.dir, &stage.sources).map_err(|e| {
+                    PlanError::Stage {
+                        stage: job.stage.clone(),
+                        message: format!("reading its sources: {e}"),
+                    }
+                })?;
                 fingerprints.insert(job.stage.clone(), fp);
             }
             if job.mode == Mode::Impure {
@@ -78,7 +98,13 @@ impl Plan {
                 }
             }
         }
-        Ok(Plan { lab, graph, stages, snapshots, fingerprints })
+        Ok(Plan {
+            lab,
+            graph,
+            stages,
+            snapshots,
+            fingerprints,
+        })
     }
 
     /// The job's id, once the keys of its upstream jobs are known.
@@ -95,9 +121,11 @@ impl Plan {
                     None => InputKey::Path(path.to_str().unwrap_or_default()),
                 },
                 JobInput::Job(up) => InputKey::Job(keys[*up].as_deref()?),
-                JobInput::Gather(ups) => {
-                    InputKey::Gather(ups.iter().map(|u| keys[*u].as_deref()).collect::<Option<_>>()?)
-                }
+                JobInput::Gather(ups) => InputKey::Gather(
+                    ups.iter()
+                        .map(|u| keys[*u].as_deref())
+                        .collect::<Option<_>>()?,
+                ),
             };
             inputs.push((name.as_str(), key));
         }
@@ -120,7 +148,9 @@ impl Plan {
         let mut keys: Vec<Option<String>> = vec![None; self.graph.jobs.len()];
         for index in 0..self.graph.jobs.len() {
             ids[index] = self.id(index, &keys);
-            keys[index] = ids[index].as_ref().and_then(|id| self.key(index, id, store));
+            keys[index] = ids[index]
+                .as_ref()
+                .and_then(|id| self.key(index, id, store));
         }
         ids
     }
@@ -136,9 +166,42 @@ impl Plan {
     }
 }
 
+/// A stage's plugin must match its pin, and a plugin from outside the project directory
+/// must have one: a file anyone else can change is trusted only by its digest.
+fn check_pin(lab: &Lab, stage: &crate::lab::Stage, bytes: &[u8]) -> Result<(), PlanError> {
+    let actual = crate::wasm::sha256_hex(bytes);
+    let pin_err = |message| PlanError::Pin {
+        stage: stage.name.clone(),
+        message,
+    };
+    match (&stage.sha256, &stage.plugin) {
+        (Some(pinned), plugin) if *pinned != actual => Err(pin_err(format!(
+            "plugin {plugin} does not match its pin\n  pinned sha256: {pinned}\n  actual sha256: {actual}\n\
+             if the plugin changed on purpose, pin it again (`repx plugin pin`); no job was run"
+        ))),
+        (None, PluginRef::File(path)) if !inside(path, &lab.dir) => Err(pin_err(format!(
+            "plugin {} is outside the project directory, so it must be pinned: add \
+             `sha256 = \"{actual}\"` to [stages.{}] (or run `repx plugin pin`)",
+            path.display(),
+            stage.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn inside(path: &Path, dir: &Path) -> bool {
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
+}
+
 /// Copies a `path:` input into the store by content (once) and returns its hash.
 fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
-    let err = |e: &dyn std::fmt::Display| PlanError::Input { path: path.to_path_buf(), message: e.to_string() };
+    let err = |e: &dyn std::fmt::Display| PlanError::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let hash = store::hash_tree(path).map_err(|e| err(&e))?.hash;
     let target = store.snapshots().join(&hash);
     if !target.is_dir() {

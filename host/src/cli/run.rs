@@ -239,7 +239,8 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
     let stage = Stage {
         name: name.clone(),
         plugin: PluginRef::File(plugin.clone()),
-        sha256: None,
+        // Naming the file on the command line trusts it as it is now.
+        sha256: Some(crate::wasm::sha256_hex(&std::fs::read(&plugin)?)),
         mode: mode.unwrap_or(Mode::Pure),
         inputs,
         params,

@@ -16,6 +16,8 @@ pub struct Limits {
     pub output: u64,
     /// Bytes kept of each of stdout and stderr; the rest is cut with a marker.
     pub log: u64,
+    /// Handles (files, directories, streams) a component may hold open at once.
+    pub files: u64,
 }
 
 impl Default for Limits {
@@ -25,6 +27,7 @@ impl Default for Limits {
             time: Duration::from_secs(3600),
             output: 4 << 30,
             log: 16 << 20,
+            files: 1024,
         }
     }
 }
@@ -36,11 +39,12 @@ impl fmt::Display for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "memory {}, time {}, output {}, log {}",
+            "memory {}, time {}, output {}, log {}, files {}",
             bytes(self.memory),
             duration(self.time),
             bytes(self.output),
-            bytes(self.log)
+            bytes(self.log),
+            self.files
         )
     }
 }
@@ -48,7 +52,7 @@ impl fmt::Display for Limits {
 /// `1073741824` as `1G`, for messages.
 pub fn bytes(n: u64) -> String {
     for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }
@@ -115,7 +119,7 @@ mod tests {
         assert_eq!(bytes(16 << 20), "16M");
         assert_eq!(
             Limits::default().to_string(),
-            "memory 1G, time 1h, output 4G, log 16M"
+            "memory 1G, time 1h, output 4G, log 16M, files 1024"
         );
     }
 }

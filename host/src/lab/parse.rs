@@ -322,12 +322,17 @@ fn limits(
             "output" => parse_bytes(&text).map(|o| limits.output = o),
             "log" => parse_bytes(&text).map(|l| limits.log = l),
             "time" => parse_duration(&text).map(|t| limits.time = t),
+            "files" => text
+                .parse()
+                .ok()
+                .filter(|f| *f > 0)
+                .map(|f| limits.files = f),
             other => {
-                let hint = did_you_mean(other, ["memory", "time", "output", "log"]);
+                let hint = did_you_mean(other, ["memory", "time", "output", "log", "files"]);
                 problems.at(
                     value.span(),
                     format!("{key}.{other}"),
-                    format!("unknown limit{hint}; limits are memory, time, output and log"),
+                    format!("unknown limit{hint}; limits are memory, time, output, log and files"),
                 );
                 continue;
             }
@@ -335,6 +340,8 @@ fn limits(
         if ok.is_none() {
             let example = if name == "time" {
                 "`30s`, `10m` or `2h`"
+            } else if name == "files" {
+                "a positive number"
             } else {
                 "`64K`, `16M` or `1G` (memory at most 4G)"
             };

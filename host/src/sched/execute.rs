@@ -102,7 +102,7 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
         duration_ms: started.elapsed().as_millis() as u64,
     };
     let committed = store
-        .commit(staging, &stage.outputs, &logs, record)
+        .commit(staging, &stage.outputs, stage.limits.output, &logs, record)
         .map_err(|e| e.to_string())?;
     store.clear_failure(id);
     Ok(committed)

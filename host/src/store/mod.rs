@@ -4,6 +4,7 @@
 //! ```text
 //! records.jsonl        append-only, one Record per committed job (last one per id wins)
 //! jobs/<id>/out/       a committed output, read-only
+//! jobs/<id>/manifest.json  every entry of out/ with its digest, for `repx verify`
 //! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
 //! failed/<id>/         logs of the last failed attempt
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
@@ -16,6 +17,7 @@
 //! the next run replaces.
 
 mod tree;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -25,7 +27,10 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use tree::{TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
+pub use tree::{Entry, TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
+
+/// The file beside a job's `out/` listing every entry and its digest.
+pub const MANIFEST: &str = "manifest.json";
 
 /// The store directory's name beside a lab.
 pub const DEFAULT_DIR: &str = ".repx";
@@ -48,6 +53,8 @@ pub enum StoreError {
     },
     #[error("job {id}: declared output `{}` is missing from /out", output.display())]
     MissingOutput { id: String, output: PathBuf },
+    #[error("job {id}: output limit of {} exceeded ({} in /out)", crate::lab::limits::bytes(*limit), crate::lab::limits::bytes(*size))]
+    OutputLimit { id: String, limit: u64, size: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -243,6 +250,25 @@ impl Store {
         &self,
         staging: Staging,
         outputs: &[PathBuf],
+        output_limit: u64,
+        logs: &Logs,
+        record: Record,
+    ) -> Result<Record, StoreError> {
+        match self.seal_and_move(&staging, outputs, output_limit, logs, record) {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                // A refused output is a failure like any other: logs kept, output gone.
+                let _ = self.discard(staging, logs);
+                Err(e)
+            }
+        }
+    }
+
+    fn seal_and_move(
+        &self,
+        staging: &Staging,
+        outputs: &[PathBuf],
+        output_limit: u64,
         logs: &Logs,
         mut record: Record,
     ) -> Result<Record, StoreError> {
@@ -260,7 +286,17 @@ impl Store {
             id: id.clone(),
             source,
         })?;
+        if summary.bytes > output_limit {
+            return Err(StoreError::OutputLimit {
+                id,
+                limit: output_limit,
+                size: summary.bytes,
+            });
+        }
         record.hash = summary.hash;
+        let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
+        let manifest_path = staging.dir.join(MANIFEST);
+        fs::write(&manifest_path, manifest).map_err(io(&manifest_path))?;
         write_logs(&staging.dir, logs)?;
         sync_dir(&staging.dir)?;
 

@@ -30,6 +30,17 @@ pub struct TreeSummary {
     pub hash: String,
     pub files: u64,
     pub bytes: u64,
+    /// Every entry, in path order: what `repx verify` compares against.
+    pub entries: Vec<Entry>,
+}
+
+/// One entry of a tree: `kind` is `D`irectory, `F`ile, e`X`ecutable or `L`ink; `content`
+/// is a file's BLAKE3 (hex) or a link's target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub kind: String,
+    pub path: String,
+    pub content: String,
 }
 
 /// Hashes `root` without changing it.
@@ -48,6 +59,7 @@ fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
         hash: String::new(),
         files: 0,
         bytes: 0,
+        entries: Vec::new(),
     };
     let mut dirs = Vec::new();
     for entry in WalkDir::new(root)
@@ -75,15 +87,21 @@ fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
         let kind = entry.file_type();
         if kind.is_symlink() {
             let target = fs::read_link(path).map_err(err)?;
-            field(
-                &mut listing,
-                "L",
-                &relative,
-                target.to_string_lossy().as_bytes(),
-            );
+            let target = target.to_string_lossy();
+            field(&mut listing, "L", &relative, target.as_bytes());
+            summary.entries.push(Entry {
+                kind: "L".into(),
+                path: relative,
+                content: target.into_owned(),
+            });
         } else if kind.is_dir() {
             field(&mut listing, "D", &relative, b"");
             dirs.push(path.to_path_buf());
+            summary.entries.push(Entry {
+                kind: "D".into(),
+                path: relative,
+                content: String::new(),
+            });
         } else if kind.is_file() {
             let mut file = File::open(path).map_err(err)?;
             let mode = file.metadata().map_err(err)?.permissions().mode();
@@ -96,7 +114,13 @@ fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
                 mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
             summary.files += 1;
             let kind = if executable { "X" } else { "F" };
-            field(&mut listing, kind, &relative, content.finalize().as_bytes());
+            let digest = content.finalize();
+            field(&mut listing, kind, &relative, digest.as_bytes());
+            summary.entries.push(Entry {
+                kind: kind.into(),
+                path: relative,
+                content: digest.to_hex().to_string(),
+            });
             if seal {
                 let sealed = if executable { 0o555 } else { 0o444 };
                 file.set_permissions(fs::Permissions::from_mode(sealed))

@@ -54,6 +54,15 @@ pub struct Plugin {
     pub bytes: Arc<[u8]>,
 }
 
+/// The SHA-256 of a plugin's bytes, hex: what a lab's `sha256` pins.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Plugin {
     pub fn new(name: String, bytes: Vec<u8>) -> Plugin {
         Plugin {
@@ -303,9 +312,12 @@ impl Runtime {
 
         let (ending, host_log) = match &*prepared {
             Prepared::Component(pre) => {
+                let mut table = ResourceTable::new();
+                // Every open file, directory and stream is an entry of this table.
+                table.set_max_capacity(usize::try_from(job.limits.files).unwrap_or(usize::MAX));
                 let state = ComponentState {
                     wasi: builder.build(),
-                    table: ResourceTable::new(),
+                    table,
                     host: HostState {
                         stage: job.stage,
                         policy: job.policy,

@@ -1,0 +1,113 @@
+//! Checking committed outputs against their records, and removing the damaged ones.
+//!
+//! The record's tree hash is the authority; the manifest beside each output only explains
+//! a mismatch file by file.
+
+use std::collections::BTreeMap;
+
+use super::{Entry, MANIFEST, Store, StoreError, hash_tree, remove_tree};
+
+/// What is wrong with one file of an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Present before and now, with other content.
+    Changed(String),
+    Added(String),
+    Missing(String),
+    /// The hash differs and no manifest says where.
+    Unexplained,
+    /// The output could not be read.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Changed(path) => write!(f, "changed: {path}"),
+            Problem::Added(path) => write!(f, "added:   {path}"),
+            Problem::Missing(path) => write!(f, "missing: {path}"),
+            Problem::Unexplained => write!(f, "content differs from the recorded hash"),
+            Problem::Unreadable(why) => write!(f, "unreadable: {why}"),
+        }
+    }
+}
+
+/// One committed output that does not match its record.
+#[derive(Debug, Clone)]
+pub struct Damage {
+    pub id: String,
+    pub stage: String,
+    pub problems: Vec<Problem>,
+}
+
+/// What a verification looked at.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checked: usize,
+    pub damaged: Vec<Damage>,
+}
+
+/// Re-hashes every committed output in the store.
+pub fn verify(store: &Store) -> Report {
+    let mut report = Report::default();
+    let mut records = store.records();
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    for record in records {
+        let out = store.output_dir(&record.id);
+        if !out.is_dir() {
+            // Not committed (or removed on purpose): the next run recomputes it.
+            continue;
+        }
+        report.checked += 1;
+        let problems = match hash_tree(&out) {
+            Ok(summary) if summary.hash == record.hash => continue,
+            Ok(summary) => explain(store, &record.id, &summary.entries),
+            Err(e) => vec![Problem::Unreadable(e.to_string())],
+        };
+        report.damaged.push(Damage {
+            id: record.id.clone(),
+            stage: record.stage.clone(),
+            problems,
+        });
+    }
+    report
+}
+
+fn explain(store: &Store, id: &str, now: &[Entry]) -> Vec<Problem> {
+    let manifest = std::fs::read(store.job_dir(id).join(MANIFEST))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<Entry>>(&bytes).ok());
+    let Some(before) = manifest else {
+        return vec![Problem::Unexplained];
+    };
+    let before: BTreeMap<&str, &Entry> = before.iter().map(|e| (e.path.as_str(), e)).collect();
+    let now: BTreeMap<&str, &Entry> = now.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut problems = Vec::new();
+    for (path, entry) in &now {
+        match before.get(path) {
+            None => problems.push(Problem::Added(path.to_string())),
+            Some(old) if old != entry => problems.push(Problem::Changed(path.to_string())),
+            Some(_) => {}
+        }
+    }
+    problems.extend(
+        before
+            .keys()
+            .filter(|p| !now.contains_key(*p))
+            .map(|p| Problem::Missing(p.to_string())),
+    );
+    if problems.is_empty() {
+        // The manifest matches, so the difference is in what it does not cover.
+        problems.push(Problem::Unexplained);
+    }
+    problems
+}
+
+/// Removes damaged outputs so that the next run recomputes them.
+pub fn repair(store: &Store, damaged: &[Damage]) -> Result<(), StoreError> {
+    for damage in damaged {
+        let dir = store.job_dir(&damage.id);
+        remove_tree(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
+    }
+    Ok(())
+}
