@@ -11,7 +11,7 @@ use crate::lab::{Lab, did_you_mean};
 use crate::plan::Plan;
 use crate::store::Store;
 
-fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
+pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     let lab = Lab::load(&cli.lab)?;
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");

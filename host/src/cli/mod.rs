@@ -7,6 +7,7 @@ mod error;
 pub mod exit;
 mod inspect;
 mod render;
+mod results;
 mod run;
 
 use std::path::PathBuf;
@@ -51,6 +52,16 @@ pub enum Command {
         /// A job id or a unique prefix of one.
         job: String,
     },
+    /// A run's jobs as a table: parameters and the numbers in each output's metrics.json.
+    Results {
+        /// The run (default: the lab's only run).
+        run: Option<String>,
+        /// Only this stage's jobs (default: the stages that wrote metrics.json).
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableFormat,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -58,6 +69,16 @@ pub enum ListWhat {
     Runs,
     Jobs,
     Deps,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TableFormat {
+    /// Aligned columns for reading.
+    Table,
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON document with every job's parameters and metrics.
+    Json,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -129,5 +150,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::List { what, run } => inspect::list(&cli, *what, run.as_deref()),
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
+        Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
     }
 }

@@ -45,9 +45,13 @@ impl Bars {
     pub fn new(context: Context) -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let main = multi.add(ProgressBar::new(0));
-        main.set_style(style(
-            "{spinner:.cyan} [{bar:20.cyan/blue}] {pos}/{len} {wide_msg}",
-        ));
+        // A bar only where it fits beside the counts; the message is cut to the width.
+        let columns = console::Term::stderr().size().1;
+        main.set_style(style(if columns >= 60 {
+            "{spinner:.cyan} [{bar:20.cyan/blue}] {pos}/{len} {wide_msg}"
+        } else {
+            "{spinner:.cyan} {pos}/{len} {wide_msg}"
+        }));
         main.enable_steady_tick(TICK);
         Bars {
             context,
