@@ -126,11 +126,13 @@ fn copy_dir(from: &Path, to: &Path) {
 pub fn copy_example(name: &str) -> TempDir {
     let example = repo_root().join("examples").join(name);
     assert!(example.is_dir(), "no example {}", example.display());
-    let has_wasm = fs::read_dir(example.join("plugins"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| e.path().extension().is_some_and(|x| x == "wasm"));
+    let lab = fs::read_to_string(example.join("repx.toml")).unwrap_or_default();
+    let has_wasm = !lab.contains("plugins/")
+        || fs::read_dir(example.join("plugins"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "wasm"));
     assert!(
         has_wasm,
         "{}/plugins has no .wasm: run scripts/build-plugins first",

@@ -1,0 +1,260 @@
+//! The seed example: impure incremental builds, with external tools as granted capabilities.
+//!
+//! These run the real `repx` binary on `examples/impure-incremental` with the real `make`,
+//! `cc` and bubblewrap.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use common::{TempDir, copy_example, lab_dir, repx};
+
+const OBJECTS: [&str; 3] = ["main.o", "file1.o", "file2.o"];
+
+/// A fresh copy of the example, without anything an earlier build left in `src/`.
+fn example() -> TempDir {
+    let dir = copy_example("impure-incremental");
+    for built in OBJECTS.iter().chain(&["mybinary"]) {
+        let _ = fs::remove_file(dir.path().join("src").join(built));
+    }
+    dir
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every file under `dir` with its content and mtime.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, SystemTime)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+                mtime(&e.path()),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The id prefix on a `ran|cached STAGE … ID` line.
+fn job_id(stderr: &str, stage: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(stage))
+        .unwrap_or_else(|| panic!("no line for {stage}\n{stderr}"));
+    line.split_whitespace()
+        .find(|w| w.len() == 12 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_edit_run_loop_rebuilds_only_what_changed() {
+    let lab = example();
+    let src = lab.path().join("src");
+
+    // First run: everything is built in place and the binary's output is recorded.
+    let first = repx(lab.path(), &["run"]);
+    first
+        .expect_code(0)
+        .expect_stderr(&["impure job", "not reproducible"]);
+    assert_eq!(first.ran(), ["build", "run"]);
+    assert_eq!(common::read_output(lab.path(), "run.log"), "Main\nF1\nF2\n");
+    for object in OBJECTS {
+        assert!(src.join(object).is_file(), "{object} was not built in src/");
+    }
+    let build = job_id(&first.stderr, "build");
+    let shown = repx(lab.path(), &["show", "job", &build]);
+    assert!(
+        shown
+            .stdout
+            .contains("mode:     impure  (not reproducible)"),
+        "{}",
+        shown.stdout
+    );
+
+    // Edit one file: make rebuilds only its object, and the new output shows the edit.
+    let main_o = mtime(&src.join("main.o"));
+    let file2_o = mtime(&src.join("file2.o"));
+    let file1_o = mtime(&src.join("file1.o"));
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    fs::write(
+        src.join("file1.c"),
+        file1.replace("\"F1\\n\"", "\"F1 edited\\n\""),
+    )
+    .unwrap();
+    let second = repx(lab.path(), &["run"]);
+    second.expect_code(0);
+    assert_eq!(second.ran(), ["build", "run"]);
+    let log = repx(lab.path(), &["log", &job_id(&second.stderr, "build")]).stdout;
+    assert!(
+        log.contains("file1.c") && !log.contains("main.c") && !log.contains("file2.c"),
+        "make rebuilt more than file1.o:\n{log}"
+    );
+    assert_eq!(mtime(&src.join("main.o")), main_o, "main.o was rebuilt");
+    assert_eq!(mtime(&src.join("file2.o")), file2_o, "file2.o was rebuilt");
+    assert_ne!(
+        mtime(&src.join("file1.o")),
+        file1_o,
+        "file1.o was not rebuilt"
+    );
+    let run_log = fs::read_to_string(
+        common::job_dirs(lab.path())
+            .into_iter()
+            .map(|d| d.join("out/run.log"))
+            .find(|p| fs::read_to_string(p).is_ok_and(|t| t.contains("edited")))
+            .expect("a run.log with the edit"),
+    )
+    .unwrap();
+    assert_eq!(run_log, "Main\nF1 edited\nF2\n");
+
+    // No change: nothing runs, so make is not even invoked.
+    let binary = mtime(&src.join("mybinary"));
+    let third = repx(lab.path(), &["run"]);
+    third.expect_code(0);
+    assert_eq!(third.ran(), Vec::<String>::new());
+    assert_eq!(third.cached(), ["build", "run"]);
+    assert_eq!(mtime(&src.join("mybinary")), binary);
+
+    // --force re-runs the stage; make finds nothing to do.
+    let forced = repx(lab.path(), &["run", "--force", "build"]);
+    forced.expect_code(0);
+    assert_eq!(
+        forced.ran(),
+        ["build"],
+        "the identical binary must not re-run `run`"
+    );
+    assert_eq!(mtime(&src.join("main.o")), main_o);
+}
+
+#[test]
+fn an_identical_rebuild_does_not_rerun_downstream() {
+    let lab = example();
+    repx(lab.path(), &["run"]).expect_code(0);
+    // A comment changes the sources but not the binary.
+    let path = lab.path().join("src/file2.c");
+    let mut text = fs::read_to_string(&path).unwrap();
+    text.push_str("/* a comment */\n");
+    fs::write(&path, text).unwrap();
+    let again = repx(lab.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(again.ran(), ["build"]);
+    assert_eq!(again.cached(), ["run"]);
+}
+
+#[test]
+fn a_pure_run_builds_from_a_snapshot_and_never_writes_the_sources() {
+    let lab = example();
+    let src = lab.path().join("src");
+    let before = snapshot(&src);
+    let pure = repx(lab.path(), &["run", "--pure"]);
+    pure.expect_code(0);
+    assert!(!pure.stderr.contains("impure job"), "{}", pure.stderr);
+    assert_eq!(pure.ran(), ["build", "run"]);
+    assert_eq!(common::read_output(lab.path(), "run.log"), "Main\nF1\nF2\n");
+    assert_eq!(snapshot(&src), before, "the pure build changed src/");
+}
+
+/// A lab with one pure stage running `test-tool` with `params`, granted `tools`.
+fn tool_lab(tools: &str, params: &str) -> TempDir {
+    let toml = format!(
+        "[stages.probe]\nplugin = \"plugins/test-tool.wasm\"\ntools = {tools}\ninputs = {{ src = \"path:src\" }}\n\
+         params = {params}\n[pipelines.main]\nstages = [\"probe\"]\n[runs.r]\npipelines = [\"main\"]\n"
+    );
+    let lab = lab_dir(&toml, &["test-tool"]);
+    fs::create_dir_all(lab.path().join("src")).unwrap();
+    fs::write(lab.path().join("src/keep.txt"), "original").unwrap();
+    lab
+}
+
+#[test]
+fn an_ungranted_tool_is_refused_naming_the_grant() {
+    let lab = tool_lab("[\"sh\"]", "{ tool = \"make\", args = [\"--version\"] }");
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(1).expect_stderr(&[
+        "stage `probe` has no grant for tool `make`",
+        "add it to `tools`",
+    ]);
+}
+
+#[test]
+fn a_tool_cwd_outside_the_given_directories_is_refused() {
+    let lab = tool_lab(
+        "[\"sh\"]",
+        "{ tool = \"sh\", args = [\"-c\", \"true\"], cwd = \"/etc\" }",
+    );
+    repx(lab.path(), &["run"])
+        .expect_code(1)
+        .expect_stderr(&["tool cwd `/etc` is outside the directories given"]);
+    let lab = tool_lab(
+        "[\"sh\"]",
+        "{ tool = \"sh\", args = [\"-c\", \"true\"], cwd = \"/tmp/../etc\" }",
+    );
+    repx(lab.path(), &["run"])
+        .expect_code(1)
+        .expect_stderr(&["is outside the directories given"]);
+}
+
+#[test]
+fn a_pure_tool_cannot_write_the_sources() {
+    let script =
+        "echo pwned > /in/src/keep.txt; echo pwned > /in/src/new.txt; echo done > /out/after.txt";
+    let lab = tool_lab(
+        "[\"sh\"]",
+        &format!("{{ tool = \"sh\", args = [\"-c\", \"{script}\"] }}"),
+    );
+    repx(lab.path(), &["run"]).expect_code(0);
+    // The tool ran (it wrote /out) but the source tree is as it was.
+    assert_eq!(common::read_output(lab.path(), "after.txt"), "done\n");
+    let job = common::job_with_output(lab.path(), "after.txt");
+    let log = fs::read_to_string(job.join("host.log")).unwrap();
+    assert!(log.contains("Read-only file system"), "{log}");
+    assert_eq!(
+        fs::read_to_string(lab.path().join("src/keep.txt")).unwrap(),
+        "original"
+    );
+    assert!(!lab.path().join("src/new.txt").exists());
+}
+
+#[test]
+fn a_pure_tool_has_no_network() {
+    // In its own network namespace a sandboxed tool sees only loopback.
+    let lab = tool_lab(
+        "[\"cat\"]",
+        "{ tool = \"cat\", args = [\"/proc/net/dev\"], cwd = \"/tmp\", stdout_file = \"/out/net.txt\" }",
+    );
+    repx(lab.path(), &["run"]).expect_code(0);
+    let interfaces: Vec<String> = common::read_output(lab.path(), "net.txt")
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|i| i.trim().to_string()))
+        .collect();
+    assert_eq!(interfaces, ["lo"]);
+}
+
+#[test]
+fn shell_metacharacters_reach_a_tool_as_plain_arguments() {
+    let lab = tool_lab(
+        "[\"echo\"]",
+        "{ tool = \"echo\", args = [\"$(touch /out/pwned)\", \";\", \"rm -rf /out\"], stdout_file = \"/out/echo.txt\" }",
+    );
+    repx(lab.path(), &["run"]).expect_code(0);
+    assert_eq!(
+        common::read_output(lab.path(), "echo.txt"),
+        "$(touch /out/pwned) ; rm -rf /out\n"
+    );
+    assert!(
+        common::job_dirs(lab.path())
+            .iter()
+            .all(|d| !d.join("out/pwned").exists())
+    );
+}
