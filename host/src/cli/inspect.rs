@@ -95,10 +95,14 @@ fn find(store: &Store, prefix: &str) -> Result<String, CliError> {
     }
 }
 
-pub fn show(cli: &Cli, what: ShowWhat, prefix: &str) -> Result<i32, CliError> {
+pub fn show(cli: &Cli, what: ShowWhat, name: &str) -> Result<i32, CliError> {
+    if let ShowWhat::Stage = what {
+        return show_stage(cli, name);
+    }
     let (_lab, store) = open(cli)?;
-    let id = find(&store, prefix)?;
+    let id = find(&store, name)?;
     match what {
+        ShowWhat::Stage => unreachable!("shown above"),
         ShowWhat::Job => {
             println!("id:       {id}");
             match store.record(&id) {
@@ -154,6 +158,22 @@ pub fn show(cli: &Cli, what: ShowWhat, prefix: &str) -> Result<i32, CliError> {
             }
         }
     }
+    Ok(exit::SUCCESS)
+}
+
+fn show_stage(cli: &Cli, name: &str) -> Result<i32, CliError> {
+    let lab = Lab::load(&cli.lab)?;
+    let Some(stage) = lab.stages.get(name) else {
+        let hint = did_you_mean(name, lab.stages.keys().map(String::as_str));
+        return Err(invalid(format!(
+            "no stage `{name}` in {}{hint}",
+            lab.file.display()
+        )));
+    };
+    print!(
+        "{}",
+        super::grants::describe(&lab, stage, None).map_err(invalid)?
+    );
     Ok(exit::SUCCESS)
 }
 

@@ -3,12 +3,17 @@
 //! Only this module prints. Errors become [`error::CliError`]s whose exit codes are in
 //! [`exit`].
 
+mod bench;
 mod error;
+mod grants;
 pub mod exit;
 mod inspect;
 mod render;
+mod report;
 mod results;
 mod run;
+mod viz;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -17,7 +22,11 @@ use clap::{Args, Parser, Subcommand};
 pub use error::CliError;
 
 #[derive(Parser, Debug)]
-#[command(name = "repx", version, about = "Run experiments and builds whose stages are WebAssembly plugins")]
+#[command(
+    name = "repx",
+    version,
+    about = "Run experiments and builds whose stages are WebAssembly plugins"
+)]
 pub struct Cli {
     /// The lab file, or a directory holding `repx.toml`.
     #[arg(long, global = true, default_value = ".")]
@@ -44,13 +53,19 @@ pub enum Command {
     Show {
         #[arg(value_enum)]
         what: ShowWhat,
-        /// A job id or a unique prefix of one.
+        /// A job id or a unique prefix of one; for `stage`, a stage name.
         job: String,
     },
     /// Print a job's logs: stdout, stderr and what the host did for it.
     Log {
         /// A job id or a unique prefix of one.
         job: String,
+    },
+    /// Re-hash every committed output and report changed, added and missing files.
+    Verify {
+        /// Remove damaged outputs so that the next run recomputes them.
+        #[arg(long)]
+        repair: bool,
     },
     /// A run's jobs as a table: parameters and the numbers in each output's metrics.json.
     Results {
@@ -62,6 +77,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableFormat,
     },
+    /// Draw the stage graph (or with --jobs the job graph) as DOT or SVG, on stdout.
+    Viz {
+        /// Only this run's stages (default: every run).
+        run: Option<String>,
+        /// One node per job, filled by its state, instead of one per stage.
+        #[arg(long)]
+        jobs: bool,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: VizFormat,
+    },
+    /// Write one self-contained HTML page about a run: graph, results, plots, timings.
+    Report {
+        /// The run (default: the lab's only run).
+        run: Option<String>,
+        /// Where to write the page (default: RUN-report.html here).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Measure what RepX costs per job, per no-op, per plugin load, against baselines.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -82,9 +117,19 @@ pub enum TableFormat {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum VizFormat {
+    /// Graphviz's DOT language.
+    Dot,
+    /// An SVG drawing, laid out without Graphviz.
+    Svg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ShowWhat {
     Job,
     Output,
+    /// What a stage's jobs are granted: directories, tools, env, limits.
+    Stage,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +166,9 @@ pub struct RunArgs {
     /// With --plugin: copy the output here.
     #[arg(long, value_name = "DIR", requires = "plugin")]
     pub out: Option<PathBuf>,
+    /// With --plugin: show what the plugin would be granted, and run nothing.
+    #[arg(long, requires = "plugin")]
+    pub dry_run: bool,
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]
     pub json: bool,
@@ -132,7 +180,11 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::INVALID } else { exit::SUCCESS };
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::SUCCESS
+            };
         }
     };
     match dispatch(cli) {
@@ -150,6 +202,10 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::List { what, run } => inspect::list(&cli, *what, run.as_deref()),
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
+        Command::Verify { repair } => verify::verify(&cli, *repair),
         Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
+        Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
+        Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
+        Command::Bench(args) => bench::bench(args),
     }
 }

@@ -36,6 +36,15 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");
     }
+    if args.dry_run {
+        for stage in lab.stages.values() {
+            print!(
+                "{}",
+                super::grants::describe(&lab, stage, mode).map_err(invalid)?
+            );
+        }
+        return Ok(exit::SUCCESS);
+    }
     let store = Store::open(&store_path(cli, &lab))?;
     let (runs, targets) = select(&lab, &store, &args.targets, mode)?;
     let graph = JobGraph::expand(
