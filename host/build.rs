@@ -12,12 +12,23 @@ fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
     let plugins = root.join("plugins");
     let target_dir = plugins.join("target");
-    for path in ["guest-sdk/src", "guest-sdk/wit", "guest-sdk/Cargo.toml", "plugins/Cargo.toml"] {
+    for path in [
+        "guest-sdk/src",
+        "guest-sdk/wit",
+        "guest-sdk/Cargo.toml",
+        "plugins/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(plugins.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)

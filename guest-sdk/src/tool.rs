@@ -1,7 +1,7 @@
 //! Running external tools granted to the stage.
 
-use crate::bindings::repx::stage::host::{self, ToolRequest};
 use crate::Result;
+use crate::bindings::repx::stage::host::{self, ToolRequest};
 
 /// A command to run through the host: a granted tool, or an executable from an input.
 #[derive(Clone, Debug)]

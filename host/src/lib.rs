@@ -4,6 +4,7 @@
 //! this host) → [`sched`] (order, caching) → [`wasm`] (the plugins) → [`store`] (outputs).
 //! Only [`cli`] prints; everything below it reports events or returns typed errors.
 
+pub mod bench;
 pub mod cli;
 pub mod graph;
 pub mod lab;

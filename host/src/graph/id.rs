@@ -103,8 +103,19 @@ impl Fields {
 mod tests {
     use super::*;
 
-    fn identity<'a>(params: &'a BTreeMap<String, Value>, inputs: Vec<(&'a str, InputKey<'a>)>) -> Identity<'a> {
-        Identity { stage: "s", plugin_digest: "d", mode: Mode::Pure, params, inputs, outputs: &[], tools: &[] }
+    fn identity<'a>(
+        params: &'a BTreeMap<String, Value>,
+        inputs: Vec<(&'a str, InputKey<'a>)>,
+    ) -> Identity<'a> {
+        Identity {
+            stage: "s",
+            plugin_digest: "d",
+            mode: Mode::Pure,
+            params,
+            inputs,
+            outputs: &[],
+            tools: &[],
+        }
     }
 
     #[test]

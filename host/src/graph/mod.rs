@@ -90,8 +90,12 @@ impl JobGraph {
                         .map(|(name, input)| {
                             let input = match input {
                                 Input::Path(path) => JobInput::Path(path.clone()),
-                                Input::Stage(up) => JobInput::Job(at_point[up.as_str()][column.len()]),
-                                Input::Gather(up) => JobInput::Gather(distinct(&at_point[up.as_str()])),
+                                Input::Stage(up) => {
+                                    JobInput::Job(at_point[up.as_str()][column.len()])
+                                }
+                                Input::Gather(up) => {
+                                    JobInput::Gather(distinct(&at_point[up.as_str()]))
+                                }
                             };
                             (name.clone(), input)
                         })
@@ -143,14 +147,22 @@ impl JobKey {
             stage: job.stage.clone(),
             mode: job.mode,
             params: serde_json::to_string(&job.params).unwrap_or_default(),
-            inputs: job.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inputs: job
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
 
 fn distinct(indices: &[JobIndex]) -> Vec<JobIndex> {
     let mut seen = std::collections::HashSet::new();
-    indices.iter().copied().filter(|i| seen.insert(*i)).collect()
+    indices
+        .iter()
+        .copied()
+        .filter(|i| seen.insert(*i))
+        .collect()
 }
 
 /// The run's stages ordered so that every stage comes after the stages it reads.

@@ -16,10 +16,17 @@ pub fn points(run: &Run) -> Vec<Point> {
     // An axis group is a list of rows; each row assigns one or more parameters.
     let mut groups: Vec<Vec<Vec<(&str, &Value)>>> = Vec::new();
     for group in &run.zip {
-        let len = group.first().map_or(0, |axis| values(&run.params[axis]).len());
+        let len = group
+            .first()
+            .map_or(0, |axis| values(&run.params[axis]).len());
         groups.push(
             (0..len)
-                .map(|i| group.iter().map(|axis| (axis.as_str(), &values(&run.params[axis])[i])).collect())
+                .map(|i| {
+                    group
+                        .iter()
+                        .map(|axis| (axis.as_str(), &values(&run.params[axis])[i]))
+                        .collect()
+                })
                 .collect(),
         );
     }
@@ -67,23 +74,38 @@ mod tests {
             name: "r".into(),
             pipelines: vec![],
             params: serde_json::from_value(params).unwrap(),
-            zip: zip.into_iter().map(|g| g.into_iter().map(String::from).collect()).collect(),
+            zip: zip
+                .into_iter()
+                .map(|g| g.into_iter().map(String::from).collect())
+                .collect(),
         }
     }
 
     #[test]
     fn axes_multiply_and_scalars_stay() {
-        let pts = points(&run(json!({"a": [1, 2], "b": ["x", "y", "z"], "c": 7}), vec![]));
+        let pts = points(&run(
+            json!({"a": [1, 2], "b": ["x", "y", "z"], "c": 7}),
+            vec![],
+        ));
         assert_eq!(pts.len(), 6);
         assert!(pts.iter().all(|p| p["c"] == json!(7)));
-        assert_eq!(pts[1], serde_json::from_value::<Point>(json!({"a": 1, "b": "y", "c": 7})).unwrap());
+        assert_eq!(
+            pts[1],
+            serde_json::from_value::<Point>(json!({"a": 1, "b": "y", "c": 7})).unwrap()
+        );
     }
 
     #[test]
     fn zipped_axes_advance_together() {
-        let pts = points(&run(json!({"a": [1, 2], "b": [10, 20], "s": [0, 1, 2]}), vec![vec!["a", "b"]]));
+        let pts = points(&run(
+            json!({"a": [1, 2], "b": [10, 20], "s": [0, 1, 2]}),
+            vec![vec!["a", "b"]],
+        ));
         assert_eq!(pts.len(), 6);
-        assert!(pts.iter().all(|p| p["b"].as_i64().unwrap() == 10 * p["a"].as_i64().unwrap()));
+        assert!(
+            pts.iter()
+                .all(|p| p["b"].as_i64().unwrap() == 10 * p["a"].as_i64().unwrap())
+        );
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! `repx bench`: what RepX costs, measured next to a baseline in the same run.
+//!
+//! Each case builds its labs in a temporary directory, runs the real lab loader, graph,
+//! scheduler, store and wasm runtime, measures its baseline on the same machine in the same
+//! run, and reports [`Figure`]s, some with a [`Target`]:
+//!
+//! | case | what | baseline |
+//! |---|---|---|
+//! | a | per-job wall time of 10,000 trivial jobs at `-j 2` | one fork+exec of `/bin/true` |
+//! | b | a no-op re-run of (a), as a fresh `repx run` process | the 200 ms target |
+//! | c | loading a cached compiled ~2 MB component | compiling it |
+//! | d | a CPU-bound kernel (SHA-256, n-body) as a plugin | the same source built natively |
+//! | e | writing and reading 256 MiB through `/out` and `/in` | the same source built natively |
+//! | f | 1,000, 10,000 and 100,000 jobs: per job, load + expansion, peak RSS | 1,000 jobs |
+//!
+//! Sweeps (a, f) run in a child process (`repx bench --worker-sweep`), so that each has its
+//! own peak RSS and a cold process; the no-op (b) is the real `repx run` binary, process
+//! start included. Nothing here prints: the CLI renders the [`Report`]. Timings are never
+//! asserted by tests; targets are reported as met or not.
+
+mod compile;
+mod fixture;
+mod native;
+mod sweep;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use fixture::Machine;
+pub use sweep::{SweepMeasure, worker as sweep_worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{}: {what} not found; build the plugins first with `scripts/build-plugins`{hint}", path.display())]
+    Missing {
+        path: PathBuf,
+        what: String,
+        hint: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("case {case}: {message}")]
+    Case { case: Case, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One benchmark case, by the letter of the issue that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Case {
+    #[serde(rename = "a")]
+    A,
+    #[serde(rename = "b")]
+    B,
+    #[serde(rename = "c")]
+    C,
+    #[serde(rename = "d")]
+    D,
+    #[serde(rename = "e")]
+    E,
+    #[serde(rename = "f")]
+    F,
+}
+
+impl Case {
+    pub const ALL: [Case; 6] = [Case::A, Case::B, Case::C, Case::D, Case::E, Case::F];
+
+    pub fn letter(self) -> char {
+        (b'a' + self as u8) as char
+    }
+
+    pub fn from_letter(letter: &str) -> Option<Case> {
+        Case::ALL
+            .into_iter()
+            .find(|c| letter.len() == 1 && letter.starts_with(c.letter()))
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Case::A => "trivial jobs",
+            Case::B => "no-op re-run",
+            Case::C => "cached compiled plugin",
+            Case::D => "compute",
+            Case::E => "file I/O",
+            Case::F => "scaling",
+        }
+    }
+}
+
+impl std::fmt::Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({})", self.letter())
+    }
+}
+
+/// What to run and where to find the plugins.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cases: Vec<Case>,
+    /// Smaller counts and sizes: a smoke run of a few seconds, not the figures to quote.
+    pub quick: bool,
+    /// Worker threads of the sweeps (`-j`).
+    pub jobs: usize,
+    /// Where the wasm32-wasip2 plugins are (`bench-trivial.wasm`, …).
+    pub plugins: PathBuf,
+    /// Where the same benchmark sources built natively are (`bench-kernel`, `bench-io`).
+    pub native: PathBuf,
+    /// The `repx` binary that the no-op case and the sweep workers run.
+    pub exe: PathBuf,
+}
+
+/// The counts and sizes of one bench run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizes {
+    pub sweep: usize,
+    pub scaling: Vec<usize>,
+    pub noop_repeats: usize,
+    pub spawn_samples: usize,
+    pub kernel_mib: usize,
+    pub nbody_steps: usize,
+    pub io_mib: usize,
+    pub component_bytes: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                sweep: 1_000,
+                scaling: vec![100, 1_000, 10_000],
+                noop_repeats: 3,
+                spawn_samples: 100,
+                kernel_mib: 16,
+                nbody_steps: 1_000_000,
+                io_mib: 32,
+                component_bytes: 2 << 20,
+            }
+        } else {
+            Sizes {
+                sweep: 10_000,
+                scaling: vec![1_000, 10_000, 100_000],
+                noop_repeats: 5,
+                spawn_samples: 500,
+                kernel_mib: 64,
+                nbody_steps: 5_000_000,
+                io_mib: 256,
+                component_bytes: 2 << 20,
+            }
+        }
+    }
+}
+
+/// A bound a figure should stay within.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Target {
+    pub fn met(self, value: f64) -> bool {
+        match self {
+            Target::AtMost(bound) => value <= bound,
+            Target::AtLeast(bound) => value >= bound,
+        }
+    }
+}
+
+/// What a figure counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Ms,
+    Us,
+    /// A ratio, printed as `0.42×`.
+    Times,
+    MiB,
+    MiBPerS,
+    Jobs,
+}
+
+/// One measured number.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub case: Case,
+    pub name: String,
+    pub value: f64,
+    pub unit: Unit,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
+}
+
+impl Figure {
+    fn new(case: Case, name: impl Into<String>, value: f64, unit: Unit) -> Figure {
+        Figure {
+            case,
+            name: name.into(),
+            value,
+            unit,
+            target: None,
+            met: None,
+        }
+    }
+
+    fn target(mut self, target: Target) -> Figure {
+        self.met = Some(target.met(self.value));
+        self.target = Some(target);
+        self
+    }
+}
+
+/// Everything one `repx bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: Machine,
+    pub quick: bool,
+    pub jobs: usize,
+    pub sizes: Sizes,
+    pub figures: Vec<Figure>,
+}
+
+/// Runs the selected cases; `note` hears what is about to run (for a progress line).
+pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
+    let sizes = Sizes::new(options.quick);
+    let plugins = fixture::Plugins::find(&options.plugins, &options.native, &options.cases)?;
+    let work = fixture::WorkDir::new()?;
+    let cache = work.path().join("cache");
+    let mut figures = Vec::new();
+    let wants = |case| options.cases.contains(&case);
+
+    // The sweeps share the compiled trivial plugin; compiling it is not what they measure.
+    if wants(Case::A) || wants(Case::B) || wants(Case::F) {
+        fixture::warm_cache(&cache, &plugins.trivial)?;
+    }
+    let mut sweep_at_a = None;
+    if wants(Case::A) || wants(Case::B) {
+        note(&format!(
+            "(a) {} trivial jobs at -j {}",
+            sizes.sweep, options.jobs
+        ));
+        let dir = work.path().join("sweep");
+        fixture::sweep_lab(&dir, &plugins.trivial, sizes.sweep)?;
+        let measure = sweep::spawn_worker(&options.exe, &dir, &cache, options.jobs, Case::A)?;
+        if wants(Case::A) {
+            note("(a) baseline: fork+exec of /bin/true");
+            let spawn =
+                sweep::spawn_true(sizes.spawn_samples).map_err(io(Path::new("/bin/true")))?;
+            figures.extend(sweep::figures_a(&measure, spawn, options.jobs));
+        }
+        if wants(Case::B) {
+            note(&format!(
+                "(b) no-op re-run of {} jobs, {} times",
+                sizes.sweep, sizes.noop_repeats
+            ));
+            let noop = sweep::noop(&options.exe, &dir, &cache, options.jobs, sizes.noop_repeats)?;
+            figures.extend(sweep::figures_b(sizes.sweep, &noop));
+        }
+        sweep_at_a = Some(measure);
+        fixture::remove(&dir);
+    }
+    if wants(Case::C) {
+        note(&format!(
+            "(c) compiling and loading a {} MiB component",
+            sizes.component_bytes >> 20
+        ));
+        figures.extend(compile::measure(
+            &work.path().join("compile"),
+            sizes.component_bytes,
+        )?);
+    }
+    if wants(Case::D) {
+        note("(d) compute kernels, wasm and native");
+        figures.extend(native::compute(work.path(), &plugins, &sizes)?);
+    }
+    if wants(Case::E) {
+        note(&format!(
+            "(e) writing and reading {} MiB, wasm and native",
+            sizes.io_mib
+        ));
+        figures.extend(native::file_io(work.path(), &plugins, &sizes)?);
+    }
+    if wants(Case::F) {
+        let mut measures = Vec::new();
+        for &count in &sizes.scaling {
+            let reuse = sweep_at_a.as_ref().filter(|m| m.jobs == count);
+            let measure = match reuse {
+                Some(m) => m.clone(),
+                None => {
+                    note(&format!("(f) {count} trivial jobs"));
+                    let dir = work.path().join(format!("scale-{count}"));
+                    fixture::sweep_lab(&dir, &plugins.trivial, count)?;
+                    let m = sweep::spawn_worker(&options.exe, &dir, &cache, options.jobs, Case::F)?;
+                    fixture::remove(&dir);
+                    m
+                }
+            };
+            measures.push(measure);
+        }
+        figures.extend(sweep::figures_f(&measures));
+    }
+    Ok(Report {
+        date: fixture::today(),
+        machine: Machine::this(),
+        quick: options.quick,
+        jobs: options.jobs,
+        sizes,
+        figures,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}

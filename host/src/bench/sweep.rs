@@ -1,0 +1,275 @@
+//! Cases (a), (b) and (f): sweeps of trivial jobs, their no-op re-run, and how both scale.
+//!
+//! A sweep runs in a child process, `repx bench --worker-sweep DIR`, which loads the lab,
+//! expands it, and runs every job in-process through the real scheduler, store and runtime,
+//! then reports its timings and its own peak RSS as one JSON line.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{BenchError, Case, Figure, Target, Unit, median, ms};
+use crate::graph::JobGraph;
+use crate::lab::Lab;
+use crate::plan::Plan;
+use crate::sched::{Force, Options, local};
+use crate::store::{self, Store};
+use crate::wasm::Runtime;
+
+/// What one sweep worker measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepMeasure {
+    pub jobs: usize,
+    pub ran: usize,
+    /// Reading and validating the lab, and expanding its job graph.
+    pub load_expand_ms: f64,
+    /// From the start to the first job: the above, the store, the plan, the runtime.
+    pub setup_ms: f64,
+    /// From the start to the last commit.
+    pub total_ms: f64,
+    pub peak_rss_bytes: u64,
+}
+
+impl SweepMeasure {
+    /// Wall time per job, everything included but process start.
+    pub fn per_job_ms(&self) -> f64 {
+        self.total_ms / self.jobs.max(1) as f64
+    }
+}
+
+/// The worker's side: runs every job of the lab at `dir` with `jobs` threads.
+pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
+    let failed = |message: String| BenchError::Case {
+        case: Case::A,
+        message,
+    };
+    let started = Instant::now();
+    let lab = Lab::load(dir).map_err(|e| failed(e.to_string()))?;
+    let runs: Vec<String> = lab.runs.keys().cloned().collect();
+    let graph = JobGraph::expand(
+        &lab,
+        &runs.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    );
+    let load_expand = started.elapsed();
+    let store =
+        Store::open(&lab.dir.join(store::DEFAULT_DIR)).map_err(|e| failed(e.to_string()))?;
+    let plan = Plan::new(lab, graph, &store).map_err(|e| failed(e.to_string()))?;
+    let runtime =
+        Runtime::new(crate::wasm::cache_dir(), jobs).map_err(|e| failed(e.to_string()))?;
+    for resources in plan.stages.values() {
+        runtime
+            .prepare(&resources.plugin)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let setup = started.elapsed();
+    let options = Options {
+        jobs,
+        continue_on_failure: false,
+        force: Force::None,
+        targets: None,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    };
+    let summary = local::run(&plan, &store, &runtime, &options, Arc::new(|_| {}));
+    let total = started.elapsed();
+    let count = plan.graph.jobs.len();
+    if summary.failed > 0 || summary.ran + summary.cached != count {
+        return Err(failed(format!("{count} jobs: {summary:?}")));
+    }
+    Ok(SweepMeasure {
+        jobs: count,
+        ran: summary.ran,
+        load_expand_ms: ms(load_expand),
+        setup_ms: ms(setup),
+        total_ms: ms(total),
+        peak_rss_bytes: super::fixture::peak_rss().unwrap_or(0),
+    })
+}
+
+/// The parent's side: runs a worker on the lab at `dir` and reads what it measured.
+pub fn spawn_worker(
+    exe: &Path,
+    dir: &Path,
+    cache: &Path,
+    jobs: usize,
+    case: Case,
+) -> Result<SweepMeasure, BenchError> {
+    let failed = |message: String| BenchError::Case { case, message };
+    let output = Command::new(exe)
+        .args(["bench", "--worker-sweep"])
+        .arg(dir)
+        .args(["-j", &jobs.to_string()])
+        .env("REPX_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("running {}: {e}", exe.display())))?;
+    if !output.status.success() {
+        return Err(failed(format!(
+            "the sweep worker failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let measure: SweepMeasure = serde_json::from_slice(&output.stdout).map_err(|e| {
+        failed(format!(
+            "the sweep worker's report: {e}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        ))
+    })?;
+    if measure.ran != measure.jobs {
+        return Err(failed(format!(
+            "{} of {} jobs were cached: the store was not fresh",
+            measure.jobs - measure.ran,
+            measure.jobs
+        )));
+    }
+    Ok(measure)
+}
+
+/// The mean wall time of one fork+exec+wait of `/bin/true`, over `samples` (after a warm-up).
+pub fn spawn_true(samples: usize) -> std::io::Result<Duration> {
+    let spawn = || {
+        Command::new("/bin/true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    for _ in 0..20 {
+        spawn()?;
+    }
+    let started = Instant::now();
+    for _ in 0..samples {
+        spawn()?;
+    }
+    Ok(started.elapsed() / samples.max(1) as u32)
+}
+
+/// The wall times of `repeats` no-op `repx run`s of the lab at `dir`, process start included.
+pub fn noop(
+    exe: &Path,
+    dir: &Path,
+    cache: &Path,
+    jobs: usize,
+    repeats: usize,
+) -> Result<Vec<Duration>, BenchError> {
+    let failed = |message: String| BenchError::Case {
+        case: Case::B,
+        message,
+    };
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let started = Instant::now();
+        let output = Command::new(exe)
+            .args(["run", "--lab"])
+            .arg(dir)
+            .args(["-j", &jobs.to_string()])
+            .env("REPX_CACHE_DIR", cache)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| failed(format!("running {}: {e}", exe.display())))?;
+        times.push(started.elapsed());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let summary = stderr.lines().last().unwrap_or_default();
+        if !output.status.success() || !summary.contains(" 0 ran,") {
+            return Err(failed(format!(
+                "the re-run was not a no-op ({}): {summary}",
+                output.status
+            )));
+        }
+    }
+    Ok(times)
+}
+
+pub fn figures_a(measure: &SweepMeasure, spawn: Duration, jobs: usize) -> Vec<Figure> {
+    let per_job = measure.per_job_ms();
+    let spawn = ms(spawn);
+    vec![
+        Figure::new(
+            Case::A,
+            format!("per job, {} jobs at -j {jobs}", measure.jobs),
+            per_job,
+            Unit::Ms,
+        ),
+        Figure::new(Case::A, "one fork+exec of /bin/true", spawn, Unit::Ms),
+        Figure::new(Case::A, "per job / spawn", per_job / spawn, Unit::Times)
+            .target(Target::AtMost(0.5)),
+        Figure::new(Case::A, "total wall time", measure.total_ms, Unit::Ms),
+    ]
+}
+
+pub fn figures_b(count: usize, times: &[Duration]) -> Vec<Figure> {
+    let best = times.iter().min().copied().unwrap_or_default();
+    vec![
+        Figure::new(
+            Case::B,
+            format!("no-op re-run of {count} jobs, median of {}", times.len()),
+            ms(median(times.to_vec())),
+            Unit::Ms,
+        )
+        .target(Target::AtMost(200.0)),
+        Figure::new(Case::B, "fastest", ms(best), Unit::Ms),
+    ]
+}
+
+pub fn figures_f(measures: &[SweepMeasure]) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let Some(first) = measures.first() else {
+        return figures;
+    };
+    for m in measures {
+        let last = std::ptr::eq(m, measures.last().unwrap_or(m)) && measures.len() > 1;
+        let n = m.jobs;
+        figures.push(Figure::new(
+            Case::F,
+            format!("{n} jobs: per job"),
+            m.per_job_ms(),
+            Unit::Ms,
+        ));
+        let load = Figure::new(
+            Case::F,
+            format!("{n} jobs: lab load + graph expansion"),
+            m.load_expand_ms,
+            Unit::Ms,
+        );
+        figures.push(if last {
+            load.target(Target::AtMost(1_000.0))
+        } else {
+            load
+        });
+        figures.push(Figure::new(
+            Case::F,
+            format!("{n} jobs: setup before the first job"),
+            m.setup_ms,
+            Unit::Ms,
+        ));
+        let rss = Figure::new(
+            Case::F,
+            format!("{n} jobs: peak RSS"),
+            m.peak_rss_bytes as f64 / f64::from(1 << 20),
+            Unit::MiB,
+        );
+        figures.push(if last {
+            rss.target(Target::AtMost(1024.0))
+        } else {
+            rss
+        });
+        if last {
+            figures.push(
+                Figure::new(
+                    Case::F,
+                    format!("per job at {n} / at {}", first.jobs),
+                    m.per_job_ms() / first.per_job_ms(),
+                    Unit::Times,
+                )
+                .target(Target::AtMost(1.5)),
+            );
+        }
+    }
+    figures
+}

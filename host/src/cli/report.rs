@@ -1,0 +1,280 @@
+//! `repx report`: one self-contained HTML page about a run: its stage graph (and job
+//! graph when small), the results table, the plots its jobs wrote (every `.svg` in their
+//! outputs) and how long each job took.
+//!
+//! The page loads nothing from elsewhere. Plugins' SVG files are embedded as `<img>` data
+//! URIs, not inline markup, so whatever a plugin writes cannot script the page.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::error::CliError;
+use super::inspect::open;
+use super::render::{label, short};
+use super::results::{self, pick_run};
+use super::viz::{job_graph, stage_graph};
+use super::{Cli, exit};
+use crate::graph::JobGraph;
+use crate::plan::Plan;
+
+/// Job graphs with more jobs than this are left out: they would not be readable.
+const MAX_JOB_GRAPH: usize = 40;
+/// Plots larger than this are listed, not embedded.
+const MAX_PLOT_BYTES: u64 = 4 << 20;
+/// At most this many plots are embedded.
+const MAX_PLOTS: usize = 200;
+
+const STYLE: &str = r#"
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #1f2328; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+.sub { color: #59636e; margin-top: 0; }
+.counts span { display: inline-block; margin-right: 1rem; padding: .2rem .6rem; border-radius: 1rem;
+               background: #eef2f6; }
+table { border-collapse: collapse; font-size: .9rem; }
+th, td { padding: .25rem .6rem; border-bottom: 1px solid #e6e9ed; text-align: left; }
+th { background: #f4f6f8; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.id { font-family: ui-monospace, monospace; }
+.done { color: #1a7f37; } .failed { color: #cf222e; } .todo { color: #59636e; }
+.bar { background: #54aeff; height: .8rem; border-radius: 2px; min-width: 1px; }
+.graph { overflow-x: auto; border: 1px solid #e6e9ed; border-radius: 6px; padding: .5rem; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }
+figure { margin: 0; border: 1px solid #e6e9ed; border-radius: 6px; padding: .5rem; }
+figure img { width: 100%; height: auto; }
+figcaption { font-size: .8rem; color: #59636e; margin-top: .3rem; word-break: break-all; }
+"#;
+
+pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32, CliError> {
+    let (lab, store) = open(cli)?;
+    let run = pick_run(&lab, run)?;
+    let results = results::collect(&lab, &store, &run, None)?;
+    let graph = JobGraph::expand(&lab, &[run.as_str()], None);
+    let plan = Plan::new(lab.clone(), graph, &store)?;
+    let ids = plan.static_ids(&store);
+    let jobs = &plan.graph.runs[&run];
+
+    // Every job of the run with its state and record.
+    struct Job {
+        label: String,
+        stage: String,
+        id: Option<String>,
+        state: &'static str,
+        duration_ms: Option<u64>,
+        output: Option<PathBuf>,
+    }
+    let all: Vec<Job> = jobs
+        .iter()
+        .map(|&index| {
+            let job = &plan.graph.jobs[index];
+            let id = ids[index].clone();
+            let record = id.as_deref().and_then(|id| store.done(id));
+            let state = match (&id, &record) {
+                (_, Some(_)) => "done",
+                (Some(id), None) if store.failed_dir(id).is_dir() => "failed",
+                _ => "todo",
+            };
+            Job {
+                label: label(&job.stage, &job.params),
+                stage: job.stage.clone(),
+                output: record.as_ref().map(|r| store.output_dir(&r.id)),
+                duration_ms: record.map(|r| r.duration_ms),
+                id,
+                state,
+            }
+        })
+        .collect();
+
+    let mut html = String::new();
+    let title = format!("{} · {run}", lab.name);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>\n",
+        escape(&title)
+    );
+    let _ = write!(
+        html,
+        "<h1>{}</h1><p class=\"sub\">lab {} · store {}</p>\n",
+        escape(&title),
+        escape(&lab.file.display().to_string()),
+        escape(&store.root().display().to_string())
+    );
+    let count = |state: &str| all.iter().filter(|j| j.state == state).count();
+    let _ = write!(
+        html,
+        "<p class=\"counts\"><span>{} jobs</span><span class=\"done\">{} done</span>\
+         <span class=\"failed\">{} failed</span><span class=\"todo\">{} to do</span></p>\n",
+        all.len(),
+        count("done"),
+        count("failed"),
+        count("todo")
+    );
+
+    html.push_str("<h2>Stages</h2>\n<div class=\"graph\">");
+    html.push_str(&inline_svg(&stage_graph(&lab, std::slice::from_ref(&run)).to_svg(), "stages-"));
+    html.push_str("</div>\n");
+    if all.len() <= MAX_JOB_GRAPH {
+        html.push_str("<h2>Jobs</h2>\n<div class=\"graph\">");
+        html.push_str(&inline_svg(&job_graph(&lab, &store, std::slice::from_ref(&run))?.to_svg(), "jobs-"));
+        html.push_str("</div>\n");
+    }
+
+    html.push_str("<h2>Results</h2>\n");
+    let header = results.header();
+    let cells = results.cells();
+    html.push_str("<table><thead><tr>");
+    for column in &header {
+        let _ = write!(html, "<th>{}</th>", escape(column));
+    }
+    html.push_str("</tr></thead><tbody>\n");
+    for row in &cells {
+        html.push_str("<tr>");
+        for (c, cell) in row.iter().enumerate() {
+            let class = match header[c].as_str() {
+                "id" => "id".to_string(),
+                "state" => cell.clone(),
+                _ if cell.parse::<f64>().is_ok() => "num".to_string(),
+                _ => String::new(),
+            };
+            let _ = write!(html, "<td class=\"{class}\">{}</td>", escape(cell));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table>\n");
+
+    html.push_str("<h2>Plots</h2>\n");
+    let mut plots = 0;
+    let mut listed = Vec::new();
+    let mut figures = String::new();
+    for job in &all {
+        let Some(output) = &job.output else { continue };
+        for file in svg_files(output) {
+            let relative = file.strip_prefix(output).unwrap_or(&file).display().to_string();
+            let caption = format!("{} · {}", job.label, relative);
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(u64::MAX);
+            if plots >= MAX_PLOTS || size > MAX_PLOT_BYTES {
+                listed.push(format!("{} ({size} bytes)", file.display()));
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&file) else { continue };
+            plots += 1;
+            let _ = write!(
+                figures,
+                "<figure><img alt=\"{0}\" src=\"data:image/svg+xml;base64,{1}\"><figcaption>{0}</figcaption></figure>\n",
+                escape(&caption),
+                base64(&bytes)
+            );
+        }
+    }
+    if plots == 0 && listed.is_empty() {
+        html.push_str("<p class=\"todo\">No job of this run wrote an .svg file (yet).</p>\n");
+    } else {
+        let _ = write!(html, "<div class=\"plots\">{figures}</div>\n");
+        if !listed.is_empty() {
+            html.push_str("<p>Not embedded (too large or too many):</p><ul>");
+            for item in &listed {
+                let _ = write!(html, "<li>{}</li>", escape(item));
+            }
+            html.push_str("</ul>\n");
+        }
+    }
+
+    html.push_str("<h2>Timings</h2>\n<table><thead><tr><th>job</th><th>id</th><th>state</th>\
+                   <th>seconds</th><th style=\"width:40%\"></th></tr></thead><tbody>\n");
+    let longest = all.iter().filter_map(|j| j.duration_ms).max().unwrap_or(0).max(1);
+    let mut by_time: Vec<&Job> = all.iter().collect();
+    by_time.sort_by_key(|j| (std::cmp::Reverse(j.duration_ms), j.stage.clone()));
+    for job in by_time {
+        let seconds = job.duration_ms.map(|ms| format!("{:.3}", ms as f64 / 1000.0)).unwrap_or_default();
+        let width = job.duration_ms.map_or(0.0, |ms| ms as f64 * 100.0 / longest as f64);
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"id\">{}</td><td class=\"{2}\">{2}</td><td class=\"num\">{3}</td>\
+             <td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>\n",
+            escape(&job.label),
+            job.id.as_deref().map_or("-", short),
+            job.state,
+            seconds
+        );
+    }
+    html.push_str("</tbody></table>\n</body></html>\n");
+
+    let path = output.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
+    std::fs::write(&path, html)
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+    println!("{}", path.display());
+    Ok(exit::SUCCESS)
+}
+
+/// Every `.svg` file under `dir`, sorted.
+fn svg_files(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "svg"))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// An SVG document as markup to place inside HTML: without its XML declaration, and with
+/// its element ids prefixed so that two drawings on one page do not share them.
+fn inline_svg(svg: &str, prefix: &str) -> String {
+    let Some(start) = svg.find("<svg") else { return String::new() };
+    svg[start..]
+        .replace("id=\"", &format!("id=\"{prefix}"))
+        .replace("href=\"#", &format!("href=\"#{prefix}"))
+        .replace("url(#", &format!("url(#{prefix}"))
+}
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+    }
+}
