@@ -8,6 +8,7 @@ mod error;
 mod grants;
 pub mod exit;
 mod inspect;
+mod pin;
 mod render;
 mod report;
 mod results;
@@ -61,6 +62,9 @@ pub enum Command {
         /// A job id or a unique prefix of one.
         job: String,
     },
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Re-hash every committed output and report changed, added and missing files.
     Verify {
         /// Remove damaged outputs so that the next run recomputes them.
@@ -122,6 +126,15 @@ pub enum VizFormat {
     Dot,
     /// An SVG drawing, laid out without Graphviz.
     Svg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Write each stage's plugin digest (`sha256`) into the lab file.
+    Pin {
+        /// Only these stages (default: every stage with a plugin file).
+        stages: Vec<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -202,6 +215,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::List { what, run } => inspect::list(&cli, *what, run.as_deref()),
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
+        Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
         Command::Verify { repair } => verify::verify(&cli, *repair),
         Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),

@@ -1,0 +1,65 @@
+//! `repx plugin pin`: writes each stage's plugin digest into the lab file.
+//!
+//! The file is edited in place, keeping its comments and layout; only `sha256` keys of the
+//! chosen stages change. Built-in plugins are part of the binary and are not pinned.
+
+use super::error::{CliError, invalid};
+use super::{Cli, exit};
+use crate::lab::{Lab, PluginRef, did_you_mean};
+
+pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
+    let lab = Lab::load(&cli.lab)?;
+    for stage in stages {
+        if !lab.stages.contains_key(stage) {
+            let hint = did_you_mean(stage, lab.stages.keys().map(String::as_str));
+            return Err(invalid(format!(
+                "no stage `{stage}` in {}{hint}",
+                lab.file.display()
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(&lab.file)?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| invalid(format!("{}: {e}", lab.file.display())))?;
+    let mut pinned = 0;
+    for stage in lab.stages.values() {
+        if !stages.is_empty() && !stages.contains(&stage.name) {
+            continue;
+        }
+        let PluginRef::File(path) = &stage.plugin else {
+            continue;
+        };
+        let digest = crate::wasm::sha256_hex(&std::fs::read(path)?);
+        let table = doc["stages"][stage.name.as_str()]
+            .as_table_like_mut()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{}: [stages.{}] is not a table",
+                    lab.file.display(),
+                    stage.name
+                ))
+            })?;
+        let before = table
+            .get("sha256")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        if before.as_deref() == Some(digest.as_str()) {
+            println!("{:<16} already pinned", stage.name);
+            continue;
+        }
+        table.insert("sha256", toml_edit::value(digest.clone()));
+        pinned += 1;
+        match before {
+            Some(old) => println!("{:<16} re-pinned {digest} (was {old})", stage.name),
+            None => println!("{:<16} pinned {digest}", stage.name),
+        }
+    }
+    if pinned > 0 {
+        // Written aside and renamed, so the lab file is never half-written.
+        let tmp = lab.file.with_extension("toml.pinning");
+        std::fs::write(&tmp, doc.to_string())?;
+        std::fs::rename(&tmp, &lab.file)?;
+    }
+    Ok(exit::SUCCESS)
+}
