@@ -68,15 +68,20 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// Parses `512`, `64K`, `16M`, `1G` (bytes, binary units).
-pub fn parse_bytes(text: &str) -> Option<u64> {
+/// Splits `16M` into `16` and `M`.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let n: u64 = number.parse().ok()?;
-    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses `512`, `64K`, `16M`, `1G` (bytes, binary units).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let (n, unit) = number_and_unit(text)?;
+    let scale = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
@@ -88,13 +93,8 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 
 /// Parses `30s`, `10m`, `2h`, or a number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number.parse().ok()?;
-    let secs = match unit.trim() {
+    let (n, unit) = number_and_unit(text)?;
+    let secs = match unit {
         "" | "s" => n,
         "m" | "min" => n * 60,
         "h" => n * 3600,
