@@ -85,11 +85,21 @@ pipelines = ["p"]
     let out = repx(lab.path(), &["run", "--json"]);
     out.expect_code(1);
     let events = json_lines(&out.stdout);
-    let failed: Vec<&serde_json::Value> =
-        events.iter().filter(|e| e["event"] == "job_failed").collect();
+    let failed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "job_failed")
+        .collect();
     assert_eq!(failed.len(), 1, "{}", out.stdout);
-    assert!(failed[0]["error"].as_str().unwrap().contains("exit status"), "{}", failed[0]);
-    assert!(failed[0]["log"].as_str().unwrap().starts_with("repx log "), "{}", failed[0]);
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("exit status"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[0]["log"].as_str().unwrap().starts_with("repx log "),
+        "{}",
+        failed[0]
+    );
     assert_eq!(events.last().unwrap()["failed"], 1);
 }
 
@@ -123,10 +133,19 @@ fn progress_bars_on_narrow_and_wide_terminals_do_not_panic() {
         let (screen, code) = on_terminal(lab.path(), columns, "run");
         assert_eq!(code, 0, "{columns} columns:\n{screen}");
         assert!(!screen.contains("panicked"), "{columns} columns:\n{screen}");
-        assert!(screen.contains("7 jobs: 7 ran, 0 cached"), "{columns} columns:\n{screen}");
+        assert!(
+            screen.contains("7 jobs: 7 ran, 0 cached"),
+            "{columns} columns:\n{screen}"
+        );
         // The bars are drawn with cursor movements; plain lines are not.
-        assert!(screen.contains("\x1b["), "{columns} columns: no bars drawn:\n{screen}");
-        assert!(screen.contains("ran point [intercept=0 slope=1]"), "{screen}");
+        assert!(
+            screen.contains("\x1b["),
+            "{columns} columns: no bars drawn:\n{screen}"
+        );
+        assert!(
+            screen.contains("ran point [intercept=0 slope=1]"),
+            "{screen}"
+        );
     }
 }
 
@@ -162,8 +181,19 @@ fn results_of_the_sweep_are_a_row_per_point_with_metrics() {
     let out = repx(lab.path(), &["results", "sweep", "--format", "csv"]);
     out.expect_code(0);
     let (header, rows) = parse_csv(&out.stdout);
-    for column in ["id", "stage", "state", "slope", "intercept", "mean_y", "max_y"] {
-        assert!(header.iter().any(|h| h == column), "no column {column}: {header:?}");
+    for column in [
+        "id",
+        "stage",
+        "state",
+        "slope",
+        "intercept",
+        "mean_y",
+        "max_y",
+    ] {
+        assert!(
+            header.iter().any(|h| h == column),
+            "no column {column}: {header:?}"
+        );
     }
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     assert_eq!(rows.len(), 6, "{}", out.stdout);
@@ -195,7 +225,10 @@ fn results_of_the_sweep_are_a_row_per_point_with_metrics() {
 #[test]
 fn results_before_running_show_jobs_to_do() {
     let lab = copy_example("param-sweep");
-    let out = repx(lab.path(), &["results", "--format", "csv", "--stage", "point"]);
+    let out = repx(
+        lab.path(),
+        &["results", "--format", "csv", "--stage", "point"],
+    );
     out.expect_code(0);
     let (header, rows) = parse_csv(&out.stdout);
     let state = header.iter().position(|h| h == "state").unwrap();
@@ -212,4 +245,274 @@ fn results_suggest_close_run_and_stage_names() {
     repx(lab.path(), &["results", "--stage", "pint"])
         .expect_code(2)
         .expect_stderr(&["no stage `pint`", "did you mean `point`?"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Graphs and the report page
+
+/// Node labels (by DOT id) and edges (from, to, label) of a DOT document, parsed with
+/// layout-rs's DOT parser.
+type Dot = (
+    std::collections::BTreeMap<String, String>,
+    Vec<(String, String, String)>,
+);
+
+fn parse_dot(text: &str) -> Dot {
+    use layout::gv::parser::ast::Stmt;
+    let mut parser = layout::gv::DotParser::new(text);
+    let graph = parser
+        .process()
+        .unwrap_or_else(|e| panic!("not DOT: {e}\n{text}"));
+    let attr = |list: &layout::gv::parser::ast::AttributeList, key: &str| {
+        list.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut nodes = std::collections::BTreeMap::new();
+    let mut edges = Vec::new();
+    for stmt in &graph.list.list {
+        match stmt {
+            Stmt::Node(node) => {
+                nodes.insert(node.id.name.clone(), attr(&node.list, "label"));
+            }
+            Stmt::Edge(edge) => {
+                assert_eq!(edge.to.len(), 1, "one edge per statement");
+                edges.push((
+                    edge.from.name.clone(),
+                    edge.to[0].0.name.clone(),
+                    attr(&edge.list, "label"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (from, to, _) in &edges {
+        assert!(
+            nodes.contains_key(from) && nodes.contains_key(to),
+            "dangling edge in\n{text}"
+        );
+    }
+    (nodes, edges)
+}
+
+/// The DOT id of the one node whose label starts with `first_line`.
+fn node_named(nodes: &std::collections::BTreeMap<String, String>, first_line: &str) -> String {
+    let found: Vec<&String> = nodes
+        .iter()
+        .filter(|(_, label)| label.split(['\n', '\\']).next() == Some(first_line))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(found.len(), 1, "nodes named {first_line}: {nodes:?}");
+    found[0].clone()
+}
+
+#[test]
+fn viz_draws_the_stage_graph_as_dot() {
+    let lab = copy_example("simple");
+    let out = repx(lab.path(), &["viz"]);
+    out.expect_code(0);
+    let (nodes, edges) = parse_dot(&out.stdout);
+    assert_eq!(nodes.len(), 3, "{}", out.stdout);
+    let (generate, sum, plot) = (
+        node_named(&nodes, "generate"),
+        node_named(&nodes, "sum"),
+        node_named(&nodes, "plot"),
+    );
+    let mut expected = vec![
+        (generate.clone(), sum, "data".to_string()),
+        (generate, plot, "data".to_string()),
+    ];
+    let mut edges = edges;
+    edges.sort();
+    expected.sort();
+    assert_eq!(edges, expected);
+
+    let sweep = copy_example("param-sweep");
+    let out = repx(sweep.path(), &["viz", "sweep"]);
+    out.expect_code(0);
+    let (nodes, edges) = parse_dot(&out.stdout);
+    assert!(
+        nodes[&node_named(&nodes, "point")].contains("6 jobs"),
+        "{nodes:?}"
+    );
+    assert_eq!(
+        edges,
+        [(
+            node_named(&nodes, "point"),
+            node_named(&nodes, "combine"),
+            "points [*]".to_string()
+        )]
+    );
+}
+
+#[test]
+fn viz_jobs_draws_one_node_per_job_with_its_state() {
+    let lab = copy_example("param-sweep");
+    let before = repx(lab.path(), &["viz", "--jobs"]);
+    before.expect_code(0);
+    let (nodes, edges) = parse_dot(&before.stdout);
+    assert_eq!(nodes.len(), 7, "{}", before.stdout);
+    assert_eq!(edges.len(), 6, "{}", before.stdout);
+    assert!(nodes.values().all(|l| l.contains("todo")), "{nodes:?}");
+
+    repx(lab.path(), &["run"]).expect_code(0);
+    let after = repx(lab.path(), &["viz", "--jobs"]);
+    let (nodes, _) = parse_dot(&after.stdout);
+    assert!(nodes.values().all(|l| l.contains("done")), "{nodes:?}");
+    let combine = node_named(&nodes, "combine");
+    assert_eq!(edges_into(&after.stdout, &combine), 6);
+}
+
+fn edges_into(dot: &str, node: &str) -> usize {
+    parse_dot(dot)
+        .1
+        .iter()
+        .filter(|(_, to, _)| to == node)
+        .count()
+}
+
+#[test]
+fn viz_svg_is_well_formed_and_draws_every_node() {
+    for (example, args, names) in [
+        (
+            "simple",
+            &["viz", "--format", "svg"][..],
+            &["generate", "sum", "plot"][..],
+        ),
+        (
+            "param-sweep",
+            &["viz", "--jobs", "--format", "svg"][..],
+            &["point", "combine"][..],
+        ),
+    ] {
+        let lab = copy_example(example);
+        let out = repx(lab.path(), args);
+        out.expect_code(0);
+        let doc = roxmltree::Document::parse(&out.stdout)
+            .unwrap_or_else(|e| panic!("{example}: not XML: {e}\n{}", out.stdout));
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        let width: f64 = root.attribute("width").unwrap().parse().unwrap();
+        assert!(width > 50.0, "{example}: width {width}");
+        let text: String = doc
+            .descendants()
+            .filter(|n| n.is_text())
+            .map(|n| n.text().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for name in names {
+            assert!(
+                text.contains(name),
+                "{example}: no {name} in the drawing: {text}"
+            );
+        }
+        let boxes = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        let (nodes, _) = parse_dot(&repx(lab.path(), &args[..args.len() - 2]).stdout);
+        assert!(
+            boxes >= nodes.len(),
+            "{example}: {boxes} boxes for {} nodes",
+            nodes.len()
+        );
+    }
+}
+
+/// Loads `page` in headless Chromium and returns the screenshot's pixels (RGBA) and
+/// width.
+fn screenshot(page: &std::path::Path, width: u32, height: u32) -> (Vec<u8>, u32) {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("no chromium: install it (scripts/setup does)");
+    let profile = common::TempDir::new();
+    let png = profile.path().join("shot.png");
+    let status = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("running chromium");
+    assert!(
+        png.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    let channels = info.color_type.samples();
+    let rgba: Vec<u8> = pixels
+        .chunks(channels)
+        .flat_map(|p| match channels {
+            4 => [p[0], p[1], p[2], p[3]],
+            3 => [p[0], p[1], p[2], 255],
+            _ => [p[0], p[0], p[0], 255],
+        })
+        .collect();
+    (rgba, info.width)
+}
+
+#[test]
+fn report_page_is_self_contained_and_renders() {
+    let lab = copy_example("param-sweep");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let page = lab.path().join("report.html");
+    let out = repx(lab.path(), &["report", "sweep", "-o", "report.html"]);
+    out.expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for needle in [
+        "<svg",
+        "slope",
+        "mean_y",
+        "data:image/svg+xml;base64,",
+        "Timings",
+    ] {
+        assert!(html.contains(needle), "the page lacks {needle}");
+    }
+    for remote in ["src=\"http", "href=\"http", "@import", "<script"] {
+        assert!(
+            !html.contains(remote),
+            "the page loads something ({remote})"
+        );
+    }
+    // One plot per sweep point plus the combined one.
+    assert_eq!(html.matches("<img ").count(), 7);
+
+    let (pixels, width) = screenshot(&page, 1200, 1600);
+    let colours: BTreeSet<[u8; 4]> = pixels.chunks(4).map(|p| [p[0], p[1], p[2], p[3]]).collect();
+    let ink = pixels
+        .chunks(4)
+        .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)
+        .count();
+    let total = pixels.len() / 4;
+    assert!(
+        colours.len() > 50,
+        "{} colours: blank page? ({width} wide)",
+        colours.len()
+    );
+    assert!(
+        ink * 100 > total,
+        "only {ink} of {total} pixels are not near white"
+    );
 }

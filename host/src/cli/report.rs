@@ -40,6 +40,7 @@ td.id { font-family: ui-monospace, monospace; }
 .done { color: #1a7f37; } .failed { color: #cf222e; } .todo { color: #59636e; }
 .bar { background: #54aeff; height: .8rem; border-radius: 2px; min-width: 1px; }
 .graph { overflow-x: auto; border: 1px solid #e6e9ed; border-radius: 6px; padding: .5rem; }
+.graph svg { max-width: 100%; height: auto; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }
 figure { margin: 0; border: 1px solid #e6e9ed; border-radius: 6px; padding: .5rem; }
 figure img { width: 100%; height: auto; }
@@ -88,25 +89,25 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
 
     let mut html = String::new();
     let title = format!("{} · {run}", lab.name);
-    let _ = write!(
+    let _ = writeln!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n",
+         <title>{}</title><style>{STYLE}</style></head><body>",
         escape(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<h1>{}</h1><p class=\"sub\">lab {} · store {}</p>\n",
+        "<h1>{}</h1><p class=\"sub\">lab {} · store {}</p>",
         escape(&title),
         escape(&lab.file.display().to_string()),
         escape(&store.root().display().to_string())
     );
     let count = |state: &str| all.iter().filter(|j| j.state == state).count();
-    let _ = write!(
+    let _ = writeln!(
         html,
         "<p class=\"counts\"><span>{} jobs</span><span class=\"done\">{} done</span>\
-         <span class=\"failed\">{} failed</span><span class=\"todo\">{} to do</span></p>\n",
+         <span class=\"failed\">{} failed</span><span class=\"todo\">{} to do</span></p>",
         all.len(),
         count("done"),
         count("failed"),
@@ -114,11 +115,17 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     );
 
     html.push_str("<h2>Stages</h2>\n<div class=\"graph\">");
-    html.push_str(&inline_svg(&stage_graph(&lab, std::slice::from_ref(&run)).to_svg(), "stages-"));
+    html.push_str(&inline_svg(
+        &stage_graph(&lab, std::slice::from_ref(&run)).to_svg(),
+        "stages-",
+    ));
     html.push_str("</div>\n");
     if all.len() <= MAX_JOB_GRAPH {
         html.push_str("<h2>Jobs</h2>\n<div class=\"graph\">");
-        html.push_str(&inline_svg(&job_graph(&lab, &store, std::slice::from_ref(&run))?.to_svg(), "jobs-"));
+        html.push_str(&inline_svg(
+            &job_graph(&lab, &store, std::slice::from_ref(&run))?.to_svg(),
+            "jobs-",
+        ));
         html.push_str("</div>\n");
     }
 
@@ -152,18 +159,26 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     for job in &all {
         let Some(output) = &job.output else { continue };
         for file in svg_files(output) {
-            let relative = file.strip_prefix(output).unwrap_or(&file).display().to_string();
+            let relative = file
+                .strip_prefix(output)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             let caption = format!("{} · {}", job.label, relative);
-            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(u64::MAX);
+            let size = std::fs::metadata(&file)
+                .map(|m| m.len())
+                .unwrap_or(u64::MAX);
             if plots >= MAX_PLOTS || size > MAX_PLOT_BYTES {
                 listed.push(format!("{} ({size} bytes)", file.display()));
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&file) else { continue };
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
             plots += 1;
-            let _ = write!(
+            let _ = writeln!(
                 figures,
-                "<figure><img alt=\"{0}\" src=\"data:image/svg+xml;base64,{1}\"><figcaption>{0}</figcaption></figure>\n",
+                "<figure><img alt=\"{0}\" src=\"data:image/svg+xml;base64,{1}\"><figcaption>{0}</figcaption></figure>",
                 escape(&caption),
                 base64(&bytes)
             );
@@ -172,7 +187,7 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     if plots == 0 && listed.is_empty() {
         html.push_str("<p class=\"todo\">No job of this run wrote an .svg file (yet).</p>\n");
     } else {
-        let _ = write!(html, "<div class=\"plots\">{figures}</div>\n");
+        let _ = writeln!(html, "<div class=\"plots\">{figures}</div>");
         if !listed.is_empty() {
             html.push_str("<p>Not embedded (too large or too many):</p><ul>");
             for item in &listed {
@@ -182,18 +197,30 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
         }
     }
 
-    html.push_str("<h2>Timings</h2>\n<table><thead><tr><th>job</th><th>id</th><th>state</th>\
-                   <th>seconds</th><th style=\"width:40%\"></th></tr></thead><tbody>\n");
-    let longest = all.iter().filter_map(|j| j.duration_ms).max().unwrap_or(0).max(1);
+    html.push_str(
+        "<h2>Timings</h2>\n<table><thead><tr><th>job</th><th>id</th><th>state</th>\
+                   <th>seconds</th><th style=\"width:40%\"></th></tr></thead><tbody>\n",
+    );
+    let longest = all
+        .iter()
+        .filter_map(|j| j.duration_ms)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut by_time: Vec<&Job> = all.iter().collect();
     by_time.sort_by_key(|j| (std::cmp::Reverse(j.duration_ms), j.stage.clone()));
     for job in by_time {
-        let seconds = job.duration_ms.map(|ms| format!("{:.3}", ms as f64 / 1000.0)).unwrap_or_default();
-        let width = job.duration_ms.map_or(0.0, |ms| ms as f64 * 100.0 / longest as f64);
-        let _ = write!(
+        let seconds = job
+            .duration_ms
+            .map(|ms| format!("{:.3}", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let width = job
+            .duration_ms
+            .map_or(0.0, |ms| ms as f64 * 100.0 / longest as f64);
+        let _ = writeln!(
             html,
             "<tr><td>{}</td><td class=\"id\">{}</td><td class=\"{2}\">{2}</td><td class=\"num\">{3}</td>\
-             <td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>\n",
+             <td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>",
             escape(&job.label),
             job.id.as_deref().map_or("-", short),
             job.state,
@@ -202,7 +229,9 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     }
     html.push_str("</tbody></table>\n</body></html>\n");
 
-    let path = output.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
+    let path = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
     std::fs::write(&path, html)
         .map_err(|e| CliError::Failed(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     println!("{}", path.display());
@@ -223,7 +252,9 @@ fn svg_files(dir: &Path) -> Vec<PathBuf> {
 /// An SVG document as markup to place inside HTML: without its XML declaration, and with
 /// its element ids prefixed so that two drawings on one page do not share them.
 fn inline_svg(svg: &str, prefix: &str) -> String {
-    let Some(start) = svg.find("<svg") else { return String::new() };
+    let Some(start) = svg.find("<svg") else {
+        return String::new();
+    };
     svg[start..]
         .replace("id=\"", &format!("id=\"{prefix}"))
         .replace("href=\"#", &format!("href=\"#{prefix}"))

@@ -124,14 +124,45 @@ impl Graph {
             .collect();
         for edge in &self.edges {
             let look = StyleAttr::new(Color::fast("#555555"), 1, None, 0, 11);
-            let style = if edge.gather { LineStyleKind::Dashed } else { LineStyleKind::Normal };
-            let arrow =
-                Arrow::new(LineEndKind::None, LineEndKind::Arrow, style, &edge.label, &look, &None, &None);
+            let style = if edge.gather {
+                LineStyleKind::Dashed
+            } else {
+                LineStyleKind::Normal
+            };
+            let arrow = Arrow::new(
+                LineEndKind::None,
+                LineEndKind::Arrow,
+                style,
+                &edge.label,
+                &look,
+                &None,
+                &None,
+            );
             graph.add_edge(arrow, handles[edge.from], handles[edge.to]);
         }
         let mut svg = SVGWriter::new();
         graph.do_it(false, false, false, &mut svg);
-        svg.finalize().replace("font-family: Times, serif", "font-family: Helvetica, Arial, sans-serif")
+        // The writer grows its canvas by each label's length, in both directions; the
+        // laid-out shapes give the real extent.
+        let (mut width, mut height) = (0f64, 0f64);
+        for node in graph.iter_nodes() {
+            let (_, bottom_right) = graph.pos(node).bbox(true);
+            width = width.max(bottom_right.x);
+            height = height.max(bottom_right.y);
+        }
+        let svg = svg.finalize().replace(
+            "font-family: Times, serif",
+            "font-family: Helvetica, Arial, sans-serif",
+        );
+        let (width, height) = (width.ceil() + 10.0, height.ceil() + 10.0);
+        match (svg.find("<svg "), svg.find(" xmlns=")) {
+            (Some(start), Some(end)) if start < end => format!(
+                "{}<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\"{}",
+                &svg[..start],
+                &svg[end..]
+            ),
+            _ => svg,
+        }
     }
 }
 
@@ -154,7 +185,9 @@ fn quote(text: &str) -> String {
 fn plugin_name(plugin: &PluginRef) -> String {
     match plugin {
         PluginRef::Builtin(_) => plugin.to_string(),
-        PluginRef::File(path) => path.file_name().map_or_else(|| plugin.to_string(), |n| n.to_string_lossy().into()),
+        PluginRef::File(path) => path
+            .file_name()
+            .map_or_else(|| plugin.to_string(), |n| n.to_string_lossy().into()),
     }
 }
 
@@ -170,7 +203,10 @@ pub fn stage_graph(lab: &Lab, runs: &[String]) -> Graph {
     for job in &jobs.jobs {
         *counts.entry(job.stage.as_str()).or_default() += 1;
     }
-    let mut graph = Graph { name: runs.join("+"), ..Graph::default() };
+    let mut graph = Graph {
+        name: runs.join("+"),
+        ..Graph::default()
+    };
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     let mut stages: Vec<&crate::lab::Stage> = Vec::new();
     for run in &runs {
@@ -197,7 +233,8 @@ pub fn stage_graph(lab: &Lab, runs: &[String]) -> Graph {
                     let from = match index.get(&key) {
                         Some(from) => *from,
                         None => {
-                            let node = graph.node(vec![format!("{}/", shown.display())], PATH_FILL, true);
+                            let node =
+                                graph.node(vec![format!("{}/", shown.display())], PATH_FILL, true);
                             index.insert(key, node);
                             node
                         }
@@ -207,8 +244,17 @@ pub fn stage_graph(lab: &Lab, runs: &[String]) -> Graph {
                 Input::Stage(up) => (index[up], false),
                 Input::Gather(up) => (index[up], true),
             };
-            let label = if gather { format!("{name} [*]") } else { name.clone() };
-            graph.edges.push(Edge { from, to, label, gather });
+            let label = if gather {
+                format!("{name} [*]")
+            } else {
+                name.clone()
+            };
+            graph.edges.push(Edge {
+                from,
+                to,
+                label,
+                gather,
+            });
         }
     }
     graph
@@ -224,7 +270,10 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
     let jobs = JobGraph::expand(lab, &runs, None);
     let plan = Plan::new(lab.clone(), jobs, store)?;
     let ids = plan.static_ids(store);
-    let mut graph = Graph { name: runs.join("+"), ..Graph::default() };
+    let mut graph = Graph {
+        name: runs.join("+"),
+        ..Graph::default()
+    };
     let mut paths: BTreeMap<&std::path::Path, usize> = BTreeMap::new();
     for (index, job) in plan.graph.jobs.iter().enumerate() {
         let (state, fill) = match &ids[index] {
@@ -237,7 +286,10 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
             let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             lines.push(params.join(" "));
         }
-        lines.push(format!("{} · {state}", ids[index].as_deref().map_or("(pending)", short)));
+        lines.push(format!(
+            "{} · {state}",
+            ids[index].as_deref().map_or("(pending)", short)
+        ));
         graph.node(lines, fill, false);
     }
     for (to, job) in plan.graph.jobs.iter().enumerate() {
@@ -248,17 +300,33 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
                         Some(from) => *from,
                         None => {
                             let shown = path.strip_prefix(&lab.dir).unwrap_or(path);
-                            let node = graph.node(vec![format!("{}/", shown.display())], PATH_FILL, true);
+                            let node =
+                                graph.node(vec![format!("{}/", shown.display())], PATH_FILL, true);
                             paths.insert(path, node);
                             node
                         }
                     };
-                    graph.edges.push(Edge { from, to, label: name.clone(), gather: false });
+                    graph.edges.push(Edge {
+                        from,
+                        to,
+                        label: name.clone(),
+                        gather: false,
+                    });
                 }
-                JobInput::Job(up) => graph.edges.push(Edge { from: *up, to, label: name.clone(), gather: false }),
+                JobInput::Job(up) => graph.edges.push(Edge {
+                    from: *up,
+                    to,
+                    label: name.clone(),
+                    gather: false,
+                }),
                 JobInput::Gather(ups) => {
                     for up in ups {
-                        graph.edges.push(Edge { from: *up, to, label: format!("{name} [*]"), gather: true });
+                        graph.edges.push(Edge {
+                            from: *up,
+                            to,
+                            label: format!("{name} [*]"),
+                            gather: true,
+                        });
                     }
                 }
             }
@@ -273,7 +341,11 @@ pub fn viz(cli: &Cli, run: Option<&str>, jobs: bool, format: VizFormat) -> Resul
         Some(run) => vec![pick_run(&lab, Some(run))?],
         None => Vec::new(),
     };
-    let graph = if jobs { job_graph(&lab, &store, &runs)? } else { stage_graph(&lab, &runs) };
+    let graph = if jobs {
+        job_graph(&lab, &store, &runs)?
+    } else {
+        stage_graph(&lab, &runs)
+    };
     let text = match format {
         VizFormat::Dot => graph.to_dot(),
         VizFormat::Svg => graph.to_svg(),
