@@ -516,3 +516,126 @@ fn report_page_is_self_contained_and_renders() {
         "only {ink} of {total} pixels are not near white"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Garbage collection
+
+/// The job ids committed in `store`.
+fn stored_jobs(store: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(store.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+#[test]
+fn gc_with_two_labs_on_one_store_deletes_nothing_live() {
+    let root = common::TempDir::new();
+    let (a, b) = (copy_example("simple"), copy_example("param-sweep"));
+    let store = root.path().join("shared-store");
+    let store_arg = store.to_str().unwrap();
+    let (lab_a, lab_b) = (a.path().to_str().unwrap(), b.path().to_str().unwrap());
+    let run = |lab: &str| repx(root.path(), &["--lab", lab, "--store", store_arg, "run"]);
+    let gc = |lab: &str, dry: bool| {
+        let mut args = vec!["--lab", lab, "--store", store_arg, "gc"];
+        if dry {
+            args.push("--dry-run");
+        }
+        repx(root.path(), &args)
+    };
+    run(lab_a).expect_code(0);
+    run(lab_b).expect_code(0);
+    let all = stored_jobs(&store);
+    assert_eq!(all.len(), 10);
+
+    // Both labs are roots, whichever lab gc is run from.
+    for lab in [lab_a, lab_b] {
+        let out = gc(lab, false);
+        out.expect_code(0);
+        assert_eq!(
+            stored_jobs(&store),
+            all,
+            "gc from {lab} removed live jobs:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(
+        run(lab_a).summary(),
+        "3 jobs: 0 ran, 3 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(
+        run(lab_b).summary(),
+        "7 jobs: 0 ran, 7 cached, 0 failed, 0 skipped"
+    );
+
+    // Narrowing b's sweep leaves two points and the old gather unreachable.
+    let toml = b.path().join("repx.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("slope = [1, 2, 5]", "slope = [1, 2]")).unwrap();
+    let dry = gc(lab_a, true);
+    dry.expect_code(0);
+    assert_eq!(
+        dry.stdout
+            .lines()
+            .filter(|l| l.starts_with("would remove job"))
+            .count(),
+        3,
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stderr.contains("would free"), "{}", dry.stderr);
+    assert_eq!(stored_jobs(&store), all, "--dry-run removed something");
+    gc(lab_a, false).expect_code(0);
+    assert_eq!(stored_jobs(&store).len(), 7);
+    assert_eq!(
+        run(lab_a).summary(),
+        "3 jobs: 0 ran, 3 cached, 0 failed, 0 skipped"
+    );
+    // The new gather job is the only one to run.
+    assert_eq!(
+        run(lab_b).summary(),
+        "5 jobs: 1 ran, 4 cached, 0 failed, 0 skipped"
+    );
+
+    // A lab whose file is gone is a dead root: its jobs go, the other lab's stay.
+    std::fs::remove_file(a.path().join("repx.toml")).unwrap();
+    let out = gc(lab_b, false);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("(the lab file is gone)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(stored_jobs(&store).len(), 5, "{}", out.stdout);
+    assert_eq!(
+        run(lab_b).summary(),
+        "5 jobs: 0 ran, 5 cached, 0 failed, 0 skipped"
+    );
+    assert!(std::fs::read_dir(store.join("roots")).unwrap().count() == 1);
+}
+
+#[test]
+fn gc_keeps_jobs_of_a_mode_override_and_refuses_when_a_lab_does_not_load() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    repx(lab.path(), &["run", "--impure"]).expect_code(0);
+    let store = lab.path().join(".repx");
+    let before = stored_jobs(&store);
+    assert_eq!(before.len(), 6);
+    repx(lab.path(), &["gc"]).expect_code(0);
+    assert_eq!(stored_jobs(&store), before);
+    assert_eq!(
+        repx(lab.path(), &["run", "--impure"]).summary(),
+        "3 jobs: 0 ran, 3 cached, 0 failed, 0 skipped"
+    );
+
+    // A root lab that no longer parses: what it uses is unknown, so nothing goes.
+    let other = copy_example("param-sweep");
+    let store_arg = store.to_str().unwrap();
+    repx(other.path(), &["--store", store_arg, "run"]).expect_code(0);
+    std::fs::write(other.path().join("repx.toml"), "[stages.x]\nplugin = 3\n").unwrap();
+    let out = repx(lab.path(), &["gc"]);
+    out.expect_code(2)
+        .expect_stderr(&["cannot tell what lab", "nothing was removed"]);
+    assert_eq!(stored_jobs(&store).len(), 13);
+}

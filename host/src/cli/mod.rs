@@ -5,6 +5,7 @@
 
 mod bench;
 mod error;
+mod gc;
 mod grants;
 pub mod exit;
 mod inspect;
@@ -90,6 +91,12 @@ pub enum Command {
         jobs: bool,
         #[arg(long, value_enum, default_value = "dot")]
         format: VizFormat,
+    },
+    /// Remove from the store what no registered lab still reaches.
+    Gc {
+        /// Only list what would go, and how much space it would free.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write one self-contained HTML page about a run: graph, results, plots, timings.
     Report {
@@ -220,6 +227,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
         Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
+        Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
         Command::Bench(args) => bench::bench(args),
     }
 }

@@ -46,6 +46,10 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         return Ok(exit::SUCCESS);
     }
     let store = Store::open(&store_path(cli, &lab))?;
+    if args.plugin.is_none() {
+        // `repx gc` keeps what this lab's runs reach, in this mode.
+        store.add_root(&lab.file, mode)?;
+    }
     let (runs, targets) = select(&lab, &store, &args.targets, mode)?;
     let graph = JobGraph::expand(
         &lab,

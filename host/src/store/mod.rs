@@ -8,6 +8,7 @@
 //! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
 //! failed/<id>/         logs of the last failed attempt
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
+//! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! lock                 held by the one `repx` process using the store
 //! ```
@@ -16,6 +17,7 @@
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
 //! the next run replaces.
 
+pub mod gc;
 mod tree;
 pub mod verify;
 
