@@ -1,12 +1,15 @@
 //! Builds the first-party plugins that the binary embeds as `builtin:make` and
-//! `builtin:exec`. They are ordinary plugins from `plugins/`, compiled for wasm32-wasip2;
-//! nothing in the host special-cases them beyond their names.
+//! `builtin:exec`, and the example plugins that `repx init` writes into new labs. They are
+//! ordinary plugins from `plugins/`, compiled for wasm32-wasip2; nothing in the host
+//! special-cases them beyond their names.
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
 const BUILTINS: [&str; 2] = ["make", "exec"];
+/// The plugins of `repx init`'s templates.
+const TEMPLATE_PLUGINS: [&str; 5] = ["generate", "sum", "plot", "sweep-point", "sweep-gather"];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
@@ -36,7 +39,7 @@ fn main() {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET");
-    for name in BUILTINS {
+    for name in BUILTINS.into_iter().chain(TEMPLATE_PLUGINS) {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
         cargo.args(["-p", &format!("repx-plugin-{name}")]);
     }
@@ -48,7 +51,8 @@ fn main() {
         );
     }
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    for name in BUILTINS {
+    println!("cargo:rerun-if-changed={}", plugins.join("xy").display());
+    for name in BUILTINS.into_iter().chain(TEMPLATE_PLUGINS) {
         let wasm = target_dir.join(format!("wasm32-wasip2/release/{name}.wasm"));
         std::fs::copy(&wasm, out.join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));

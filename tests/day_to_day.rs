@@ -639,3 +639,178 @@ fn gc_keeps_jobs_of_a_mode_override_and_refuses_when_a_lab_does_not_load() {
         .expect_stderr(&["cannot tell what lab", "nothing was removed"]);
     assert_eq!(stored_jobs(&store).len(), 13);
 }
+
+// ---------------------------------------------------------------------------------------
+// Scaffolding: init, plugin new, plugin inspect
+
+#[test]
+fn init_makes_a_lab_that_runs_for_each_template() {
+    for (template, jobs) in [("simple", 3), ("sweep", 7), ("impure", 2)] {
+        let dir = common::TempDir::new();
+        let out = repx(dir.path(), &["init", "new-lab", "--template", template]);
+        out.expect_code(0);
+        let lab = dir.path().join("new-lab");
+        assert!(
+            lab.join("repx.toml").is_file(),
+            "{template}: {}",
+            out.stdout
+        );
+        let run = repx(&lab, &["run"]);
+        run.expect_code(0);
+        assert_eq!(
+            run.summary(),
+            format!("{jobs} jobs: {jobs} ran, 0 cached, 0 failed, 0 skipped"),
+            "{template}:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            repx(&lab, &["run"]).summary(),
+            format!("{jobs} jobs: 0 ran, {jobs} cached, 0 failed, 0 skipped"),
+        );
+        match template {
+            "impure" => assert_eq!(common::read_output(&lab, "run.log"), "hello, world\n"),
+            "sweep" => {
+                let results = repx(&lab, &["results", "--format", "csv"]);
+                assert_eq!(results.stdout.lines().count(), 7, "{}", results.stdout);
+            }
+            _ => assert!(common::read_output(&lab, "plot.svg").contains("<svg")),
+        }
+    }
+}
+
+#[test]
+fn init_does_not_overwrite_a_lab() {
+    let lab = copy_example("simple");
+    let before = std::fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    repx(lab.path(), &["init"])
+        .expect_code(2)
+        .expect_stderr(&["already has repx.toml"]);
+    assert_eq!(
+        std::fs::read_to_string(lab.path().join("repx.toml")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn plugin_new_builds_for_wasm_and_runs_in_its_lab() {
+    let dir = common::TempDir::new();
+    repx(dir.path(), &["plugin", "new", "squares"]).expect_code(0);
+    let krate = dir.path().join("squares");
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("repx-guest = { path = "), "{manifest}");
+    // A target directory kept between test runs, so that only the crate itself compiles.
+    let target = common::repo_root().join("target").join("plugin-new-test");
+    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--offline"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("running cargo");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-wasip2/release/squares.wasm");
+    let expected = krate.join("target/wasm32-wasip2/release/squares.wasm");
+    std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
+    std::fs::copy(&wasm, &expected).unwrap();
+
+    let run = repx(&krate, &["run"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "2 jobs: 2 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    let results = repx(&krate, &["results", "--format", "csv"]);
+    let (header, rows) = parse_csv(&results.stdout);
+    let (n, sum) = (
+        header.iter().position(|h| h == "n").unwrap(),
+        header.iter().position(|h| h == "sum").unwrap(),
+    );
+    let mut sums: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r[n].clone(), r[sum].clone()))
+        .collect();
+    sums.sort();
+    assert_eq!(
+        sums,
+        [("10".into(), "285".into()), ("100".into(), "328350".into())]
+    );
+
+    let inspect = repx(&krate, &["plugin", "inspect", expected.to_str().unwrap()]);
+    inspect.expect_code(0);
+    for needle in [
+        "component",
+        "plugin:   yes",
+        "wasi:cli/run",
+        "repx:stage/host",
+    ] {
+        assert!(
+            inspect.stdout.contains(needle),
+            "no {needle}:\n{}",
+            inspect.stdout
+        );
+    }
+}
+
+#[test]
+fn plugin_inspect_tells_components_modules_and_non_plugins_apart() {
+    let dir = common::TempDir::new();
+    let component = repx(
+        dir.path(),
+        &[
+            "plugin",
+            "inspect",
+            common::plugin_wasm("test-tool").to_str().unwrap(),
+        ],
+    );
+    component.expect_code(0);
+    for needle in [
+        "kind:     component",
+        "repx:stage/host",
+        "tools = [",
+        "sha256:",
+        "blake3:",
+    ] {
+        assert!(
+            component.stdout.contains(needle),
+            "no {needle}:\n{}",
+            component.stdout
+        );
+    }
+    let module = repx(
+        dir.path(),
+        &[
+            "plugin",
+            "inspect",
+            common::plugin_wasm_p1("contract-check").to_str().unwrap(),
+        ],
+    );
+    module.expect_code(0);
+    assert!(
+        module.stdout.contains("kind:     core module"),
+        "{}",
+        module.stdout
+    );
+    assert!(module.stdout.contains("_start"), "{}", module.stdout);
+    assert!(
+        !module.stdout.contains("repx:stage/host"),
+        "{}",
+        module.stdout
+    );
+
+    // A core module without `_start` is not a plugin; a text file is not WebAssembly.
+    let lib = dir.path().join("lib.wasm");
+    std::fs::write(&lib, b"\0asm\x01\0\0\0").unwrap();
+    let out = repx(dir.path(), &["plugin", "inspect", "lib.wasm"]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("plugin:   no"), "{}", out.stdout);
+    std::fs::write(dir.path().join("notes.wasm"), "hello").unwrap();
+    repx(dir.path(), &["plugin", "inspect", "notes.wasm"])
+        .expect_code(2)
+        .expect_stderr(&["not WebAssembly"]);
+}

@@ -8,8 +8,10 @@ mod error;
 mod gc;
 mod grants;
 pub mod exit;
+mod init;
 mod inspect;
 mod pin;
+mod plugin;
 mod render;
 mod report;
 mod results;
@@ -66,6 +68,13 @@ pub enum Command {
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Make a lab that runs right away, in DIR (default: here).
+    Init {
+        /// Where to make it; created when missing.
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "simple")]
+        template: Template,
+    },
     /// Re-hash every committed output and report changed, added and missing files.
     Verify {
         /// Remove damaged outputs so that the next run recomputes them.
@@ -142,6 +151,29 @@ pub enum PluginCommand {
         /// Only these stages (default: every stage with a plugin file).
         stages: Vec<String>,
     },
+    /// Make a plugin crate on repx-guest that builds for wasm32-wasip2, with a lab to try it.
+    New {
+        /// The crate's (and its stage's) name.
+        name: String,
+        /// The directory to make it in (default: here).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Show a .wasm file's digests, kind, imports and exports, and what a stage needs for it.
+    Inspect {
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Template {
+    /// generate → sum, plot (RepX's example plugins).
+    Simple,
+    /// A parameter sweep gathered by one stage, with metrics for `repx results`.
+    Sweep,
+    /// C sources built in place by builtin:make, the program run by builtin:exec.
+    Impure,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -223,6 +255,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
+        Command::Plugin(PluginCommand::New { name, dir }) => plugin::new(name, dir.as_deref()),
+        Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),
+        Command::Init { dir, template } => init::init(dir.as_deref(), *template),
         Command::Verify { repair } => verify::verify(&cli, *repair),
         Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
