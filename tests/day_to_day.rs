@@ -814,3 +814,111 @@ fn plugin_inspect_tells_components_modules_and_non_plugins_apart() {
         .expect_code(2)
         .expect_stderr(&["not WebAssembly"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Completions, man page, job views
+
+#[test]
+fn completions_and_man_page_come_from_the_command_line() {
+    let dir = common::TempDir::new();
+    let bash = repx(dir.path(), &["completions", "bash"]);
+    bash.expect_code(0);
+    for command in ["results", "viz", "report", "gc", "init", "inspect"] {
+        assert!(
+            bash.stdout.contains(command),
+            "bash completions lack {command}"
+        );
+    }
+    let script = dir.path().join("repx.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = repx(dir.path(), &["completions", shell]);
+        out.expect_code(0);
+        assert!(out.stdout.contains("repx"), "{shell}");
+    }
+    let man = repx(dir.path(), &["man"]);
+    man.expect_code(0);
+    assert!(man.stdout.contains(".TH repx 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("results"), "{}", man.stdout);
+}
+
+#[test]
+fn list_jobs_with_output_paths() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let out = repx(lab.path(), &["list", "jobs", "--output-paths"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+    for line in out.stdout.lines() {
+        let path = std::path::Path::new(line.split_whitespace().last().unwrap());
+        assert!(path.is_dir() && path.ends_with("out"), "{line}");
+    }
+}
+
+#[test]
+fn show_job_has_params_inputs_state_timings_and_log_tail() {
+    let lab = copy_example("param-sweep");
+    let out = repx(lab.path(), &["run", "--json"]);
+    let events = json_lines(&out.stdout);
+    let combine = events
+        .iter()
+        .find(|e| e["event"] == "job_finished" && e["stage"] == "combine")
+        .unwrap();
+    let id = combine["id"].as_str().unwrap();
+    let show = repx(lab.path(), &["show", "job", &id[..8]]);
+    show.expect_code(0);
+    for needle in [
+        "stage:    combine",
+        "state:    done",
+        "points <- every job of point (6)",
+        "started:",
+        "finished:",
+        "duration:",
+        "output:",
+        "whole log: repx log",
+    ] {
+        assert!(
+            show.stdout.contains(needle),
+            "no {needle:?}:\n{}",
+            show.stdout
+        );
+    }
+    let point = events
+        .iter()
+        .find(|e| e["event"] == "job_finished" && e["params"]["slope"] == 5)
+        .unwrap();
+    let show = repx(lab.path(), &["show", "job", point["id"].as_str().unwrap()]);
+    assert!(show.stdout.contains("slope=5"), "{}", show.stdout);
+
+    let failing = common::lab_dir(
+        r#"
+[stages.fail]
+plugin = "plugins/test-fail.wasm"
+[pipelines.p]
+stages = ["fail"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["test-fail"],
+    );
+    let run = repx(failing.path(), &["run"]);
+    let id = common::failed_id(&run.stderr, "fail");
+    let show = repx(failing.path(), &["show", "job", &id]);
+    show.expect_code(0);
+    assert!(show.stdout.contains("state:    failed"), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("stderr (last lines):"),
+        "{}",
+        show.stdout
+    );
+}

@@ -20,7 +20,12 @@ pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     Ok((lab, store))
 }
 
-pub fn list(cli: &Cli, what: ListWhat, run: Option<&str>) -> Result<i32, CliError> {
+pub fn list(
+    cli: &Cli,
+    what: ListWhat,
+    run: Option<&str>,
+    output_paths: bool,
+) -> Result<i32, CliError> {
     let (lab, store) = open(cli)?;
     if let ListWhat::Runs = what {
         for (name, run) in &lab.runs {
@@ -56,8 +61,15 @@ pub fn list(cli: &Cli, what: ListWhat, run: Option<&str>) -> Result<i32, CliErro
                     Some(id) if store.failed_dir(id).is_dir() => "failed",
                     _ => "todo",
                 };
+                let output = match &ids[index] {
+                    Some(id) if output_paths && state == "done" => {
+                        format!("  {}", store.output_dir(id).display())
+                    }
+                    _ if output_paths => "  -".to_string(),
+                    _ => String::new(),
+                };
                 println!(
-                    "{}  {state:<6} {}",
+                    "{}  {state:<6} {}{output}",
                     name(index),
                     label(&job.stage, &job.params)
                 );
@@ -99,44 +111,11 @@ pub fn show(cli: &Cli, what: ShowWhat, name: &str) -> Result<i32, CliError> {
     if let ShowWhat::Stage = what {
         return show_stage(cli, name);
     }
-    let (_lab, store) = open(cli)?;
+    let (lab, store) = open(cli)?;
     let id = find(&store, name)?;
     match what {
         ShowWhat::Stage => unreachable!("shown above"),
-        ShowWhat::Job => {
-            println!("id:       {id}");
-            match store.record(&id) {
-                Some(record) => {
-                    let state = if store.done(&id).is_some() {
-                        "done"
-                    } else {
-                        "output deleted"
-                    };
-                    println!("stage:    {}", record.stage);
-                    println!(
-                        "mode:     {}{}",
-                        record.mode,
-                        if record.mode == crate::lab::Mode::Impure {
-                            "  (not reproducible)"
-                        } else {
-                            ""
-                        }
-                    );
-                    println!("state:    {state}");
-                    println!(
-                        "params:   {}",
-                        serde_json::Value::Object(record.params.clone())
-                    );
-                    println!("hash:     {}", record.hash);
-                    println!("duration: {:.3}s", record.duration_ms as f64 / 1000.0);
-                    println!("output:   {}", store.output_dir(&id).display());
-                }
-                None => println!(
-                    "state:    failed (logs in {})",
-                    store.failed_dir(&id).display()
-                ),
-            }
-        }
+        ShowWhat::Job => super::show_job::show(&lab, &store, &id),
         ShowWhat::Output => {
             let out = store.output_dir(&id);
             if !out.is_dir() {

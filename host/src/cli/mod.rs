@@ -4,6 +4,7 @@
 //! [`exit`].
 
 mod bench;
+mod completions;
 mod error;
 mod gc;
 mod grants;
@@ -16,6 +17,7 @@ mod render;
 mod report;
 mod results;
 mod run;
+mod show_job;
 mod viz;
 mod verify;
 
@@ -52,6 +54,9 @@ pub enum Command {
         what: ListWhat,
         /// Only this run's jobs.
         run: Option<String>,
+        /// With `jobs`: each done job's output directory.
+        #[arg(long)]
+        output_paths: bool,
     },
     /// Show a job or its output.
     Show {
@@ -101,6 +106,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: VizFormat,
     },
+    /// Print shell completions for repx: `repx completions bash > ~/.local/share/bash-completion/completions/repx`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `repx man | man -l -`.
+    Man,
     /// Remove from the store what no registered lab still reaches.
     Gc {
         /// Only list what would go, and how much space it would free.
@@ -251,7 +263,7 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match &cli.command {
         Command::Run(args) => run::run(&cli, args),
-        Command::List { what, run } => inspect::list(&cli, *what, run.as_deref()),
+        Command::List { what, run, output_paths } => inspect::list(&cli, *what, run.as_deref(), *output_paths),
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
@@ -263,6 +275,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
         Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man => completions::man(),
         Command::Bench(args) => bench::bench(args),
     }
 }

@@ -1,0 +1,237 @@
+//! `repx show job`: everything about one job in one place: what it is (stage,
+//! parameters, inputs), where it stands (state, output, timings) and the end of its log.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::render::short;
+use crate::graph::{JobGraph, JobIndex, JobInput};
+use crate::lab::{Lab, Mode};
+use crate::plan::Plan;
+use crate::store::Store;
+
+/// How many lines of the log `show job` prints.
+const LOG_TAIL_LINES: usize = 10;
+
+/// The job with `id` in the lab's current runs, expanded as run in `mode`.
+fn find(
+    lab: &Lab,
+    store: &Store,
+    id: &str,
+    mode: Option<Mode>,
+) -> Option<(Plan, JobIndex, Vec<Option<String>>)> {
+    let runs: Vec<&str> = lab.runs.keys().map(String::as_str).collect();
+    let graph = JobGraph::expand(lab, &runs, mode);
+    let plan = Plan::new(lab.clone(), graph, store).ok()?;
+    let ids = plan.static_ids(store);
+    let index = ids.iter().position(|i| i.as_deref() == Some(id))?;
+    Some((plan, index, ids))
+}
+
+pub fn show(lab: &Lab, store: &Store, id: &str) {
+    let record = store.record(id);
+    let found = find(lab, store, id, None)
+        .or_else(|| {
+            record
+                .as_ref()
+                .and_then(|r| find(lab, store, id, Some(r.mode)))
+        })
+        .or_else(|| {
+            [Mode::Pure, Mode::Impure]
+                .into_iter()
+                .find_map(|m| find(lab, store, id, Some(m)))
+        });
+    let state = match (
+        &record,
+        store.done(id).is_some(),
+        store.failed_dir(id).is_dir(),
+    ) {
+        (_, true, _) => "done",
+        (_, false, true) => "failed",
+        (Some(_), false, false) => "output deleted",
+        (None, false, false) => "not run",
+    };
+    let row =
+        |key: &str, value: &dyn std::fmt::Display| println!("{:<10}{value}", format!("{key}:"));
+    row("id", &id);
+    let stage = record.as_ref().map(|r| r.stage.clone()).or_else(|| {
+        found
+            .as_ref()
+            .map(|(p, i, _)| p.graph.jobs[*i].stage.clone())
+    });
+    row("stage", &stage.as_deref().unwrap_or("?"));
+    let mode = record
+        .as_ref()
+        .map(|r| r.mode)
+        .or_else(|| found.as_ref().map(|(p, i, _)| p.graph.jobs[*i].mode));
+    if let Some(mode) = mode {
+        let note = if mode == Mode::Impure {
+            "  (not reproducible)"
+        } else {
+            ""
+        };
+        row("mode", &format!("{mode}{note}"));
+    }
+    row("state", &state);
+
+    let params: Vec<String> = match (&record, &found) {
+        (Some(record), _) => record
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        (None, Some((plan, index, _))) => plan.graph.jobs[*index]
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    row(
+        "params",
+        &if params.is_empty() {
+            "(none)".to_string()
+        } else {
+            params.join(" ")
+        },
+    );
+
+    match &found {
+        Some((plan, index, ids)) => {
+            let job = &plan.graph.jobs[*index];
+            row("plugin", &plan.lab.stages[&job.stage].plugin);
+            if job.inputs.is_empty() {
+                row("inputs", &"(none)");
+            } else {
+                println!("inputs:");
+            }
+            for (name, input) in &job.inputs {
+                let upstream = |up: &JobIndex| {
+                    let up_id = ids[*up].as_deref();
+                    let up_state = match up_id {
+                        Some(up_id) if store.done(up_id).is_some() => "done",
+                        Some(up_id) if store.failed_dir(up_id).is_dir() => "failed",
+                        _ => "todo",
+                    };
+                    format!(
+                        "{} {} ({up_state})",
+                        plan.graph.jobs[*up].stage,
+                        up_id.map_or("(pending)", short)
+                    )
+                };
+                match input {
+                    JobInput::Path(path) => match plan.snapshots.get(path) {
+                        Some(hash) => {
+                            println!("  {name} <- {} (snapshot {})", path.display(), short(hash))
+                        }
+                        None => println!("  {name} <- {} (live)", path.display()),
+                    },
+                    JobInput::Job(up) => println!("  {name} <- {}", upstream(up)),
+                    JobInput::Gather(ups) => {
+                        println!(
+                            "  {name} <- every job of {} ({}):",
+                            plan.graph.jobs[ups[0]].stage,
+                            ups.len()
+                        );
+                        for up in ups {
+                            println!("    {}", upstream(up));
+                        }
+                    }
+                }
+            }
+        }
+        None => row("inputs", &"(the job is not in the lab's current runs)"),
+    }
+
+    if let Some(record) = &record {
+        row("hash", &record.hash);
+        let started_ms = record.finished_ms.saturating_sub(record.duration_ms);
+        row("started", &when(started_ms));
+        row("finished", &when(record.finished_ms));
+        row(
+            "duration",
+            &format!("{:.3}s", record.duration_ms as f64 / 1000.0),
+        );
+    }
+    if state == "done" {
+        row("output", &store.output_dir(id).display());
+    }
+
+    let dir = if state == "failed" {
+        store.failed_dir(id)
+    } else {
+        store.job_dir(id)
+    };
+    for name in ["stderr", "stdout"] {
+        if let Some(tail) = tail(&dir.join(name)) {
+            println!("{name} (last lines):");
+            for line in tail {
+                println!("    | {line}");
+            }
+            break;
+        }
+    }
+    println!("whole log: repx log {}", short(id));
+}
+
+/// The last lines of a log file, if it has any.
+fn tail(path: &Path) -> Option<Vec<String>> {
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].to_vec())
+}
+
+/// A Unix time in milliseconds as `YYYY-MM-DD hh:mm:ss UTC (N ago)`.
+fn when(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ago = now.saturating_sub(secs);
+    let ago = match ago {
+        0..60 => format!("{ago}s ago"),
+        60..3600 => format!("{}m ago", ago / 60),
+        3600..86_400 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86_400),
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC ({ago})",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date of a count of days since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn days_since_the_epoch_become_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_782), (2026, 11, 25));
+    }
+}
