@@ -166,10 +166,15 @@ pub fn collect(
     })
 }
 
-/// The scalar values of a `metrics.json`, flattened; empty when it is missing or not an
-/// object.
+/// The scalar values of a `metrics.json`, flattened; empty when it is missing, not a
+/// regular file, or not an object.
 fn read_metrics(path: &std::path::Path) -> BTreeMap<String, Value> {
     let mut metrics = BTreeMap::new();
+    // A plugin shapes its output as it likes: a link named metrics.json could lead to any
+    // file of the host (`/dev/zero`, someone's secrets), so links are not followed.
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return metrics;
+    }
     let Ok(text) = std::fs::read_to_string(path) else {
         return metrics;
     };

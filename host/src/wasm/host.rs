@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::graph::id::ToolIdentity;
 use crate::wasm::policy::Policy;
@@ -32,6 +33,8 @@ pub struct HostState {
     pub observer: Arc<dyn Observer>,
     /// The job's host log: log lines, and each tool run with its output.
     pub log: Vec<u8>,
+    /// When the job's wall time is up: a tool still running then is killed.
+    pub deadline: Instant,
 }
 
 impl repx::stage::host::Host for HostState {
@@ -49,6 +52,7 @@ impl repx::stage::host::Host for HostState {
                 &self.policy,
                 &self.grants,
                 self.bubblewrap.as_deref(),
+                self.deadline,
             )
         });
         match outcome {
@@ -104,18 +108,32 @@ impl HostState {
                 if !mount.guest.starts_with("/in/") {
                     return Err(refused());
                 }
-                (mount.host.join(rest), Some(guest))
+                // A link in an input (`sh -> /bin/sh`) is no executable inside it.
+                let program = mount.host.join(&rest);
+                if !stays_inside(&program, &mount.host) {
+                    return Err(format!(
+                        "stage `{stage}`: tool `{}` leads outside the input it is in (a link?); \
+                         only executables inside an input run without a grant",
+                        request.tool
+                    ));
+                }
+                (program, Some(guest))
             }
         };
-        let cwd = tools::normalise(&request.cwd)
-            .filter(|cwd| self.policy.resolve(cwd).is_some())
-            .ok_or_else(|| {
-                format!(
-                    "stage `{stage}`: tool cwd `{}` is outside the directories given to the plugin ({})",
-                    request.cwd,
-                    self.mount_list()
-                )
-            })?;
+        let outside = || {
+            format!(
+                "stage `{stage}`: tool cwd `{}` is outside the directories given to the plugin ({})",
+                request.cwd,
+                self.mount_list()
+            )
+        };
+        let cwd = tools::normalise(&request.cwd).ok_or_else(outside)?;
+        let (mount, rest) = self.policy.resolve(&cwd).ok_or_else(outside)?;
+        // The path is judged by where it leads: a link the plugin made in /out must not
+        // take a tool elsewhere.
+        if !stays_inside(&mount.host.join(&rest), &mount.host) {
+            return Err(outside());
+        }
         if let Some((key, _)) = request
             .env
             .iter()
@@ -175,5 +193,13 @@ impl HostState {
             .map(|m| m.guest.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Whether `path`, with every link resolved, exists and lies inside `dir`.
+fn stays_inside(path: &Path, dir: &Path) -> bool {
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
     }
 }

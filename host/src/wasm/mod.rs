@@ -7,6 +7,7 @@
 
 pub mod builtin;
 mod cache;
+mod deadline;
 pub mod host;
 mod log;
 pub mod policy;
@@ -89,6 +90,14 @@ struct ComponentState {
     table: ResourceTable,
     host: HostState,
     memory: MemoryLimit,
+    /// When the job's wall time is up; host calls that wait end there.
+    deadline: Instant,
+}
+
+impl deadline::WithDeadline for ComponentState {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl WasiView for ComponentState {
@@ -201,6 +210,7 @@ impl Runtime {
             |state: &mut ComponentState| &mut state.host,
         )
         .map_err(engine_err)?;
+        deadline::add_to_linker(&mut components).map_err(engine_err)?;
         let mut modules = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |s: &mut ModuleState| &mut s.wasi)
             .map_err(engine_err)?;
@@ -277,8 +287,7 @@ impl Runtime {
     }
 
     /// Makes the store trap when the run is cancelled or the job's time is up.
-    fn watch<T: 'static>(&self, store: &mut wasmtime::Store<T>, time: Duration) {
-        let deadline = Instant::now() + time;
+    fn watch<T: 'static>(&self, store: &mut wasmtime::Store<T>, deadline: Instant, time: Duration) {
         let interrupted = self.interrupted.clone();
         store.epoch_deadline_callback(move |_| {
             if interrupted.load(Ordering::Relaxed) {
@@ -301,6 +310,8 @@ impl Runtime {
         let stdout = LogPipe::new(job.limits.log);
         let stderr = LogPipe::new(job.limits.log);
         let memory = MemoryLimit(job.limits.memory);
+        let deadline = Instant::now() + job.limits.time;
+        let files = usize::try_from(job.limits.files).unwrap_or(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
         job.policy
@@ -314,7 +325,7 @@ impl Runtime {
             Prepared::Component(pre) => {
                 let mut table = ResourceTable::new();
                 // Every open file, directory and stream is an entry of this table.
-                table.set_max_capacity(usize::try_from(job.limits.files).unwrap_or(usize::MAX));
+                table.set_max_capacity(files);
                 let state = ComponentState {
                     wasi: builder.build(),
                     table,
@@ -325,12 +336,14 @@ impl Runtime {
                         bubblewrap: self.bubblewrap.clone(),
                         observer: job.observer,
                         log: Vec::new(),
+                        deadline,
                     },
                     memory,
+                    deadline,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, job.limits.time);
+                self.watch(&mut store, deadline, job.limits.time);
                 let result = pre
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
@@ -338,20 +351,17 @@ impl Runtime {
                 let ending = match result {
                     Ok(Ok(())) => Ending::Exit(0),
                     Ok(Err(())) => Ending::Exit(1),
-                    Err(e) => ending_of(e, &mut log),
+                    Err(e) => ending_of(e, &job.limits, &mut log),
                 };
                 (ending, log)
             }
             Prepared::Module(pre) => {
-                let mut store = wasmtime::Store::new(
-                    &self.engine,
-                    ModuleState {
-                        wasi: builder.build_p1(),
-                        memory,
-                    },
-                );
+                let mut wasi = builder.build_p1();
+                // As for components: every open file and directory is an entry of this table.
+                wasi.ctx().table.set_max_capacity(files);
+                let mut store = wasmtime::Store::new(&self.engine, ModuleState { wasi, memory });
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, job.limits.time);
+                self.watch(&mut store, deadline, job.limits.time);
                 let result = pre.instantiate(&mut store).and_then(|instance| {
                     instance
                         .get_typed_func::<(), ()>(&mut store, "_start")?
@@ -360,7 +370,7 @@ impl Runtime {
                 let mut log = Vec::new();
                 let ending = match result {
                     Ok(()) => Ending::Exit(0),
-                    Err(e) => ending_of(e, &mut log),
+                    Err(e) => ending_of(e, &job.limits, &mut log),
                 };
                 (ending, log)
             }
@@ -374,16 +384,24 @@ impl Runtime {
     }
 }
 
-fn ending_of(error: wasmtime::Error, host_log: &mut Vec<u8>) -> Ending {
+fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) -> Ending {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ending::Exit(exit.0);
     }
     // The whole error, with its wasm backtrace, is for the log; the cause is for the user.
     host_log.extend_from_slice(format!("[trap] {error:?}\n").as_bytes());
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => Ending::Trap(trap.to_string()),
-        None => Ending::Trap(error.to_string()),
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return Ending::Trap(trap.to_string());
     }
+    if let Some(component::ResourceTableError::Full) = error.downcast_ref() {
+        return Ending::Trap(format!(
+            "open-files limit of {} exceeded (files, directories and streams held at once)",
+            limits.files
+        ));
+    }
+    // The outermost context is where in the wasm it happened; the root is what happened
+    // (a limit, a refused host call).
+    Ending::Trap(error.root_cause().to_string())
 }
 
 pub use cache::default_dir as cache_dir;

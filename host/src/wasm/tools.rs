@@ -7,10 +7,13 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::graph::id::ToolIdentity;
 use crate::lab::Mode;
@@ -85,12 +88,13 @@ pub struct ToolRun {
     pub output: Vec<u8>,
 }
 
-/// Runs an invocation the way the job's mode requires.
+/// Runs an invocation the way the job's mode requires; kills it at `deadline`.
 pub fn run(
     invocation: Invocation,
     policy: &Policy,
     grants: &[ToolIdentity],
     bubblewrap: Option<&Path>,
+    deadline: Instant,
 ) -> Result<ToolRun, String> {
     let path = search_path(grants);
     let mut command = match policy.mode {
@@ -128,19 +132,71 @@ pub fn run(
         None => Stdio::piped(),
     });
     command.stderr(Stdio::piped());
-    let output = command
-        .output()
+    let mut child = command
+        .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", invocation.program.display()))?;
-    let status = output
-        .status
+    // Both pipes are drained on their own threads, so a chatty tool never stalls on a full
+    // pipe, and a pipe held open by something the tool left behind cannot stall the job.
+    let (printed_tx, printed_rx) = mpsc::channel();
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    for pipe in pipes.into_iter().flatten() {
+        let tx = printed_tx.clone();
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = tx.send(bytes);
+        });
+    }
+    drop(printed_tx);
+    let time_up = || {
+        format!(
+            "`{}` was killed: the stage's wall-time limit is up",
+            invocation.program.display()
+        )
+    };
+    let status = wait_until(&mut child, deadline).ok_or_else(time_up)?;
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match printed_rx.recv_timeout(left) {
+            Ok(bytes) => printed.extend_from_slice(&bytes),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(time_up()),
+        }
+    }
+    let status = status
         .code()
-        .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0));
-    let mut printed = output.stdout;
-    printed.extend_from_slice(&output.stderr);
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ToolRun {
         status,
         output: printed,
     })
+}
+
+/// Waits for `child` to exit, or kills it at `deadline` and returns `None`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    // Short tools are noticed at once; long ones are polled less often.
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return child.wait().ok(),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            // In pure mode this is bubblewrap, whose sandbox dies with it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
 fn sandboxed(
