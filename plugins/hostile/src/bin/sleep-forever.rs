@@ -1,0 +1,7 @@
+//! Attack: never finish, without running any wasm: sleep in the host for a day, so that a
+//! time limit checked only while wasm runs would never fire.
+
+fn main() {
+    std::thread::sleep(std::time::Duration::from_secs(86_400));
+    std::fs::write("/out/woke.txt", "slept through the time limit\n").unwrap();
+}
