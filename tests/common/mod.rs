@@ -239,16 +239,71 @@ pub fn cache_dir() -> PathBuf {
 
 /// Runs the real `repx` binary in `dir` with `args`.
 pub fn repx(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_repx"))
+    repx_with_env(dir, args, &[])
+}
+
+/// The `repx` command for `dir` and `args`, not started yet.
+pub fn repx_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_repx"));
+    command
         .args(args)
         .current_dir(dir)
-        .env("REPX_CACHE_DIR", cache_dir())
+        .env("REPX_CACHE_DIR", cache_dir());
+    command
+}
+
+/// Runs `repx` with extra environment variables.
+pub fn repx_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let output = repx_command(dir, args)
+        .envs(env.iter().copied())
         .output()
         .expect("running repx");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `repx`, killing it after `limit`: a hang fails the test instead of stalling it.
+#[track_caller]
+pub fn repx_within(dir: &Path, args: &[&str], limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    let mut child = repx_command(dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running repx");
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    let readers = pipes.map(|pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`repx {}` still ran after {limit:?}", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap());
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
     }
 }
 

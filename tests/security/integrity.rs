@@ -1,0 +1,195 @@
+//! The store against damage: `repx verify` names a flipped byte, a deleted file and an
+//! added file in committed outputs, `--repair` makes the next run recompute exactly the
+//! damaged jobs; and two `repx run` on one store at once: the second is turned away with
+//! a clear message, and the store stays sound.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::common::{
+    copy_example, job_with_output, make_writable, repx, repx_command, repx_within,
+};
+use crate::{LIMITS, attack_lab};
+
+fn short(job: &Path) -> String {
+    job.file_name().unwrap().to_str().unwrap()[..12].to_string()
+}
+
+/// Lets the test change a sealed output, as a disk fault or a careless user would.
+fn unseal(job: &Path) -> PathBuf {
+    let out = job.join("out");
+    make_writable(&out);
+    out
+}
+
+#[test]
+fn verify_names_a_flipped_byte_a_deleted_and_an_added_file() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let clean = repx(lab.path(), &["verify"]);
+    clean.expect_code(0);
+    assert!(
+        clean.stdout.contains("3 outputs checked, 0 damaged"),
+        "{}",
+        clean.stdout
+    );
+
+    let generate = job_with_output(lab.path(), "data.csv");
+    let sum = job_with_output(lab.path(), "sum.txt");
+    let plot = job_with_output(lab.path(), "plot.svg");
+
+    // One flipped bit in data.csv, same size and time as before.
+    let file = unseal(&generate).join("data.csv");
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // sum.txt deleted; a file added beside plot.svg.
+    fs::remove_file(unseal(&sum).join("sum.txt")).unwrap();
+    fs::write(unseal(&plot).join("extra.txt"), "not from the plugin\n").unwrap();
+
+    let out = repx(lab.path(), &["verify"]);
+    out.expect_code(1);
+    for expected in [
+        format!(
+            "DAMAGED generate {}\n    changed: data.csv",
+            short(&generate)
+        ),
+        format!("DAMAGED sum {}\n    missing: sum.txt", short(&sum)),
+        format!("DAMAGED plot {}\n    added:   extra.txt", short(&plot)),
+        "3 outputs checked, 3 damaged".to_string(),
+        "repx verify --repair".to_string(),
+    ] {
+        assert!(
+            out.stdout.contains(&expected),
+            "{expected:?} not in:\n{}",
+            out.stdout
+        );
+    }
+
+    // Repair removes the three; the next run recomputes exactly them, and all is clean.
+    let repair = repx(lab.path(), &["verify", "--repair"]);
+    repair.expect_code(1);
+    assert!(
+        repair.stdout.contains("removed 3 damaged outputs"),
+        "{}",
+        repair.stdout
+    );
+    let rerun = repx(lab.path(), &["run"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.ran(), ["generate", "plot", "sum"]);
+    let after = repx(lab.path(), &["verify"]);
+    after.expect_code(0);
+    assert!(
+        after.stdout.contains("3 outputs checked, 0 damaged"),
+        "{}",
+        after.stdout
+    );
+    let data = fs::read_to_string(generate.join("out/data.csv")).unwrap();
+    assert_eq!(
+        data.as_bytes()[middle],
+        bytes[middle] ^ 0x01,
+        "data.csv was not restored"
+    );
+}
+
+#[test]
+fn repair_recomputes_only_the_damaged_job() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let generate = job_with_output(lab.path(), "data.csv");
+    let data = unseal(&generate).join("data.csv");
+    let mut bytes = fs::read(&data).unwrap();
+    bytes[0] ^= 0x20;
+    fs::write(&data, &bytes).unwrap();
+    // The change is also undone in permissions: a sealed file again, only its content differs.
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o444)).unwrap();
+
+    let out = repx(lab.path(), &["verify", "--repair"]);
+    out.expect_code(1);
+    assert!(
+        out.stdout
+            .contains(&format!("DAMAGED generate {}", short(&generate)))
+    );
+    assert!(out.stdout.contains("1 damaged"), "{}", out.stdout);
+
+    // Its dependents keep their outputs: generate is deterministic, so they are cached.
+    let rerun = repx(lab.path(), &["run"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.ran(), ["generate"], "{}", rerun.stderr);
+    assert_eq!(rerun.cached(), ["plot", "sum"]);
+    repx(lab.path(), &["verify"]).expect_code(0);
+}
+
+#[test]
+fn a_second_run_on_a_store_in_use_is_turned_away() {
+    // The first run holds the store while its job sleeps up to its 2s limit.
+    let toml = format!(
+        r#"
+[stages.slow]
+plugin = "plugins/sleep-forever.wasm"
+{LIMITS}
+
+[stages.quick]
+plugin = "plugins/generate.wasm"
+
+[pipelines.main]
+stages = ["slow", "quick"]
+
+[runs.main]
+pipelines = ["main"]
+"#
+    );
+    let lab = attack_lab(&toml, &["sleep-forever", "generate"]);
+    let mut first = repx_command(
+        lab.path(),
+        &["run", "--json", "-j", "2", "--continue-on-failure"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut events = BufReader::new(first.stdout.take().unwrap()).lines();
+    // Wait until the first run has a job under way: it holds the lock.
+    for line in events.by_ref() {
+        if line.unwrap().contains("\"job_started\"") {
+            break;
+        }
+    }
+    for args in [&["run"][..], &["verify"], &["run", "--force"]] {
+        let second = repx(lab.path(), args);
+        assert_eq!(second.code, 1, "repx {args:?}: {}", second.stderr);
+        assert!(
+            second.stderr.contains("is in use by another repx process"),
+            "repx {args:?}: {}",
+            second.stderr
+        );
+    }
+    let rest: Vec<String> = events.map(|l| l.unwrap()).collect();
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("wall-time limit")),
+        "{rest:?}"
+    );
+
+    // Neither run damaged the store, and it is free again.
+    let verify = repx_within(lab.path(), &["verify"], std::time::Duration::from_secs(30));
+    verify.expect_code(0);
+    assert!(
+        verify.stdout.contains("1 outputs checked, 0 damaged"),
+        "{}",
+        verify.stdout
+    );
+    repx(lab.path(), &["list", "jobs"]).expect_code(0);
+}

@@ -1,0 +1,410 @@
+//! Attacks on the runner's resources: memory, time, stack, logs, open files, output size.
+//! Each fails its job with a message naming the limit, while an independent job of the
+//! same run carries on. Then plugins refused before anything runs: malformed wasm,
+//! components and modules importing what the host does not provide, and a plugin changed
+//! after it was pinned.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::common::{Output, TempDir, job_dirs, plugin_wasm_p1, repx, repx_within};
+use crate::{HostState, LIMITS, assert_untouched, attack_lab, failure, hostile};
+
+/// A lab with the attack stage `attack` (plugin file `plugins/<file>`) and an independent
+/// stage `bystander`, both in one run.
+fn limit_lab(file: &str) -> TempDir {
+    let toml = format!(
+        r#"
+[stages.attack]
+plugin = "plugins/{file}"
+{LIMITS}
+
+[stages.bystander]
+plugin = "plugins/generate.wasm"
+params = {{ n = 4 }}
+
+[pipelines.attack]
+stages = ["attack"]
+
+[pipelines.bystander]
+stages = ["bystander"]
+
+[runs.main]
+pipelines = ["attack", "bystander"]
+"#
+    );
+    attack_lab(&toml, &["generate"])
+}
+
+/// Runs a component attack against the limits: the job fails, the bystander runs, and the
+/// failure names the limit. Returns the run's output.
+#[track_caller]
+fn hits_limit(plugin: &str, needle: &str) -> (TempDir, Output) {
+    let lab = limit_lab(&format!("{plugin}.wasm"));
+    fs::copy(
+        hostile(plugin),
+        lab.path().join(format!("plugins/{plugin}.wasm")),
+    )
+    .unwrap();
+    let out = fails_naming(&lab, needle);
+    (lab, out)
+}
+
+#[track_caller]
+fn fails_naming(lab: &TempDir, needle: &str) -> Output {
+    let before = HostState::of(lab.path());
+    let started = Instant::now();
+    let out = repx_within(
+        lab.path(),
+        &["run", "--continue-on-failure", "-j", "2"],
+        Duration::from_secs(60),
+    );
+    assert_untouched(lab.path(), &before);
+    out.expect_code(1);
+    let message = failure(&out, "attack");
+    assert!(message.contains(needle), "{needle:?} not in:\n{message}");
+    assert_eq!(out.ran(), ["bystander"], "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    out
+}
+
+#[test]
+fn memory_bomb() {
+    hits_limit("memory-bomb", "memory limit of 64M exceeded");
+}
+
+#[test]
+fn memory_bomb_grow() {
+    hits_limit("memory-bomb-grow", "memory limit of 64M exceeded");
+}
+
+#[test]
+fn memory_bomb_core_module() {
+    let lab = limit_lab("memory-bomb-p1.wasm");
+    fs::copy(
+        plugin_wasm_p1("memory-bomb"),
+        lab.path().join("plugins/memory-bomb-p1.wasm"),
+    )
+    .unwrap();
+    fails_naming(&lab, "memory limit of 64M exceeded");
+}
+
+#[test]
+fn infinite_loop() {
+    hits_limit("infinite-loop", "wall-time limit of 2s exceeded");
+}
+
+#[test]
+fn infinite_loop_core_module() {
+    let lab = limit_lab("infinite-loop-p1.wasm");
+    fs::copy(
+        plugin_wasm_p1("infinite-loop"),
+        lab.path().join("plugins/infinite-loop-p1.wasm"),
+    )
+    .unwrap();
+    fails_naming(&lab, "wall-time limit of 2s exceeded");
+}
+
+#[test]
+fn sleep_forever() {
+    // Blocked in the host, not running wasm: the sleep itself is cut at the deadline.
+    hits_limit("sleep-forever", "wall-time limit of 2s exceeded");
+}
+
+#[test]
+fn deep_recursion() {
+    // Frames in linear memory: Rust's shadow stack runs off the bottom of memory.
+    hits_limit("deep-recursion", "out of bounds memory access");
+}
+
+#[test]
+fn deep_recursion_small_frames() {
+    // Frames on the wasm stack only: the engine's stack guard stops it.
+    let lab = limit_lab("deep-recursion.wasm");
+    fs::copy(
+        hostile("deep-recursion"),
+        lab.path().join("plugins/deep-recursion.wasm"),
+    )
+    .unwrap();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let toml = toml.replacen(
+        "[stages.attack]\n",
+        "[stages.attack]\nparams = { frame = \"small\" }\n",
+        1,
+    );
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    fails_naming(&lab, "call stack exhausted");
+}
+
+#[test]
+fn exhaust_fds() {
+    let (lab, _) = hits_limit("exhaust-fds", "open-files limit of 64 exceeded");
+    // The runner itself still had descriptors: the bystander committed its output.
+    assert_eq!(job_dirs(lab.path()).len(), 1);
+}
+
+#[test]
+fn exhaust_fds_core_module() {
+    let lab = limit_lab("exhaust-fds-p1.wasm");
+    fs::copy(
+        plugin_wasm_p1("exhaust-fds"),
+        lab.path().join("plugins/exhaust-fds-p1.wasm"),
+    )
+    .unwrap();
+    fails_naming(&lab, "open-files limit of 64 exceeded");
+}
+
+#[test]
+fn fill_out() {
+    let (lab, out) = hits_limit("fill-out", "output limit of 1M exceeded");
+    // Nothing of it was committed, and nothing is left over in the store's scratch space.
+    assert!(out.stderr.contains("in /out"), "{}", out.stderr);
+    let leftovers: Vec<_> = fs::read_dir(lab.path().join(".repx/tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("inputs-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let failed: u64 = walk_size(&lab.path().join(".repx/failed"));
+    assert!(failed < 64 * 1024, "failed/ holds {failed} bytes");
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            walk_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn flood_stdout() {
+    // Output past the log limit is dropped, not refused: the job succeeds with a bounded
+    // log that says what was cut.
+    let lab = limit_lab("flood-stdout.wasm");
+    fs::copy(
+        hostile("flood-stdout"),
+        lab.path().join("plugins/flood-stdout.wasm"),
+    )
+    .unwrap();
+    let before = HostState::of(lab.path());
+    let out = repx_within(lab.path(), &["run"], Duration::from_secs(60));
+    assert_untouched(lab.path(), &before);
+    out.expect_code(0);
+    assert!(
+        out.stderr.len() < 4096,
+        "{} bytes of stderr",
+        out.stderr.len()
+    );
+    let job = crate::common::job_with_output(lab.path(), "done.txt");
+    let log = fs::read_to_string(job.join("stdout")).unwrap();
+    assert!(
+        log.len() <= 64 * 1024 + 200,
+        "stdout log of {} bytes",
+        log.len()
+    );
+    assert!(
+        log.contains("[repx: log limit of 64K reached;"),
+        "{}",
+        &log[log.len() - 200..]
+    );
+    assert!(!log.contains("THE-END-OF-THE-FLOOD"));
+}
+
+#[test]
+fn flood_stderr() {
+    // (A component's exit status is 0 or 1: WASI's `exit` takes a result.)
+    let (lab, out) = hits_limit("flood-stderr", "exit status 1");
+    // The failure quotes a few lines, the log keeps at most the limit.
+    assert!(
+        out.stderr.len() < 4096,
+        "{} bytes of stderr",
+        out.stderr.len()
+    );
+    assert!(
+        failure(&out, "attack").contains("log limit of 64K reached"),
+        "{}",
+        out.stderr
+    );
+    let failed: Vec<_> = fs::read_dir(lab.path().join(".repx/failed"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let log = fs::read(failed[0].path().join("stderr")).unwrap();
+    assert!(
+        log.len() <= 64 * 1024 + 200,
+        "stderr log of {} bytes",
+        log.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Plugins refused before anything runs
+
+/// Runs the lab whose `attack` plugin file holds `bytes`: refused before any job (the
+/// bystander included) ran, with a message naming the plugin and each of `needles`.
+#[track_caller]
+fn refused_before_running(bytes: &[u8], needles: &[&str]) {
+    let lab = limit_lab("attack.wasm");
+    fs::write(lab.path().join("plugins/attack.wasm"), bytes).unwrap();
+    let before = HostState::of(lab.path());
+    let out = repx(lab.path(), &["run", "--continue-on-failure"]);
+    assert_untouched(lab.path(), &before);
+    assert!(
+        out.code != 0 && out.code != -1,
+        "exit code {}\n{}",
+        out.code,
+        out.stderr
+    );
+    out.expect_stderr(&["attack.wasm"]);
+    out.expect_stderr(needles);
+    assert!(out.ran().is_empty(), "{}", out.stderr);
+    assert!(job_dirs(lab.path()).is_empty(), "a job ran");
+    let failed = fs::read_dir(lab.path().join(".repx/failed"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(failed, 0, "a job was attempted");
+}
+
+/// A core module: `(module (import "evil" "steal" (func)) (func (export "_start") call 0))`.
+const CORE_IMPORTING_EVIL: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: one type, () -> ()
+    0x02, 0x0e, 0x01, // import section: one import
+    0x04, b'e', b'v', b'i', b'l', // module "evil"
+    0x05, b's', b't', b'e', b'a', b'l', // name "steal"
+    0x00, 0x00, // a function of type 0
+    0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+    0x07, 0x0a, 0x01, // export section: one export
+    0x06, b'_', b's', b't', b'a', b'r', b't', 0x00, 0x01, // "_start", function 1
+    0x0a, 0x06, 0x01, 0x04, 0x00, 0x10, 0x00, 0x0b, // code: call 0, end
+];
+
+#[test]
+fn malformed_wasm() {
+    refused_before_running(b"", &["plugin"]);
+    refused_before_running(b"#!/bin/sh\ntouch PWNED-malformed\n", &["plugin"]);
+    refused_before_running(
+        &[0x00, 0x61, 0x73, 0x6d, 0xff, 0xff, 0x00, 0x00],
+        &["plugin"],
+    );
+    let mut random = vec![0u8; 4096];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for byte in random.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    refused_before_running(&random, &["plugin"]);
+    // A real component, cut in half.
+    let whole = fs::read(hostile("infinite-loop")).unwrap();
+    refused_before_running(&whole[..whole.len() / 2], &["plugin"]);
+    // A valid module that is not a command.
+    refused_before_running(
+        &[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+        &["no `_start` export"],
+    );
+}
+
+#[test]
+fn import_unknown_interface() {
+    let bytes = fs::read(hostile("import-unknown-interface")).unwrap();
+    refused_before_running(&bytes, &["evil:host/escape"]);
+}
+
+#[test]
+fn import_unknown_function() {
+    let bytes = fs::read(hostile("import-unknown-function")).unwrap();
+    refused_before_running(&bytes, &["escalate"]);
+}
+
+#[test]
+fn import_unknown_module() {
+    refused_before_running(CORE_IMPORTING_EVIL, &["evil", "steal"]);
+}
+
+#[test]
+fn plugin_changed_after_pinning() {
+    let plugin = hostile("infinite-loop");
+    let pinned = repx::wasm::sha256_hex(&fs::read(&plugin).unwrap());
+    let toml = format!(
+        r#"
+[stages.attack]
+plugin = "plugins/attack.wasm"
+sha256 = "{pinned}"
+{LIMITS}
+
+[stages.bystander]
+plugin = "plugins/generate.wasm"
+
+[pipelines.main]
+stages = ["attack", "bystander"]
+
+[runs.main]
+pipelines = ["main"]
+"#
+    );
+    let lab = attack_lab(&toml, &["generate"]);
+    // The pinned plugin is swapped for another one, as an attacker with write access to
+    // the plugin file (not to the lab) would.
+    let swapped = fs::read(hostile("memory-bomb")).unwrap();
+    let actual = repx::wasm::sha256_hex(&swapped);
+    fs::write(lab.path().join("plugins/attack.wasm"), &swapped).unwrap();
+    let before = HostState::of(lab.path());
+    let out = repx(lab.path(), &["run"]);
+    assert_untouched(lab.path(), &before);
+    out.expect_code(2).expect_stderr(&[
+        "does not match its pin",
+        &pinned,
+        &actual,
+        "no job was run",
+    ]);
+    assert!(job_dirs(lab.path()).is_empty());
+    assert!(
+        !lab.path().join(".repx/records.jsonl").exists() || {
+            fs::read_to_string(lab.path().join(".repx/records.jsonl"))
+                .unwrap()
+                .is_empty()
+        }
+    );
+}
+
+#[test]
+fn unpinned_plugin_outside_the_lab() {
+    // A plugin file outside the lab directory is trusted only by its digest.
+    let elsewhere = TempDir::new();
+    let outside = elsewhere.path().join("outside.wasm");
+    fs::copy(hostile("infinite-loop"), &outside).unwrap();
+    let toml = format!(
+        r#"
+[stages.attack]
+plugin = "{}"
+{LIMITS}
+
+[pipelines.main]
+stages = ["attack"]
+
+[runs.main]
+pipelines = ["main"]
+"#,
+        outside.display()
+    );
+    let lab = attack_lab(&toml, &[]);
+    let digest = repx::wasm::sha256_hex(&fs::read(&outside).unwrap());
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(2)
+        .expect_stderr(&["outside the project directory", "must be pinned", &digest]);
+    assert!(job_dirs(lab.path()).is_empty());
+}
