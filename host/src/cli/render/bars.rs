@@ -19,6 +19,9 @@ const TICK: Duration = Duration::from_millis(120);
 
 pub struct Bars {
     context: Context,
+    /// Templates of a running job's line: before and after its plugin reports progress.
+    job_spinner: String,
+    job_bar: String,
     multi: MultiProgress,
     main: ProgressBar,
     state: Mutex<State>,
@@ -53,8 +56,31 @@ impl Bars {
             "{spinner:.cyan} {pos}/{len} {wide_msg}"
         }));
         main.enable_steady_tick(TICK);
+        // Labels padded to the longest (as far as the width allows), so job bars line up.
+        let longest = context
+            .jobs
+            .iter()
+            .map(|j| j.label.chars().count())
+            .max()
+            .unwrap_or(0);
+        let width = longest.min(usize::from(columns).saturating_sub(32)).max(8);
+        let (job_spinner, job_bar) = if columns >= 60 {
+            (
+                format!("  {{spinner:.green}} {{msg:{width}!}} {{elapsed:>4}}"),
+                format!(
+                    "  {{spinner:.green}} {{msg:{width}!}} [{{bar:20.green/white}}] {{pos}}/{{len}}"
+                ),
+            )
+        } else {
+            (
+                "  {spinner:.green} {wide_msg}".to_string(),
+                "  {spinner:.green} {wide_msg} {pos}/{len}".to_string(),
+            )
+        };
         Bars {
             context,
+            job_spinner,
+            job_bar,
             multi,
             main,
             state: Mutex::default(),
@@ -72,7 +98,7 @@ impl Bars {
             Event::Started { jobs } => self.main.set_length(*jobs as u64),
             Event::JobStarted { job, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(style("  {spinner:.green} {wide_msg} {elapsed:>4}"));
+                bar.set_style(style(&self.job_spinner));
                 bar.set_message(self.context.jobs[*job].label.clone());
                 bar.enable_steady_tick(TICK);
                 state.running.insert(*job, bar);
@@ -80,7 +106,7 @@ impl Bars {
             Event::Progress { job, done, total } => {
                 if let Some(bar) = state.running.get(job) {
                     if bar.length().is_none() {
-                        bar.set_style(style("  {wide_msg} [{bar:15.green/white}] {pos}/{len}"));
+                        bar.set_style(style(&self.job_bar));
                     }
                     bar.set_length(*total);
                     bar.set_position(*done);
