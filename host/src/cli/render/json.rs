@@ -4,12 +4,13 @@
 //! `job_cached`, `job_failed`, `job_skipped`, `progress`, `warning`, `run_finished`. Job
 //! events carry the job's `id` (when known), `stage` and `params`; finished and cached
 //! jobs their `output` directory, finished ones their `duration_s`, failed ones the
-//! `error` and the `log` command. The last line counts the jobs by outcome.
+//! `error` and the `log` command. The last line counts the jobs by outcome. A job's
+//! `progress` events come at most every [`PROGRESS_EVERY`], and always when it is complete.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
@@ -17,11 +18,16 @@ use super::{Context, short};
 use crate::graph::JobIndex;
 use crate::sched::{Event, Summary};
 
+/// The least time between two progress events of one job.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 pub struct Json {
     context: Context,
     started: Instant,
     /// Ids of started jobs, for their progress events.
     ids: Mutex<HashMap<JobIndex, String>>,
+    /// When each job's last progress event went out.
+    progress: Mutex<HashMap<JobIndex, Instant>>,
     out: Mutex<std::io::Stdout>,
 }
 
@@ -31,6 +37,7 @@ impl Json {
             context,
             started: Instant::now(),
             ids: Mutex::default(),
+            progress: Mutex::default(),
             out: Mutex::new(std::io::stdout()),
         }
     }
@@ -99,6 +106,16 @@ impl Json {
                 object
             }
             Event::Progress { job, done, total } => {
+                let now = Instant::now();
+                let mut last = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last
+                    .get(job)
+                    .is_none_or(|t| now.duration_since(*t) >= PROGRESS_EVERY);
+                if !due && done < total {
+                    return;
+                }
+                last.insert(*job, now);
+                drop(last);
                 let id = self
                     .ids
                     .lock()
