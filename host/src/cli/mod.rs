@@ -6,9 +6,9 @@
 mod bench;
 mod completions;
 mod error;
+pub mod exit;
 mod gc;
 mod grants;
-pub mod exit;
 mod init;
 mod inspect;
 mod pin;
@@ -18,8 +18,8 @@ mod report;
 mod results;
 mod run;
 mod show_job;
-mod viz;
 mod verify;
+mod viz;
 
 use std::path::PathBuf;
 
@@ -263,7 +263,11 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
     match &cli.command {
         Command::Run(args) => run::run(&cli, args),
-        Command::List { what, run, output_paths } => inspect::list(&cli, *what, run.as_deref(), *output_paths),
+        Command::List {
+            what,
+            run,
+            output_paths,
+        } => inspect::list(&cli, *what, run.as_deref(), *output_paths),
         Command::Show { what, job } => inspect::show(&cli, *what, job),
         Command::Log { job } => inspect::log(&cli, job),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
@@ -271,7 +275,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),
         Command::Init { dir, template } => init::init(dir.as_deref(), *template),
         Command::Verify { repair } => verify::verify(&cli, *repair),
-        Command::Results { run, stage, format } => results::results(&cli, run.as_deref(), stage.as_deref(), *format),
+        Command::Results { run, stage, format } => {
+            results::results(&cli, run.as_deref(), stage.as_deref(), *format)
+        }
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
         Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
