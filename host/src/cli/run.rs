@@ -261,6 +261,7 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         tools: Vec::new(),
         sources: Vec::new(),
         limits: Default::default(),
+        resources: Default::default(),
     };
     Ok(Lab {
         name: name.clone(),
@@ -285,6 +286,7 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
             },
         )]
         .into(),
+        slurm: Default::default(),
         warnings: Vec::new(),
     })
 }

@@ -4,6 +4,7 @@
 //! is collected (not only the first) into a [`LabError`] naming the file, the line and the
 //! key, so a user fixes a lab in one pass. Paths in a loaded lab are absolute.
 
+pub mod cluster;
 pub mod limits;
 mod parse;
 mod suggest;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use cluster::{Resources, SlurmSettings};
 pub use limits::Limits;
 pub use suggest::did_you_mean;
 
@@ -31,6 +33,8 @@ pub struct Lab {
     pub stages: BTreeMap<String, Stage>,
     pub pipelines: BTreeMap<String, Pipeline>,
     pub runs: BTreeMap<String, Run>,
+    /// The `[slurm]` table: how `repx run --scheduler slurm` submits this lab's jobs.
+    pub slurm: SlurmSettings,
     /// Unknown keys and other things worth telling but not fatal.
     pub warnings: Vec<String>,
 }
@@ -115,6 +119,8 @@ pub struct Stage {
     /// Globs, relative to the project directory, that an impure stage depends on.
     pub sources: Vec<String>,
     pub limits: Limits,
+    /// What one job needs on a cluster node (`repx run --scheduler slurm`).
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone)]

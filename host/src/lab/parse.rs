@@ -22,6 +22,7 @@ struct RawLab {
     pipelines: BTreeMap<String, Spanned<RawPipeline>>,
     #[serde(default)]
     runs: BTreeMap<String, Spanned<RawRun>>,
+    slurm: Option<Spanned<super::SlurmSettings>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +47,8 @@ struct RawStage {
     sources: Vec<Spanned<String>>,
     #[serde(default)]
     limits: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    resources: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +126,16 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
         runs.insert(name.clone(), run(name, raw_run, &raw, &mut problems));
     }
 
+    let slurm = match &raw.slurm {
+        Some(table) => {
+            for problem in table.get_ref().problems() {
+                problems.at(table.span(), "slurm", problem);
+            }
+            table.get_ref().clone()
+        }
+        None => Default::default(),
+    };
+
     if !problems.list.is_empty() {
         return Err(invalid(problems.list));
     }
@@ -131,7 +144,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let known = ["lab", "stages", "pipelines", "runs"];
+    let known = ["lab", "stages", "pipelines", "runs", "slurm"];
     let warnings = unknown
         .into_iter()
         .map(|key| {
@@ -149,6 +162,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
                     "tools",
                     "sources",
                     "limits",
+                    "resources",
                     "pipelines",
                     "zip",
                 ]),
@@ -163,6 +177,7 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
         stages,
         pipelines,
         runs,
+        slurm,
         warnings,
     })
 }
@@ -281,6 +296,11 @@ fn stage(
     }
 
     let limits = limits(&raw_stage.limits, &format!("{key}.limits"), problems);
+    let (resources, resource_problems) =
+        super::cluster::resources(&raw_stage.resources, &format!("{key}.resources"));
+    for (span, at, message) in resource_problems {
+        problems.at(span, at, message);
+    }
 
     if problems.list.len() > start {
         return None;
@@ -299,6 +319,7 @@ fn stage(
         tools,
         sources,
         limits,
+        resources,
     })
 }
 
