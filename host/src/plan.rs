@@ -205,11 +205,18 @@ fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
     let hash = store::hash_tree(path).map_err(|e| err(&e))?.hash;
     let target = store.snapshots().join(&hash);
     if !target.is_dir() {
-        let tmp = store.root().join("tmp").join(format!("snapshot-{hash}"));
+        // Staged under a name of this process's own: SLURM workers may snapshot at once.
+        let tmp = store.tmp_path(&format!("snapshot-{hash}"));
         store::remove_tree(&tmp).map_err(|e| err(&e))?;
         store::copy_tree(path, &tmp).map_err(|e| err(&e))?;
         store::seal_tree(&tmp).map_err(|e| err(&e))?;
-        std::fs::rename(&tmp, &target).map_err(|e| err(&e))?;
+        if let Err(e) = std::fs::rename(&tmp, &target) {
+            // Another process put the same content there first.
+            let _ = store::remove_tree(&tmp);
+            if !target.is_dir() {
+                return Err(err(&e));
+            }
+        }
     }
     Ok(hash)
 }

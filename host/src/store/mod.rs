@@ -11,11 +11,20 @@
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! lock                 held by the one `repx` process using the store
+//! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
+//! slurm/<run>/         batches, worker events and SLURM logs of `--scheduler slurm` runs
 //! ```
 //! Invariant: a job is done only when its record exists *and* `jobs/<id>` exists. An output
 //! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
 //! the next run replaces.
+//!
+//! Workers: while `repx run --scheduler slurm` holds the lock, the `repx worker`s it starts
+//! on cluster nodes open the store with [`Store::open_worker`]. They stage under names of
+//! their own (host and pid), commit the same way and append one record line each (under
+//! `records.lock`, for shared filesystems); they never clear `tmp/`, and the lock holder
+//! clears it only when no worker holds `workers.lock`. [`Store::refresh`] reads the records
+//! others appended.
 
 pub mod gc;
 mod tree;
@@ -23,7 +32,7 @@ pub mod verify;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -121,6 +130,12 @@ pub struct Store {
     root: PathBuf,
     records: RwLock<HashMap<String, Record>>,
     log: Mutex<File>,
+    /// How far `records.jsonl` has been read: the end of its last whole line.
+    read: Mutex<u64>,
+    /// Tells this process's staging directories apart from other processes'.
+    tag: String,
+    /// A worker's `records.lock`, taken around each append.
+    append_lock: Option<File>,
     _lock: File,
 }
 
@@ -138,13 +153,53 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: root }),
             Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
-        // Holding the lock, nothing in tmp/ belongs to a live job.
-        let tmp = root.join("tmp");
-        for entry in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
-            remove_tree(&entry.path()).map_err(io(&entry.path()))?;
+        // Holding the lock, nothing in tmp/ belongs to a live job, unless workers of an
+        // earlier run still write (a SLURM run whose coordinator was killed).
+        let workers = workers_lock(&root)?;
+        if workers.try_lock().is_ok() {
+            let tmp = root.join("tmp");
+            for entry in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
+                remove_tree(&entry.path()).map_err(io(&entry.path()))?;
+            }
+            let _ = workers.unlock();
         }
+        Store::with_lock(root, lock, std::process::id().to_string(), None)
+    }
+
+    /// Opens the store as a `repx worker` does, beside the process holding the lock: no
+    /// exclusive lock, nothing cleared, records appended under `records.lock`.
+    pub fn open_worker(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(io(root))?;
+        for sub in ["jobs", "failed", "snapshots", "tmp"] {
+            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
+        }
+        let workers = workers_lock(&root)?;
+        workers
+            .lock_shared()
+            .map_err(io(&root.join("workers.lock")))?;
+        let append_path = root.join("records.lock");
+        let append_lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&append_path)
+            .map_err(io(&append_path))?;
+        let host = fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+            .unwrap_or_default();
+        let tag = format!("{host}-{}", std::process::id());
+        Store::with_lock(root, workers, tag, Some(append_lock))
+    }
+
+    fn with_lock(
+        root: PathBuf,
+        lock: File,
+        tag: String,
+        append_lock: Option<File>,
+    ) -> Result<Store, StoreError> {
         let records_path = root.join("records.jsonl");
-        let records = read_records(&records_path)?;
+        let mut records = HashMap::new();
+        let read = read_records(&records_path, 0, &mut records)?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -154,8 +209,42 @@ impl Store {
             root,
             records: RwLock::new(records),
             log: Mutex::new(log),
+            read: Mutex::new(read),
+            tag,
+            append_lock,
             _lock: lock,
         })
+    }
+
+    /// Reads the records other processes (workers) appended since the store last looked;
+    /// returns them.
+    pub fn refresh(&self) -> Result<Vec<Record>, StoreError> {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.root.join("records.jsonl");
+        if fs::metadata(&path).is_ok_and(|m| m.len() < *read) {
+            // Rewritten shorter (`repx gc`): read it again from the start.
+            *read = 0;
+        }
+        let mut fresh = HashMap::new();
+        let mut order = Vec::new();
+        *read = read_records_into(&path, *read, |record| {
+            order.push(record.id.clone());
+            fresh.insert(record.id.clone(), record);
+        })?;
+        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+        let mut new = Vec::with_capacity(fresh.len());
+        for id in order {
+            if let Some(record) = fresh.remove(&id) {
+                records.insert(id, record.clone());
+                new.push(record);
+            }
+        }
+        Ok(new)
+    }
+
+    /// A path in `tmp/` that no other process uses: `tmp/<name>.<tag>`.
+    pub fn tmp_path(&self, name: &str) -> PathBuf {
+        self.root.join("tmp").join(format!("{name}.{}", self.tag))
     }
 
     pub fn root(&self) -> &Path {
@@ -232,7 +321,7 @@ impl Store {
         let dir = self
             .root
             .join("tmp")
-            .join(format!("{id}.{}.{attempt}", std::process::id()));
+            .join(format!("{id}.{}.{attempt}", self.tag));
         let out = dir.join("out");
         let scratch = dir.join("scratch");
         fs::create_dir(&dir).map_err(io(&dir))?;
@@ -338,26 +427,68 @@ impl Store {
         line.push(b'\n');
         let path = self.root.join("records.jsonl");
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.write_all(&line).map_err(io(&path))?;
-        log.sync_data().map_err(io(&path))
+        // One write of one line on an O_APPEND file: whole, after every other line. The
+        // lock makes that hold on shared filesystems too, where workers write from nodes.
+        if let Some(lock) = &self.append_lock {
+            lock.lock().map_err(io(&path))?;
+        }
+        let written = log.write_all(&line).and_then(|()| log.sync_data());
+        if let Some(lock) = &self.append_lock {
+            let _ = lock.unlock();
+        }
+        written.map_err(io(&path))
     }
 }
 
-fn read_records(path: &Path) -> Result<HashMap<String, Record>, StoreError> {
-    let mut records = HashMap::new();
+fn workers_lock(root: &Path) -> Result<File, StoreError> {
+    let path = root.join("workers.lock");
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))
+}
+
+/// Reads the records from byte `from` on into `records`; returns where the last whole
+/// line ends.
+fn read_records(
+    path: &Path,
+    from: u64,
+    records: &mut HashMap<String, Record>,
+) -> Result<u64, StoreError> {
+    read_records_into(path, from, |record| {
+        records.insert(record.id.clone(), record);
+    })
+}
+
+fn read_records_into(
+    path: &Path,
+    from: u64,
+    mut each: impl FnMut(Record),
+) -> Result<u64, StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from),
         Err(e) => return Err(io(path)(e)),
     };
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(io(path))?;
-        // A torn last line from a crash is not a record.
-        if let Ok(record) = serde_json::from_str::<Record>(&line) {
-            records.insert(record.id.clone(), record);
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(from)).map_err(io(path))?;
+    let mut end = from;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io(path))?;
+        // A line still being written (or torn by a crash) is not a record yet.
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        end += n as u64;
+        if let Ok(record) = serde_json::from_slice::<Record>(&line) {
+            each(record);
         }
     }
-    Ok(records)
+    Ok(end)
 }
 
 fn write_logs(dir: &Path, logs: &Logs) -> Result<(), StoreError> {
