@@ -18,6 +18,7 @@ mod report;
 mod results;
 mod run;
 mod show_job;
+mod slurm;
 mod verify;
 mod viz;
 
@@ -129,6 +130,12 @@ pub enum Command {
     },
     /// Measure what RepX costs per job, per no-op, per plugin load, against baselines.
     Bench(bench::BenchArgs),
+    /// Run one batch of jobs on this SLURM allocation, as `repx run --scheduler slurm`
+    /// submits it (its `worker.sh` calls this).
+    Worker {
+        /// The batch file (`<store>/slurm/<run>/batch-N-T.json`).
+        batch: PathBuf,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -236,6 +243,11 @@ pub struct RunArgs {
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]
     pub json: bool,
+    /// Where the jobs run: here, or on a SLURM cluster in few allocations.
+    #[arg(long, value_enum, default_value = "local")]
+    pub scheduler: slurm::Scheduler,
+    #[command(flatten)]
+    pub slurm: slurm::SlurmArgs,
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
@@ -284,5 +296,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man => completions::man(),
         Command::Bench(args) => bench::bench(args),
+        Command::Worker { batch } => slurm::worker(&cli, batch),
     }
 }

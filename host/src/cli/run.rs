@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         None
     };
+    super::slurm::check_args(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let lab = match &args.plugin {
         Some(plugin) => ad_hoc_lab(plugin, args, mode)?,
         None => Lab::load(&cli.lab)?,
@@ -127,7 +128,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         let reporter = reporter.clone();
         Arc::new(move |event: crate::sched::Event| reporter.event(&event))
     };
-    let summary = local::run(&plan, &store, &runtime, &options, emit);
+    let summary = match args.scheduler {
+        super::slurm::Scheduler::Local => local::run(&plan, &store, &runtime, &options, emit),
+        super::slurm::Scheduler::Slurm => {
+            super::slurm::run(&plan, &store, &options, &runs, mode, &args.slurm, emit)?
+        }
+    };
     reporter.summary(&summary);
 
     if let (Some(out), Some(_)) = (&args.out, &args.plugin) {

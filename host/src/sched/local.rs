@@ -249,12 +249,19 @@ pub fn run(
 }
 
 /// The key of the job's output when the store may stand in for running it.
-fn cached(plan: &Plan, store: &Store, index: JobIndex, id: &str, force: &Force) -> Option<String> {
+pub(super) fn cached(
+    plan: &Plan,
+    store: &Store,
+    index: JobIndex,
+    id: &str,
+    force: &Force,
+) -> Option<String> {
     let job = &plan.graph.jobs[index];
     let forced = match force {
         Force::None => false,
         Force::All => true,
         Force::Stage(stage) => *stage == job.stage,
+        Force::Jobs(jobs) => jobs.contains(&index),
     };
     if forced {
         return None;
@@ -270,7 +277,7 @@ fn cached(plan: &Plan, store: &Store, index: JobIndex, id: &str, force: &Force) 
 }
 
 /// The targets and everything upstream of them.
-fn selection(plan: &Plan, targets: Option<&[JobIndex]>) -> BTreeSet<JobIndex> {
+pub(super) fn selection(plan: &Plan, targets: Option<&[JobIndex]>) -> BTreeSet<JobIndex> {
     let Some(targets) = targets else {
         return (0..plan.graph.jobs.len()).collect();
     };

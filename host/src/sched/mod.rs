@@ -5,7 +5,9 @@
 
 mod execute;
 pub mod local;
+pub mod slurm;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -63,6 +65,8 @@ pub enum Force {
     None,
     All,
     Stage(String),
+    /// These jobs: a SLURM worker's batch, which its coordinator found not done or forced.
+    Jobs(BTreeSet<JobIndex>),
 }
 
 pub struct Options {

@@ -1,0 +1,552 @@
+//! `repx run --scheduler slurm` against a real SLURM: the one-node cluster that
+//! `scripts/slurm-setup` starts on this machine (CI runs it before the tests). Nothing here
+//! imitates `sbatch`; a test finds SLURM down and says so rather than skipping.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Output, cache_dir, copy_example, job_dirs, lab_dir, repx};
+
+const FAILED: i32 = 1;
+const INVALID: i32 = 2;
+const INTERRUPTED: i32 = 130;
+
+/// Fails the test unless SLURM answers and its node can take jobs.
+#[track_caller]
+fn require_slurm() {
+    let sinfo = Command::new("sinfo")
+        .args(["--noheader", "--format=%T"])
+        .output();
+    let states = match sinfo {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => panic!(
+            "SLURM is not up (sinfo: {}): run scripts/slurm-setup first",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("SLURM is not installed (sinfo: {e}): run scripts/slurm-setup first"),
+    };
+    let usable = states.lines().any(|s| {
+        ["idle", "mixed", "allocated", "completing"]
+            .iter()
+            .any(|ok| s.trim().starts_with(ok))
+    });
+    assert!(
+        usable,
+        "SLURM has no node that takes jobs (sinfo: {states:?}): run scripts/slurm-setup"
+    );
+}
+
+/// `repx ARGS` in `dir`, not started yet, with the environment `repx()` gives it.
+fn repx_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_repx"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("REPX_CACHE_DIR", cache_dir())
+        // The user's own SLURM settings stay out of the tests.
+        .env("REPX_CONFIG", dir.join("no-user-config.toml"));
+    command
+}
+
+fn output(command: &mut Command) -> Output {
+    let out = command.output().expect("running repx");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn slurm_run(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--scheduler", "slurm"];
+    args.extend(extra);
+    output(&mut repx_command(dir, &args))
+}
+
+/// Every file under `root`, by relative path, with its bytes.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                files.insert(relative, fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// `(id, hash)` of every record in the store, sorted.
+fn recorded(lab: &Path) -> Vec<(String, String)> {
+    let text = fs::read_to_string(lab.join(".repx/records.jsonl")).unwrap_or_default();
+    let mut records: Vec<(String, String)> = text
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                record["id"].as_str().unwrap().to_string(),
+                record["hash"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    records.sort();
+    records.dedup();
+    records
+}
+
+/// The one SLURM run directory of the store, `.repx/slurm/<run>`, newest when several.
+fn run_dir(lab: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(lab.join(".repx/slurm"))
+        .expect("the store has a slurm/ directory")
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a SLURM run directory")
+}
+
+/// The lines of the run's `submissions.jsonl`.
+fn submissions(dir: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(dir.join("submissions.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `scontrol show job ID` as `key=value` pairs.
+fn scontrol(id: &str) -> BTreeMap<String, String> {
+    let out = Command::new("scontrol")
+        .args(["show", "job", id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Jobs of a run SLURM still has queued or running (`squeue`'s default states).
+fn active(name: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args([
+            "--noheader",
+            "--array",
+            &format!("--name={name}"),
+            "--format=%i %T",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Cancels a run's SLURM jobs when a test ends, passed or not.
+struct CancelOnDrop(String);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("scancel")
+                .arg(format!("--name={}", self.0))
+                .status();
+        }
+    }
+}
+
+#[test]
+fn param_sweep_on_slurm_commits_the_same_files_as_a_local_run() {
+    require_slurm();
+    let local = copy_example("param-sweep");
+    repx(local.path(), &["run"]).expect_code(0);
+
+    // Two jobs per allocation: the six points go out as one array of three tasks, and the
+    // gather is chained after them with `afterok`.
+    let cluster = copy_example("param-sweep");
+    let out = slurm_run(cluster.path(), &["--batch-size", "2"]);
+    out.expect_code(0).expect_stderr(&[
+        "slurm: 4 allocation(s) from 2 submission(s)",
+        "7 jobs: 7 ran, 0 cached, 0 failed, 0 skipped",
+    ]);
+    assert_eq!(out.ran().len(), 7, "{}", out.stderr);
+    let subs = submissions(&run_dir(cluster.path()));
+    assert_eq!(subs.len(), 2, "{subs:?}");
+    assert_eq!(
+        (subs[0]["tasks"].as_u64(), subs[0]["jobs"].as_u64()),
+        (Some(3), Some(6))
+    );
+    assert_eq!(
+        (subs[1]["tasks"].as_u64(), subs[1]["jobs"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // The same job ids, and byte for byte the same committed files: outputs, manifests, logs.
+    let names = |lab: &Path| -> Vec<_> {
+        job_dirs(lab)
+            .iter()
+            .map(|d| d.file_name().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(local.path()), names(cluster.path()));
+    assert_eq!(job_dirs(local.path()).len(), 7);
+    for (here, there) in job_dirs(local.path()).iter().zip(job_dirs(cluster.path())) {
+        let (a, b) = (files(here), files(&there));
+        assert!(a.keys().any(|p| p.starts_with("out")), "{here:?}");
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{here:?}"
+        );
+        for (path, bytes) in &a {
+            assert!(bytes == &b[path], "{} differs", here.join(path).display());
+        }
+    }
+    assert_eq!(recorded(local.path()), recorded(cluster.path()));
+
+    // Either scheduler finds the other's results: nothing runs again.
+    let again = repx(cluster.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(
+        again.summary(),
+        "7 jobs: 0 ran, 7 cached, 0 failed, 0 skipped"
+    );
+    let again = slurm_run(local.path(), &[]);
+    again.expect_code(0);
+    assert_eq!(
+        again.summary(),
+        "7 jobs: 0 ran, 7 cached, 0 failed, 0 skipped"
+    );
+    assert!(
+        !again.stderr.contains("slurm:"),
+        "submitted: {}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_run_mixes_jobs_done_locally_with_jobs_run_on_slurm() {
+    require_slurm();
+    let lab = copy_example("param-sweep");
+    repx(lab.path(), &["run"]).expect_code(0);
+    // One more slope: two new points and a new gather; the six old points are done.
+    let toml = lab.path().join("repx.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        text.replace("slope = [1, 2, 5]", "slope = [1, 2, 5, 7]"),
+    )
+    .unwrap();
+    let out = slurm_run(lab.path(), &[]);
+    out.expect_code(0)
+        .expect_stderr(&["slurm: 1 allocation(s) from 1 submission(s)"]);
+    assert_eq!(
+        out.summary(),
+        "9 jobs: 3 ran, 6 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(out.ran(), ["combine", "point", "point"], "{}", out.stderr);
+    let batch = fs::read_to_string(run_dir(lab.path()).join("batch-0-0.json")).unwrap();
+    let batch: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    assert_eq!(batch["jobs"].as_array().unwrap().len(), 3, "{batch}");
+    // The gather reads the six old points from the store.
+    assert_eq!(batch["upstream"].as_array().unwrap().len(), 6, "{batch}");
+    // The new gather, committed by the worker, holds all eight points.
+    let gather = batch["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["stage"] == "combine")
+        .expect("the gather is in the batch");
+    let combined = fs::read_to_string(
+        lab.path()
+            .join(".repx/jobs")
+            .join(gather["id"].as_str().unwrap())
+            .join("out/combined.csv"),
+    )
+    .unwrap();
+    for slope in ["1", "2", "5", "7"] {
+        assert!(
+            combined.lines().any(|l| l.split(',').any(|f| f == slope)),
+            "no slope {slope} in\n{combined}"
+        );
+    }
+    repx(lab.path(), &["verify"]).expect_code(0);
+}
+
+/// `a-bad` fails (30 lines on stderr, then a non-zero exit), `b-after` reads it, `c-indep`
+/// does not.
+const FAILING: &str = r#"
+[stages.a-bad]
+plugin = "plugins/test-fail.wasm"
+params = { code = 3 }
+
+[stages.b-after]
+plugin = "plugins/sum.wasm"
+inputs = { data = "a-bad" }
+
+[stages.c-indep]
+plugin = "plugins/generate.wasm"
+params = { n = 5 }
+
+[pipelines.p]
+stages = ["a-bad", "b-after", "c-indep"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+
+/// The `SLURM job ID, log: PATH` line of a failure.
+#[track_caller]
+fn slurm_place(stderr: &str) -> (String, PathBuf) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split_once("SLURM job ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no SLURM job named\n{stderr}"));
+    let (id, log) = line.split_once(", log: ").expect("a log path");
+    (id.to_string(), PathBuf::from(log.trim()))
+}
+
+#[test]
+fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log() {
+    require_slurm();
+    let lab = lab_dir(FAILING, &["test-fail"]);
+    let out = slurm_run(lab.path(), &[]);
+    out.expect_code(FAILED).expect_stderr(&[
+        "FAILED a-bad [code=3]",
+        "exit status",
+        "line 30",
+        "skip b-after: upstream `a-bad` failed",
+    ]);
+    let id = common::failed_id(&out.stderr, "a-bad");
+    let (slurm_id, log) = slurm_place(&out.stderr);
+    assert!(
+        slurm_id.bytes().all(|b| b.is_ascii_digit() || b == b'_'),
+        "{slurm_id}"
+    );
+    let log_text =
+        fs::read_to_string(&log).unwrap_or_else(|e| panic!("the named log {}: {e}", log.display()));
+    assert!(log_text.contains("FAILED a-bad"), "{log_text}");
+    assert_eq!(
+        scontrol(&slurm_id).get("JobState").map(String::as_str),
+        Some("FAILED")
+    );
+    // The job's own logs are where a local run leaves them.
+    let failed = lab.path().join(".repx/failed");
+    let dir = fs::read_dir(&failed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .expect("failed/<id>");
+    assert!(
+        fs::read_to_string(dir.join("stderr"))
+            .unwrap()
+            .contains("line 1\n")
+    );
+    assert!(
+        !out.ran().contains(&"b-after".to_string()),
+        "{}",
+        out.stderr
+    );
+
+    // One job per allocation: `b-after` is chained after `a-bad`'s allocation, which
+    // fails; SLURM cancels it, and the coordinator skips `b-after`. `c-indep` runs.
+    let out = slurm_run(
+        lab.path(),
+        &[
+            "--batch-size",
+            "1",
+            "--no-job-arrays",
+            "--continue-on-failure",
+        ],
+    );
+    out.expect_code(FAILED)
+        .expect_stderr(&["FAILED a-bad", "skip b-after: upstream `a-bad` failed"]);
+    assert_eq!(
+        out.summary(),
+        "3 jobs: 1 ran, 0 cached, 1 failed, 1 skipped"
+    );
+    assert_eq!(out.ran(), ["c-indep"]);
+    let subs = submissions(&run_dir(lab.path()));
+    assert_eq!(subs.len(), 3, "one sbatch per job: {subs:?}");
+    repx(lab.path(), &["verify"]).expect_code(0);
+}
+
+/// Six long jobs, one per allocation: two run on the node's two CPUs, four wait.
+const SPINNING: &str = r#"
+[stages.spin]
+plugin = "plugins/bench-kernel.wasm"
+params = { kernel = "nbody", steps = 4000000000, i = 0 }
+outputs = ["result.json"]
+
+[pipelines.p]
+stages = ["spin"]
+
+[runs.r]
+pipelines = ["p"]
+params = { i = [1, 2, 3, 4, 5, 6] }
+"#;
+
+#[test]
+fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() {
+    require_slurm();
+    let lab = lab_dir(SPINNING, &["bench-kernel"]);
+    let mut child = repx_command(
+        lab.path(),
+        &["run", "--scheduler", "slurm", "--batch-size", "1"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting repx");
+    let mut guard = CancelOnDrop(String::new());
+
+    // Wait until SLURM has the run's jobs, some running.
+    let started = Instant::now();
+    let name = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never submitted"
+        );
+        if let Some(line) = fs::read_dir(lab.path().join(".repx/slurm"))
+            .ok()
+            .and_then(|_| submissions(&run_dir(lab.path())).into_iter().next())
+        {
+            let name = line["name"].as_str().unwrap().to_string();
+            guard.0 = name.clone();
+            if active(&name).iter().any(|l| l.ends_with("RUNNING")) {
+                break name;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(active(&name).len() >= 3, "{:?}", active(&name));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "repx run still ran two minutes after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(INTERRUPTED), "{stderr}");
+    assert!(stderr.contains("(interrupted)"), "{stderr}");
+
+    // Nothing of the run is left queued or running.
+    assert_eq!(active(&name), Vec::<String>::new());
+    // Nothing half-committed: no job is done, every output on disk matches its record.
+    assert!(
+        job_dirs(lab.path()).is_empty(),
+        "{:?}",
+        job_dirs(lab.path())
+    );
+    let verify = repx(lab.path(), &["verify"]);
+    verify.expect_code(0);
+    assert!(verify.stdout.contains("0 damaged") || verify.stderr.contains("0 damaged"));
+    let leftovers: Vec<_> = fs::read_dir(lab.path().join(".repx/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with("inputs-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left in tmp/: {leftovers:?}");
+}
+
+#[test]
+fn stage_resources_and_slurm_settings_become_sbatch_options() {
+    require_slurm();
+    let toml = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 3 }
+resources = { cpus = 2, mem = "64M", time = "10m" }
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+
+[slurm]
+partition = "debug"
+sbatch_flags = ["--comment=from-lab"]
+"#;
+    let lab = lab_dir(toml, &[]);
+    // The user's file is overridden by the lab, the lab by the command line.
+    let config = lab.path().join("config.toml");
+    fs::write(
+        &config,
+        "[slurm]\npartition = \"no-such-partition\"\nsbatch_flags = [\"--comment=from-user\"]\n",
+    )
+    .unwrap();
+    let out = output(
+        repx_command(
+            lab.path(),
+            &[
+                "run",
+                "--scheduler",
+                "slurm",
+                "--sbatch-flag=--comment=from-cli",
+            ],
+        )
+        .env("REPX_CONFIG", &config),
+    );
+    out.expect_code(0);
+    let subs = submissions(&run_dir(lab.path()));
+    let job = scontrol(subs[0]["slurm_id"].as_str().unwrap());
+    assert_eq!(job["Partition"], "debug", "{job:?}");
+    assert_eq!(job["CPUs/Task"], "2");
+    assert_eq!(job["MinMemoryNode"], "64M");
+    // The batch's summed time, plus a minute for the worker to start.
+    assert_eq!(job["TimeLimit"], "00:11:00");
+    assert_eq!(job["Comment"], "from-cli");
+    assert_eq!(job["JobState"], "COMPLETED");
+}
+
+#[test]
+fn slurm_settings_are_checked_before_anything_is_submitted() {
+    let lab = lab_dir(
+        "[stages.g]\nplugin = \"plugins/generate.wasm\"\nresources = { cpus = 0, memory = \"1G\" }\n\
+         [pipelines.p]\nstages = [\"g\"]\n[runs.r]\npipelines = [\"p\"]\n[slurm]\nbatch_size = 0\n",
+        &[],
+    );
+    let out = repx(lab.path(), &["run", "--scheduler", "slurm"]);
+    out.expect_code(INVALID).expect_stderr(&[
+        "stages.g.resources.cpus",
+        "stages.g.resources.memory",
+        "did you mean `mem`",
+        "`batch_size` must be at least 1",
+    ]);
+    assert!(!lab.path().join(".repx/slurm").exists());
+
+    let lab = copy_example("param-sweep");
+    repx(lab.path(), &["run", "--partition", "debug"])
+        .expect_code(INVALID)
+        .expect_stderr(&["--partition is for `--scheduler slurm`"]);
+    repx(
+        lab.path(),
+        &["run", "--scheduler", "slurm", "--batch-size", "0"],
+    )
+    .expect_code(INVALID);
+}
