@@ -64,12 +64,16 @@ impl Plugins {
     }
 }
 
-/// A temporary directory, removed (sealed outputs and all) when dropped.
+/// A new directory under `parent` (default: the system's temporary directory), removed
+/// (sealed outputs and all) when dropped.
 pub struct WorkDir(PathBuf);
 
 impl WorkDir {
-    pub fn new() -> Result<WorkDir, BenchError> {
-        let dir = std::env::temp_dir().join(format!("repx-bench-{}", std::process::id()));
+    pub fn new(parent: Option<&Path>) -> Result<WorkDir, BenchError> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = std::path::absolute(&parent)
+            .map_err(io(&parent))?
+            .join(format!("repx-bench-{}", std::process::id()));
         remove_tree(&dir).map_err(io(&dir))?;
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(WorkDir(dir))
@@ -133,12 +137,13 @@ pub struct Machine {
     pub cpu: String,
     pub memory_gib: f64,
     pub kernel: String,
-    /// The filesystem type of the temporary directory the stores live in.
+    /// The filesystem type of the directory the stores live in.
     pub filesystem: String,
 }
 
 impl Machine {
-    pub fn this() -> Machine {
+    /// This machine, with the filesystem that holds `work`.
+    pub fn this(work: &Path) -> Machine {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
         let cpu = cpuinfo
@@ -159,7 +164,7 @@ impl Machine {
             cpu,
             memory_gib: (memory_kib / (1024.0 * 1024.0) * 10.0).round() / 10.0,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            filesystem: filesystem_of(&std::env::temp_dir()),
+            filesystem: filesystem_of(work),
         }
     }
 }

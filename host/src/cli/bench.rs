@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// The native builds of bench-kernel and bench-io (default: plugins/target/release).
     #[arg(long, value_name = "DIR")]
     pub native: Option<PathBuf>,
+    /// Where the labs and stores go, in a subdirectory removed at the end (default: the
+    /// system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
     /// Internal: run one sweep's jobs in this process and print what it measured.
     #[arg(long, value_name = "DIR", hide = true)]
     pub worker_sweep: Option<PathBuf>,
@@ -79,6 +83,7 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
             .clone()
             .unwrap_or_else(|| default_dir(&exe, NATIVE_DIR)),
         exe,
+        work: args.work.clone(),
     };
     let report =
         bench::run(&options, &mut |note| eprintln!("bench: {note}")).map_err(|e| match e {
