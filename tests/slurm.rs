@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, cache_dir, copy_example, job_dirs, lab_dir, repx};
+use common::{Output, copy_example, job_dirs, lab_dir, repx, repx_command, repx_with_env};
 
 const FAILED: i32 = 1;
 const INVALID: i32 = 2;
@@ -41,31 +41,15 @@ fn require_slurm() {
     );
 }
 
-/// `repx ARGS` in `dir`, not started yet, with the environment `repx()` gives it.
-fn repx_command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_repx"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("REPX_CACHE_DIR", cache_dir())
-        // The user's own SLURM settings stay out of the tests.
-        .env("REPX_CONFIG", dir.join("no-user-config.toml"));
-    command
-}
-
-fn output(command: &mut Command) -> Output {
-    let out = command.output().expect("running repx");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// A user config file that does not exist: the user's own SLURM settings stay out.
+fn no_user_config(dir: &Path) -> String {
+    dir.join("no-user-config.toml").display().to_string()
 }
 
 fn slurm_run(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["run", "--scheduler", "slurm"];
     args.extend(extra);
-    output(&mut repx_command(dir, &args))
+    repx_with_env(dir, &args, &[("REPX_CONFIG", &no_user_config(dir))])
 }
 
 /// Every file under `root`, by relative path, with its bytes.
@@ -405,6 +389,7 @@ fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() 
         lab.path(),
         &["run", "--scheduler", "slurm", "--batch-size", "1"],
     )
+    .env("REPX_CONFIG", no_user_config(lab.path()))
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
@@ -500,17 +485,15 @@ sbatch_flags = ["--comment=from-lab"]
         "[slurm]\npartition = \"no-such-partition\"\nsbatch_flags = [\"--comment=from-user\"]\n",
     )
     .unwrap();
-    let out = output(
-        repx_command(
-            lab.path(),
-            &[
-                "run",
-                "--scheduler",
-                "slurm",
-                "--sbatch-flag=--comment=from-cli",
-            ],
-        )
-        .env("REPX_CONFIG", &config),
+    let out = repx_with_env(
+        lab.path(),
+        &[
+            "run",
+            "--scheduler",
+            "slurm",
+            "--sbatch-flag=--comment=from-cli",
+        ],
+        &[("REPX_CONFIG", config.to_str().unwrap())],
     );
     out.expect_code(0);
     let subs = submissions(&run_dir(lab.path()));
@@ -549,4 +532,63 @@ fn slurm_settings_are_checked_before_anything_is_submitted() {
         &["run", "--scheduler", "slurm", "--batch-size", "0"],
     )
     .expect_code(INVALID);
+}
+
+/// What a worker leaves in the store beside the coordinator, without SLURM: its own
+/// staging names, commits the lock holder reads once it refreshes, and a `tmp/` the next
+/// lock holder leaves alone while a worker lives.
+#[test]
+fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
+    use repx::store::{Logs, Record, Store, StoreError};
+    use std::io::Write;
+
+    let record = |id: &str| Record {
+        id: id.into(),
+        stage: "s".into(),
+        mode: repx::lab::Mode::Pure,
+        params: Default::default(),
+        hash: String::new(),
+        fingerprint: None,
+        finished_ms: 0,
+        duration_ms: 0,
+    };
+    let dir = common::TempDir::new();
+    let root = dir.path().join("store");
+    let owner = Store::open(&root).unwrap();
+    assert!(matches!(Store::open(&root), Err(StoreError::Locked { .. })));
+    let worker = Store::open_worker(&root).unwrap();
+
+    let mine = owner.stage("j1", 0).unwrap();
+    let theirs = worker.stage("j1", 0).unwrap();
+    assert_ne!(mine.dir, theirs.dir);
+    owner.discard(mine, &Logs::default()).unwrap();
+    fs::write(theirs.out.join("x"), "1").unwrap();
+    worker
+        .commit(theirs, &[], u64::MAX, &Logs::default(), record("j1"))
+        .unwrap();
+    assert!(owner.done("j1").is_none(), "not read yet");
+    assert_eq!(owner.refresh().unwrap().len(), 1);
+    assert!(owner.done("j1").is_some());
+    assert!(owner.refresh().unwrap().is_empty());
+
+    let staged = worker.stage("j2", 0).unwrap();
+    drop(owner);
+    let next = Store::open(&root).unwrap();
+    assert!(staged.dir.is_dir(), "a live worker's staging was cleared");
+    assert!(next.done("j1").is_some());
+    drop(next);
+    drop(worker);
+    let last = Store::open(&root).unwrap();
+    assert!(!staged.dir.exists(), "a dead worker's staging was kept");
+
+    // A record line still being written is read once it is whole.
+    let path = root.join("records.jsonl");
+    let mut line = serde_json::to_vec(&record("j3")).unwrap();
+    let rest = line.split_off(10);
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(&line).unwrap();
+    assert!(last.refresh().unwrap().is_empty());
+    file.write_all(&rest).unwrap();
+    file.write_all(b"\n").unwrap();
+    assert_eq!(last.refresh().unwrap()[0].id, "j3");
 }
