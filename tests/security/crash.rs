@@ -1,4 +1,4 @@
-//! The crash suite: `repx run` of 300 jobs, killed with SIGKILL at 50 different moments
+//! The crash suite: `repx run` of 1,000 jobs, killed with SIGKILL at 50 different moments
 //! (before its first event, after its first job started, after its 1st to 9th job finished,
 //! and at a few fixed delays), resuming each time from what the previous runs left.
 //!
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{TempDir, copy_example, repx, repx_command};
 
-const JOBS: i64 = 300;
+const JOBS: i64 = 1000;
 const KILLS: usize = 50;
 const INTERCEPT: i64 = 7;
 
@@ -42,7 +42,7 @@ fn moment(k: usize) -> Moment {
     }
 }
 
-/// The param-sweep example's point stage over 300 slopes.
+/// The param-sweep example's point stage over 1,000 slopes.
 fn sweep_lab() -> TempDir {
     let lab = copy_example("param-sweep");
     let slopes: Vec<String> = (0..JOBS).map(|s| s.to_string()).collect();

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::graph::{JobIndex, JobInput};
 use crate::lab::Mode;
 use crate::plan::Plan;
-use crate::store::{Logs, Record, Staging, Store};
+use crate::store::{Logs, Record, Sealed, Staging, Store};
 use crate::wasm::host::Observer;
 use crate::wasm::policy::{Mount, Policy};
 use crate::wasm::{Ending, JobRun, Runtime};
@@ -26,8 +26,9 @@ pub struct Attempt<'a> {
     pub observer: Arc<dyn Observer>,
 }
 
-/// Runs the job and commits its output; the error is the failure to report.
-pub fn execute(attempt: Attempt) -> Result<Record, String> {
+/// Runs the job and seals its output, ready for [`Store::commit_sealed`]; the error is the
+/// failure to report.
+pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
     let Attempt {
         plan,
         store,
@@ -101,11 +102,9 @@ pub fn execute(attempt: Attempt) -> Result<Record, String> {
             .map_or(0, |d| d.as_millis() as u64),
         duration_ms: started.elapsed().as_millis() as u64,
     };
-    let committed = store
-        .commit(staging, &stage.outputs, stage.limits.output, &logs, record)
-        .map_err(|e| e.to_string())?;
-    store.clear_failure(id);
-    Ok(committed)
+    store
+        .seal(staging, &stage.outputs, stage.limits.output, &logs, record)
+        .map_err(|e| e.to_string())
 }
 
 fn policy(

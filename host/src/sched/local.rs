@@ -4,9 +4,15 @@
 //! known; if the store already has it the job is cached, otherwise it is queued for the
 //! workers. A failure skips everything downstream of it and, unless
 //! `--continue-on-failure`, stops new jobs from starting.
+//!
+//! A worker that finished a job seals its output and hands it to one committer thread,
+//! then takes the next job at once; the committer commits whatever was sealed since its
+//! last round as one batch (see [`crate::store::Store::commit_sealed`]), so a run of many
+//! small jobs pays for one flush to disk per batch, not several per job. A job is done, and
+//! its dependents may start, only once its batch is committed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -15,7 +21,7 @@ use super::{Event, Force, Options, Summary};
 use crate::graph::JobIndex;
 use crate::lab::Mode;
 use crate::plan::Plan;
-use crate::store::{Record, Store};
+use crate::store::{Record, Sealed, Store};
 use crate::wasm::Runtime;
 use crate::wasm::host::Observer;
 
@@ -23,6 +29,8 @@ use crate::wasm::host::Observer;
 enum State {
     Waiting,
     Queued,
+    /// Ran, its output sealed and waiting for the committer.
+    Sealed,
     /// Done, with the key downstream jobs see.
     Done(String),
     Failed,
@@ -38,6 +46,16 @@ struct Work {
 
 fn next_work(work: &Mutex<mpsc::Receiver<Work>>) -> Option<Work> {
     work.lock().ok()?.recv().ok()
+}
+
+/// What the workers and the committer tell the coordinator about a job.
+enum Report {
+    /// The job ran and its output waits for the committer: its worker is free.
+    Sealed,
+    /// The run is stopping: the worker gave the job back without starting it.
+    NotStarted,
+    /// The job is over: committed, or failed (on its worker or in its commit).
+    Done(Result<Record, String>),
 }
 
 /// Where events go; shared with the plugins' observers on the worker threads.
@@ -79,20 +97,46 @@ pub fn run(
     let dependents = plan.graph.dependents();
     let mut state = vec![State::Waiting; jobs.len()];
     let mut ids: Vec<Option<String>> = vec![None; jobs.len()];
+    // The key of every done job, kept beside `state` so that resolving a job costs its
+    // inputs, not the whole graph.
+    let mut keys: Vec<Option<String>> = vec![None; jobs.len()];
     let mut summary = Summary::default();
     emit(Event::Started {
         jobs: selected.len(),
     });
 
-    let (results_tx, results_rx) = mpsc::channel::<(JobIndex, Result<Record, String>)>();
+    let (results_tx, results_rx) = mpsc::channel::<(JobIndex, Report)>();
+    let (sealed_tx, sealed_rx) = mpsc::channel::<(JobIndex, Sealed)>();
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
+    // Jobs on the workers, and jobs sealed but not yet committed.
     let mut running = 0usize;
+    let mut committing = 0usize;
     let mut stopping = false;
+    // Workers keep one job queued each beyond the one they run, so that none waits for
+    // the coordinator between jobs; `stop` tells them not to start what is queued. A
+    // failure sets it where it happens, before anyone hears of it, so that without
+    // `--continue-on-failure` no job starts after one failed.
+    let stop = AtomicBool::new(false);
+    let stop_on_failure = !options.continue_on_failure;
+    let in_flight = options.jobs.max(1) * 2;
 
     std::thread::scope(|scope| {
+        {
+            let results_tx = results_tx.clone();
+            let stop = &stop;
+            scope.spawn(move || {
+                commit_batches(
+                    store,
+                    &sealed_rx,
+                    &results_tx,
+                    stop_on_failure.then_some(stop),
+                );
+            });
+        }
         for _ in 0..options.jobs.max(1) {
             let (work_rx, results_tx, emit) = (work_rx.clone(), results_tx.clone(), emit.clone());
+            let (sealed_tx, stop) = (sealed_tx.clone(), &stop);
             scope.spawn(move || {
                 // The lock is held only while waiting for the next job, not while running it.
                 while let Some(Work {
@@ -101,6 +145,10 @@ pub fn run(
                     upstream_ids,
                 }) = next_work(&work_rx)
                 {
+                    if stop.load(Ordering::Relaxed) {
+                        let _ = results_tx.send((index, Report::NotStarted));
+                        continue;
+                    }
                     emit(Event::JobStarted {
                         job: index,
                         id: id.clone(),
@@ -120,14 +168,28 @@ pub fn run(
                         upstream_ids,
                         observer,
                     };
-                    let _ = results_tx.send((index, execute(attempt)));
+                    match execute(attempt) {
+                        // The coordinator hears of it before the committer can finish it.
+                        Ok(sealed) => {
+                            let _ = results_tx.send((index, Report::Sealed));
+                            let _ = sealed_tx.send((index, sealed));
+                        }
+                        Err(failure) => {
+                            if stop_on_failure {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            let _ = results_tx.send((index, Report::Done(Err(failure))));
+                        }
+                    }
                 }
             });
         }
         drop(results_tx);
+        drop(sealed_tx);
 
         let mut pending: VecDeque<JobIndex> = selected.iter().copied().collect();
-        // Ready jobs wait here, not in the workers' channel, so that stopping stops them.
+        // Ready jobs wait here, and only a few in the workers' channel, so that stopping
+        // stops them.
         let mut ready: VecDeque<Work> = VecDeque::new();
         loop {
             // Resolve whatever became resolvable: cached jobs cascade without running.
@@ -154,19 +216,13 @@ pub fn run(
                     pending.extend(&dependents[index]);
                     continue;
                 }
-                let keys: Vec<Option<String>> = state
-                    .iter()
-                    .map(|s| match s {
-                        State::Done(key) => Some(key.clone()),
-                        _ => None,
-                    })
-                    .collect();
                 if !deps.iter().all(|d| keys[*d].is_some()) {
                     continue;
                 }
                 let id = plan.id(index, &keys).expect("upstream keys are known");
                 ids[index] = Some(id.clone());
                 if let Some(key) = cached(plan, store, index, &id, &options.force) {
+                    keys[index] = Some(key.clone());
                     state[index] = State::Done(key);
                     summary.cached += 1;
                     emit(Event::JobCached {
@@ -188,15 +244,18 @@ pub fn run(
                     upstream_ids,
                 });
             }
-            while running < options.jobs.max(1) && !stopping {
+            if stopping {
+                stop.store(true, Ordering::Relaxed);
+            }
+            while running < in_flight && !stopping {
                 let Some(work) = ready.pop_front() else { break };
                 let _ = work_tx.send(work);
                 running += 1;
             }
-            if running == 0 {
+            if running == 0 && committing == 0 {
                 break;
             }
-            let Ok((index, result)) = results_rx.recv_timeout(Duration::from_millis(100)) else {
+            let Ok((index, report)) = results_rx.recv_timeout(Duration::from_millis(100)) else {
                 if options.interrupted.load(Ordering::Relaxed) && !stopping {
                     stopping = true;
                     summary.interrupted = true;
@@ -204,7 +263,27 @@ pub fn run(
                 }
                 continue;
             };
-            running -= 1;
+            let result = match report {
+                Report::Sealed => {
+                    state[index] = State::Sealed;
+                    running -= 1;
+                    committing += 1;
+                    continue;
+                }
+                Report::NotStarted => {
+                    state[index] = State::Waiting;
+                    running -= 1;
+                    continue;
+                }
+                Report::Done(result) if state[index] == State::Sealed => {
+                    committing -= 1;
+                    result
+                }
+                Report::Done(result) => {
+                    running -= 1;
+                    result
+                }
+            };
             let stage = jobs[index].stage.clone();
             let id = ids[index].clone().unwrap_or_default();
             match result {
@@ -214,6 +293,7 @@ pub fn run(
                     } else {
                         id.clone()
                     };
+                    keys[index] = Some(key.clone());
                     state[index] = State::Done(key);
                     summary.ran += 1;
                     emit(Event::JobFinished {
@@ -246,6 +326,31 @@ pub fn run(
     summary.not_run =
         selected.len() - summary.ran - summary.cached - summary.failed - summary.skipped;
     summary
+}
+
+/// The committer: commits every output sealed since its last round as one batch, until
+/// the workers are gone and nothing is left.
+fn commit_batches(
+    store: &Store,
+    sealed: &mpsc::Receiver<(JobIndex, Sealed)>,
+    results: &mpsc::Sender<(JobIndex, Report)>,
+    stop_on_failure: Option<&AtomicBool>,
+) {
+    while let Ok(first) = sealed.recv() {
+        let (indices, batch): (Vec<JobIndex>, Vec<Sealed>) =
+            std::iter::once(first).chain(sealed.try_iter()).unzip();
+        for (index, result) in indices.into_iter().zip(store.commit_sealed(batch)) {
+            match &result {
+                Ok(record) => store.clear_failure(&record.id),
+                Err(_) => {
+                    if let Some(stop) = stop_on_failure {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = results.send((index, Report::Done(result.map_err(|e| e.to_string()))));
+        }
+    }
 }
 
 /// The key of the job's output when the store may stand in for running it.

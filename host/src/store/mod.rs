@@ -17,7 +17,8 @@
 //! Invariant: a job is done only when its record exists *and* `jobs/<id>` exists. An output
 //! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
-//! the next run replaces.
+//! the next run replaces. Outputs are committed in batches that share the flushes and the
+//! append (see [`Store::commit_sealed`]); each job of a batch keeps this order.
 //!
 //! Workers: while `repx run --scheduler slurm` holds the lock, the `repx worker`s it starts
 //! on cluster nodes open the store with [`Store::open_worker`]. They stage under names of
@@ -26,6 +27,7 @@
 //! clears it only when no worker holds `workers.lock`. [`Store::refresh`] reads the records
 //! others appended.
 
+mod commit;
 pub mod gc;
 mod tree;
 pub mod verify;
@@ -34,10 +36,12 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub use commit::Sealed;
 pub use tree::{Entry, TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
 
 /// The file beside a job's `out/` listing every entry and its digest.
@@ -110,7 +114,8 @@ impl<'de> Deserialize<'de> for crate::lab::Mode {
     }
 }
 
-/// A job's working directory while it runs: `out/` and `scratch/` for the plugin.
+/// A job's working directory while it runs: `out/` inside it and, from a pool of
+/// directories reused from job to job, an empty `scratch` for the plugin's `/tmp`.
 pub struct Staging {
     pub id: String,
     pub dir: PathBuf,
@@ -136,6 +141,10 @@ pub struct Store {
     tag: String,
     /// A worker's `records.lock`, taken around each append.
     append_lock: Option<File>,
+    /// Empty scratch directories in `tmp/`, handed from one job to the next: creating and
+    /// removing one per job is what dominated a trivial job's cost on ext4.
+    scratch: Mutex<Vec<PathBuf>>,
+    scratch_made: AtomicU64,
     _lock: File,
 }
 
@@ -212,6 +221,8 @@ impl Store {
             read: Mutex::new(read),
             tag,
             append_lock,
+            scratch: Mutex::new(Vec::new()),
+            scratch_made: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -323,10 +334,9 @@ impl Store {
             .join("tmp")
             .join(format!("{id}.{}.{attempt}", self.tag));
         let out = dir.join("out");
-        let scratch = dir.join("scratch");
         fs::create_dir(&dir).map_err(io(&dir))?;
         fs::create_dir(&out).map_err(io(&out))?;
-        fs::create_dir(&scratch).map_err(io(&scratch))?;
+        let scratch = self.take_scratch()?;
         Ok(Staging {
             id: id.to_string(),
             dir,
@@ -336,7 +346,8 @@ impl Store {
     }
 
     /// Commits a staged output: checks declared outputs, hashes, seals and moves it into
-    /// place, then appends `record` with the output's hash filled in.
+    /// place, then appends `record` with the output's hash filled in. A batch of outputs
+    /// commits faster with [`Store::seal`] and [`Store::commit_sealed`].
     pub fn commit(
         &self,
         staging: Staging,
@@ -345,75 +356,50 @@ impl Store {
         logs: &Logs,
         record: Record,
     ) -> Result<Record, StoreError> {
-        match self.seal_and_move(&staging, outputs, output_limit, logs, record) {
-            Ok(record) => Ok(record),
-            Err(e) => {
-                // A refused output is a failure like any other: logs kept, output gone.
-                let _ = self.discard(staging, logs);
-                Err(e)
-            }
-        }
+        let sealed = self.seal(staging, outputs, output_limit, logs, record)?;
+        let mut results = self.commit_sealed(vec![sealed]);
+        results.pop().expect("one result for one output")
     }
 
-    fn seal_and_move(
-        &self,
-        staging: &Staging,
-        outputs: &[PathBuf],
-        output_limit: u64,
-        logs: &Logs,
-        mut record: Record,
-    ) -> Result<Record, StoreError> {
-        let id = staging.id.clone();
-        remove_tree(&staging.scratch).map_err(io(&staging.scratch))?;
-        for output in outputs {
-            if fs::symlink_metadata(staging.out.join(output)).is_err() {
-                return Err(StoreError::MissingOutput {
-                    id,
-                    output: output.clone(),
-                });
+    /// An empty scratch directory: one a finished job gave back, or a new one.
+    fn take_scratch(&self) -> Result<PathBuf, StoreError> {
+        if let Some(dir) = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(dir);
+        }
+        let n = self.scratch_made.fetch_add(1, Ordering::Relaxed);
+        let dir = self.tmp_path(&format!("scratch-{n}"));
+        fs::create_dir(&dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Empties a job's scratch directory and keeps it for the next job; one that cannot
+    /// be emptied is left for the next `Store::open` to clear.
+    fn release_scratch(&self, dir: PathBuf) {
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries {
+            let emptied = entry.and_then(|e| remove_tree(&e.path()));
+            if emptied.is_err() {
+                return;
             }
         }
-        let summary = seal_tree(&staging.out).map_err(|source| StoreError::Output {
-            id: id.clone(),
-            source,
-        })?;
-        if summary.bytes > output_limit {
-            return Err(StoreError::OutputLimit {
-                id,
-                limit: output_limit,
-                size: summary.bytes,
-            });
-        }
-        record.hash = summary.hash;
-        let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
-        let manifest_path = staging.dir.join(MANIFEST);
-        fs::write(&manifest_path, manifest).map_err(io(&manifest_path))?;
-        write_logs(&staging.dir, logs)?;
-        sync_dir(&staging.dir)?;
-
-        let target = self.job_dir(&id);
-        if target.exists() {
-            // An unrecorded leftover of a crash, or an impure job's previous output.
-            let trash = staging.dir.with_extension("old");
-            fs::rename(&target, &trash).map_err(io(&target))?;
-            remove_tree(&trash).map_err(io(&trash))?;
-        }
-        fs::rename(&staging.dir, &target).map_err(io(&target))?;
-        sync_dir(&self.root.join("jobs"))?;
-        self.append(&record)?;
-        self.records
-            .write()
+        self.scratch
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, record.clone());
-        Ok(record)
+            .push(dir);
     }
 
     /// Keeps a failed attempt's logs in `failed/<id>` and discards its output.
-    pub fn discard(&self, staging: Staging, logs: &Logs) -> Result<(), StoreError> {
+    pub fn discard(&self, mut staging: Staging, logs: &Logs) -> Result<(), StoreError> {
+        self.release_scratch(std::mem::take(&mut staging.scratch));
         let target = self.failed_dir(&staging.id);
         remove_tree(&target).map_err(io(&target))?;
         fs::create_dir_all(&target).map_err(io(&target))?;
-        write_logs(&target, logs)?;
+        write_logs(&target, logs, true)?;
         remove_tree(&staging.dir).map_err(io(&staging.dir))
     }
 
@@ -422,13 +408,20 @@ impl Store {
         let _ = remove_tree(&self.failed_dir(id));
     }
 
-    fn append(&self, record: &Record) -> Result<(), StoreError> {
-        let mut line = serde_json::to_vec(record).expect("records serialise");
-        line.push(b'\n');
+    /// Appends records in one write and one fdatasync.
+    fn append<'r>(&self, records: impl Iterator<Item = &'r Record>) -> Result<(), StoreError> {
+        let mut line = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut line, record).expect("records serialise");
+            line.push(b'\n');
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
         let path = self.root.join("records.jsonl");
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        // One write of one line on an O_APPEND file: whole, after every other line. The
-        // lock makes that hold on shared filesystems too, where workers write from nodes.
+        // One write of whole lines on an O_APPEND file: after every other line. The lock
+        // makes that hold on shared filesystems too, where workers write from nodes.
         if let Some(lock) = &self.append_lock {
             lock.lock().map_err(io(&path))?;
         }
@@ -491,20 +484,27 @@ fn read_records_into(
     Ok(end)
 }
 
-fn write_logs(dir: &Path, logs: &Logs) -> Result<(), StoreError> {
-    for (name, bytes) in [
-        ("stdout", &logs.stdout),
-        ("stderr", &logs.stderr),
-        ("host.log", &logs.host),
-    ] {
+/// The names of a job's log files, beside `out/` or in `failed/<id>/`.
+const LOG_FILES: [&str; 3] = ["stdout", "stderr", "host.log"];
+
+/// Writes the non-empty logs into `dir`, flushed when `sync`; returns the files written.
+fn write_logs(dir: &Path, logs: &Logs, sync: bool) -> Result<Vec<PathBuf>, StoreError> {
+    let mut written = Vec::new();
+    for (name, bytes) in LOG_FILES
+        .into_iter()
+        .zip([&logs.stdout, &logs.stderr, &logs.host])
+    {
         if !bytes.is_empty() {
             let path = dir.join(name);
             let mut file = File::create(&path).map_err(io(&path))?;
             file.write_all(bytes).map_err(io(&path))?;
-            file.sync_data().map_err(io(&path))?;
+            if sync {
+                file.sync_data().map_err(io(&path))?;
+            }
+            written.push(path);
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

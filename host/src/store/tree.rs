@@ -45,15 +45,21 @@ pub struct Entry {
 
 /// Hashes `root` without changing it.
 pub fn hash_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, false)
+    walk(root, false, false)
 }
 
 /// Hashes `root`, makes every entry read-only and flushes file contents to disk.
 pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, true)
+    walk(root, true, true)
 }
 
-fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
+/// Hashes `root` and makes every entry read-only, flushing nothing: for a caller that
+/// makes a whole batch durable at once (see [`super::Store::commit_sealed`]).
+pub fn seal_tree_unsynced(root: &Path) -> Result<TreeSummary, TreeError> {
+    walk(root, true, false)
+}
+
+fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
     let mut listing = blake3::Hasher::new();
     let mut summary = TreeSummary {
         hash: String::new(),
@@ -125,7 +131,9 @@ fn walk(root: &Path, seal: bool) -> Result<TreeSummary, TreeError> {
                 let sealed = if executable { 0o555 } else { 0o444 };
                 file.set_permissions(fs::Permissions::from_mode(sealed))
                     .map_err(err)?;
-                file.sync_all().map_err(err)?;
+                if sync {
+                    file.sync_all().map_err(err)?;
+                }
             }
         } else if kind.is_fifo()
             || kind.is_socket()
