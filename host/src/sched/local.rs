@@ -371,12 +371,14 @@ pub(super) fn cached(
     if forced {
         return None;
     }
-    let record = store.done(id)?;
     if job.mode == Mode::Impure {
+        let record = store.done(id)?;
         let current = plan.fingerprints.get(&job.stage)?;
         if record.fingerprint.as_ref() != Some(current) {
             return None;
         }
+    } else if !store.is_done(id) {
+        return None;
     }
     plan.key(index, id, store)
 }

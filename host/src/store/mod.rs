@@ -145,6 +145,9 @@ pub struct Store {
     /// removing one per job is what dominated a trivial job's cost on ext4.
     scratch: Mutex<Vec<PathBuf>>,
     scratch_made: AtomicU64,
+    /// `jobs/`, open: whether an output exists is one `fstatat` from here, not a walk of
+    /// the whole path (a no-op run asks it of every job).
+    jobs: File,
     _lock: File,
 }
 
@@ -214,6 +217,8 @@ impl Store {
             .append(true)
             .open(&records_path)
             .map_err(io(&records_path))?;
+        let jobs_path = root.join("jobs");
+        let jobs = File::open(&jobs_path).map_err(io(&jobs_path))?;
         Ok(Store {
             root,
             records: RwLock::new(records),
@@ -223,6 +228,7 @@ impl Store {
             append_lock,
             scratch: Mutex::new(Vec::new()),
             scratch_made: AtomicU64::new(0),
+            jobs,
             _lock: lock,
         })
     }
@@ -265,7 +271,36 @@ impl Store {
     /// The job's record, if it is done: recorded and its output still on disk.
     pub fn done(&self, id: &str) -> Option<Record> {
         let record = self.record(id)?;
-        self.output_dir(id).is_dir().then_some(record)
+        self.has_output(id).then_some(record)
+    }
+
+    /// Whether the job is done, as [`Store::done`], without copying its record.
+    pub fn is_done(&self, id: &str) -> bool {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+            && self.has_output(id)
+    }
+
+    /// Whether `jobs/<id>/out` is a directory (not following a link there).
+    fn has_output(&self, id: &str) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(path) = std::ffi::CString::new(format!("{id}/out")) else {
+            return false;
+        };
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `jobs` is an open directory, `path` a NUL-terminated string, and `stat`
+        // is only read once the call has filled it.
+        let found = unsafe {
+            libc::fstatat(
+                self.jobs.as_raw_fd(),
+                path.as_ptr(),
+                stat.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } == 0;
+        found && unsafe { stat.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
 
     /// The record, whether or not its output still exists.
