@@ -16,7 +16,8 @@ wasmtime::component::bindgen!({
     world: "stage",
 });
 
-pub use repx::stage::host::{Level, ToolRequest};
+// `self::` because the crate is also called `repx`, which doc tests see as an extern crate.
+pub use self::repx::stage::host::{Level, ToolRequest};
 
 /// Receives a plugin's progress reports and warnings as they happen.
 pub trait Observer: Send + Sync {
@@ -37,7 +38,7 @@ pub struct HostState {
     pub deadline: Instant,
 }
 
-impl repx::stage::host::Host for HostState {
+impl self::repx::stage::host::Host for HostState {
     fn run_tool(&mut self, request: ToolRequest) -> Result<i32, String> {
         let line = format!(
             "$ {} {} (in {})\n",
