@@ -158,6 +158,7 @@ impl Store {
         for sub in ["jobs", "failed", "snapshots", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
         }
+        spread_subdirectories(&root.join("tmp"));
         let lock_path = root.join("lock");
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         match lock.try_lock() {
@@ -185,6 +186,7 @@ impl Store {
         for sub in ["jobs", "failed", "snapshots", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
         }
+        spread_subdirectories(&root.join("tmp"));
         let workers = workers_lock(&root)?;
         workers
             .lock_shared()
@@ -540,6 +542,30 @@ fn write_logs(dir: &Path, logs: &Logs, sync: bool) -> Result<Vec<PathBuf>, Store
         }
     }
     Ok(written)
+}
+
+/// Marks `dir` as the top of independent directory trees (`chattr +T`) on ext2/3/4, so that
+/// the Orlov allocator spreads its subdirectories (one per job attempt) over block groups
+/// instead of packing them into the parent's. Without a journal, ext4 skips every inode
+/// freed in the last minutes when it allocates one, one by one; in a group where much was
+/// just deleted, that made each new job's directories and files cost more than the job.
+/// Elsewhere the call fails and nothing changes.
+fn spread_subdirectories(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    /// `FS_TOPDIR_FL` of `linux/fs.h`.
+    const TOPDIR: libc::c_int = 0x0002_0000;
+    let Ok(dir) = File::open(dir) else { return };
+    let mut flags: libc::c_int = 0;
+    // SAFETY: `dir` is open, and both ioctls take a pointer to an int that lives across
+    // the call.
+    unsafe {
+        if libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) == 0
+            && flags & TOPDIR == 0
+        {
+            flags |= TOPDIR;
+            libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
