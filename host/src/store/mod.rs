@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,8 @@ pub struct Store {
     /// removing one per job is what dominated a trivial job's cost on ext4.
     scratch: Mutex<Vec<PathBuf>>,
     scratch_made: AtomicU64,
+    /// Whether `tmp/staging.<tag>/`, where job attempts are staged, exists yet.
+    staging_made: AtomicBool,
     /// `jobs/`, open: whether an output exists is one `fstatat` from here, not a walk of
     /// the whole path (a no-op run asks it of every job).
     jobs: File,
@@ -230,6 +232,7 @@ impl Store {
             append_lock,
             scratch: Mutex::new(Vec::new()),
             scratch_made: AtomicU64::new(0),
+            staging_made: AtomicBool::new(false),
             jobs,
             _lock: lock,
         })
@@ -366,10 +369,14 @@ impl Store {
 
     /// Makes a fresh staging directory for a job attempt.
     pub fn stage(&self, id: &str, attempt: u64) -> Result<Staging, StoreError> {
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("{id}.{}.{attempt}", self.tag));
+        // One parent per process, placed by the allocator once (see `spread_subdirectories`);
+        // each attempt's directories are then made beside each other, in its block group.
+        let parent = self.tmp_path("staging");
+        if !self.staging_made.load(Ordering::Relaxed) {
+            fs::create_dir_all(&parent).map_err(io(&parent))?;
+            self.staging_made.store(true, Ordering::Relaxed);
+        }
+        let dir = parent.join(format!("{id}.{attempt}"));
         let out = dir.join("out");
         fs::create_dir(&dir).map_err(io(&dir))?;
         fs::create_dir(&out).map_err(io(&out))?;
@@ -545,11 +552,12 @@ fn write_logs(dir: &Path, logs: &Logs, sync: bool) -> Result<Vec<PathBuf>, Store
 }
 
 /// Marks `dir` as the top of independent directory trees (`chattr +T`) on ext2/3/4, so that
-/// the Orlov allocator spreads its subdirectories (one per job attempt) over block groups
-/// instead of packing them into the parent's. Without a journal, ext4 skips every inode
-/// freed in the last minutes when it allocates one, one by one; in a group where much was
-/// just deleted, that made each new job's directories and files cost more than the job.
-/// Elsewhere the call fails and nothing changes.
+/// the Orlov allocator puts each new subdirectory (a process's staging directory, its
+/// scratch directories) in a block group with room, not in the parent's. Without a journal,
+/// ext4 skips every inode freed in the last minutes when it allocates one, one by one; in
+/// a group where much was just deleted (as `/tmp`'s often is), that made each new job's
+/// directories and files cost more than the job. Elsewhere the call fails and nothing
+/// changes.
 fn spread_subdirectories(dir: &Path) {
     use std::os::fd::AsRawFd;
     /// `FS_TOPDIR_FL` of `linux/fs.h`.
