@@ -361,8 +361,12 @@ fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log()
         "3 jobs: 1 ran, 0 cached, 1 failed, 1 skipped"
     );
     assert_eq!(out.ran(), ["c-indep"]);
+    // `b-after` is submitted only if `a-bad` had not failed yet, so two or three sbatch.
     let subs = submissions(&run_dir(lab.path()));
-    assert_eq!(subs.len(), 3, "one sbatch per job: {subs:?}");
+    assert!(
+        (2..=3).contains(&subs.len()) && subs.iter().all(|s| s["jobs"] == 1),
+        "one sbatch per job: {subs:?}"
+    );
     repx(lab.path(), &["verify"]).expect_code(0);
 }
 
