@@ -803,3 +803,27 @@ fn list_show_and_log() {
     let unknown = repx(lab.path(), &["show", "job", "zzzz"]);
     unknown.expect_code(INVALID);
 }
+
+#[test]
+fn reading_commands_work_while_a_run_holds_the_store() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    // Hold the store's lock the way a running `repx run` does.
+    let lock = std::fs::File::create(lab.path().join(".repx/lock")).unwrap();
+    lock.lock().unwrap();
+    repx(lab.path(), &["run", "--force"])
+        .expect_code(1)
+        .expect_stderr(&["in use by another repx process"]);
+    let jobs = repx(lab.path(), &["list", "jobs"]);
+    jobs.expect_code(0);
+    assert_eq!(
+        jobs.stdout.lines().filter(|l| l.contains(" done ")).count(),
+        3,
+        "{}",
+        jobs.stdout
+    );
+    let id = jobs.stdout.split_whitespace().next().unwrap().to_string();
+    repx(lab.path(), &["show", "job", &id]).expect_code(0);
+    repx(lab.path(), &["log", &id]).expect_code(0);
+    drop(lock);
+}

@@ -11,12 +11,13 @@ use crate::lab::{Lab, did_you_mean};
 use crate::plan::Plan;
 use crate::store::Store;
 
+/// The lab and its store, opened for reading: these commands work while a run is going.
 pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     let lab = Lab::load(&cli.lab)?;
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");
     }
-    let store = Store::open(&store_path(cli, &lab))?;
+    let store = Store::open_reader(&store_path(cli, &lab))?;
     Ok((lab, store))
 }
 

@@ -181,6 +181,18 @@ impl Store {
         Store::with_lock(root, lock, std::process::id().to_string(), None)
     }
 
+    /// Opens the store to look at it, beside a `repx run` that may hold the lock: nothing
+    /// is locked or cleared. For commands that only read (list, show, log, results, viz).
+    pub fn open_reader(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(io(root))?;
+        for sub in ["jobs", "failed", "snapshots", "tmp"] {
+            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
+        }
+        let lock_path = root.join("lock");
+        let unlocked = File::create(&lock_path).map_err(io(&lock_path))?;
+        Store::with_lock(root, unlocked, std::process::id().to_string(), None)
+    }
+
     /// Opens the store as a `repx worker` does, beside the process holding the lock: no
     /// exclusive lock, nothing cleared, records appended under `records.lock`.
     pub fn open_worker(root: &Path) -> Result<Store, StoreError> {
