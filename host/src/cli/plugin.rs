@@ -145,49 +145,33 @@ fn interface(import: &str) -> &str {
 impl Inspection {
     /// Whether the host can run it as a plugin, and if not, why.
     pub fn validity(&self) -> Result<(), String> {
-        if self.component {
+        let provided: fn(&str) -> bool = if self.component {
             if !self.exports.iter().any(|e| interface(e) == "wasi:cli/run") {
                 return Err(
                     "it does not export `wasi:cli/run`: build it as a WASI command (a `main`)"
                         .into(),
                 );
             }
-            let foreign: Vec<&String> = self
-                .imports
-                .iter()
-                .filter(|i| !interface(i).starts_with("wasi:") && interface(i) != "repx:stage/host")
-                .collect();
-            if !foreign.is_empty() {
-                return Err(format!(
-                    "it imports what the host does not provide: {}",
-                    foreign
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+            |i| interface(i).starts_with("wasi:") || interface(i) == "repx:stage/host"
         } else {
             if !self.exports.iter().any(|e| e == "_start") {
                 return Err(
                     "the core module has no `_start` export: build it as a WASI command".into(),
                 );
             }
-            let foreign: Vec<&String> = self
-                .imports
-                .iter()
-                .filter(|i| !i.starts_with("wasi_snapshot_preview1::"))
-                .collect();
-            if !foreign.is_empty() {
-                return Err(format!(
-                    "it imports what the host does not provide: {}",
-                    foreign
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
+            |i| i.starts_with("wasi_snapshot_preview1::")
+        };
+        let foreign: Vec<&str> = self
+            .imports
+            .iter()
+            .map(String::as_str)
+            .filter(|i| !provided(i))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "it imports what the host does not provide: {}",
+                foreign.join(", ")
+            ));
         }
         Ok(())
     }
