@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{
-    TempDir, copy_example, failed_id, job_dirs, job_with_output, lab_dir, plugin_wasm,
+    FAILING, TempDir, copy_example, failed_id, job_dirs, job_with_output, lab_dir, plugin_wasm,
     plugin_wasm_p1, read_output, remove_tree, repx, tree_state,
 };
 
@@ -446,28 +446,6 @@ pipelines = ["p"]
 
 // ---------------------------------------------------------------------------------------
 // Failures
-
-/// `a-bad` fails (30 lines on stderr, then exit 3), `b-after` reads it, `c-indep` does not.
-/// The names fix the order in which ready jobs are queued: `a-bad` first.
-const FAILING: &str = r#"
-[stages.a-bad]
-plugin = "plugins/test-fail.wasm"
-params = { code = 3 }
-
-[stages.b-after]
-plugin = "plugins/sum.wasm"
-inputs = { data = "a-bad" }
-
-[stages.c-indep]
-plugin = "plugins/generate.wasm"
-params = { n = 5 }
-
-[pipelines.p]
-stages = ["a-bad", "b-after", "c-indep"]
-
-[runs.r]
-pipelines = ["p"]
-"#;
 
 #[test]
 fn a_failure_is_reported_and_its_dependents_skipped() {

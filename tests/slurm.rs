@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, copy_example, job_dirs, lab_dir, repx, repx_command, repx_with_env};
+use common::{FAILING, Output, copy_example, job_dirs, lab_dir, repx, repx_command, repx_with_env};
 
 const FAILED: i32 = 1;
 const INVALID: i32 = 2;
@@ -267,28 +267,6 @@ fn a_run_mixes_jobs_done_locally_with_jobs_run_on_slurm() {
     }
     repx(lab.path(), &["verify"]).expect_code(0);
 }
-
-/// `a-bad` fails (30 lines on stderr, then a non-zero exit), `b-after` reads it, `c-indep`
-/// does not.
-const FAILING: &str = r#"
-[stages.a-bad]
-plugin = "plugins/test-fail.wasm"
-params = { code = 3 }
-
-[stages.b-after]
-plugin = "plugins/sum.wasm"
-inputs = { data = "a-bad" }
-
-[stages.c-indep]
-plugin = "plugins/generate.wasm"
-params = { n = 5 }
-
-[pipelines.p]
-stages = ["a-bad", "b-after", "c-indep"]
-
-[runs.r]
-pipelines = ["p"]
-"#;
 
 /// The `SLURM job ID, log: PATH` line of a failure.
 #[track_caller]

@@ -373,3 +373,25 @@ pub fn tree_state(root: &Path) -> Vec<(PathBuf, std::time::SystemTime, u64)> {
     state.sort();
     state
 }
+
+/// `a-bad` fails (30 lines on stderr, then exit 3), `b-after` reads it, `c-indep` does not.
+/// The names fix the order in which ready jobs are queued: `a-bad` first.
+pub const FAILING: &str = r#"
+[stages.a-bad]
+plugin = "plugins/test-fail.wasm"
+params = { code = 3 }
+
+[stages.b-after]
+plugin = "plugins/sum.wasm"
+inputs = { data = "a-bad" }
+
+[stages.c-indep]
+plugin = "plugins/generate.wasm"
+params = { n = 5 }
+
+[pipelines.p]
+stages = ["a-bad", "b-after", "c-indep"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
