@@ -533,6 +533,7 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         fingerprint: None,
         finished_ms: 0,
         duration_ms: 0,
+        nix: None,
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");

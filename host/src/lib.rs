@@ -6,8 +6,10 @@
 
 pub mod bench;
 pub mod cli;
+pub mod contract;
 pub mod graph;
 pub mod lab;
+pub mod nix;
 pub mod plan;
 pub mod sched;
 pub mod sources;

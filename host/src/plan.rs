@@ -30,6 +30,9 @@ pub struct StageResources {
     pub tools: Arc<[ToolIdentity]>,
 }
 
+/// Where the tools of hermetic jobs must be.
+const NIX_STORE: &str = "/nix/store/";
+
 pub struct Plan {
     pub lab: Lab,
     pub graph: JobGraph,
@@ -68,6 +71,22 @@ impl Plan {
                 .iter()
                 .map(|t| crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(&stage_err))
                 .collect::<Result<Vec<_>, _>>()?;
+            let hermetic = graph
+                .jobs
+                .iter()
+                .any(|j| j.stage == name && j.mode == Mode::Hermetic);
+            if let Some(tool) = tools
+                .iter()
+                .find(|t| hermetic && !t.path.starts_with(NIX_STORE))
+            {
+                return Err(stage_err(format!(
+                    "tool `{}` is {}, not a Nix store path: hermetic jobs run in the Nix sandbox, \
+                     which holds nothing else; grant a store path (e.g. `tools = [\"{NIX_STORE}…-busybox/bin/sh\"]`), \
+                     or run the stage pure",
+                    tool.name,
+                    tool.path.display()
+                )));
+            }
             stages.insert(
                 name.to_string(),
                 StageResources {

@@ -232,6 +232,22 @@ fn stage_lines(stderr: &str, word: &str) -> Vec<String> {
     stages
 }
 
+/// The statically linked repx that builds hermetic jobs in the Nix sandbox, as
+/// `scripts/test` builds it beside this test's own binary.
+pub fn static_repx() -> PathBuf {
+    let target = Path::new(env!("CARGO_BIN_EXE_repx"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary is in <target>/<profile>/");
+    let path = target.join("x86_64-unknown-linux-musl/release/repx");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build --release --target x86_64-unknown-linux-musl -p repx` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// The compiled-plugin cache all tests share, so each plugin is compiled once.
 pub fn cache_dir() -> PathBuf {
     repo_root().join("target").join("test-wasm-cache")

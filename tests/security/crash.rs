@@ -1,13 +1,14 @@
-//! The crash suite: `repx run` of 1,000 jobs, killed with SIGKILL at 50 different moments
+//! The crash suite: `repx run` of a sweep of 1,000 jobs and more, killed with SIGKILL at 50 different moments
 //! (before its first event, after its first job started, after its 1st to 9th job finished,
 //! and at a few fixed delays), resuming each time from what the previous runs left.
 //!
 //! After every kill: `repx verify` is clean; every job any run reported done (a
 //! `job_finished` or `job_cached` event of `--json`) is recorded and its output holds
 //! exactly what its parameters make; and no later run starts a job reported done. At the
-//! end the sweep grows by a few slopes, so that work remains however fast the killed runs
-//! were; an uninterrupted run then completes only what remained, and the run after it runs
-//! nothing.
+//! end an uninterrupted run completes only what remained, and the run after it runs nothing.
+//!
+//! The sweep grows by a few slopes before every run, so that each run has work when its
+//! moment comes, however much the runs before it committed beyond what they reported.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,9 +20,8 @@ use std::time::{Duration, Instant};
 use crate::common::{copy_example, repx, repx_command};
 
 const JOBS: i64 = 1000;
-/// Slopes added before the uninterrupted run: a fast machine commits whole batches beyond
-/// the event a kill waits for, and may have done all of `JOBS` by then.
-const GROWN: i64 = 20;
+/// Slopes added before each run: more than any `Finished(n)` moment waits for.
+const GROWN: i64 = 25;
 const KILLS: usize = 50;
 const INTERCEPT: i64 = 7;
 
@@ -188,12 +188,12 @@ fn assert_intact(lab: &Path, done: &BTreeMap<String, i64>, after: &str) {
 #[test]
 fn killed_at_fifty_moments_loses_nothing() {
     let lab = copy_example("param-sweep");
-    write_sweep(lab.path(), JOBS);
     let started = Instant::now();
     let mut done: BTreeMap<String, i64> = BTreeMap::new();
     let mut kills = 0;
     for k in 0..KILLS {
         let moment = moment(k);
+        write_sweep(lab.path(), JOBS + GROWN * k as i64);
         let seen = run_until(lab.path(), Some(moment));
         let after = format!("kill {k} ({moment:?})");
         for id in &seen.started {
@@ -230,7 +230,8 @@ fn killed_at_fifty_moments_loses_nothing() {
     let reported = done.len();
 
     // The next run completes only what remained: what the kills left, and the new slopes.
-    write_sweep(lab.path(), JOBS + GROWN);
+    let total = (JOBS + GROWN * KILLS as i64) as usize;
+    write_sweep(lab.path(), total as i64);
     let last = run_until(lab.path(), None);
     assert!(last.completed);
     for id in &last.started {
@@ -239,17 +240,17 @@ fn killed_at_fifty_moments_loses_nothing() {
             "the last run re-ran {id}, done before"
         );
     }
-    assert_eq!(last.finished + last.cached, (JOBS + GROWN) as usize);
+    assert_eq!(last.finished + last.cached, total);
     assert_eq!(last.started.len(), last.finished);
     assert!(last.finished >= GROWN as usize);
     assert!(last.cached >= done.len());
     done.extend(last.done);
-    assert_eq!(done.len(), (JOBS + GROWN) as usize);
+    assert_eq!(done.len(), total);
     assert_intact(lab.path(), &done, "the last run");
 
     // And the one after runs nothing.
     let noop = run_until(lab.path(), None);
-    assert_eq!((noop.finished, noop.cached), (0, (JOBS + GROWN) as usize));
+    assert_eq!((noop.finished, noop.cached), (0, total));
     assert!(noop.started.is_empty());
     eprintln!(
         "crash suite: {KILLS} runs, {kills} killed, {reported} jobs reported done by them, \

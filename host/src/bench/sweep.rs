@@ -68,6 +68,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
     }
     let setup = started.elapsed();
     let options = Options {
+        nix: None,
         jobs,
         continue_on_failure: false,
         force: Force::None,

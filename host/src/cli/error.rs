@@ -37,6 +37,13 @@ impl From<crate::lab::LabError> for CliError {
     }
 }
 
+/// Nix absent or unfit for hermetic jobs: nothing can run until the setup is fixed.
+impl From<crate::nix::NixError> for CliError {
+    fn from(e: crate::nix::NixError) -> CliError {
+        CliError::Invalid(e.into())
+    }
+}
+
 impl From<crate::store::StoreError> for CliError {
     fn from(e: crate::store::StoreError) -> CliError {
         CliError::Failed(e.into())

@@ -63,8 +63,12 @@ pub fn list(
                     _ => "todo",
                 };
                 let output = match &ids[index] {
+                    // A hermetic job's output also names the Nix path it was built at.
                     Some(id) if output_paths && state == "done" => {
-                        format!("  {}", store.output_dir(id).display())
+                        match store.record(id).and_then(|r| r.nix) {
+                            Some(nix) => format!("  {}  {nix}", store.output_dir(id).display()),
+                            None => format!("  {}", store.output_dir(id).display()),
+                        }
                     }
                     _ if output_paths => "  -".to_string(),
                     _ => String::new(),

@@ -136,6 +136,9 @@ pub enum Command {
         /// The batch file (`<store>/slurm/<run>/batch-N-T.json`).
         batch: PathBuf,
     },
+    /// Run one hermetic job as the builder of its Nix derivation (inside the Nix sandbox).
+    #[command(hide = true)]
+    ExecJob,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -297,5 +300,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Man => completions::man(),
         Command::Bench(args) => bench::bench(args),
         Command::Worker { batch } => slurm::worker(&cli, batch),
+        Command::ExecJob => Ok(crate::nix::exec::exec_job()),
     }
 }

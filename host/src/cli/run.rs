@@ -23,9 +23,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else if args.pure {
         Some(Mode::Pure)
     } else if args.hermetic {
-        return Err(invalid(
-            "--hermetic needs the Nix backend, which this build does not have yet; use --pure",
-        ));
+        Some(Mode::Hermetic)
     } else {
         None
     };
@@ -118,6 +116,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     };
     let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
     let options = Options {
+        nix: crate::nix::Nix::for_plan(&plan, &store)?,
         jobs,
         continue_on_failure: args.continue_on_failure,
         force,

@@ -155,6 +155,9 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
     }
     if state == "done" {
         row("output", &store.output_dir(id).display());
+        if let Some(nix) = record.as_ref().and_then(|r| r.nix.as_ref()) {
+            row("nix", nix);
+        }
     }
 
     let dir = if state == "failed" {

@@ -179,6 +179,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     let runnable = slurm::worker::check(&plan, &store, &batch, &events)
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let complete = runnable.len() == batch.jobs.len();
+    let nix = crate::nix::Nix::for_plan(&plan, &store)?;
 
     let runtime = Arc::new(Runtime::new(crate::wasm::cache_dir(), batch.parallel)?);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -213,6 +214,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         plan: &plan,
         store: &store,
         runtime: &runtime,
+        nix,
         batch: &batch,
         runnable,
     };

@@ -4,24 +4,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::contract::{self, Gathered, Source};
 use crate::graph::{JobIndex, JobInput};
 use crate::lab::Mode;
+use crate::nix::Nix;
 use crate::plan::Plan;
-use crate::store::{Logs, Record, Sealed, Staging, Store};
+use crate::store::{self, Logs, Record, Sealed, Staging, Store};
 use crate::wasm::host::Observer;
-use crate::wasm::policy::{Mount, Policy};
-use crate::wasm::{Ending, JobRun, Runtime};
-
-/// How many lines of stderr a failure message carries.
-const STDERR_TAIL_LINES: usize = 10;
+use crate::wasm::policy::Policy;
+use crate::wasm::{JobRun, Runtime};
 
 pub struct Attempt<'a> {
     pub plan: &'a Plan,
     pub store: &'a Store,
     pub runtime: &'a Runtime,
+    pub nix: Option<&'a Nix>,
     pub job: JobIndex,
     pub id: &'a str,
-    /// Ids of every upstream job, by index.
+    /// Ids of every upstream job, by index; for a hermetic job, also those of the jobs
+    /// upstream of its hermetic upstream jobs (see [`crate::nix::spec::closure`]).
     pub upstream_ids: BTreeMap<JobIndex, String>,
     pub observer: Arc<dyn Observer>,
 }
@@ -33,6 +34,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
         plan,
         store,
         runtime,
+        nix,
         job: index,
         id,
         upstream_ids,
@@ -40,49 +42,31 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
     } = attempt;
     let job = &plan.graph.jobs[index];
     let stage = &plan.lab.stages[&job.stage];
-    let resources = &plan.stages[&job.stage];
     let started = Instant::now();
     let staging = store.stage(id, 0).map_err(|e| e.to_string())?;
-    let policy = match policy(plan, store, index, id, &staging, &upstream_ids) {
-        Ok(policy) => policy,
-        Err(e) => {
-            let _ = store.discard(staging, &Logs::default());
-            return Err(e);
+    let ran = match (job.mode, nix) {
+        (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
+        (Mode::Hermetic, None) => Err(Failed::plain("hermetic job, but no Nix backend".into())),
+        _ => here(
+            plan,
+            store,
+            runtime,
+            index,
+            id,
+            &staging,
+            &upstream_ids,
+            observer,
+        ),
+    };
+    let ran = match ran {
+        Ok(ran) => ran,
+        Err(failed) => {
+            store
+                .discard(staging, &failed.logs)
+                .map_err(|e| e.to_string())?;
+            return Err(failed.message);
         }
     };
-    let run = JobRun {
-        stage: job.stage.clone(),
-        policy: Arc::new(policy),
-        grants: resources.tools.clone(),
-        observer,
-        limits: stage.limits,
-    };
-    let finished = match runtime.run(&resources.plugin, run) {
-        Ok(finished) => finished,
-        Err(e) => {
-            let _ = store.discard(staging, &Logs::default());
-            return Err(e.to_string());
-        }
-    };
-    let logs = Logs {
-        stdout: finished.stdout,
-        stderr: finished.stderr,
-        host: finished.host_log,
-    };
-    let failure = match finished.ending {
-        Ending::Exit(0) => None,
-        Ending::Exit(code) => Some(format!("exit status {code}")),
-        Ending::Trap(trap) => Some(format!("trap: {}", trap.lines().next().unwrap_or_default())),
-    };
-    if let Some(failure) = failure {
-        let tail = stderr_tail(&logs.stderr);
-        store.discard(staging, &logs).map_err(|e| e.to_string())?;
-        return Err(if tail.is_empty() {
-            failure
-        } else {
-            format!("{failure}\n{tail}")
-        });
-    }
     let fingerprint = match job.mode {
         Mode::Impure => Some(
             crate::sources::fingerprint(&plan.lab.dir, &stage.sources)
@@ -101,10 +85,144 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         duration_ms: started.elapsed().as_millis() as u64,
+        nix: ran.nix,
     };
     store
-        .seal(staging, &stage.outputs, stage.limits.output, &logs, record)
+        .seal(
+            staging,
+            &stage.outputs,
+            stage.limits.output,
+            &ran.logs,
+            record,
+        )
         .map_err(|e| e.to_string())
+}
+
+/// What a job that ran left besides its output.
+struct Ran {
+    logs: Logs,
+    /// The Nix store path of a hermetic job's output.
+    nix: Option<String>,
+}
+
+struct Failed {
+    message: String,
+    logs: Logs,
+}
+
+impl Failed {
+    fn plain(message: String) -> Failed {
+        Failed {
+            message,
+            logs: Logs::default(),
+        }
+    }
+}
+
+/// Runs the job's plugin in this process, its output into `staging`.
+#[allow(clippy::too_many_arguments)]
+fn here(
+    plan: &Plan,
+    store: &Store,
+    runtime: &Runtime,
+    index: JobIndex,
+    id: &str,
+    staging: &Staging,
+    upstream_ids: &BTreeMap<JobIndex, String>,
+    observer: Arc<dyn Observer>,
+) -> Result<Ran, Failed> {
+    let job = &plan.graph.jobs[index];
+    let resources = &plan.stages[&job.stage];
+    let policy = policy(plan, store, index, id, staging, upstream_ids).map_err(Failed::plain)?;
+    let run = JobRun {
+        stage: job.stage.clone(),
+        policy: Arc::new(policy),
+        grants: resources.tools.clone(),
+        observer,
+        limits: plan.lab.stages[&job.stage].limits,
+    };
+    let finished = runtime
+        .run(&resources.plugin, run)
+        .map_err(|e| Failed::plain(e.to_string()))?;
+    let failure = finished.failure();
+    let logs = Logs {
+        stdout: finished.stdout,
+        stderr: finished.stderr,
+        host: finished.host_log,
+    };
+    match failure {
+        Some(message) => Err(Failed { message, logs }),
+        None => Ok(Ran { logs, nix: None }),
+    }
+}
+
+/// Builds the job's derivation with Nix and copies its output into `staging`. A job the
+/// store already holds from a pure run must come out the same, byte for byte.
+fn in_nix(
+    plan: &Plan,
+    store: &Store,
+    nix: &Nix,
+    index: JobIndex,
+    id: &str,
+    staging: &Staging,
+    upstream_ids: &BTreeMap<JobIndex, String>,
+) -> Result<Ran, Failed> {
+    let specs = crate::nix::spec::closure(plan, store, nix, index, id, upstream_ids)
+        .map_err(Failed::plain)?;
+    let root = store.root().join("nix").join(id);
+    let built = nix
+        .build(&specs, id, &staging.dir, &root)
+        .map_err(|failure| Failed {
+            message: failure.message,
+            logs: Logs {
+                stderr: failure.log,
+                ..Logs::default()
+            },
+        })?;
+    let read = |name: &str| std::fs::read(built.log.join(name)).unwrap_or_default();
+    let mut host = read("host.log");
+    host.extend_from_slice(
+        format!(
+            "[nix] {} {}\n",
+            if built.realised {
+                "built"
+            } else {
+                "found valid in the Nix store:"
+            },
+            built.out.display()
+        )
+        .as_bytes(),
+    );
+    let logs = Logs {
+        stdout: read("stdout"),
+        stderr: read("stderr"),
+        host,
+    };
+    if let Err(e) = store::copy_tree(&built.out, &staging.out) {
+        return Err(Failed {
+            message: format!("copying {}: {e}", built.out.display()),
+            logs,
+        });
+    }
+    if let Some(pure) = store.done(id) {
+        let hash = store::hash_tree(&staging.out).map(|s| s.hash);
+        if hash.as_ref().ok() != Some(&pure.hash) {
+            return Err(Failed {
+                message: format!(
+                    "the hermetic output ({}) differs from this job's {} output in the store: \
+                     the plugin's output depends on something the contract does not fix; \
+                     compare them, then `repx run --force` the job to keep one",
+                    built.out.display(),
+                    pure.mode.as_str()
+                ),
+                logs,
+            });
+        }
+    }
+    Ok(Ran {
+        logs,
+        nix: Some(built.out.display().to_string()),
+    })
 }
 
 fn policy(
@@ -116,87 +234,49 @@ fn policy(
     upstream_ids: &BTreeMap<JobIndex, String>,
 ) -> Result<Policy, String> {
     let job = &plan.graph.jobs[index];
-    let read_only = |host, guest: String| Mount {
-        host,
-        guest,
-        writable: false,
+    let inputs = job
+        .inputs
+        .iter()
+        .map(|(name, input)| {
+            let source = match input {
+                JobInput::Path(path) => match plan.snapshots.get(path) {
+                    Some(hash) => Source::Dir(store.snapshots().join(hash)),
+                    None => Source::Dir(path.clone()),
+                },
+                JobInput::Job(up) => Source::Dir(store.output_dir(&upstream_ids[up])),
+                JobInput::Gather(ups) => Source::Gather(
+                    ups.iter()
+                        .map(|up| Gathered {
+                            id: upstream_ids[up].clone(),
+                            dir: store.output_dir(&upstream_ids[up]),
+                            params: plan.graph.jobs[*up].params.clone(),
+                        })
+                        .collect(),
+                ),
+            };
+            (name.as_str(), source)
+        })
+        .collect();
+    let listing = if job.inputs.is_empty() {
+        None
+    } else {
+        Some(input_listing(store, &job.stage, job.inputs.keys())?)
     };
-    let mut mounts = Vec::new();
-    if !job.inputs.is_empty() {
-        mounts.push(read_only(
-            input_listing(store, &job.stage, job.inputs.keys())?,
-            "/in".into(),
-        ));
-    }
-    for (name, input) in &job.inputs {
-        let guest = format!("/in/{name}");
-        match input {
-            JobInput::Path(path) => match plan.snapshots.get(path) {
-                Some(hash) => mounts.push(read_only(store.snapshots().join(hash), guest)),
-                None => mounts.push(read_only(path.clone(), guest)),
-            },
-            JobInput::Job(up) => mounts.push(read_only(store.output_dir(&upstream_ids[up]), guest)),
-            JobInput::Gather(ups) => {
-                // One directory per upstream job, each its own read-only mount, under a
-                // directory that holds only their names and `index.json`.
-                let dir = staging.dir.join(format!("gather-{name}"));
-                let mut index = Vec::new();
-                for up in ups {
-                    let up_id = &upstream_ids[up];
-                    std::fs::create_dir_all(dir.join(up_id)).map_err(|e| e.to_string())?;
-                    index.push(serde_json::json!({
-                        "id": up_id,
-                        "dir": up_id,
-                        "params": plan.graph.jobs[*up].params,
-                    }));
-                    mounts.push(read_only(
-                        store.output_dir(up_id),
-                        format!("{guest}/{up_id}"),
-                    ));
-                }
-                let index = serde_json::to_vec_pretty(&serde_json::json!({ "jobs": index }))
-                    .map_err(|e| e.to_string())?;
-                std::fs::write(dir.join("index.json"), index).map_err(|e| e.to_string())?;
-                mounts.push(read_only(dir, guest));
-            }
-        }
-    }
-    mounts.push(Mount {
-        host: staging.out.clone(),
-        guest: "/out".into(),
-        writable: true,
-    });
-    mounts.push(Mount {
-        host: staging.scratch.clone(),
-        guest: "/tmp".into(),
-        writable: true,
-    });
-    let impure = job.mode == Mode::Impure;
-    if impure {
-        mounts.push(Mount {
-            host: plan.lab.dir.clone(),
-            guest: "/work".into(),
-            writable: true,
-        });
-    }
-    let params = serde_json::to_string(&job.params).map_err(|e| e.to_string())?;
-    Ok(Policy {
+    contract::policy(contract::Job {
         mode: job.mode,
-        mounts,
-        env: vec![
-            ("REPX_PARAMS".into(), params),
-            ("REPX_JOB_ID".into(), id.to_string()),
-            ("REPX_STAGE".into(), job.stage.clone()),
-            ("REPX_MODE".into(), job.mode.as_str().into()),
-        ],
-        args: vec![job.stage.clone()],
-        cwd: impure.then(|| "/work".to_string()),
-        seed: (!impure).then(|| *blake3::hash(id.as_bytes()).as_bytes()),
+        id,
+        stage: &job.stage,
+        params: &job.params,
+        inputs,
+        listing,
+        private: &staging.dir,
+        out: staging.out.clone(),
+        scratch: staging.scratch.clone(),
+        work: Some(plan.lab.dir.clone()),
     })
 }
 
-/// A directory of empty subdirectories named after the stage's inputs, mounted at `/in` so
-/// that a plugin can list its inputs; each input is its own mount below it.
+/// The stage's input listing (see [`contract::make_listing`]), shared by its jobs.
 fn input_listing<'a>(
     store: &Store,
     stage: &str,
@@ -208,18 +288,10 @@ fn input_listing<'a>(
         static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let building = dir.with_extension(n.to_string());
-        for input in inputs {
-            std::fs::create_dir_all(building.join(input)).map_err(|e| e.to_string())?;
-        }
+        contract::make_listing(&building, inputs).map_err(|e| e.to_string())?;
         if std::fs::rename(&building, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&building);
         }
     }
     Ok(dir)
-}
-
-fn stderr_tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
 }

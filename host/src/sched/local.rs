@@ -163,6 +163,7 @@ pub fn run(
                         plan,
                         store,
                         runtime,
+                        nix: options.nix.as_deref(),
                         job: index,
                         id: &id,
                         upstream_ids,
@@ -233,10 +234,7 @@ pub fn run(
                     pending.extend(&dependents[index]);
                     continue;
                 }
-                let upstream_ids = deps
-                    .iter()
-                    .map(|d| (*d, ids[*d].clone().unwrap_or_default()))
-                    .collect();
+                let upstream_ids = upstream_ids(plan, index, &ids);
                 state[index] = State::Queued;
                 ready.push_back(Work {
                     index,
@@ -328,6 +326,30 @@ pub fn run(
     summary
 }
 
+/// The ids of the job's upstream jobs; for a hermetic job, also of those its hermetic
+/// upstream jobs read, all of which its derivation describes.
+fn upstream_ids(
+    plan: &Plan,
+    index: JobIndex,
+    ids: &[Option<String>],
+) -> BTreeMap<JobIndex, String> {
+    let jobs = &plan.graph.jobs;
+    let hermetic = jobs[index].mode == Mode::Hermetic;
+    let mut found = BTreeMap::new();
+    let mut stack = vec![index];
+    while let Some(job) = stack.pop() {
+        for dep in jobs[job].deps() {
+            let new = found
+                .insert(dep, ids[dep].clone().unwrap_or_default())
+                .is_none();
+            if new && hermetic && jobs[dep].mode == Mode::Hermetic {
+                stack.push(dep);
+            }
+        }
+    }
+    found
+}
+
 /// The committer: commits every output sealed since its last round as one batch, until
 /// the workers are gone and nothing is left.
 fn commit_batches(
@@ -377,6 +399,9 @@ pub(super) fn cached(
         if record.fingerprint.as_ref() != Some(current) {
             return None;
         }
+    } else if job.mode == Mode::Hermetic {
+        // A pure run's output stands in only once Nix has built the same.
+        store.done(id)?.nix.as_ref()?;
     } else if !store.is_done(id) {
         return None;
     }

@@ -77,6 +77,8 @@ pub struct Options {
     pub targets: Option<Vec<JobIndex>>,
     /// Set from outside (Ctrl-C) to stop starting jobs and interrupt running ones.
     pub interrupted: Arc<AtomicBool>,
+    /// The Nix backend, when the plan has hermetic jobs.
+    pub nix: Option<Arc<crate::nix::Nix>>,
 }
 
 /// How a run ended, by count.

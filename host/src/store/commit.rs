@@ -238,6 +238,7 @@ mod tests {
             fingerprint: None,
             finished_ms: 0,
             duration_ms: 0,
+            nix: None,
         }
     }
 

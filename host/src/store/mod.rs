@@ -94,6 +94,9 @@ pub struct Record {
     /// Unix time in milliseconds when the job finished.
     pub finished_ms: u64,
     pub duration_ms: u64,
+    /// For hermetic jobs: the Nix store path the output was copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nix: Option<String>,
 }
 
 impl Serialize for crate::lab::Mode {

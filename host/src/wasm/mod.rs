@@ -172,6 +172,28 @@ pub struct Finished {
     pub host_log: Vec<u8>,
 }
 
+/// How many lines of stderr a failure message carries.
+const STDERR_TAIL_LINES: usize = 10;
+
+impl Finished {
+    /// Why the run failed, with the tail of its stderr; `None` when it succeeded.
+    pub fn failure(&self) -> Option<String> {
+        let failure = match &self.ending {
+            Ending::Exit(0) => return None,
+            Ending::Exit(code) => format!("exit status {code}"),
+            Ending::Trap(trap) => format!("trap: {}", trap.lines().next().unwrap_or_default()),
+        };
+        let text = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+        Some(if tail.is_empty() {
+            failure
+        } else {
+            format!("{failure}\n{tail}")
+        })
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
     components: component::Linker<ComponentState>,

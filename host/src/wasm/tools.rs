@@ -3,7 +3,8 @@
 //! A stage may run only the tools its lab entry grants, plus executables inside its own
 //! inputs. In impure mode a tool runs on the host, in place; in pure mode it runs inside a
 //! bubblewrap sandbox that sees the system's read-only tool directories, the job's mounts at
-//! their guest paths, and nothing else, with no network.
+//! their guest paths, and nothing else, with no network. In hermetic mode a tool must be a
+//! Nix store path, and runs as it is inside the Nix sandbox the job is built in.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -98,7 +99,9 @@ pub fn run(
 ) -> Result<ToolRun, String> {
     let path = search_path(grants);
     let mut command = match policy.mode {
-        Mode::Impure => {
+        // A hermetic job is inside the Nix sandbox already, which holds only its inputs
+        // and the store paths it was given: its tools run there as they are.
+        Mode::Impure | Mode::Hermetic => {
             let (mount, rest) = policy.resolve(&invocation.cwd).ok_or_else(|| {
                 format!(
                     "cwd `{}` is outside the directories given to the plugin",
@@ -121,10 +124,6 @@ pub fn run(
             )?;
             sandboxed(bwrap, &invocation, policy, grants, &path)
         }
-        Mode::Hermetic => return Err(
-            "tools in hermetic mode must be Nix store paths; hermetic mode is not available yet"
-                .into(),
-        ),
     };
     command.stdin(Stdio::null());
     command.stdout(match invocation.stdout {

@@ -85,6 +85,7 @@ pub struct Work<'a> {
     pub plan: &'a Plan,
     pub store: &'a Store,
     pub runtime: &'a Runtime,
+    pub nix: Option<Arc<crate::nix::Nix>>,
     pub batch: &'a Batch,
     /// The jobs of the batch that [`check`] found runnable.
     pub runnable: Vec<JobIndex>,
@@ -101,6 +102,7 @@ pub fn run(
         plan,
         store,
         runtime,
+        nix,
         batch,
         runnable,
     } = work;
@@ -143,6 +145,7 @@ pub fn run(
         force: Force::Jobs(runnable.iter().copied().collect()),
         targets: Some(runnable),
         interrupted,
+        nix,
     };
     local::run(plan, store, runtime, &options, forward)
 }

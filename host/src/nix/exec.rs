@@ -1,0 +1,185 @@
+//! `repx exec-job`: the builder of a hermetic job's derivation, inside the Nix sandbox.
+//!
+//! It reads the job's spec (`$jobPath`, from `passAsFile`), gives the plugin its inputs
+//! from the store read-only, `$out` as `/out` and a scratch `/tmp` from the build
+//! directory, exactly as in pure mode, and leaves the plugin's stdout, stderr and host log
+//! in `$log`. A failed job fails the build, with lines starting [`FAILURE_PREFIX`] that
+//! the repx that asked for the build reports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::spec::{Input, Spec};
+use crate::contract::{self, Gathered, Source};
+use crate::lab::Mode;
+use crate::lab::limits::Limits;
+use crate::wasm::host::Observer;
+use crate::wasm::{JobRun, Plugin, Runtime, builtin};
+
+/// How the executor's own explanation of a failure starts, line by line.
+pub const FAILURE_PREFIX: &str = "repx job failed: ";
+
+/// Runs the job in `$jobPath`; the builder's exit code.
+pub fn exec_job() -> i32 {
+    match run() {
+        Ok(None) => 0,
+        Ok(Some(failure)) | Err(failure) => {
+            for line in failure.lines() {
+                eprintln!("{FAILURE_PREFIX}{line}");
+            }
+            1
+        }
+    }
+}
+
+/// The job's failure, if it failed; an error if it could not run.
+fn run() -> Result<Option<String>, String> {
+    let var = |name: &str| {
+        std::env::var_os(name).map(PathBuf::from).ok_or_else(|| {
+            format!("${name} is not set: `repx exec-job` is the builder of a hermetic job's Nix derivation and runs only inside one")
+        })
+    };
+    let spec_path = var("jobPath")?;
+    let (out, log, build) = (var("out")?, var("log")?, var("TMPDIR")?);
+    let spec: Spec = serde_json::from_slice(&read(&spec_path)?)
+        .map_err(|e| format!("{}: {e}", spec_path.display()))?;
+    let plugin = plugin(&spec)?;
+    for dir in [&out, &log] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let scratch = build.join("scratch");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let listing = if spec.inputs.is_empty() {
+        None
+    } else {
+        let dir = build.join("in");
+        contract::make_listing(&dir, spec.inputs.keys())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Some(dir)
+    };
+    let inputs = spec
+        .inputs
+        .iter()
+        .map(|(name, input)| Ok((name.as_str(), source(input)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let policy = contract::policy(contract::Job {
+        mode: Mode::Hermetic,
+        id: &spec.id,
+        stage: &spec.stage,
+        params: &spec.params,
+        inputs,
+        listing,
+        private: &build,
+        out: out.clone(),
+        scratch,
+        work: None,
+    })?;
+    let limits = Limits::from(&spec.limits);
+    let runtime = Runtime::new(None, 1).map_err(|e| e.to_string())?;
+    let finished = runtime
+        .run(
+            &plugin,
+            JobRun {
+                stage: spec.stage.clone(),
+                policy: Arc::new(policy),
+                grants: spec.tools.iter().map(Into::into).collect(),
+                observer: Arc::new(Quiet),
+                limits,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    for (name, bytes) in [
+        ("stdout", &finished.stdout),
+        ("stderr", &finished.stderr),
+        ("host.log", &finished.host_log),
+    ] {
+        let path = log.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(failure) = finished.failure() {
+        // The build's log is all Nix keeps of a failed build.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), &finished.stderr);
+        return Ok(Some(failure));
+    }
+    Ok(refused_output(&spec, &out, limits.output))
+}
+
+/// The plugin named by the spec, checked against its digest.
+fn plugin(spec: &Spec) -> Result<Plugin, String> {
+    let bytes = match spec.plugin.strip_prefix("builtin:") {
+        Some(name) => builtin::bytes(name)
+            .ok_or_else(|| format!("this repx has no built-in plugin `{name}`"))?
+            .to_vec(),
+        None => read(Path::new(&spec.plugin))?,
+    };
+    let plugin = Plugin::new(spec.plugin.clone(), bytes);
+    if plugin.digest != spec.plugin_digest {
+        return Err(format!(
+            "plugin {} has digest {}, not the job's {}",
+            spec.plugin, plugin.digest, spec.plugin_digest
+        ));
+    }
+    Ok(plugin)
+}
+
+fn source(input: &Input) -> Result<Source, String> {
+    let path = |dir: &super::spec::Dir| {
+        dir.path
+            .as_ref()
+            .map(PathBuf::from)
+            .ok_or_else(|| "an input has no store path: job.nix did not resolve it".to_string())
+    };
+    Ok(match input {
+        Input::Dir(dir) => Source::Dir(path(dir)?),
+        Input::Gather(dirs) => Source::Gather(
+            dirs.iter()
+                .map(|dir| {
+                    Ok(Gathered {
+                        id: dir.id.clone().unwrap_or_default(),
+                        dir: path(dir)?,
+                        params: dir.params.clone().unwrap_or_else(BTreeMap::new),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Why the output cannot be committed, as in pure mode: a declared output is missing,
+/// or it is over the stage's output limit.
+fn refused_output(spec: &Spec, out: &Path, limit: u64) -> Option<String> {
+    if let Some(missing) = spec
+        .outputs
+        .iter()
+        .find(|o| std::fs::symlink_metadata(out.join(o)).is_err())
+    {
+        return Some(format!(
+            "declared output `{}` is missing from /out",
+            missing.display()
+        ));
+    }
+    match crate::store::hash_tree(out) {
+        Ok(summary) if summary.bytes > limit => Some(format!(
+            "output limit of {} exceeded ({} in /out)",
+            crate::lab::limits::bytes(limit),
+            crate::lab::limits::bytes(summary.bytes)
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("reading the output: {e}")),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Progress and warnings have nowhere to go from inside a build but its log.
+struct Quiet;
+
+impl Observer for Quiet {
+    fn progress(&self, _done: u64, _total: u64) {}
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}

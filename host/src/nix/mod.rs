@@ -1,0 +1,286 @@
+//! The Nix backend: hermetic jobs realised as derivations in the Nix sandbox.
+//!
+//! Each hermetic job becomes a derivation (see `nix/job.nix`) whose builder is a
+//! statically linked repx running `repx exec-job`: it loads the job's plugin from the
+//! store and runs it under exactly the pure-mode contract (see [`crate::contract`]).
+//! Plugins, `path:` inputs and the outputs of non-hermetic upstream jobs enter the store
+//! by content; hermetic upstream jobs are upstream derivations. Nix caches: a derivation
+//! whose output is valid is not built again. repx copies each output into its own store
+//! and records the Nix path beside it, with a Nix GC root in `<store>/nix/`.
+
+pub mod exec;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The derivations of hermetic jobs, from their specs.
+const JOB_NIX: &str = include_str!("../../../nix/job.nix");
+
+/// Where a static repx to build with is named, when this repx is not one.
+pub const BUILDER_VAR: &str = "REPX_NIX_BUILDER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    #[error(
+        "hermetic mode needs Nix, and `{0}` is not on PATH: install it (Debian: `apt-get install nix-bin`; \
+         `scripts/nix-setup` installs and configures it), or run without --hermetic"
+    )]
+    Missing(&'static str),
+    #[error(
+        "Nix builds without its sandbox here (`sandbox = {0}`): hermetic jobs need `sandbox = true` \
+         in /etc/nix/nix.conf (and a /bin/sh for the sandbox in `sandbox-paths`; `scripts/nix-setup` \
+         sets both)"
+    )]
+    NoSandbox(String),
+    #[error(
+        "hermetic jobs run a statically linked repx inside the Nix sandbox, and this repx is not one: \
+         build one with `cargo build --release --target x86_64-unknown-linux-musl -p repx` and run \
+         it, or name it in {BUILDER_VAR}"
+    )]
+    NoBuilder,
+    #[error(
+        "{BUILDER_VAR}={}: {reason}; it must be a statically linked repx \
+         (`cargo build --release --target x86_64-unknown-linux-musl -p repx`)",
+        path.display()
+    )]
+    BadBuilder { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Command(String),
+}
+
+/// Nix on this host, checked, with the job executor in its store.
+pub struct Nix {
+    /// Store path of the static repx that builds every hermetic job.
+    builder: String,
+    /// `job.nix`, written where the evaluator can read it.
+    expression: PathBuf,
+    /// Store path of each host path added so far.
+    added: Mutex<HashMap<PathBuf, String>>,
+}
+
+/// A built hermetic job.
+pub struct Built {
+    pub out: PathBuf,
+    pub log: PathBuf,
+    /// Whether Nix built anything (false: every derivation was valid already).
+    pub realised: bool,
+}
+
+/// A failed hermetic build: what to report, and Nix's whole output for the job's log.
+pub struct BuildFailure {
+    pub message: String,
+    pub log: Vec<u8>,
+}
+
+impl Nix {
+    /// The backend for the plan's hermetic jobs; `None` when it has none.
+    pub fn for_plan(
+        plan: &crate::plan::Plan,
+        store: &crate::store::Store,
+    ) -> Result<Option<std::sync::Arc<Nix>>, NixError> {
+        let hermetic = plan
+            .graph
+            .jobs
+            .iter()
+            .any(|j| j.mode == crate::lab::Mode::Hermetic);
+        if !hermetic {
+            return Ok(None);
+        }
+        Nix::new(&store.root().join("tmp")).map(|nix| Some(std::sync::Arc::new(nix)))
+    }
+
+    /// Checks that Nix is installed and sandboxed, and adds the job executor to its store;
+    /// `scratch` is a directory of repx's own for the files Nix reads.
+    pub fn new(scratch: &Path) -> Result<Nix, NixError> {
+        let config = run(Command::new("nix").args([
+            "--extra-experimental-features",
+            "nix-command",
+            "show-config",
+        ]))
+        .map_err(|e| match e {
+            RunError::NotFound => NixError::Missing("nix"),
+            RunError::Failed(message) => NixError::Command(message),
+        })?;
+        let sandbox = String::from_utf8_lossy(&config)
+            .lines()
+            .find_map(|l| l.strip_prefix("sandbox = ").map(str::to_string))
+            .unwrap_or_default();
+        if sandbox != "true" {
+            return Err(NixError::NoSandbox(sandbox));
+        }
+        let builder = builder()?;
+        let expression = scratch.join("nix-job.nix");
+        std::fs::create_dir_all(scratch)
+            .and_then(|()| std::fs::write(&expression, JOB_NIX))
+            .map_err(|e| NixError::Command(format!("{}: {e}", expression.display())))?;
+        let nix = Nix {
+            builder: String::new(),
+            expression,
+            added: Mutex::new(HashMap::new()),
+        };
+        let builder = nix.add(&builder).map_err(NixError::Command)?;
+        Ok(Nix { builder, ..nix })
+    }
+
+    /// Adds a file or directory to the store by content (once per run); its store path.
+    pub fn add(&self, path: &Path) -> Result<String, String> {
+        let mut added = self.added.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store_path) = added.get(path) {
+            return Ok(store_path.clone());
+        }
+        let stdout = run(Command::new("nix-store").arg("--add").arg(path))
+            .map_err(|e| format!("adding {} to the Nix store: {e}", path.display()))?;
+        let store_path = String::from_utf8_lossy(&stdout).trim().to_string();
+        added.insert(path.to_path_buf(), store_path.clone());
+        Ok(store_path)
+    }
+
+    /// Builds job `id` of `specs`, written to `dir`; `root` becomes a Nix GC root of its
+    /// output (and `root-log` of its log).
+    pub fn build(
+        &self,
+        specs: &[spec::Spec],
+        id: &str,
+        dir: &Path,
+        root: &Path,
+    ) -> Result<Built, BuildFailure> {
+        let failure = |message: String| BuildFailure {
+            message,
+            log: Vec::new(),
+        };
+        let jobs = dir.join("nix-jobs.json");
+        let json = serde_json::to_vec_pretty(specs).map_err(|e| failure(e.to_string()))?;
+        std::fs::write(&jobs, json).map_err(|e| failure(format!("{}: {e}", jobs.display())))?;
+        if let Some(parent) = root.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failure(format!("{}: {e}", parent.display())))?;
+        }
+        let output = Command::new("nix-build")
+            .arg(&self.expression)
+            .args(["--argstr", "builder", &self.builder])
+            .arg("--argstr")
+            .arg("jobs")
+            .arg(&jobs)
+            .args(["-A", &format!("j-{id}.all")])
+            .arg("--out-link")
+            .arg(root)
+            .output()
+            .map_err(|e| failure(format!("cannot run nix-build: {e}")))?;
+        if !output.status.success() {
+            return Err(BuildFailure {
+                message: build_failure(&output),
+                log: output.stderr,
+            });
+        }
+        let link = |suffix: &str| {
+            let mut link = root.as_os_str().to_owned();
+            link.push(suffix);
+            std::fs::read_link(&link)
+                .map_err(|e| failure(format!("{}: {e}", Path::new(&link).display())))
+        };
+        Ok(Built {
+            out: link("")?,
+            log: link("-log")?,
+            realised: String::from_utf8_lossy(&output.stderr).contains("will be built"),
+        })
+    }
+}
+
+/// The static repx that builds hermetic jobs: this one if it is static, else the one
+/// named in [`BUILDER_VAR`].
+fn builder() -> Result<PathBuf, NixError> {
+    if let Some(path) = std::env::var_os(BUILDER_VAR) {
+        let path = PathBuf::from(path);
+        let bytes = std::fs::read(&path).map_err(|e| NixError::BadBuilder {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if !is_static_elf(&bytes) {
+            return Err(NixError::BadBuilder {
+                path,
+                reason: "it is not a statically linked executable".into(),
+            });
+        }
+        return Ok(path);
+    }
+    if cfg!(target_feature = "crt-static") {
+        return std::env::current_exe().map_err(|e| NixError::Command(e.to_string()));
+    }
+    Err(NixError::NoBuilder)
+}
+
+/// An ELF executable without a program interpreter: it needs no libc from the system.
+fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    // 64-bit little-endian ELF, as built for x86_64-unknown-linux-musl.
+    if bytes.get(..6) != Some(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..count as usize).all(|i| {
+        let at = phoff as usize + i * size as usize;
+        bytes
+            .get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != PT_INTERP)
+    })
+}
+
+/// What to say of a failed build: the executor's own explanation when it gave one.
+fn build_failure(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(exec::FAILURE_PREFIX))
+        .collect();
+    if said.is_empty() {
+        let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("nix-build failed:\n{}", tail.join("\n"))
+    } else {
+        said.join("\n")
+    }
+}
+
+enum RunError {
+    NotFound,
+    Failed(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::NotFound => f.write_str("Nix is not installed"),
+            RunError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Runs a Nix command; its stdout.
+fn run(command: &mut Command) -> Result<Vec<u8>, RunError> {
+    let output = command.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RunError::NotFound,
+        _ => RunError::Failed(format!("{command:?}: {e}")),
+    })?;
+    if !output.status.success() {
+        return Err(RunError::Failed(format!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(output.stdout)
+}

@@ -1,0 +1,244 @@
+//! A hermetic job as data: what repx writes for `nix/job.nix`, and what the job executor
+//! reads back inside the sandbox once Nix has put store paths in place of upstream jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Nix;
+use crate::graph::id::ToolIdentity;
+use crate::graph::{JobIndex, JobInput};
+use crate::lab::limits::Limits;
+use crate::lab::{Mode, PluginRef};
+use crate::plan::Plan;
+use crate::store::Store;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Spec {
+    pub id: String,
+    /// The derivation's name.
+    pub name: String,
+    pub stage: String,
+    /// The plugin's store path, or `builtin:NAME` (the executor carries those).
+    pub plugin: String,
+    /// BLAKE3 of the plugin's bytes, checked by the executor.
+    pub plugin_digest: String,
+    pub params: BTreeMap<String, Value>,
+    pub inputs: BTreeMap<String, Input>,
+    pub outputs: Vec<PathBuf>,
+    pub limits: SpecLimits,
+    pub tools: Vec<Tool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    Dir(Dir),
+    Gather(Vec<Dir>),
+}
+
+/// A directory input: an upstream hermetic job (`job`, its id), or a store path. Inside
+/// the sandbox `path` is always set.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Dir {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For a gathered job: its id and parameters, for `index.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SpecLimits {
+    pub memory: u64,
+    pub time_ms: u64,
+    pub output: u64,
+    pub log: u64,
+    pub files: u64,
+}
+
+impl From<Limits> for SpecLimits {
+    fn from(l: Limits) -> SpecLimits {
+        SpecLimits {
+            memory: l.memory,
+            time_ms: l.time.as_millis() as u64,
+            output: l.output,
+            log: l.log,
+            files: l.files,
+        }
+    }
+}
+
+impl From<&SpecLimits> for Limits {
+    fn from(l: &SpecLimits) -> Limits {
+        Limits {
+            memory: l.memory,
+            time: Duration::from_millis(l.time_ms),
+            output: l.output,
+            log: l.log,
+            files: l.files,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+impl From<&Tool> for ToolIdentity {
+    fn from(t: &Tool) -> ToolIdentity {
+        ToolIdentity {
+            name: t.name.clone(),
+            path: t.path.clone(),
+            digest: t.digest.clone(),
+        }
+    }
+}
+
+/// The specs of hermetic job `index` (whose id is `id`) and of every hermetic job upstream of it through hermetic
+/// jobs; other inputs are added to the Nix store by content. `ids` holds the id of each
+/// of those upstream jobs and of their direct upstream jobs.
+pub fn closure(
+    plan: &Plan,
+    store: &Store,
+    nix: &Nix,
+    index: JobIndex,
+    id: &str,
+    ids: &BTreeMap<JobIndex, String>,
+) -> Result<Vec<Spec>, String> {
+    let id_of = |j: JobIndex| {
+        ids.get(&j)
+            .cloned()
+            .ok_or_else(|| format!("the id of upstream job {j} is not known"))
+    };
+    let mut specs = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![index];
+    while let Some(j) = stack.pop() {
+        if !seen.insert(j) {
+            continue;
+        }
+        let id = if j == index {
+            id.to_string()
+        } else {
+            id_of(j)?
+        };
+        let job = &plan.graph.jobs[j];
+        let dir = |up: JobIndex| -> Result<Dir, String> {
+            let up_id = id_of(up)?;
+            Ok(if plan.graph.jobs[up].mode == Mode::Hermetic {
+                Dir {
+                    job: Some(up_id),
+                    path: None,
+                    id: None,
+                    params: None,
+                }
+            } else {
+                Dir {
+                    job: None,
+                    path: Some(nix.add(&store.output_dir(&up_id))?),
+                    id: None,
+                    params: None,
+                }
+            })
+        };
+        let mut inputs = BTreeMap::new();
+        for (name, input) in &job.inputs {
+            let input = match input {
+                JobInput::Path(path) => {
+                    let host = match plan.snapshots.get(path) {
+                        Some(hash) => store.snapshots().join(hash),
+                        None => path.clone(),
+                    };
+                    Input::Dir(Dir {
+                        job: None,
+                        path: Some(nix.add(&host)?),
+                        id: None,
+                        params: None,
+                    })
+                }
+                JobInput::Job(up) => Input::Dir(dir(*up)?),
+                JobInput::Gather(ups) => Input::Gather(
+                    ups.iter()
+                        .map(|up| {
+                            Ok(Dir {
+                                id: Some(id_of(*up)?),
+                                params: Some(plan.graph.jobs[*up].params.clone()),
+                                ..dir(*up)?
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                ),
+            };
+            inputs.insert(name.clone(), input);
+        }
+        for up in job.deps() {
+            if plan.graph.jobs[up].mode == Mode::Hermetic {
+                stack.push(up);
+            }
+        }
+        specs.push(spec(plan, nix, j, id, inputs)?);
+    }
+    Ok(specs)
+}
+
+fn spec(
+    plan: &Plan,
+    nix: &Nix,
+    index: JobIndex,
+    id: String,
+    inputs: BTreeMap<String, Input>,
+) -> Result<Spec, String> {
+    let job = &plan.graph.jobs[index];
+    let stage = &plan.lab.stages[&job.stage];
+    let resources = &plan.stages[&job.stage];
+    let plugin = match &stage.plugin {
+        PluginRef::Builtin(name) => format!("builtin:{name}"),
+        PluginRef::File(path) => nix.add(path)?,
+    };
+    Ok(Spec {
+        name: derivation_name(&job.stage, &id),
+        id,
+        stage: job.stage.clone(),
+        plugin,
+        plugin_digest: resources.plugin.digest.clone(),
+        params: job.params.clone(),
+        inputs,
+        outputs: stage.outputs.clone(),
+        limits: stage.limits.into(),
+        tools: resources
+            .tools
+            .iter()
+            .map(|t| Tool {
+                name: t.name.clone(),
+                path: t.path.clone(),
+                digest: t.digest.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// `repx-STAGE-ID12`, with what a store path name may not hold replaced.
+fn derivation_name(stage: &str, id: &str) -> String {
+    let stage: String = stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-._?=".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("repx-{stage}-{}", &id[..id.len().min(12)])
+}
