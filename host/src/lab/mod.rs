@@ -1,12 +1,16 @@
-//! The lab: stages, pipelines and runs, as read from `repx.toml`.
+//! The lab: stages, pipelines and runs, as read from `repx.toml`, `lab.nix` or `lab.json`.
 //!
 //! [`Lab::load`] parses and validates the whole file before anything runs. Every problem
 //! is collected (not only the first) into a [`LabError`] naming the file, the line and the
-//! key, so a user fixes a lab in one pass. Paths in a loaded lab are absolute.
+//! key, so a user fixes a lab in one pass. A lab in Nix or JSON is validated by the same
+//! parser as TOML (see [`source`]); its problems name the key without a line. Paths in a
+//! loaded lab are absolute.
 
 pub mod cluster;
+mod json;
 pub mod limits;
 mod parse;
+mod source;
 mod suggest;
 
 use std::collections::BTreeMap;
@@ -17,10 +21,11 @@ use serde_json::Value;
 
 pub use cluster::{Resources, SlurmSettings};
 pub use limits::Limits;
+pub use source::{Format, LAB_FILES};
 pub use suggest::did_you_mean;
 
-/// The file name a lab is looked for under.
-pub const LAB_FILE: &str = "repx.toml";
+/// The file name a new lab gets, and the first a directory is searched for.
+pub const LAB_FILE: &str = LAB_FILES[0];
 
 /// A validated lab.
 #[derive(Debug, Clone)]
@@ -158,6 +163,21 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "no lab in {}: it has none of {}\n  make one with `repx init`, or pass --lab FILE",
+        dir.display(),
+        LAB_FILES.join(", ")
+    )]
+    NotFound { dir: PathBuf },
+    #[error(
+        "{}: this lab is written in Nix, but `nix-instantiate` is not on PATH\n  \
+         install Nix (on Debian `apt-get install nix-bin`, or run scripts/nix-setup), \
+         or describe the lab in repx.toml instead",
+        path.display()
+    )]
+    NixMissing { path: PathBuf },
+    #[error("{}: Nix could not evaluate it:\n{message}", path.display())]
+    Eval { path: PathBuf, message: String },
     #[error("{}", render_problems(path, problems))]
     Invalid {
         path: PathBuf,
@@ -184,19 +204,30 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 }
 
 impl Lab {
-    /// Reads and validates the lab at `path` (a `repx.toml`, or a directory holding one).
+    /// Reads and validates the lab at `path`: a lab file (`.nix` and `.json` by their
+    /// extension, anything else TOML), or a directory holding one of [`LAB_FILES`], the
+    /// first in that order when it holds several.
     pub fn load(path: &Path) -> Result<Lab, LabError> {
-        let file = if path.is_dir() {
-            path.join(LAB_FILE)
-        } else {
-            path.to_path_buf()
-        };
+        let (file, ignored) = source::find(path)?;
         let file = std::path::absolute(&file).unwrap_or(file);
-        let text = std::fs::read_to_string(&file).map_err(|source| LabError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        parse::parse(&file, &text)
+        let mut lab = source::load(&file)?;
+        if let Some(other) = ignored.first() {
+            // A directory holding two labs is read by precedence; say so, or a user who
+            // edits the other one wonders why nothing changes.
+            let names: Vec<String> = ignored
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            lab.warnings.push(format!(
+                "{} is the lab here; {} beside it {} not read (--lab {} reads it)",
+                file.display(),
+                names.join(" and "),
+                if names.len() == 1 { "is" } else { "are" },
+                other.display()
+            ));
+        }
+        Ok(lab)
     }
 
     /// The stages of a run, deduplicated, in lab order.
