@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::graph::id::{Identity, InputKey, ToolIdentity};
 use crate::graph::{JobGraph, JobIndex, JobInput};
-use crate::lab::{Lab, Mode, PluginRef};
+use crate::lab::{Format, Lab, Mode, PluginRef};
 use crate::store::{self, Store};
 use crate::wasm::{Plugin, builtin};
 
@@ -186,7 +186,10 @@ impl Plan {
 }
 
 /// A stage's plugin must match its pin, and a plugin from outside the project directory
-/// must have one: a file anyone else can change is trusted only by its digest.
+/// must have one: a file anyone else can change is trusted only by its digest. A file in
+/// the Nix store needs none: the store is read-only and a store path stands for one
+/// content (hashed into its name, or built by one recipe), so the lab that names the path
+/// has chosen the bytes, as `"${./plugin.wasm}"` or a package's output does in a lab.nix.
 fn check_pin(lab: &Lab, stage: &crate::lab::Stage, bytes: &[u8]) -> Result<(), PlanError> {
     let actual = crate::wasm::sha256_hex(bytes);
     let pin_err = |message| PlanError::Pin {
@@ -196,16 +199,40 @@ fn check_pin(lab: &Lab, stage: &crate::lab::Stage, bytes: &[u8]) -> Result<(), P
     match (&stage.sha256, &stage.plugin) {
         (Some(pinned), plugin) if *pinned != actual => Err(pin_err(format!(
             "plugin {plugin} does not match its pin\n  pinned sha256: {pinned}\n  actual sha256: {actual}\n\
-             if the plugin changed on purpose, pin it again (`repx plugin pin`); no job was run"
+             if the plugin changed on purpose, pin it again: {}; no job was run",
+            how_to_pin(lab, &stage.name, &actual)
         ))),
-        (None, PluginRef::File(path)) if !inside(path, &lab.dir) => Err(pin_err(format!(
-            "plugin {} is outside the project directory, so it must be pinned: add \
-             `sha256 = \"{actual}\"` to [stages.{}] (or run `repx plugin pin`)",
-            path.display(),
-            stage.name
-        ))),
+        (None, PluginRef::File(path)) if !inside(path, &lab.dir) && !in_nix_store(path) => {
+            Err(pin_err(format!(
+                "plugin {} is outside the project directory, so it must be pinned: {}",
+                path.display(),
+                how_to_pin(lab, &stage.name, &actual)
+            )))
+        }
         _ => Ok(()),
     }
+}
+
+/// How to pin `stage` to `digest`, in the language of the lab file.
+fn how_to_pin(lab: &Lab, stage: &str, digest: &str) -> String {
+    match Format::of(&lab.file) {
+        Format::Toml => {
+            format!("add `sha256 = \"{digest}\"` to [stages.{stage}] (or run `repx plugin pin`)")
+        }
+        Format::Nix => format!(
+            "add `sha256 = \"{digest}\";` to the mkStage of `{stage}` in {}",
+            lab.file.display()
+        ),
+        Format::Json => format!(
+            "add `\"sha256\": \"{digest}\"` to stages.{stage} in {}",
+            lab.file.display()
+        ),
+    }
+}
+
+/// Whether `path` names a file in the Nix store, and is one once symlinks are resolved.
+fn in_nix_store(path: &Path) -> bool {
+    path.starts_with(NIX_STORE) && inside(path, Path::new(NIX_STORE))
 }
 
 fn inside(path: &Path, dir: &Path) -> bool {

@@ -2,10 +2,11 @@
 //!
 //! The file is edited in place, keeping its comments and layout; only `sha256` keys of the
 //! chosen stages change. Built-in plugins are part of the binary and are not pinned.
+//! A lab in Nix or JSON is not rewritten: the command says what to add where.
 
 use super::error::{CliError, invalid};
 use super::{Cli, exit};
-use crate::lab::{Lab, PluginRef, did_you_mean};
+use crate::lab::{Format, Lab, PluginRef, did_you_mean};
 
 pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
     let lab = Lab::load(&cli.lab)?;
@@ -17,6 +18,9 @@ pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
                 lab.file.display()
             )));
         }
+    }
+    if Format::of(&lab.file) != Format::Toml {
+        return Err(not_toml(&lab, stages));
     }
     let text = std::fs::read_to_string(&lab.file)?;
     let mut doc: toml_edit::DocumentMut = text
@@ -62,4 +66,37 @@ pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
         std::fs::rename(&tmp, &lab.file)?;
     }
     Ok(exit::SUCCESS)
+}
+
+/// The digests to pin, for a lab file this command does not edit.
+fn not_toml(lab: &Lab, stages: &[String]) -> CliError {
+    let nix = Format::of(&lab.file) == Format::Nix;
+    let mut lines = Vec::new();
+    for stage in lab.stages.values() {
+        if !stages.is_empty() && !stages.contains(&stage.name) {
+            continue;
+        }
+        let PluginRef::File(path) = &stage.plugin else {
+            continue;
+        };
+        let digest = match std::fs::read(path) {
+            Ok(bytes) => crate::wasm::sha256_hex(&bytes),
+            Err(e) => format!("(cannot read {}: {e})", path.display()),
+        };
+        lines.push(if nix {
+            format!("  {}: sha256 = \"{digest}\";", stage.name)
+        } else {
+            format!("  stages.{}: \"sha256\": \"{digest}\"", stage.name)
+        });
+    }
+    invalid(format!(
+        "{} is not TOML, so `repx plugin pin` does not edit it; pin the plugins yourself, {}:\n{}",
+        lab.file.display(),
+        if nix {
+            "in each stage's mkStage"
+        } else {
+            "in each stage"
+        },
+        lines.join("\n")
+    ))
 }
