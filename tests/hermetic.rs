@@ -126,10 +126,7 @@ fn param_sweep_is_byte_identical_to_pure() {
 
 #[test]
 fn a_second_run_realises_nothing() {
-    let lab = copy_example("simple");
-    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
-    let toml = toml.replace("n = 100", &format!("n = {}", fresh_n()));
-    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    let lab = fresh_simple();
 
     let before_first = SystemTime::now();
     let first = hermetic(lab.path(), &["run", "--hermetic"]);
@@ -337,4 +334,143 @@ fn a_pure_output_is_checked_against_the_hermetic_build() {
     let out = hermetic(lab.path(), &["run", "--hermetic"]);
     out.expect_code(1);
     out.expect_stderr(&["FAILED sum", "differs from this job's pure output"]);
+}
+
+/// The simple example with a parameter no earlier test run used: Nix must build it.
+fn fresh_simple() -> TempDir {
+    let lab = copy_example("simple");
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let toml = toml.replace("n = 100", &format!("n = {}", fresh_n()));
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    lab
+}
+
+#[test]
+fn nix_options_reach_the_build() {
+    let lab = fresh_simple();
+    // No local builds and no remote builders: Nix itself refuses, so the option got there.
+    let out = hermetic(
+        lab.path(),
+        &["run", "--hermetic", "--nix-option", "max-jobs=0"],
+    );
+    out.expect_code(1);
+    out.expect_stderr(&["FAILED generate", "max-jobs"]);
+    let bad = hermetic(
+        lab.path(),
+        &["run", "--hermetic", "--nix-option", "max-jobs"],
+    );
+    bad.expect_code(2);
+    bad.expect_stderr(&["--nix-option max-jobs: expected NAME=VALUE"]);
+}
+
+#[test]
+fn a_binary_cache_stands_in_for_building() {
+    let lab = fresh_simple();
+    hermetic(lab.path(), &["run", "--hermetic"]).expect_code(0);
+    let before: BTreeMap<String, _> = records(lab.path())
+        .into_iter()
+        .map(|(id, r)| {
+            let path = r["nix"].as_str().unwrap().to_string();
+            (id, (path.clone(), files(Path::new(&path))))
+        })
+        .collect();
+    let ids: Vec<String> = before.keys().cloned().collect();
+    let mut paths: Vec<String> = before.values().map(|(p, _)| p.clone()).collect();
+    for id in &ids {
+        let log = fs::read_link(lab.path().join(".repx/nix").join(format!("{id}-log"))).unwrap();
+        paths.push(log.display().to_string());
+    }
+
+    let cache = TempDir::new();
+    let url = format!("file://{}", cache.path().display());
+    let copied = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--to",
+            &url,
+        ])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    common::remove_tree(&lab.path().join(".repx"));
+    let deleted = Command::new("nix-store")
+        .arg("--delete")
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(!Path::new(&paths[0]).exists());
+
+    let since = SystemTime::now();
+    let out = hermetic(
+        lab.path(),
+        &[
+            "run",
+            "--hermetic",
+            "--nix-option",
+            &format!("substituters={url}"),
+            "--nix-option",
+            "require-sigs=false",
+        ],
+    );
+    out.expect_code(0);
+    assert_eq!(
+        builds_since(since, &ids),
+        0,
+        "built instead of substituting"
+    );
+    for (id, (path, files_before)) in &before {
+        assert_eq!(&files(Path::new(path)), files_before, "{path}");
+        let out = lab.path().join(".repx/jobs").join(id).join("out");
+        assert_eq!(&files(&out), files_before, "job {id}");
+    }
+}
+
+#[test]
+fn gc_lets_nix_collect_what_repx_no_longer_keeps() {
+    let lab = fresh_simple();
+    hermetic(lab.path(), &["run", "--hermetic"]).expect_code(0);
+    let old = records(lab.path());
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let n = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("params = { n = "))
+        .unwrap()
+        .trim_end_matches(" }")
+        .to_string();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replace(
+            &format!("n = {n}"),
+            &format!("n = {}", n.parse::<u64>().unwrap() + 1),
+        ),
+    )
+    .unwrap();
+    hermetic(lab.path(), &["run", "--hermetic"]).expect_code(0);
+    repx(lab.path(), &["gc"]).expect_code(0);
+    let roots = Command::new("nix-store")
+        .args(["--gc", "--print-roots"])
+        .output()
+        .unwrap();
+    let roots = String::from_utf8_lossy(&roots.stdout);
+    for (id, record) in &old {
+        assert!(!lab.path().join(".repx/nix").join(id).exists(), "{id}");
+        let path = record["nix"].as_str().unwrap();
+        assert!(!roots.contains(path), "{path} is still a root");
+    }
+    for (id, record) in records(lab.path()) {
+        assert!(lab.path().join(".repx/nix").join(&id).exists(), "{id}");
+        assert!(roots.contains(record["nix"].as_str().unwrap()));
+    }
 }

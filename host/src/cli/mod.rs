@@ -225,6 +225,10 @@ pub struct RunArgs {
     /// Run every stage hermetic, through Nix.
     #[arg(long, group = "mode")]
     pub hermetic: bool,
+    /// A Nix setting for building hermetic jobs (`nix-build --option NAME VALUE`), e.g.
+    /// `builders=ssh://host x86_64-linux` or `substituters=https://cache.example`.
+    #[arg(long = "nix-option", value_name = "NAME=VALUE")]
+    pub nix_options: Vec<String>,
     /// Re-run jobs even when their output is in the store; with a stage name, only its jobs.
     #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
     pub force: Option<String>,

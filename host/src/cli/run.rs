@@ -116,7 +116,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     };
     let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
     let options = Options {
-        nix: crate::nix::Nix::for_plan(&plan, &store)?,
+        nix: crate::nix::Nix::for_plan(&plan, &store, nix_options(&args.nix_options)?)?,
         jobs,
         continue_on_failure: args.continue_on_failure,
         force,
@@ -145,6 +145,21 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         exit::SUCCESS
     })
+}
+
+/// `--nix-option NAME=VALUE` as pairs.
+fn nix_options(given: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    given
+        .iter()
+        .map(|option| match option.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(invalid(format!(
+                "--nix-option {option}: expected NAME=VALUE, e.g. --nix-option max-jobs=4"
+            ))),
+        })
+        .collect()
 }
 
 pub fn store_path(cli: &Cli, lab: &Lab) -> PathBuf {

@@ -179,7 +179,8 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     let runnable = slurm::worker::check(&plan, &store, &batch, &events)
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let complete = runnable.len() == batch.jobs.len();
-    let nix = crate::nix::Nix::for_plan(&plan, &store)?;
+    // Nix settings reach a worker through NIX_CONFIG, which sbatch passes on.
+    let nix = crate::nix::Nix::for_plan(&plan, &store, Vec::new())?;
 
     let runtime = Arc::new(Runtime::new(crate::wasm::cache_dir(), batch.parallel)?);
     let interrupted = Arc::new(AtomicBool::new(false));

@@ -55,6 +55,8 @@ pub enum NixError {
 pub struct Nix {
     /// Store path of the static repx that builds every hermetic job.
     builder: String,
+    /// Settings passed to every build (`--option NAME VALUE`).
+    options: Vec<(String, String)>,
     /// `job.nix`, written where the evaluator can read it.
     expression: PathBuf,
     /// Store path of each host path added so far.
@@ -80,6 +82,7 @@ impl Nix {
     pub fn for_plan(
         plan: &crate::plan::Plan,
         store: &crate::store::Store,
+        options: Vec<(String, String)>,
     ) -> Result<Option<std::sync::Arc<Nix>>, NixError> {
         let hermetic = plan
             .graph
@@ -89,12 +92,13 @@ impl Nix {
         if !hermetic {
             return Ok(None);
         }
-        Nix::new(&store.root().join("tmp")).map(|nix| Some(std::sync::Arc::new(nix)))
+        Nix::new(&store.root().join("tmp"), options).map(|nix| Some(std::sync::Arc::new(nix)))
     }
 
     /// Checks that Nix is installed and sandboxed, and adds the job executor to its store;
-    /// `scratch` is a directory of repx's own for the files Nix reads.
-    pub fn new(scratch: &Path) -> Result<Nix, NixError> {
+    /// `scratch` is a directory of repx's own for the files Nix reads, `options` settings
+    /// for every build.
+    pub fn new(scratch: &Path, options: Vec<(String, String)>) -> Result<Nix, NixError> {
         let config = run(Command::new("nix").args([
             "--extra-experimental-features",
             "nix-command",
@@ -118,6 +122,7 @@ impl Nix {
             .map_err(|e| NixError::Command(format!("{}: {e}", expression.display())))?;
         let nix = Nix {
             builder: String::new(),
+            options,
             expression,
             added: Mutex::new(HashMap::new()),
         };
@@ -158,7 +163,11 @@ impl Nix {
             std::fs::create_dir_all(parent)
                 .map_err(|e| failure(format!("{}: {e}", parent.display())))?;
         }
-        let output = Command::new("nix-build")
+        let mut command = Command::new("nix-build");
+        for (name, value) in &self.options {
+            command.args(["--option", name, value]);
+        }
+        let output = command
             .arg(&self.expression)
             .args(["--argstr", "builder", &self.builder])
             .arg("--argstr")

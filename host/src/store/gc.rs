@@ -197,6 +197,16 @@ impl super::Store {
                     if !path.as_os_str().is_empty() {
                         remove_tree(path).map_err(io(path))?;
                     }
+                    // A hermetic job's Nix GC roots: Nix may collect its output now.
+                    for root in [id.clone(), format!("{id}-log")] {
+                        let root = self.root.join("nix").join(root);
+                        match fs::remove_file(&root) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(io(&root)(e));
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 Item::Failure { .. } | Item::Snapshot { .. } => {
                     remove_tree(path).map_err(io(path))?
