@@ -35,7 +35,8 @@ pub use error::CliError;
     about = "Run experiments and builds whose stages are WebAssembly plugins"
 )]
 pub struct Cli {
-    /// The lab file, or a directory holding `repx.toml`.
+    /// The lab file (`repx.toml`, `lab.nix` or `lab.json`), or a directory holding one; with
+    /// several, the first of those.
     #[arg(long, global = true, default_value = ".")]
     pub lab: PathBuf,
     /// The store directory (default: `.repx` beside the lab).
