@@ -12,15 +12,18 @@
 //! - `limits`: memory, time, logs, open files, output size; malformed and over-reaching
 //!   plugins; pins.
 //! - `integrity`: `repx verify` against damage, and two runs on one store.
-//! - `crash`: `repx run` killed at 50 moments of a run of 300 jobs.
+//! - `crash`: `repx run` killed at 50 moments of a run of 1,000 jobs and more.
+//! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
 //!
-//! Needs the plugins: `scripts/build-plugins`.
+//! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)
+//! and the static repx that `scripts/test` builds.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod crash;
 mod filesystem;
+mod hermetic;
 mod integrity;
 mod limits;
 mod tools;
