@@ -140,6 +140,9 @@ pub enum Command {
     /// Run one hermetic job as the builder of its Nix derivation (inside the Nix sandbox).
     #[command(hide = true)]
     ExecJob,
+    /// Compile a plugin as the builder of its Nix derivation, for hermetic jobs.
+    #[command(hide = true)]
+    CompilePlugin,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -306,5 +309,6 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(args) => bench::bench(args),
         Command::Worker { batch } => slurm::worker(&cli, batch),
         Command::ExecJob => Ok(crate::nix::exec::exec_job()),
+        Command::CompilePlugin => Ok(crate::nix::exec::compile_plugin()),
     }
 }

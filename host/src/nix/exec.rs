@@ -76,7 +76,9 @@ fn run() -> Result<Option<String>, String> {
         work: None,
     })?;
     let limits = Limits::from(&spec.limits);
-    let runtime = Runtime::new(None, 1).map_err(|e| e.to_string())?;
+    // The compiled plugin is a store path built by repx's own compile derivation, which
+    // ran no plugin: as trustworthy as the builder itself.
+    let runtime = Runtime::new(spec.compiled.clone(), 1).map_err(|e| e.to_string())?;
     let finished = runtime
         .run(
             &plugin,
@@ -105,19 +107,49 @@ fn run() -> Result<Option<String>, String> {
     Ok(refused_output(&spec, &out, limits.output))
 }
 
+/// `repx compile-plugin`: the builder of a plugin's compile derivation. Compiles
+/// `$plugin` (checked against `$digest`) into `$out`, laid out as the compiled-plugin
+/// cache that `exec-job` is given.
+pub fn compile_plugin() -> i32 {
+    let compiled = (|| {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                format!("${name} is not set: `repx compile-plugin` runs only inside a Nix build")
+            })
+        };
+        let plugin = load_plugin(&var("plugin")?, &var("digest")?)?;
+        let out = PathBuf::from(var("out")?);
+        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let runtime = Runtime::new(Some(out), 1).map_err(|e| e.to_string())?;
+        runtime.prepare(&plugin).map_err(|e| e.to_string())
+    })();
+    match compiled {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{FAILURE_PREFIX}{e}");
+            1
+        }
+    }
+}
+
 /// The plugin named by the spec, checked against its digest.
 fn plugin(spec: &Spec) -> Result<Plugin, String> {
-    let bytes = match spec.plugin.strip_prefix("builtin:") {
-        Some(name) => builtin::bytes(name)
-            .ok_or_else(|| format!("this repx has no built-in plugin `{name}`"))?
+    load_plugin(&spec.plugin, &spec.plugin_digest)
+}
+
+/// A store path or `builtin:NAME`, checked against `digest`.
+fn load_plugin(name: &str, digest: &str) -> Result<Plugin, String> {
+    let bytes = match name.strip_prefix("builtin:") {
+        Some(builtin) => builtin::bytes(builtin)
+            .ok_or_else(|| format!("this repx has no built-in plugin `{builtin}`"))?
             .to_vec(),
-        None => read(Path::new(&spec.plugin))?,
+        None => read(Path::new(name))?,
     };
-    let plugin = Plugin::new(spec.plugin.clone(), bytes);
-    if plugin.digest != spec.plugin_digest {
+    let plugin = Plugin::new(name.to_string(), bytes);
+    if plugin.digest != digest {
         return Err(format!(
-            "plugin {} has digest {}, not the job's {}",
-            spec.plugin, plugin.digest, spec.plugin_digest
+            "plugin {name} has digest {}, not the job's {digest}",
+            plugin.digest
         ));
     }
     Ok(plugin)

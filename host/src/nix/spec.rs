@@ -26,6 +26,9 @@ pub struct Spec {
     pub plugin: String,
     /// BLAKE3 of the plugin's bytes, checked by the executor.
     pub plugin_digest: String,
+    /// Inside the sandbox: the plugin compiled by its own derivation (see `nix/job.nix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled: Option<PathBuf>,
     pub params: BTreeMap<String, Value>,
     pub inputs: BTreeMap<String, Input>,
     pub outputs: Vec<PathBuf>,
@@ -212,6 +215,7 @@ fn spec(
         stage: job.stage.clone(),
         plugin,
         plugin_digest: resources.plugin.digest.clone(),
+        compiled: None,
         params: job.params.clone(),
         inputs,
         outputs: stage.outputs.clone(),
