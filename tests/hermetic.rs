@@ -474,3 +474,29 @@ fn gc_lets_nix_collect_what_repx_no_longer_keeps() {
         assert!(roots.contains(record["nix"].as_str().unwrap()));
     }
 }
+
+#[test]
+fn a_hermetic_stage_reads_a_pure_upstream() {
+    let pure = copy_example("simple");
+    repx(pure.path(), &["run"]).expect_code(0);
+    let mixed = copy_example("simple");
+    let toml = fs::read_to_string(mixed.path().join("repx.toml")).unwrap();
+    let toml = toml.replace("[stages.sum]\n", "[stages.sum]\nmode = \"hermetic\"\n");
+    fs::write(mixed.path().join("repx.toml"), toml).unwrap();
+    // No --hermetic: the stage's own mode sends it to Nix, and only it.
+    hermetic(mixed.path(), &["run"]).expect_code(0);
+    let modes: BTreeMap<String, String> = records(mixed.path())
+        .into_values()
+        .map(|r| {
+            let stage = r["stage"].as_str().unwrap().to_string();
+            (stage, r["mode"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(modes["sum"], "hermetic");
+    assert_eq!(modes["generate"], "pure");
+    assert_eq!(modes["plot"], "pure");
+    assert_eq!(
+        common::read_output(mixed.path(), "sum.txt"),
+        common::read_output(pure.path(), "sum.txt")
+    );
+}
