@@ -277,7 +277,7 @@ pipelines = ["p"]
 }
 
 #[test]
-fn missing_nix_or_builder_is_explained() {
+fn missing_nix_an_unsandboxed_nix_or_no_builder_is_explained() {
     let lab = copy_example("simple");
     let builder = common::static_repx();
     let no_nix = repx_with_env(
@@ -290,6 +290,17 @@ fn missing_nix_or_builder_is_explained() {
     );
     no_nix.expect_code(2);
     no_nix.expect_stderr(&["hermetic mode needs Nix", "nix-bin"]);
+
+    let unsandboxed = repx_with_env(
+        lab.path(),
+        &["run", "--hermetic"],
+        &[
+            ("NIX_CONFIG", "sandbox = false"),
+            ("REPX_NIX_BUILDER", builder.to_str().unwrap()),
+        ],
+    );
+    unsandboxed.expect_code(2);
+    unsandboxed.expect_stderr(&["without its sandbox", "sandbox = true", "/etc/nix/nix.conf"]);
 
     let dynamic = repx_with_env(
         lab.path(),
