@@ -75,10 +75,7 @@ impl Plan {
                 .jobs
                 .iter()
                 .any(|j| j.stage == name && j.mode == Mode::Hermetic);
-            if let Some(tool) = tools
-                .iter()
-                .find(|t| hermetic && !t.path.starts_with(NIX_STORE))
-            {
+            if let Some(tool) = tools.iter().find(|t| hermetic && !in_nix_store(&t.path)) {
                 return Err(stage_err(format!(
                     "tool `{}` is {}, not a Nix store path: hermetic jobs run in the Nix sandbox, \
                      which holds nothing else; grant a store path (e.g. `tools = [\"{NIX_STORE}…-busybox/bin/sh\"]`), \

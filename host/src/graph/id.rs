@@ -22,7 +22,7 @@ pub enum InputKey<'a> {
 }
 
 /// A granted tool, as resolved on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToolIdentity {
     pub name: String,
     pub path: std::path::PathBuf,

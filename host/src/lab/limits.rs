@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// What one job of a stage may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Linear memory, in bytes, across the plugin's memories.
     pub memory: u64,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::spec::{Input, Spec};
 use crate::contract::{self, Gathered, Source};
 use crate::lab::Mode;
-use crate::lab::limits::Limits;
+use crate::store;
 use crate::wasm::host::Observer;
 use crate::wasm::{JobRun, Plugin, Runtime, builtin};
 
@@ -75,7 +75,7 @@ fn run() -> Result<Option<String>, String> {
         scratch,
         work: None,
     })?;
-    let limits = Limits::from(&spec.limits);
+    let limits = spec.limits;
     // The compiled plugin is a store path built by repx's own compile derivation, which
     // ran no plugin: as trustworthy as the builder itself.
     let runtime = Runtime::new(spec.compiled.clone(), 1).map_err(|e| e.to_string())?;
@@ -85,7 +85,7 @@ fn run() -> Result<Option<String>, String> {
             JobRun {
                 stage: spec.stage.clone(),
                 policy: Arc::new(policy),
-                grants: spec.tools.iter().map(Into::into).collect(),
+                grants: spec.tools.clone().into(),
                 observer: Arc::new(Quiet),
                 limits,
             },
@@ -178,26 +178,16 @@ fn source(input: &Input) -> Result<Source, String> {
     })
 }
 
-/// Why the output cannot be committed, as in pure mode: a declared output is missing,
-/// or it is over the stage's output limit.
+/// Why the output cannot be committed, by the store's own checks: a declared output is
+/// missing, or it is over the stage's output limit.
 fn refused_output(spec: &Spec, out: &Path, limit: u64) -> Option<String> {
-    if let Some(missing) = spec
-        .outputs
-        .iter()
-        .find(|o| std::fs::symlink_metadata(out.join(o)).is_err())
-    {
-        return Some(format!(
-            "declared output `{}` is missing from /out",
-            missing.display()
-        ));
+    if let Err(e) = store::declared_outputs_present(&spec.id, out, &spec.outputs) {
+        return Some(e.to_string());
     }
-    match crate::store::hash_tree(out) {
-        Ok(summary) if summary.bytes > limit => Some(format!(
-            "output limit of {} exceeded ({} in /out)",
-            crate::lab::limits::bytes(limit),
-            crate::lab::limits::bytes(summary.bytes)
-        )),
-        Ok(_) => None,
+    match store::hash_tree(out) {
+        Ok(summary) => store::within_output_limit(&spec.id, summary.bytes, limit)
+            .err()
+            .map(|e| e.to_string()),
         Err(e) => Some(format!("reading the output: {e}")),
     }
 }

@@ -115,19 +115,17 @@ impl Nix {
         if sandbox != "true" {
             return Err(NixError::NoSandbox(sandbox));
         }
-        let builder = builder()?;
+        let builder = store_add(&builder()?).map_err(NixError::Command)?;
         let expression = scratch.join("nix-job.nix");
         std::fs::create_dir_all(scratch)
             .and_then(|()| std::fs::write(&expression, JOB_NIX))
             .map_err(|e| NixError::Command(format!("{}: {e}", expression.display())))?;
-        let nix = Nix {
-            builder: String::new(),
+        Ok(Nix {
+            builder,
             options,
             expression,
             added: Mutex::new(HashMap::new()),
-        };
-        let builder = nix.add(&builder).map_err(NixError::Command)?;
-        Ok(Nix { builder, ..nix })
+        })
     }
 
     /// Adds a file or directory to the store by content (once per run); its store path.
@@ -136,9 +134,7 @@ impl Nix {
         if let Some(store_path) = added.get(path) {
             return Ok(store_path.clone());
         }
-        let stdout = run(Command::new("nix-store").arg("--add").arg(path))
-            .map_err(|e| format!("adding {} to the Nix store: {e}", path.display()))?;
-        let store_path = String::from_utf8_lossy(&stdout).trim().to_string();
+        let store_path = store_add(path)?;
         added.insert(path.to_path_buf(), store_path.clone());
         Ok(store_path)
     }
@@ -196,6 +192,13 @@ impl Nix {
             realised: String::from_utf8_lossy(&output.stderr).contains("will be built"),
         })
     }
+}
+
+/// Adds a file or directory to the store by content; its store path.
+fn store_add(path: &Path) -> Result<String, String> {
+    let stdout = run(Command::new("nix-store").arg("--add").arg(path))
+        .map_err(|e| format!("adding {} to the Nix store: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
 }
 
 /// The static repx that builds hermetic jobs: this one if it is static, else the one

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,8 +31,8 @@ pub struct Spec {
     pub params: BTreeMap<String, Value>,
     pub inputs: BTreeMap<String, Input>,
     pub outputs: Vec<PathBuf>,
-    pub limits: SpecLimits,
-    pub tools: Vec<Tool>,
+    pub limits: Limits,
+    pub tools: Vec<ToolIdentity>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,7 +44,7 @@ pub enum Input {
 
 /// A directory input: an upstream hermetic job (`job`, its id), or a store path. Inside
 /// the sandbox `path` is always set.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Dir {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
@@ -58,59 +57,9 @@ pub struct Dir {
     pub params: Option<BTreeMap<String, Value>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SpecLimits {
-    pub memory: u64,
-    pub time_ms: u64,
-    pub output: u64,
-    pub log: u64,
-    pub files: u64,
-}
-
-impl From<Limits> for SpecLimits {
-    fn from(l: Limits) -> SpecLimits {
-        SpecLimits {
-            memory: l.memory,
-            time_ms: l.time.as_millis() as u64,
-            output: l.output,
-            log: l.log,
-            files: l.files,
-        }
-    }
-}
-
-impl From<&SpecLimits> for Limits {
-    fn from(l: &SpecLimits) -> Limits {
-        Limits {
-            memory: l.memory,
-            time: Duration::from_millis(l.time_ms),
-            output: l.output,
-            log: l.log,
-            files: l.files,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Tool {
-    pub name: String,
-    pub path: PathBuf,
-    pub digest: String,
-}
-
-impl From<&Tool> for ToolIdentity {
-    fn from(t: &Tool) -> ToolIdentity {
-        ToolIdentity {
-            name: t.name.clone(),
-            path: t.path.clone(),
-            digest: t.digest.clone(),
-        }
-    }
-}
-
-/// The specs of hermetic job `index` (whose id is `id`) and of every hermetic job upstream of it through hermetic
-/// jobs; other inputs are added to the Nix store by content. `ids` holds the id of each
-/// of those upstream jobs and of their direct upstream jobs.
+/// The specs of hermetic job `index` (whose id is `id`) and of every hermetic job upstream
+/// of it through hermetic jobs; other inputs are added to the Nix store by content. `ids`
+/// holds the id of each of those upstream jobs and of their direct upstream jobs.
 pub fn closure(
     plan: &Plan,
     store: &Store,
@@ -142,16 +91,12 @@ pub fn closure(
             Ok(if plan.graph.jobs[up].mode == Mode::Hermetic {
                 Dir {
                     job: Some(up_id),
-                    path: None,
-                    id: None,
-                    params: None,
+                    ..Dir::default()
                 }
             } else {
                 Dir {
-                    job: None,
                     path: Some(nix.add(&store.output_dir(&up_id))?),
-                    id: None,
-                    params: None,
+                    ..Dir::default()
                 }
             })
         };
@@ -164,10 +109,8 @@ pub fn closure(
                         None => path.clone(),
                     };
                     Input::Dir(Dir {
-                        job: None,
                         path: Some(nix.add(&host)?),
-                        id: None,
-                        params: None,
+                        ..Dir::default()
                     })
                 }
                 JobInput::Job(up) => Input::Dir(dir(*up)?),
@@ -219,16 +162,8 @@ fn spec(
         params: job.params.clone(),
         inputs,
         outputs: stage.outputs.clone(),
-        limits: stage.limits.into(),
-        tools: resources
-            .tools
-            .iter()
-            .map(|t| Tool {
-                name: t.name.clone(),
-                path: t.path.clone(),
-                digest: t.digest.clone(),
-            })
-            .collect(),
+        limits: stage.limits,
+        tools: resources.tools.to_vec(),
     })
 }
 

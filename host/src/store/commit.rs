@@ -72,26 +72,13 @@ impl Store {
         record: &mut Record,
     ) -> Result<Vec<PathBuf>, StoreError> {
         let id = &staging.id;
-        for output in outputs {
-            if fs::symlink_metadata(staging.out.join(output)).is_err() {
-                return Err(StoreError::MissingOutput {
-                    id: id.clone(),
-                    output: output.clone(),
-                });
-            }
-        }
+        declared_outputs_present(id, &staging.out, outputs)?;
         let summary =
             tree::seal_tree_unsynced(&staging.out).map_err(|source| StoreError::Output {
                 id: id.clone(),
                 source,
             })?;
-        if summary.bytes > output_limit {
-            return Err(StoreError::OutputLimit {
-                id: id.clone(),
-                limit: output_limit,
-                size: summary.bytes,
-            });
-        }
+        within_output_limit(id, summary.bytes, output_limit)?;
         record.hash = summary.hash;
         let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
         let manifest_path = staging.dir.join(MANIFEST);
@@ -190,6 +177,36 @@ impl Store {
         let _ = tree::remove_tree(&sealed.staging.dir);
         again(error)
     }
+}
+
+/// Refuses an output that lacks one of the stage's declared outputs.
+pub fn declared_outputs_present(
+    id: &str,
+    out: &Path,
+    outputs: &[PathBuf],
+) -> Result<(), StoreError> {
+    match outputs
+        .iter()
+        .find(|o| fs::symlink_metadata(out.join(o)).is_err())
+    {
+        Some(missing) => Err(StoreError::MissingOutput {
+            id: id.to_string(),
+            output: missing.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an output of `bytes` over the stage's limit.
+pub fn within_output_limit(id: &str, bytes: u64, limit: u64) -> Result<(), StoreError> {
+    if bytes > limit {
+        return Err(StoreError::OutputLimit {
+            id: id.to_string(),
+            limit,
+            size: bytes,
+        });
+    }
+    Ok(())
 }
 
 /// The same error again, for each job of a batch it failed.

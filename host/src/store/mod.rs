@@ -41,7 +41,7 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use commit::Sealed;
+pub use commit::{Sealed, declared_outputs_present, within_output_limit};
 pub use tree::{Entry, TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
 
 /// The file beside a job's `out/` listing every entry and its digest.
