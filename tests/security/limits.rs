@@ -252,8 +252,9 @@ fn flood_stderr() {
 // ---------------------------------------------------------------------------------------
 // Plugins refused before anything runs
 
-/// Runs the lab whose `attack` plugin file holds `bytes`: refused before any job (the
-/// bystander included) ran, with a message naming the plugin and each of `needles`.
+/// Runs the lab whose `attack` plugin file holds `bytes`: refused as an invalid lab (exit
+/// 2) before any job (the bystander included) ran, with a message naming the stage, the
+/// plugin and each of `needles`, and no bytes of the file.
 #[track_caller]
 fn refused_before_running(bytes: &[u8], needles: &[&str]) {
     let lab = limit_lab("attack.wasm");
@@ -261,14 +262,18 @@ fn refused_before_running(bytes: &[u8], needles: &[&str]) {
     let before = HostState::of(lab.path());
     let out = repx(lab.path(), &["run", "--continue-on-failure"]);
     assert_untouched(lab.path(), &before);
-    assert!(
-        out.code != 0 && out.code != -1,
-        "exit code {}\n{}",
-        out.code,
+    out.expect_code(2).expect_stderr(&[
+        "stage `attack`: plugin ",
+        "attack.wasm is not a valid WASI plugin: ",
+        "fix `stages.attack.plugin` in ",
+    ]);
+    out.expect_stderr(needles);
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "the refusal is one line, without a dump of the file:\n{}",
         out.stderr
     );
-    out.expect_stderr(&["attack.wasm"]);
-    out.expect_stderr(needles);
     assert!(out.ran().is_empty(), "{}", out.stderr);
     assert!(job_dirs(lab.path()).is_empty(), "a job ran");
     let failed = fs::read_dir(lab.path().join(".repx/failed"))
@@ -293,11 +298,14 @@ const CORE_IMPORTING_EVIL: &[u8] = &[
 
 #[test]
 fn malformed_wasm() {
-    refused_before_running(b"", &["plugin"]);
-    refused_before_running(b"#!/bin/sh\ntouch PWNED-malformed\n", &["plugin"]);
+    refused_before_running(b"", &["the file is empty"]);
+    refused_before_running(
+        b"#!/bin/sh\ntouch PWNED-malformed\n",
+        &["it is not WebAssembly"],
+    );
     refused_before_running(
         &[0x00, 0x61, 0x73, 0x6d, 0xff, 0xff, 0x00, 0x00],
-        &["plugin"],
+        &["unknown binary version"],
     );
     let mut random = vec![0u8; 4096];
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -307,10 +315,10 @@ fn malformed_wasm() {
         x ^= x << 17;
         *byte = x as u8;
     }
-    refused_before_running(&random, &["plugin"]);
+    refused_before_running(&random, &["it is not WebAssembly"]);
     // A real component, cut in half.
     let whole = fs::read(hostile("infinite-loop")).unwrap();
-    refused_before_running(&whole[..whole.len() / 2], &["plugin"]);
+    refused_before_running(&whole[..whole.len() / 2], &["out of bounds"]);
     // A valid module that is not a command.
     refused_before_running(
         &[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
@@ -321,18 +329,24 @@ fn malformed_wasm() {
 #[test]
 fn import_unknown_interface() {
     let bytes = fs::read(hostile("import-unknown-interface")).unwrap();
-    refused_before_running(&bytes, &["evil:host/escape"]);
+    refused_before_running(&bytes, &["it imports `evil:host/escape@0.1.0#steal`"]);
 }
 
 #[test]
 fn import_unknown_function() {
     let bytes = fs::read(hostile("import-unknown-function")).unwrap();
-    refused_before_running(&bytes, &["escalate"]);
+    refused_before_running(
+        &bytes,
+        &[
+            "it imports `repx:stage/host@",
+            "#escalate`, which repx does not provide",
+        ],
+    );
 }
 
 #[test]
 fn import_unknown_module() {
-    refused_before_running(CORE_IMPORTING_EVIL, &["evil", "steal"]);
+    refused_before_running(CORE_IMPORTING_EVIL, &["it imports `evil::steal`"]);
 }
 
 #[test]

@@ -101,9 +101,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
             runtime.interrupt();
         });
     }
-    for resources in plan.stages.values() {
-        runtime.prepare(&resources.plugin)?;
-    }
+    crate::sched::prepare(&plan, &runtime)?;
     let infos = plan.graph.jobs.iter().map(|j| JobInfo {
         stage: j.stage.clone(),
         params: j.params.clone(),

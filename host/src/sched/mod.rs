@@ -13,6 +13,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::graph::JobIndex;
+use crate::lab::{Format, PluginRef};
+use crate::plan::{Plan, PlanError};
+use crate::wasm::Runtime;
 
 /// What happened in a run, in the order it happened.
 #[derive(Debug, Clone)]
@@ -91,4 +94,35 @@ pub struct Summary {
     /// Jobs not started because the run stopped early.
     pub not_run: usize,
     pub interrupted: bool,
+}
+
+/// Compiles and links the plugin of every stage in the plan, before any job starts: a
+/// plugin that cannot run refuses the whole run, as an invalid lab does, instead of
+/// failing its jobs one by one. Compiled plugins are cached, so a later run only loads them.
+pub fn prepare(plan: &Plan, runtime: &Runtime) -> Result<(), PlanError> {
+    for (stage, resources) in &plan.stages {
+        runtime
+            .prepare(&resources.plugin)
+            .map_err(|refused| PlanError::Stage {
+                stage: stage.clone(),
+                message: format!("{refused}; {}", how_to_fix(plan, stage)),
+            })?;
+    }
+    Ok(())
+}
+
+/// Where to fix a stage's plugin: a plugin run with `repx run --plugin` is its own lab file.
+fn how_to_fix(plan: &Plan, stage: &str) -> String {
+    let lab = &plan.lab;
+    match (&lab.stages[stage].plugin, Format::of(&lab.file)) {
+        (PluginRef::File(path), _) if *path == lab.file => "rebuild it".into(),
+        (_, Format::Nix) => format!(
+            "rebuild it or fix the `plugin` of stage `{stage}` in {}",
+            lab.file.display()
+        ),
+        _ => format!(
+            "rebuild it or fix `stages.{stage}.plugin` in {}",
+            lab.file.display()
+        ),
+    }
 }

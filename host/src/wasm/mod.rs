@@ -11,6 +11,7 @@ mod deadline;
 pub mod host;
 mod log;
 pub mod policy;
+mod refusal;
 mod streams;
 pub mod tools;
 
@@ -47,6 +48,9 @@ pub enum RuntimeError {
     Engine(String),
     #[error("plugin {plugin}: {message}")]
     Plugin { plugin: String, message: String },
+    /// The plugin does not compile or link: nothing of it can run.
+    #[error("plugin {plugin} is not a valid WASI plugin: {reason}")]
+    Refused { plugin: String, reason: String },
 }
 
 /// A plugin's bytes and identity.
@@ -270,7 +274,8 @@ impl Runtime {
         })
     }
 
-    /// Compiles (or loads from the cache) and links a plugin, once per digest.
+    /// Compiles (or loads from the cache) and links a plugin, once per digest. An error is
+    /// a [`RuntimeError::Refused`]: the plugin cannot run at all.
     pub fn prepare(&self, plugin: &Plugin) -> Result<(), RuntimeError> {
         self.prepared(plugin).map(|_| ())
     }
@@ -284,25 +289,29 @@ impl Runtime {
         {
             return Ok(p.clone());
         }
-        let err = |e: wasmtime::Error| RuntimeError::Plugin {
+        let refused = |reason: String| RuntimeError::Refused {
             plugin: plugin.name.clone(),
-            message: format!("{e:#}"),
+            reason,
         };
-        let prepared = if plugin.is_component() {
+        refusal::check_header(&plugin.bytes).map_err(refused)?;
+        let component = plugin.is_component();
+        let err = |e: wasmtime::Error| refused(refusal::reason(&e, component));
+        let prepared = if component {
             let component =
                 cache::component(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
             let pre = self.components.instantiate_pre(&component).map_err(err)?;
             Prepared::Component(CommandPre::new(pre).map_err(|e| {
-                err(e.context("it is not a WASI command: it must export `wasi:cli/run`"))
+                refused(format!(
+                    "it is not a WASI command: it must export `wasi:cli/run` ({})",
+                    refusal::reason(&e, true)
+                ))
             })?)
         } else {
             let module = cache::module(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
             if module.get_export("_start").is_none() {
-                return Err(RuntimeError::Plugin {
-                    plugin: plugin.name.clone(),
-                    message: "core module has no `_start` export: build it as a WASI command"
-                        .into(),
-                });
+                return Err(refused(
+                    "the core module has no `_start` export: build it as a WASI command".into(),
+                ));
             }
             Prepared::Module(self.modules.instantiate_pre(&module).map_err(err)?)
         };
