@@ -228,7 +228,7 @@ fn how_to_pin(lab: &Lab, stage: &str, digest: &str) -> String {
 }
 
 /// Whether `path` names a file in the Nix store, and is one once symlinks are resolved.
-fn in_nix_store(path: &Path) -> bool {
+pub(crate) fn in_nix_store(path: &Path) -> bool {
     path.starts_with(NIX_STORE) && inside(path, Path::new(NIX_STORE))
 }
 

@@ -8,6 +8,7 @@
 //! `PWNED-*` file appeared anywhere the attack aimed, and the store verifies clean.
 //!
 //! - `filesystem`: traversal, links, writes to inputs, `/proc`, `/dev`, env, network, gather.
+//! - `grants`: what `repx show stage` and `run --dry-run` show a stage gets; pins.
 //! - `tools`: the `run-tool` host function: grants, working directories, arguments, env.
 //! - `limits`: memory, time, logs, open files, output size; malformed and over-reaching
 //!   plugins; pins.
@@ -23,6 +24,7 @@ mod common;
 
 mod crash;
 mod filesystem;
+mod grants;
 mod hermetic;
 mod integrity;
 mod limits;

@@ -7,7 +7,7 @@ use super::render::{label, short};
 use super::run::store_path;
 use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
-use crate::lab::{Lab, did_you_mean};
+use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
 use crate::store::Store;
 
@@ -112,9 +112,15 @@ fn find(store: &Store, prefix: &str) -> Result<String, CliError> {
     }
 }
 
-pub fn show(cli: &Cli, what: ShowWhat, name: &str) -> Result<i32, CliError> {
+/// `mode`: a mode override (`--pure`, `--impure`, `--hermetic`), which only `stage` takes.
+pub fn show(cli: &Cli, what: ShowWhat, name: &str, mode: Option<Mode>) -> Result<i32, CliError> {
     if let ShowWhat::Stage = what {
-        return show_stage(cli, name);
+        return show_stage(cli, name, mode);
+    }
+    if let Some(mode) = mode {
+        return Err(invalid(format!(
+            "--{mode} goes with `repx show stage` only: a job's mode is part of it"
+        )));
     }
     let (lab, store) = open(cli)?;
     let id = find(&store, name)?;
@@ -145,7 +151,7 @@ pub fn show(cli: &Cli, what: ShowWhat, name: &str) -> Result<i32, CliError> {
     Ok(exit::SUCCESS)
 }
 
-fn show_stage(cli: &Cli, name: &str) -> Result<i32, CliError> {
+fn show_stage(cli: &Cli, name: &str, mode: Option<Mode>) -> Result<i32, CliError> {
     let lab = Lab::load(&cli.lab)?;
     let Some(stage) = lab.stages.get(name) else {
         let hint = did_you_mean(name, lab.stages.keys().map(String::as_str));
@@ -156,7 +162,7 @@ fn show_stage(cli: &Cli, name: &str) -> Result<i32, CliError> {
     };
     print!(
         "{}",
-        super::grants::describe(&lab, stage, None).map_err(invalid)?
+        super::grants::describe(&lab, stage, mode).map_err(invalid)?
     );
     Ok(exit::SUCCESS)
 }

@@ -28,6 +28,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub use error::CliError;
 
+use crate::lab::Mode;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "repx",
@@ -60,12 +62,21 @@ pub enum Command {
         #[arg(long)]
         output_paths: bool,
     },
-    /// Show a job or its output.
+    /// Show a job or its output, or what a stage is granted.
     Show {
         #[arg(value_enum)]
         what: ShowWhat,
         /// A job id or a unique prefix of one; for `stage`, a stage name.
         job: String,
+        /// With `stage`: the grants when run with --impure.
+        #[arg(long, group = "mode")]
+        impure: bool,
+        /// With `stage`: the grants when run with --pure.
+        #[arg(long, group = "mode")]
+        pure: bool,
+        /// With `stage`: the grants when run with --hermetic.
+        #[arg(long, group = "mode")]
+        hermetic: bool,
     },
     /// Print a job's logs: stdout, stderr and what the host did for it.
     Log {
@@ -291,7 +302,23 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             run,
             output_paths,
         } => inspect::list(&cli, *what, run.as_deref(), *output_paths),
-        Command::Show { what, job } => inspect::show(&cli, *what, job),
+        Command::Show {
+            what,
+            job,
+            impure,
+            pure,
+            hermetic,
+        } => {
+            let modes = [
+                (*impure, Mode::Impure),
+                (*pure, Mode::Pure),
+                (*hermetic, Mode::Hermetic),
+            ];
+            let mode = modes
+                .into_iter()
+                .find_map(|(given, mode)| given.then_some(mode));
+            inspect::show(&cli, *what, job, mode)
+        }
         Command::Log { job } => inspect::log(&cli, job),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
         Command::Plugin(PluginCommand::New { name, dir }) => plugin::new(name, dir.as_deref()),

@@ -213,18 +213,8 @@ fn sandboxed(
         "--clearenv",
     ]);
     c.args(["--proc", "/proc", "--dev", "/dev"]);
-    for dir in SYSTEM_DIRS.iter().filter(|d| Path::new(d).exists()) {
-        c.args(["--ro-bind", dir, dir]);
-    }
-    // A granted tool outside the system directories brings its own directory.
-    for tool in grants {
-        if let Some(dir) = tool
-            .path
-            .parent()
-            .filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s)))
-        {
-            c.arg("--ro-bind").arg(dir).arg(dir);
-        }
+    for dir in sandbox_read_only(grants) {
+        c.arg("--ro-bind").arg(&dir).arg(&dir);
     }
     for mount in &policy.mounts {
         c.arg(if mount.writable {
@@ -245,6 +235,24 @@ fn sandboxed(
     };
     c.args(inv.args);
     c
+}
+
+/// What a pure-mode tool's sandbox holds read-only besides the job's own mounts: the
+/// system directories that exist here, then the directory of each granted tool outside
+/// them (a tool brings its own directory). `repx show stage` lists the same.
+pub fn sandbox_read_only(grants: &[ToolIdentity]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = SYSTEM_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|d| d.exists())
+        .collect();
+    for dir in grants.iter().filter_map(|t| t.path.parent()) {
+        let system = SYSTEM_DIRS.iter().any(|s| dir.starts_with(s));
+        if !system && !dirs.iter().any(|d| d == dir) {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs
 }
 
 /// The directories of the granted tools, in grant order, each once.
