@@ -848,8 +848,45 @@ fn completions_and_man_page_come_from_the_command_line() {
     }
     let man = repx(dir.path(), &["man"]);
     man.expect_code(0);
-    assert!(man.stdout.contains(".TH repx 1"), "{}", man.stdout);
-    assert!(man.stdout.contains("results"), "{}", man.stdout);
+    assert!(man.stdout.contains("\n.TH repx 1 "), "{}", man.stdout);
+    assert!(man.stdout.contains("repx\\-results(1)"), "{}", man.stdout);
+
+    // One page per command, named as `man repx-run` looks it up, with that command's
+    // options as the reader sees them (roff escapes each `-` as `\-`).
+    let pages = dir.path().join("man1");
+    let out = repx(dir.path(), &["man", "--dir", pages.to_str().unwrap()]);
+    out.expect_code(0);
+    let page = |name: &str| {
+        let path = pages.join(format!("{name}.1"));
+        assert!(
+            out.stdout.lines().any(|l| l == path.to_str().unwrap()),
+            "{}",
+            out.stdout
+        );
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .replace("\\-", "-")
+    };
+    assert_eq!(page("repx"), man.stdout.replace("\\-", "-"));
+    for (command, flags) in [
+        (
+            "repx-run",
+            &["--continue-on-failure", "--json", "--scheduler"][..],
+        ),
+        ("repx-verify", &["--repair"][..]),
+        ("repx-results", &["--stage", "--format"][..]),
+        ("repx-gc", &["--dry-run"][..]),
+        ("repx-plugin-inspect", &[][..]),
+    ] {
+        let text = page(command);
+        assert!(text.contains(&format!("\n.TH {command} 1 ")), "{text}");
+        for flag in flags {
+            assert!(text.contains(flag), "{command}.1 lacks {flag}:\n{text}");
+        }
+    }
+    for hidden in ["repx-help.1", "repx-exec-job.1"] {
+        assert!(!pages.join(hidden).exists(), "{hidden} was written");
+    }
 }
 
 #[test]

@@ -124,8 +124,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `repx man | man -l -`.
-    Man,
+    /// Print the man page (roff): `repx man | man -l -`; with --dir, write one page per
+    /// command there (repx.1, repx-run.1, …) for `man repx-run`.
+    Man {
+        /// Write every page into this directory (a `man1` directory on MANPATH).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Remove from the store what no registered lab still reaches.
     Gc {
         /// Only list what would go, and how much space it would free.
@@ -332,7 +337,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
         Command::Completions { shell } => completions::completions(*shell),
-        Command::Man => completions::man(),
+        Command::Man { dir } => completions::man(dir.as_deref()),
         Command::Bench(args) => bench::bench(args),
         Command::Worker { batch } => slurm::worker(&cli, batch),
         Command::ExecJob => Ok(crate::nix::exec::exec_job()),
