@@ -24,6 +24,31 @@ fn count(events: &[serde_json::Value], name: &str) -> usize {
     events.iter().filter(|e| e["event"] == name).count()
 }
 
+/// Checks what every job event carries: the job's id (a full one), stage and parameters;
+/// and by kind, its duration and output directory. Returns the events of kind `name`.
+fn job_events<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    let found: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == name).collect();
+    for e in &found {
+        let id = e["id"].as_str().unwrap_or_else(|| panic!("no id: {e}"));
+        assert!(
+            id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{e}"
+        );
+        assert!(e["stage"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+        assert!(e["params"].is_object(), "{e}");
+        if matches!(name, "job_finished" | "job_failed") {
+            assert!(e["duration_s"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
+        }
+        if matches!(name, "job_finished" | "job_cached") {
+            let output = e["output"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no output: {e}"));
+            assert!(std::path::Path::new(output).is_dir(), "{e}");
+        }
+    }
+    found
+}
+
 // ---------------------------------------------------------------------------------------
 // Progress and events
 
@@ -35,8 +60,18 @@ fn json_events_parse_and_count_the_jobs() {
     let events = json_lines(&out.stdout);
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events[0]["jobs"], 7);
-    assert_eq!(count(&events, "job_started"), 7, "{}", out.stdout);
-    assert_eq!(count(&events, "job_finished"), 7, "{}", out.stdout);
+    assert_eq!(
+        job_events(&events, "job_started").len(),
+        7,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        job_events(&events, "job_finished").len(),
+        7,
+        "{}",
+        out.stdout
+    );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "run_finished");
     assert_eq!(last["ran"], 7);
@@ -48,8 +83,6 @@ fn json_events_parse_and_count_the_jobs() {
         .map(|e| {
             let output = std::path::Path::new(e["output"].as_str().unwrap());
             assert!(output.join("metrics.json").is_file(), "{e}");
-            assert!(e["duration_s"].as_f64().is_some(), "{e}");
-            assert_eq!(e["id"].as_str().unwrap().len(), 64, "{e}");
             (
                 e["params"]["slope"].as_i64().unwrap(),
                 e["params"]["intercept"].as_i64().unwrap(),
@@ -65,31 +98,48 @@ fn json_events_parse_and_count_the_jobs() {
     let again = repx(lab.path(), &["run", "--json"]);
     again.expect_code(0);
     let events = json_lines(&again.stdout);
-    assert_eq!(count(&events, "job_cached"), 7, "{}", again.stdout);
+    assert_eq!(
+        job_events(&events, "job_cached").len(),
+        7,
+        "{}",
+        again.stdout
+    );
     assert_eq!(count(&events, "job_started"), 0, "{}", again.stdout);
+}
+
+/// A lab where `fail` fails in `mode` and the two stages after it are skipped.
+fn failing_chain(mode: &str) -> common::TempDir {
+    common::lab_dir(
+        &format!(
+            r#"
+[stages.fail]
+plugin = "plugins/test-fail.wasm"
+mode = "{mode}"
+[stages.after]
+plugin = "plugins/sum.wasm"
+inputs = {{ data = "fail" }}
+[stages.last]
+plugin = "plugins/plot.wasm"
+inputs = {{ data = "after" }}
+[pipelines.p]
+stages = ["fail", "after", "last"]
+[runs.r]
+pipelines = ["p"]
+"#
+        ),
+        &["test-fail"],
+    )
 }
 
 #[test]
 fn a_failed_job_is_a_json_event_with_its_error_and_log_command() {
-    let lab = common::lab_dir(
-        r#"
-[stages.fail]
-plugin = "plugins/test-fail.wasm"
-[pipelines.p]
-stages = ["fail"]
-[runs.r]
-pipelines = ["p"]
-"#,
-        &["test-fail"],
-    );
+    let lab = failing_chain("pure");
     let out = repx(lab.path(), &["run", "--json"]);
     out.expect_code(1);
     let events = json_lines(&out.stdout);
-    let failed: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(|e| e["event"] == "job_failed")
-        .collect();
+    let failed = job_events(&events, "job_failed");
     assert_eq!(failed.len(), 1, "{}", out.stdout);
+    assert_eq!(failed[0]["stage"], "fail");
     assert!(
         failed[0]["error"].as_str().unwrap().contains("exit status"),
         "{}",
@@ -101,6 +151,40 @@ pipelines = ["p"]
         failed[0]
     );
     assert_eq!(events.last().unwrap()["failed"], 1);
+
+    // The jobs after it are skipped, each with the id `repx results` knows it by.
+    let skipped = job_events(&events, "job_skipped");
+    let stages: BTreeSet<&str> = skipped
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, BTreeSet::from(["after", "last"]), "{}", out.stdout);
+    let results = repx(lab.path(), &["results", "--format", "json"]);
+    let results: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    for e in skipped {
+        let row = results["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == e["stage"])
+            .unwrap();
+        assert_eq!(row["id"], e["id"], "{e}");
+    }
+
+    // After an impure job fails there is no output for the ids downstream to depend on.
+    let lab = failing_chain("impure");
+    let out = repx(lab.path(), &["run", "--json"]);
+    out.expect_code(1);
+    let events = json_lines(&out.stdout);
+    assert_eq!(job_events(&events, "job_failed").len(), 1, "{}", out.stdout);
+    let skipped: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "job_skipped")
+        .collect();
+    assert_eq!(skipped.len(), 2, "{}", out.stdout);
+    for e in skipped {
+        assert!(e["id"].is_null() && e["params"].is_object(), "{e}");
+    }
 }
 
 /// Runs `repx ARGS` in `dir` on a pseudo-terminal `columns` wide; returns what it drew

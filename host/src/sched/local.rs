@@ -98,7 +98,8 @@ pub fn run(
     let mut state = vec![State::Waiting; jobs.len()];
     let mut ids: Vec<Option<String>> = vec![None; jobs.len()];
     // The key of every done job, kept beside `state` so that resolving a job costs its
-    // inputs, not the whole graph.
+    // inputs, not the whole graph. A failed or skipped job that is not impure has its id
+    // as key, as it would have had, so that the jobs skipped after it have ids too.
     let mut keys: Vec<Option<String>> = vec![None; jobs.len()];
     let mut summary = Summary::default();
     emit(Event::Started {
@@ -209,8 +210,13 @@ pub fn run(
                         .unwrap();
                     state[index] = State::Skipped;
                     summary.skipped += 1;
+                    let id = plan.id(index, &keys);
+                    if jobs[index].mode != Mode::Impure {
+                        keys[index] = id.clone();
+                    }
                     emit(Event::JobSkipped {
                         job: index,
+                        id,
                         stage: jobs[index].stage.clone(),
                         failed_upstream: jobs[*failed].stage.clone(),
                     });
@@ -304,6 +310,9 @@ pub fn run(
                 Err(failure) => {
                     state[index] = State::Failed;
                     summary.failed += 1;
+                    if jobs[index].mode != Mode::Impure {
+                        keys[index] = Some(id.clone());
+                    }
                     emit(Event::JobFailed {
                         job: index,
                         id,

@@ -47,6 +47,9 @@ pub enum Event {
     },
     JobSkipped {
         job: JobIndex,
+        /// `None` only downstream of a failed impure job: its output, which the id
+        /// depends on, does not exist.
+        id: Option<String>,
         stage: String,
         failed_upstream: String,
     },

@@ -299,6 +299,7 @@ impl Coordinator<'_> {
                 self.set_state(index, State::Skipped);
                 (self.emit)(Event::JobSkipped {
                     job: index,
+                    id: self.plan.id(index, &self.keys),
                     stage: self.stage(index),
                     failed_upstream,
                 });
@@ -699,6 +700,7 @@ impl Coordinator<'_> {
             self.set_state(job, State::Skipped);
             (self.emit)(Event::JobSkipped {
                 job,
+                id: self.plan.id(job, &self.keys),
                 stage: self.stage(job),
                 failed_upstream,
             });

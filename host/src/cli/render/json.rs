@@ -2,10 +2,14 @@
 //!
 //! Every object has an `event` field: `run_started`, `job_started`, `job_finished`,
 //! `job_cached`, `job_failed`, `job_skipped`, `progress`, `warning`, `run_finished`. Job
-//! events carry the job's `id` (when known), `stage` and `params`; finished and cached
-//! jobs their `output` directory, finished ones their `duration_s`, failed ones the
-//! `error` and the `log` command. The last line counts the jobs by outcome. A job's
-//! `progress` events come at most every [`PROGRESS_EVERY`], and always when it is complete.
+//! events carry the job's `id`, `stage` and `params`; the id is `null` only for a job
+//! skipped downstream of a failed impure job (its id depends on an output that does not
+//! exist). Finished and cached jobs carry their `output` directory; finished and failed
+//! ones their `duration_s`: for a failed job, from its start to its failure as this run
+//! saw them (`null` if it failed before it started, as when SLURM refuses a batch). Failed
+//! jobs carry the `error` and the `log` command, skipped ones the `failed_upstream` stage.
+//! The last line counts the jobs by outcome. A job's `progress` events come at most every
+//! [`PROGRESS_EVERY`], and always when it is complete.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -24,8 +28,9 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 pub struct Json {
     context: Context,
     started: Instant,
-    /// Ids of started jobs, for their progress events.
-    ids: Mutex<HashMap<JobIndex, String>>,
+    /// Started jobs: their ids, for their progress events, and when they started, for
+    /// the duration of those that fail (the scheduler times only the jobs that finish).
+    started_jobs: Mutex<HashMap<JobIndex, (String, Instant)>>,
     /// When each job's last progress event went out.
     progress: Mutex<HashMap<JobIndex, Instant>>,
     out: Mutex<std::io::Stdout>,
@@ -36,7 +41,7 @@ impl Json {
         Json {
             context,
             started: Instant::now(),
-            ids: Mutex::default(),
+            started_jobs: Mutex::default(),
             progress: Mutex::default(),
             out: Mutex::new(std::io::stdout()),
         }
@@ -46,12 +51,18 @@ impl Json {
         let info = &self.context.jobs[job];
         let mut object = Map::new();
         object.insert("event".into(), event.into());
-        if let Some(id) = id {
-            object.insert("id".into(), id.into());
-        }
+        object.insert("id".into(), id.into());
         object.insert("stage".into(), info.stage.clone().into());
         object.insert("params".into(), json!(info.params));
         object
+    }
+
+    fn started_id(&self, job: JobIndex) -> Option<String> {
+        self.started_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&job)
+            .map(|(id, _)| id.clone())
     }
 
     pub fn event(&self, event: &Event) {
@@ -63,10 +74,10 @@ impl Json {
                 object
             }
             Event::JobStarted { job, id, .. } => {
-                self.ids
+                self.started_jobs
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(*job, id.clone());
+                    .insert(*job, (id.clone(), Instant::now()));
                 self.job("job_started", *job, Some(id))
             }
             Event::JobFinished {
@@ -92,16 +103,24 @@ impl Json {
                 job, id, failure, ..
             } => {
                 let mut object = self.job("job_failed", *job, Some(id));
+                let started = self
+                    .started_jobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(job)
+                    .map(|(_, at)| at.elapsed().as_secs_f64());
+                object.insert("duration_s".into(), started.into());
                 object.insert("error".into(), failure.clone().into());
                 object.insert("log".into(), format!("repx log {}", short(id)).into());
                 object
             }
             Event::JobSkipped {
                 job,
+                id,
                 failed_upstream,
                 ..
             } => {
-                let mut object = self.job("job_skipped", *job, None);
+                let mut object = self.job("job_skipped", *job, id.as_deref());
                 object.insert("failed_upstream".into(), failed_upstream.clone().into());
                 object
             }
@@ -116,24 +135,14 @@ impl Json {
                 }
                 last.insert(*job, now);
                 drop(last);
-                let id = self
-                    .ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(job)
-                    .cloned();
+                let id = self.started_id(*job);
                 let mut object = self.job("progress", *job, id.as_deref());
                 object.insert("done".into(), (*done).into());
                 object.insert("total".into(), (*total).into());
                 object
             }
             Event::Warning { job, message, .. } => {
-                let id = self
-                    .ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(job)
-                    .cloned();
+                let id = self.started_id(*job);
                 let mut object = self.job("warning", *job, id.as_deref());
                 object.insert("message".into(), message.clone().into());
                 object
