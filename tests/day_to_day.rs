@@ -259,7 +259,7 @@ fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 #[test]
-fn results_of_the_sweep_are_a_row_per_point_with_metrics() {
+fn results_of_the_sweep_are_a_row_per_job_with_metrics() {
     let lab = copy_example("param-sweep");
     repx(lab.path(), &["run"]).expect_code(0);
     let out = repx(lab.path(), &["results", "sweep", "--format", "csv"]);
@@ -280,11 +280,21 @@ fn results_of_the_sweep_are_a_row_per_point_with_metrics() {
         );
     }
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    assert_eq!(rows.len(), 6, "{}", out.stdout);
+    // Every job is a row: the six points, and the job gathering them with its own metric.
+    assert_eq!(rows.len(), 7, "{}", out.stdout);
+    let (combine, points_rows): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r[col("stage")] == "combine");
+    assert_eq!(combine.len(), 1, "{}", out.stdout);
+    assert_eq!(combine[0][col("state")], "done");
+    assert_eq!(combine[0][col("points")], "6");
+    for empty in ["slope", "intercept", "mean_y", "max_y"] {
+        assert_eq!(combine[0][col(empty)], "", "{empty}: {}", out.stdout);
+    }
     let mut points = BTreeSet::new();
-    for row in &rows {
+    for row in points_rows {
         assert_eq!(row[col("stage")], "point");
         assert_eq!(row[col("state")], "done");
+        assert_eq!(row[col("points")], "", "{}", out.stdout);
         let slope: f64 = row[col("slope")].parse().unwrap();
         let intercept: f64 = row[col("intercept")].parse().unwrap();
         let mean: f64 = row[col("mean_y")].parse().unwrap();
@@ -299,7 +309,17 @@ fn results_of_the_sweep_are_a_row_per_point_with_metrics() {
     let json = repx(lab.path(), &["results", "--format", "json"]);
     json.expect_code(0);
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(doc["jobs"].as_array().unwrap().len(), 6);
+    assert_eq!(doc["jobs"].as_array().unwrap().len(), 7);
+    let only_points = repx(
+        lab.path(),
+        &["results", "--stage", "point", "--format", "csv"],
+    );
+    assert_eq!(
+        parse_csv(&only_points.stdout).1.len(),
+        6,
+        "{}",
+        only_points.stdout
+    );
 
     let table = repx(lab.path(), &["results", "--stage", "combine"]);
     table.expect_code(0);
@@ -755,7 +775,7 @@ fn init_makes_a_lab_that_runs_for_each_template() {
             "impure" => assert_eq!(common::read_output(&lab, "run.log"), "hello, world\n"),
             "sweep" => {
                 let results = repx(&lab, &["results", "--format", "csv"]);
-                assert_eq!(results.stdout.lines().count(), 7, "{}", results.stdout);
+                assert_eq!(results.stdout.lines().count(), 1 + 7, "{}", results.stdout);
             }
             _ => assert!(common::read_output(&lab, "plot.svg").contains("<svg")),
         }

@@ -1,9 +1,9 @@
 //! `repx results`: a run's jobs as a table, one row per job, with its parameters and the
 //! numbers its plugin wrote to `metrics.json` in its output.
 //!
-//! Which jobs: those of `--stage` when given; otherwise those of the run's swept stages
-//! (more than one job) that wrote `metrics.json`, else of every stage that wrote one, else
-//! every job of the run. Nothing runs: rows of jobs not done yet have a state and
+//! Which jobs: every job of the run, or of `--stage` when given; a job without some
+//! parameter or metric has an empty cell there, so one table holds a sweep's points and the
+//! job that gathers them. Nothing runs: rows of jobs not done yet have a state and
 //! parameters but no metrics.
 
 use std::collections::BTreeMap;
@@ -121,26 +121,6 @@ pub fn collect(
             duration_ms: record.map(|r| r.duration_ms),
             output,
         });
-    }
-    if stage.is_none() {
-        let measured: Vec<&str> = rows
-            .iter()
-            .filter(|r| !r.metrics.is_empty())
-            .map(|r| r.stage.as_str())
-            .collect();
-        let swept = |s: &str| rows.iter().filter(|r| r.stage == s).count() > 1;
-        let measured_swept: Vec<&str> = measured.iter().copied().filter(|s| swept(s)).collect();
-        let keep: Vec<String> = if measured_swept.is_empty() {
-            measured
-        } else {
-            measured_swept
-        }
-        .into_iter()
-        .map(String::from)
-        .collect();
-        if !keep.is_empty() {
-            rows.retain(|r| keep.contains(&r.stage));
-        }
     }
     let mut params = Vec::new();
     let mut metrics = Vec::new();
