@@ -521,9 +521,9 @@ fn viz_svg_is_well_formed_and_draws_every_node() {
     }
 }
 
-/// Loads `page` in headless Chromium and returns the screenshot's pixels (RGBA) and
-/// width.
-fn screenshot(page: &std::path::Path, width: u32, height: u32) -> (Vec<u8>, u32) {
+/// The headless Chromium on this machine, run on `page` with `args` after the usual
+/// flags (`--no-sandbox`: tests may run as root) and a fresh profile.
+fn chromium(page: &std::path::Path, args: &[String]) -> std::process::Output {
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|c| {
@@ -534,8 +534,7 @@ fn screenshot(page: &std::path::Path, width: u32, height: u32) -> (Vec<u8>, u32)
         })
         .expect("no chromium: install it (scripts/setup does)");
     let profile = common::TempDir::new();
-    let png = profile.path().join("shot.png");
-    let status = Command::new(chromium)
+    Command::new(chromium)
         .args([
             "--headless",
             "--no-sandbox",
@@ -546,35 +545,148 @@ fn screenshot(page: &std::path::Path, width: u32, height: u32) -> (Vec<u8>, u32)
             "--disable-sync",
             "--hide-scrollbars",
         ])
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.path().join("profile").display()
-        ))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
         .arg(format!("file://{}", page.display()))
         .output()
-        .expect("running chromium");
+        .expect("running chromium")
+}
+
+/// What a page did as it loaded in Chromium.
+#[derive(Debug)]
+struct Loaded {
+    /// Each `<img>`: its alt text, and its natural size if it loaded and decoded.
+    images: Vec<(String, Option<(u64, u64)>)>,
+    /// Resources that failed to load and script errors, as the page saw them.
+    errors: Vec<String>,
+    /// Messages Chromium logged to the page's console (blocked loads, policy violations).
+    console: Vec<String>,
+}
+
+/// Records, in the page itself, every load or script error (listening from the start, in
+/// the capture phase where failed images report), and once the page has loaded, whether
+/// each image decoded; as JSON in `<pre id="repx-probe">` for `--dump-dom` to show.
+const PROBE: &str = r#"<script>
+var repxErrors = [];
+window.addEventListener("error", function (e) {
+  var t = e.target;
+  repxErrors.push(t && t.tagName ? "failed to load " + t.tagName + " " + String(t.src || t.href).slice(0, 80)
+                                 : "script error: " + e.message);
+}, true);
+window.addEventListener("load", function () {
+  var images = Array.prototype.map.call(document.images, function (img) {
+    return { alt: img.alt, ok: img.complete && img.naturalWidth > 0,
+             width: img.naturalWidth, height: img.naturalHeight };
+  });
+  var out = document.createElement("pre");
+  out.id = "repx-probe";
+  out.textContent = JSON.stringify({ images: images, errors: repxErrors });
+  document.body.appendChild(out);
+});
+</script>"#;
+
+/// Loads `page` in headless Chromium, with [`PROBE`] added at the top of a copy of it
+/// beside it (the page has no script of its own: the report writes none).
+fn load_in_chromium(page: &std::path::Path) -> Loaded {
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(html.contains("<head>"), "no <head> in the page");
+    let probe = page.with_file_name("probe.html");
+    std::fs::write(
+        &probe,
+        html.replacen("<head>", &format!("<head>{PROBE}"), 1),
+    )
+    .unwrap();
+    let out = chromium(
+        &probe,
+        &["--enable-logging=stderr", "--v=0", "--dump-dom"].map(String::from),
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let start = dom.find("<pre id=\"repx-probe\">").unwrap_or_else(|| {
+        panic!("the page never finished loading (no probe in the DOM):\n{dom}\n{stderr}")
+    });
+    let text = &dom[start..];
+    let text = &text[text.find('>').unwrap() + 1..text.find("</pre>").unwrap()];
+    let text = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let images = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|img| {
+            let size = (img["ok"] == true).then(|| {
+                (
+                    img["width"].as_u64().unwrap(),
+                    img["height"].as_u64().unwrap(),
+                )
+            });
+            (img["alt"].as_str().unwrap().to_string(), size)
+        })
+        .collect();
+    let errors = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let console = stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(String::from)
+        .collect();
+    Loaded {
+        images,
+        errors,
+        console,
+    }
+}
+
+/// Takes a screenshot of `page` in headless Chromium; returns its pixels as RGB.
+fn screenshot(page: &std::path::Path, width: u32, height: u32) -> Vec<[u8; 3]> {
+    let dir = common::TempDir::new();
+    let png = dir.path().join("shot.png");
+    let out = chromium(
+        page,
+        &[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size={width},{height}"),
+        ],
+    );
     assert!(
         png.is_file(),
         "no screenshot: {}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut pixels).unwrap();
     pixels.truncate(info.buffer_size());
+    assert_eq!(info.width, width);
     let channels = info.color_type.samples();
-    let rgba: Vec<u8> = pixels
+    pixels
         .chunks(channels)
-        .flat_map(|p| match channels {
-            4 => [p[0], p[1], p[2], p[3]],
-            3 => [p[0], p[1], p[2], 255],
-            _ => [p[0], p[0], p[0], 255],
+        .map(|p| match channels {
+            3 | 4 => [p[0], p[1], p[2]],
+            _ => [p[0]; 3],
         })
-        .collect();
-    (rgba, info.width)
+        .collect()
+}
+
+/// The colour of a plot's first line (`plugins/xy`, which the sweep's plugins draw with).
+const PLOT_LINE: [u8; 3] = [0x1f, 0x77, 0xb4];
+
+/// Whether `pixel` is `colour` drawn over white at some coverage of at least a third: a
+/// line thinner than a pixel is never its exact colour on screen.
+fn is_drawn_in(pixel: [u8; 3], colour: [u8; 3]) -> bool {
+    let ink = |c: usize| 255.0 - f64::from(colour[c]);
+    let strongest = (0..3).max_by(|a, b| ink(*a).total_cmp(&ink(*b))).unwrap();
+    let coverage = (255.0 - f64::from(pixel[strongest])) / ink(strongest);
+    coverage >= 0.35
+        && (0..3).all(|c| (255.0 - coverage * ink(c) - f64::from(pixel[c])).abs() <= 8.0)
 }
 
 #[test]
@@ -600,25 +712,85 @@ fn report_page_is_self_contained_and_renders() {
             "the page loads something ({remote})"
         );
     }
-    // One plot per sweep point plus the combined one.
-    assert_eq!(html.matches("<img ").count(), 7);
 
-    let (pixels, width) = screenshot(&page, 1200, 1600);
-    let colours: BTreeSet<[u8; 4]> = pixels.chunks(4).map(|p| [p[0], p[1], p[2], p[3]]).collect();
-    let ink = pixels
-        .chunks(4)
-        .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)
+    // It loads without errors, and every plot (one per sweep point plus the combined one)
+    // is an image that decoded.
+    let loaded = load_in_chromium(&page);
+    assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
+    assert!(loaded.console.is_empty(), "{:#?}", loaded.console);
+    assert_eq!(loaded.images.len(), 7, "{:#?}", loaded.images);
+    for (alt, size) in &loaded.images {
+        assert!(alt.ends_with(".svg"), "{alt}");
+        assert_eq!(*size, Some((640, 400)), "plot {alt} did not load");
+    }
+    assert_eq!(
+        loaded
+            .images
+            .iter()
+            .filter(|(alt, _)| alt.starts_with("point ["))
+            .count(),
+        6
+    );
+
+    // And it shows them: the plots' line colour is on screen (the graphs and tables have
+    // none of it).
+    let pixels = screenshot(&page, 1200, 1600);
+    let colours: BTreeSet<[u8; 3]> = pixels.iter().copied().collect();
+    assert!(colours.len() > 50, "{} colours: blank page?", colours.len());
+    let line = pixels
+        .iter()
+        .filter(|p| is_drawn_in(**p, PLOT_LINE))
         .count();
-    let total = pixels.len() / 4;
     assert!(
-        colours.len() > 50,
-        "{} colours: blank page? ({width} wide)",
-        colours.len()
+        line >= 500,
+        "only {line} pixels of the plots' line colour: plots not drawn?"
     );
-    assert!(
-        ink * 100 > total,
-        "only {ink} of {total} pixels are not near white"
+}
+
+#[test]
+fn report_embeds_png_plots() {
+    // A job whose output is a PNG image: `cp` copies it from a directory of the lab.
+    let lab = common::lab_dir(
+        r#"
+[stages.draw]
+plugin = "plugins/test-tool.wasm"
+inputs = { pics = "path:pics" }
+tools = ["cp"]
+params = { tool = "cp", args = ["/in/pics/heatmap.png", "/out/heatmap.png"] }
+outputs = ["heatmap.png"]
+[pipelines.p]
+stages = ["draw"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["test-tool"],
     );
+    let pics = lab.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    let (width, height) = (40u32, 30u32);
+    let mut image = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut image, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer
+            .write_image_data(&[0xd0, 0x30, 0xa0].repeat((width * height) as usize))
+            .unwrap();
+    }
+    std::fs::write(pics.join("heatmap.png"), &image).unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+
+    let page = lab.path().join("report.html");
+    repx(lab.path(), &["report", "-o", "report.html"]).expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("data:image/png;base64,"), "{html}");
+    let loaded = load_in_chromium(&page);
+    assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
+    assert_eq!(loaded.images.len(), 1, "{:#?}", loaded.images);
+    let (alt, size) = &loaded.images[0];
+    assert!(alt.ends_with("heatmap.png"), "{alt}");
+    assert_eq!(*size, Some((u64::from(width), u64::from(height))));
 }
 
 // ---------------------------------------------------------------------------------------

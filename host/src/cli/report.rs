@@ -1,9 +1,9 @@
 //! `repx report`: one self-contained HTML page about a run: its stage graph (and job
-//! graph when small), the results table, the plots its jobs wrote (every `.svg` in their
-//! outputs) and how long each job took.
+//! graph when small), the results table, the plots its jobs wrote (every `.svg` and `.png`
+//! in their outputs) and how long each job took.
 //!
-//! The page loads nothing from elsewhere. Plugins' SVG files are embedded as `<img>` data
-//! URIs, not inline markup, so whatever a plugin writes cannot script the page.
+//! The page loads nothing from elsewhere. Plots are embedded as `<img>` data URIs; SVG
+//! files too, not as inline markup, so whatever a plugin writes cannot script the page.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -158,7 +158,7 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     let mut figures = String::new();
     for job in &all {
         let Some(output) = &job.output else { continue };
-        for file in svg_files(output) {
+        for (file, media_type) in plot_files(output) {
             let relative = file
                 .strip_prefix(output)
                 .unwrap_or(&file)
@@ -178,14 +178,16 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
             plots += 1;
             let _ = writeln!(
                 figures,
-                "<figure><img alt=\"{0}\" src=\"data:image/svg+xml;base64,{1}\"><figcaption>{0}</figcaption></figure>",
+                "<figure><img alt=\"{0}\" src=\"data:{media_type};base64,{1}\"><figcaption>{0}</figcaption></figure>",
                 escape(&caption),
                 base64(&bytes)
             );
         }
     }
     if plots == 0 && listed.is_empty() {
-        html.push_str("<p class=\"todo\">No job of this run wrote an .svg file (yet).</p>\n");
+        html.push_str(
+            "<p class=\"todo\">No job of this run wrote an .svg or .png file (yet).</p>\n",
+        );
     } else {
         let _ = writeln!(html, "<div class=\"plots\">{figures}</div>");
         if !listed.is_empty() {
@@ -238,14 +240,21 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     Ok(exit::SUCCESS)
 }
 
-/// Every `.svg` file under `dir`, sorted.
-fn svg_files(dir: &Path) -> Vec<PathBuf> {
+/// Every plot under `dir` (an `.svg` or `.png` file) with its media type, sorted.
+fn plot_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
         .flatten()
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "svg"))
-        .map(|e| e.into_path())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let media_type = match e.path().extension()?.to_str()? {
+                "svg" => "image/svg+xml",
+                "png" => "image/png",
+                _ => return None,
+            };
+            Some((e.into_path(), media_type))
+        })
         .collect()
 }
 
