@@ -210,26 +210,50 @@ fn on_terminal(dir: &std::path::Path, columns: u16, args: &str) -> (String, i32)
     (text, code)
 }
 
+/// A lab of three `demo-train` jobs, each reporting its progress ten times as it works,
+/// so that every running job has a bar of its own.
+fn training_lab() -> common::TempDir {
+    common::lab_dir(
+        r#"
+[stages.train]
+plugin = "plugins/demo-train.wasm"
+params = { seed = 1, steps = 10, work = 15000000 }
+outputs = ["metrics.json"]
+[pipelines.main]
+stages = ["train"]
+[runs.grid]
+pipelines = ["main"]
+params = { seed = [1, 2, 3] }
+"#,
+        &["demo-train"],
+    )
+}
+
 #[test]
 fn progress_bars_on_narrow_and_wide_terminals_do_not_panic() {
-    for columns in [20, 120] {
-        let lab = copy_example("param-sweep");
-        let (screen, code) = on_terminal(lab.path(), columns, "run");
-        assert_eq!(code, 0, "{columns} columns:\n{screen}");
-        assert!(!screen.contains("panicked"), "{columns} columns:\n{screen}");
-        assert!(
-            screen.contains("7 jobs: 7 ran, 0 cached"),
-            "{columns} columns:\n{screen}"
-        );
-        // The bars are drawn with cursor movements; plain lines are not.
-        assert!(
-            screen.contains("\x1b["),
-            "{columns} columns: no bars drawn:\n{screen}"
-        );
-        assert!(
-            screen.contains("ran point [intercept=0 slope=1]"),
-            "{screen}"
-        );
+    for columns in [1, 8, 20, 120] {
+        // Quick jobs that report no progress, then slower ones that do.
+        for (lab, summary, finished) in [
+            (
+                copy_example("param-sweep"),
+                "7 jobs: 7 ran, 0 cached, 0 failed, 0 skipped",
+                "ran point [intercept=0 slope=1]",
+            ),
+            (
+                training_lab(),
+                "3 jobs: 3 ran, 0 cached, 0 failed, 0 skipped",
+                "ran train [seed=2 steps=10 work=15000000]",
+            ),
+        ] {
+            let (screen, code) = on_terminal(lab.path(), columns, "run");
+            let context = format!("{columns} columns:\n{screen}");
+            assert_eq!(code, 0, "{context}");
+            assert!(!screen.contains("panicked"), "{context}");
+            assert!(screen.contains(summary), "{context}");
+            assert!(screen.contains(finished), "{context}");
+            // The bars are drawn with cursor movements; plain lines are not.
+            assert!(screen.contains("\x1b["), "no bars drawn: {context}");
+        }
     }
 }
 
