@@ -327,6 +327,21 @@ fn malformed_wasm() {
 }
 
 #[test]
+fn malformed_wasm_ad_hoc() {
+    // `repx run --plugin` refuses it the same way; the plugin file is its whole lab.
+    let dir = TempDir::new();
+    fs::write(dir.path().join("attack.wasm"), b"\x7fELF\x02\x01\x01").unwrap();
+    let out = repx(dir.path(), &["run", "--plugin", "attack.wasm"]);
+    out.expect_code(2).expect_stderr(&[
+        "stage `attack`: plugin ",
+        "attack.wasm is not a valid WASI plugin: it is not WebAssembly",
+        "; rebuild it",
+    ]);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(job_dirs(dir.path()).is_empty(), "a job ran");
+}
+
+#[test]
 fn import_unknown_interface() {
     let bytes = fs::read(hostile("import-unknown-interface")).unwrap();
     refused_before_running(&bytes, &["it imports `evil:host/escape@0.1.0#steal`"]);
