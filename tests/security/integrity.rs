@@ -132,6 +132,62 @@ fn repair_recomputes_only_the_damaged_job() {
 }
 
 #[test]
+fn verify_reports_a_deleted_output_directory_without_the_lab() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let sum = job_with_output(lab.path(), "sum.txt");
+    crate::common::remove_tree(&sum);
+    // The store is checked on its own: the lab beside it no longer loads.
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(lab.path().join("repx.toml"), "[stages.broken\n").unwrap();
+    let verify = |args: &[&str]| {
+        let mut all = vec!["verify", "--store", ".repx"];
+        all.extend_from_slice(args);
+        repx(lab.path(), &all)
+    };
+
+    let out = verify(&[]);
+    out.expect_code(1);
+    let expected = format!(
+        "DAMAGED sum {}\n    missing: the whole output directory",
+        short(&sum)
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("3 outputs checked, 1 damaged"),
+        "{}",
+        out.stdout
+    );
+
+    // Repair drops its record: the store verifies clean, and the next run recomputes it.
+    let repair = verify(&["--repair"]);
+    repair.expect_code(1);
+    assert!(
+        repair.stdout.contains("removed 1 damaged outputs"),
+        "{}",
+        repair.stdout
+    );
+    let after = verify(&[]);
+    after.expect_code(0);
+    assert!(
+        after.stdout.contains("2 outputs checked, 0 damaged"),
+        "{}",
+        after.stdout
+    );
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    let rerun = repx(lab.path(), &["run"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.ran(), ["sum"], "{}", rerun.stderr);
+    assert!(sum.join("out/sum.txt").is_file());
+    repx(lab.path(), &["verify"]).expect_code(0);
+
+    // A store that is not there is a mistake in the command line, not an empty store.
+    let missing = repx(lab.path(), &["verify", "--store", "no-such-store"]);
+    missing.expect_code(2).expect_stderr(&["no-such-store"]);
+    assert!(!lab.path().join("no-such-store").exists());
+}
+
+#[test]
 fn a_second_run_on_a_store_in_use_is_turned_away() {
     // The first run holds the store while its job sleeps up to its 2s limit.
     let toml = format!(

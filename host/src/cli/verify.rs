@@ -1,6 +1,9 @@
 //! `repx verify`: re-hash every committed output; with `--repair`, remove the bad ones.
+//!
+//! A check of the store alone: with `--store` no lab is read, so a store whose lab is gone
+//! or broken can still be checked.
 
-use super::error::CliError;
+use super::error::{CliError, invalid};
 use super::render::short;
 use super::run::store_path;
 use super::{Cli, exit};
@@ -8,8 +11,18 @@ use crate::lab::Lab;
 use crate::store::{Store, verify};
 
 pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
-    let lab = Lab::load(&cli.lab)?;
-    let store = Store::open(&store_path(cli, &lab))?;
+    let root = match &cli.store {
+        // Opening creates a store; a mistyped path must not become an empty, clean one.
+        Some(root) if !root.is_dir() => {
+            return Err(invalid(format!(
+                "--store {}: no such directory; name a store (the `.repx` beside a lab)",
+                root.display()
+            )));
+        }
+        Some(root) => root.clone(),
+        None => store_path(cli, &Lab::load(&cli.lab)?),
+    };
+    let store = Store::open(&root)?;
     let report = verify::verify(&store);
     for damage in &report.damaged {
         println!("DAMAGED {} {}", damage.stage, short(&damage.id));

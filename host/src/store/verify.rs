@@ -1,11 +1,13 @@
 //! Checking committed outputs against their records, and removing the damaged ones.
 //!
 //! The record's tree hash is the authority; the manifest beside each output only explains
-//! a mismatch file by file.
+//! a mismatch file by file. A record is written only once its output is in place, so a
+//! recorded job whose output directory is gone was damaged too, not merely never committed.
 
 use std::collections::BTreeMap;
 
-use super::{Entry, MANIFEST, Store, StoreError, hash_tree, remove_tree};
+use super::gc::{Garbage, Item};
+use super::{Entry, MANIFEST, Store, StoreError, hash_tree};
 
 /// What is wrong with one file of an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub enum Problem {
     Unexplained,
     /// The output could not be read.
     Unreadable(String),
+    /// The whole output directory is gone (or something else stands in its place).
+    NoOutput,
 }
 
 impl std::fmt::Display for Problem {
@@ -28,6 +32,7 @@ impl std::fmt::Display for Problem {
             Problem::Missing(path) => write!(f, "missing: {path}"),
             Problem::Unexplained => write!(f, "content differs from the recorded hash"),
             Problem::Unreadable(why) => write!(f, "unreadable: {why}"),
+            Problem::NoOutput => write!(f, "missing: the whole output directory"),
         }
     }
 }
@@ -47,22 +52,23 @@ pub struct Report {
     pub damaged: Vec<Damage>,
 }
 
-/// Re-hashes every committed output in the store.
+/// Re-hashes every recorded output in the store; one whose directory is gone is damaged.
 pub fn verify(store: &Store) -> Report {
     let mut report = Report::default();
     let mut records = store.records();
     records.sort_by(|a, b| a.id.cmp(&b.id));
     for record in records {
         let out = store.output_dir(&record.id);
-        if !out.is_dir() {
-            // Not committed (or removed on purpose): the next run recomputes it.
-            continue;
-        }
         report.checked += 1;
-        let problems = match hash_tree(&out) {
-            Ok(summary) if summary.hash == record.hash => continue,
-            Ok(summary) => explain(store, &record.id, &summary.entries),
-            Err(e) => vec![Problem::Unreadable(e.to_string())],
+        // Not following a link: a link in place of the output is no output.
+        let problems = if !std::fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir()) {
+            vec![Problem::NoOutput]
+        } else {
+            match hash_tree(&out) {
+                Ok(summary) if summary.hash == record.hash => continue,
+                Ok(summary) => explain(store, &record.id, &summary.entries),
+                Err(e) => vec![Problem::Unreadable(e.to_string())],
+            }
         };
         report.damaged.push(Damage {
             id: record.id.clone(),
@@ -103,11 +109,18 @@ fn explain(store: &Store, id: &str, now: &[Entry]) -> Vec<Problem> {
     problems
 }
 
-/// Removes damaged outputs so that the next run recomputes them.
+/// Removes damaged outputs and drops their records, so that the next run recomputes them
+/// and the next verification does not report them again.
 pub fn repair(store: &Store, damaged: &[Damage]) -> Result<(), StoreError> {
-    for damage in damaged {
-        let dir = store.job_dir(&damage.id);
-        remove_tree(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
-    }
-    Ok(())
+    let items = damaged
+        .iter()
+        .map(|damage| {
+            let job = Item::Job {
+                id: damage.id.clone(),
+                stage: Some(damage.stage.clone()),
+            };
+            (job, store.job_dir(&damage.id), 0)
+        })
+        .collect();
+    store.collect(&Garbage { items })
 }
