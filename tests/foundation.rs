@@ -608,7 +608,7 @@ fn contract(plugin: &Path) {
     let input_before = tree_state(&input);
 
     let plugin = plugin.to_str().unwrap();
-    let run = |store: &str, out: &str| {
+    let run = |store: &str, out: &str, x: &str| {
         let result = repx(
             dir.path(),
             &[

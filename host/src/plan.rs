@@ -239,20 +239,43 @@ fn inside(path: &Path, dir: &Path) -> bool {
     }
 }
 
-/// Copies a `path:` input into the store by content (once) and returns its hash.
+/// Copies a `path:` input into the store by content (once) and returns its hash. A store
+/// inside the input (`--input data=.` beside `.repx`) is left out of both: it is no part of
+/// the source, and copying it into itself would never end.
 fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
     let err = |e: &dyn std::fmt::Display| PlanError::Input {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let hash = store::hash_tree(path).map_err(|e| err(&e))?.hash;
+    let inner = store_inside(path, store.root());
+    if inner
+        .as_ref()
+        .is_some_and(|inner| inner.as_os_str().is_empty())
+    {
+        return Err(err(&"it is the store itself; name a directory of sources"));
+    }
+    let hash = match &inner {
+        Some(inner) => store::hash_tree_except(path, inner),
+        None => store::hash_tree(path),
+    }
+    .map_err(|e| err(&e))?
+    .hash;
     let target = store.snapshots().join(&hash);
     if !target.is_dir() {
         // Staged under a name of this process's own: SLURM workers may snapshot at once.
         let tmp = store.tmp_path(&format!("snapshot-{hash}"));
         store::remove_tree(&tmp).map_err(|e| err(&e))?;
-        store::copy_tree(path, &tmp).map_err(|e| err(&e))?;
-        store::seal_tree(&tmp).map_err(|e| err(&e))?;
+        let copied = match &inner {
+            Some(inner) => store::copy_tree_except(path, &tmp, inner),
+            None => store::copy_tree(path, &tmp),
+        }
+        .map_err(|e| err(&e))
+        .and_then(|()| store::seal_tree(&tmp).map_err(|e| err(&e)));
+        if let Err(e) = copied {
+            // A failed snapshot leaves nothing in the store.
+            let _ = store::remove_tree(&tmp);
+            return Err(e);
+        }
         if let Err(e) = std::fs::rename(&tmp, &target) {
             // Another process put the same content there first.
             let _ = store::remove_tree(&tmp);
@@ -262,4 +285,12 @@ fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
         }
     }
     Ok(hash)
+}
+
+/// Where the store lies inside `input`, relative to it (empty when it is the input);
+/// `None` when it lies elsewhere.
+fn store_inside(input: &Path, store: &Path) -> Option<PathBuf> {
+    let input = input.canonicalize().ok()?;
+    let store = store.canonicalize().ok()?;
+    store.strip_prefix(&input).ok().map(Path::to_path_buf)
 }

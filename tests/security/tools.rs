@@ -8,10 +8,13 @@
 //! exit 1 when the host refuses; `/out/status.txt` when it ran the tool).
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use crate::common::{TempDir, read_output, repx};
-use crate::{HostState, LIMITS, assert_untouched, attack_lab, failure, output_of, run_attack};
+use crate::{
+    HostState, LIMITS, SENTINEL, assert_untouched, attack_lab, failure, output_of, run_attack,
+};
 
 /// A lab whose stage `t` runs `test-tool` with `params`, granted `tools`, in `mode`.
 fn tool_lab(params: &str, tools: &[&str], mode: &str) -> TempDir {
@@ -322,4 +325,30 @@ fn tool_special_file_in_out() {
     let message = failure(&out, "t");
     assert!(message.contains("special files"), "{message}");
     assert!(crate::common::job_dirs(lab.path()).is_empty());
+}
+
+#[test]
+fn tool_hard_link_into_out() {
+    // An impure job's tools run on the host, where one may hard-link a project file into
+    // /out. Sealing the output makes its files read-only; through a shared inode that would
+    // chmod the project file. The store keeps a copy of its own instead.
+    let lab = tool_lab(
+        r#"tool = "ln", args = ["{lab}/sentinel.txt", "linked.txt"], cwd = "/out""#,
+        &["ln"],
+        "impure",
+    );
+    let sentinel = lab.path().join("sentinel.txt");
+    let mode = fs::metadata(&sentinel).unwrap().permissions().mode();
+    let out = run_attack(&lab, &[]);
+    out.expect_code(0);
+    let after = fs::metadata(&sentinel).unwrap();
+    assert_eq!(
+        after.permissions().mode(),
+        mode,
+        "the project file's mode changed"
+    );
+    assert_eq!(after.nlink(), 1, "the store still shares the project file");
+    let linked = output_of(lab.path(), "t").join("linked.txt");
+    assert_eq!(fs::read_to_string(&linked).unwrap(), SENTINEL);
+    assert!(fs::metadata(&linked).unwrap().permissions().readonly());
 }

@@ -73,12 +73,24 @@ impl Store {
     ) -> Result<Vec<PathBuf>, StoreError> {
         let id = &staging.id;
         declared_outputs_present(id, &staging.out, outputs)?;
-        let summary =
-            tree::seal_tree_unsynced(&staging.out).map_err(|source| StoreError::Output {
-                id: id.clone(),
-                source,
-            })?;
-        within_output_limit(id, summary.bytes, output_limit)?;
+        // Over the limit, the rest is not read: a plugin may have left a file of terabytes
+        // of holes.
+        let summary = match tree::seal_tree_unsynced(&staging.out, output_limit) {
+            Ok(summary) => summary,
+            Err(tree::TreeError::OverLimit { bytes }) => {
+                return Err(StoreError::OutputLimit {
+                    id: id.clone(),
+                    limit: output_limit,
+                    size: bytes,
+                });
+            }
+            Err(source) => {
+                return Err(StoreError::Output {
+                    id: id.clone(),
+                    source,
+                });
+            }
+        };
         record.hash = summary.hash;
         let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
         let manifest_path = staging.dir.join(MANIFEST);

@@ -42,7 +42,10 @@ use std::sync::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use commit::{Sealed, declared_outputs_present, within_output_limit};
-pub use tree::{Entry, TreeError, TreeSummary, copy_tree, hash_tree, remove_tree, seal_tree};
+pub use tree::{
+    Entry, TreeError, TreeSummary, copy_tree, copy_tree_except, hash_tree, hash_tree_except,
+    remove_tree, seal_tree,
+};
 
 /// The file beside a job's `out/` listing every entry and its digest.
 pub const MANIFEST: &str = "manifest.json";

@@ -4,10 +4,14 @@
 //! A tree's hash covers, in path order, each entry's kind, relative path, executable bit
 //! and content (file bytes, or a link's target text), so it changes with any flipped byte,
 //! added, removed or renamed file.
+//!
+//! Sealing makes every entry read-only, so it must change nothing outside the tree: a file
+//! that has other links (a project file that a tool hard-linked into `/out`) is first
+//! replaced by a copy of its own, and the file behind the other links keeps its mode.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
@@ -22,6 +26,8 @@ pub enum TreeError {
     },
     #[error("{}: special files (sockets, devices, FIFOs) cannot be stored", path.display())]
     Special { path: PathBuf },
+    #[error("the files hold more than the limit ({bytes} bytes and more)")]
+    OverLimit { bytes: u64 },
 }
 
 /// What hashing a tree found.
@@ -43,23 +49,78 @@ pub struct Entry {
     pub content: String,
 }
 
+/// What a walk does besides hashing.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    /// Make every entry read-only.
+    seal: bool,
+    /// Flush each sealed file to disk.
+    sync: bool,
+    /// Stop with [`TreeError::OverLimit`] before reading past this many bytes of files.
+    most: u64,
+    /// A directory inside the tree to leave out, relative to its root.
+    except: Option<&'a Path>,
+}
+
+const HASH: Walk = Walk {
+    seal: false,
+    sync: false,
+    most: u64::MAX,
+    except: None,
+};
+
 /// Hashes `root` without changing it.
 pub fn hash_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, false, false)
+    walk(root, HASH)
+}
+
+/// Hashes `root` without changing it, leaving out the directory `except` (relative to
+/// `root`) and everything in it.
+pub fn hash_tree_except(root: &Path, except: &Path) -> Result<TreeSummary, TreeError> {
+    walk(
+        root,
+        Walk {
+            except: Some(except),
+            ..HASH
+        },
+    )
 }
 
 /// Hashes `root`, makes every entry read-only and flushes file contents to disk.
 pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, true, true)
+    walk(
+        root,
+        Walk {
+            seal: true,
+            sync: true,
+            ..HASH
+        },
+    )
 }
 
 /// Hashes `root` and makes every entry read-only, flushing nothing: for a caller that
-/// makes a whole batch durable at once (see [`super::Store::commit_sealed`]).
-pub fn seal_tree_unsynced(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, true, false)
+/// makes a whole batch durable at once (see [`super::Store::commit_sealed`]). Refuses a
+/// tree whose files hold more than `most` bytes before reading past that.
+pub fn seal_tree_unsynced(root: &Path, most: u64) -> Result<TreeSummary, TreeError> {
+    walk(
+        root,
+        Walk {
+            seal: true,
+            most,
+            ..HASH
+        },
+    )
 }
 
-fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
+/// Whether `entry` is the directory a walk of `root` leaves out.
+fn left_out(entry: &walkdir::DirEntry, root: &Path, except: Option<&Path>) -> bool {
+    except.is_some_and(|except| {
+        entry.depth() == except.components().count()
+            && entry.path().strip_prefix(root).is_ok_and(|p| p == except)
+    })
+}
+
+fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
     let mut listing = blake3::Hasher::new();
     let mut summary = TreeSummary {
         hash: String::new(),
@@ -68,11 +129,13 @@ fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
         entries: Vec::new(),
     };
     let mut dirs = Vec::new();
-    for entry in WalkDir::new(root)
+    let entries = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
         .min_depth(1)
-    {
+        .into_iter()
+        .filter_entry(|e| !left_out(e, root, walk.except));
+    for entry in entries {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
             TreeError::Io {
@@ -109,8 +172,21 @@ fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
                 content: String::new(),
             });
         } else if kind.is_file() {
-            let mut file = File::open(path).map_err(err)?;
-            let mode = file.metadata().map_err(err)?.permissions().mode();
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(err)?;
+            let meta = file.metadata().map_err(err)?;
+            if summary.bytes.saturating_add(meta.len()) > walk.most {
+                return Err(TreeError::OverLimit {
+                    bytes: summary.bytes.saturating_add(meta.len()),
+                });
+            }
+            if walk.seal && meta.nlink() > 1 {
+                file = unshare(path, &mut file).map_err(err)?;
+            }
+            let mode = meta.permissions().mode();
             let mut content = blake3::Hasher::new();
             let (bytes, magic) = copy_into(&mut file, &mut content).map_err(err)?;
             summary.bytes += bytes;
@@ -127,11 +203,11 @@ fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
                 path: relative,
                 content: digest.to_hex().to_string(),
             });
-            if seal {
+            if walk.seal {
                 let sealed = if executable { 0o555 } else { 0o444 };
                 file.set_permissions(fs::Permissions::from_mode(sealed))
                     .map_err(err)?;
-                if sync {
+                if walk.sync {
                     file.sync_all().map_err(err)?;
                 }
             }
@@ -145,7 +221,7 @@ fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
             });
         }
     }
-    if seal {
+    if walk.seal {
         // Deepest first, so a directory is still writable while its children are sealed.
         for dir in dirs
             .iter()
@@ -161,6 +237,27 @@ fn walk(root: &Path, seal: bool, sync: bool) -> Result<TreeSummary, TreeError> {
     }
     summary.hash = listing.finalize().to_hex().to_string();
     Ok(summary)
+}
+
+/// Replaces the file at `path`, one of several links to its inode, with a copy of its own
+/// under the same name; the inode behind the other links loses this link and nothing else.
+/// Returns the copy, open at its start.
+fn unshare(path: &Path, shared: &mut File) -> io::Result<File> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".repx-unshared");
+    let aside = path.with_file_name(name);
+    let mut copy = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&aside)?;
+    let copied = io::copy(shared, &mut copy).and_then(|_| fs::rename(&aside, path));
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&aside);
+        return Err(e);
+    }
+    copy.rewind()?;
+    Ok(copy)
 }
 
 fn field(listing: &mut blake3::Hasher, kind: &str, path: &str, content: &[u8]) {
@@ -190,8 +287,23 @@ fn copy_into(file: &mut File, hasher: &mut blake3::Hasher) -> io::Result<(u64, V
 
 /// Copies `from` into a new directory `to`: files with their executable bit, links as links.
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    copy_walk(from, to, None)
+}
+
+/// Copies `from` into a new directory `to` as [`copy_tree`] does, leaving out the directory
+/// `except` (relative to `from`) and everything in it.
+pub fn copy_tree_except(from: &Path, to: &Path, except: &Path) -> io::Result<()> {
+    copy_walk(from, to, Some(except))
+}
+
+fn copy_walk(from: &Path, to: &Path, except: Option<&Path>) -> io::Result<()> {
     fs::create_dir_all(to)?;
-    for entry in WalkDir::new(from).follow_links(false).min_depth(1) {
+    let entries = WalkDir::new(from)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !left_out(e, from, except));
+    for entry in entries {
         let entry = entry?;
         let target = to.join(entry.path().strip_prefix(from).unwrap_or(entry.path()));
         let kind = entry.file_type();
