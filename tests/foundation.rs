@@ -805,3 +805,50 @@ fn reading_commands_work_while_a_run_holds_the_store() {
     repx(lab.path(), &["log", &id]).expect_code(0);
     drop(lock);
 }
+
+#[test]
+fn an_input_holding_the_store_is_snapshotted_without_it() {
+    // `--input data=.` beside the default store `./.repx`: the snapshot must not copy the
+    // store into itself, and the store's own changes must not change the input.
+    let dir = TempDir::new();
+    fs::write(dir.path().join("a.txt"), "hello\n").unwrap();
+    let plugin = plugin_wasm("contract-check");
+    let run = || {
+        repx(
+            dir.path(),
+            &[
+                "run",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--input",
+                "data=.",
+            ],
+        )
+    };
+    let first = run();
+    first.expect_code(0);
+    let snapshots: Vec<_> = fs::read_dir(dir.path().join(".repx/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let names: BTreeSet<String> = fs::read_dir(&snapshots[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["a.txt".to_string()]));
+    let leftovers: Vec<_> = fs::read_dir(dir.path().join(".repx/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with("snapshot-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The store now holds a job; the input is the same, so the job is too.
+    let second = run();
+    second.expect_code(0);
+    assert_eq!(
+        second.summary(),
+        "1 jobs: 0 ran, 1 cached, 0 failed, 0 skipped"
+    );
+}
