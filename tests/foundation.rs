@@ -444,6 +444,98 @@ pipelines = ["p"]
     assert_invalid(&toml, &["--no-such-flag"], &["--no-such-flag", "Usage"]);
 }
 
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key_and_line() {
+    let toml = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 10 }
+outputs = "data.csv"
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &[
+            "repx.toml:5: `stages.generate.outputs`: invalid type: string \"data.csv\", \
+             expected a list of relative paths",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_key_is_warned_with_its_line_and_a_suggestion() {
+    let lab = lab_dir(
+        r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+ouputs = ["data.csv"]
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#,
+        &[],
+    );
+    let out = repx(lab.path(), &["list", "runs"]);
+    out.expect_code(0).expect_stderr(&[
+        "repx.toml:4: unknown key `stages.generate.ouputs` is ignored (did you mean `outputs`?)",
+    ]);
+    assert!(!out.stderr.contains("serde"), "{}", out.stderr);
+}
+
+#[test]
+fn a_misspelt_plugin_key_is_suggested() {
+    let toml = r#"
+[stages.generate]
+plugn = "plugins/generate.wasm"
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &[
+            "repx.toml:2: `stages.generate`: has no `plugin` (found `plugn`: did you mean `plugin`?)",
+        ],
+    );
+}
+
+#[test]
+fn a_tool_not_on_path_is_named_by_its_key_and_line() {
+    let toml = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+tools = ["repx-no-such-tool"]
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#;
+    assert_invalid(
+        toml,
+        &[],
+        &[
+            "repx.toml:4: `stages.generate.tools`: tool `repx-no-such-tool`",
+            "install it",
+            "fix the name or give its absolute path",
+        ],
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Failures
 

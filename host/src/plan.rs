@@ -22,6 +22,9 @@ pub enum PlanError {
     Pin { stage: String, message: String },
     #[error("input {}: {message}", path.display())]
     Input { path: PathBuf, message: String },
+    /// A key of the lab that this host cannot satisfy (a tool not installed).
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
 }
 
 /// What a stage resolves to on this host.
@@ -69,7 +72,14 @@ impl Plan {
             let tools = stage
                 .tools
                 .iter()
-                .map(|t| crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(&stage_err))
+                .map(|t| {
+                    crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(|reason| {
+                        lab.problem(
+                            &["stages", name, "tools"],
+                            format!("{reason}; if it is installed elsewhere, fix the name or give its absolute path"),
+                        )
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let hermetic = graph
                 .jobs

@@ -9,6 +9,7 @@
 pub mod cluster;
 mod json;
 pub mod limits;
+mod locate;
 mod parse;
 mod source;
 mod suggest;
@@ -228,6 +229,27 @@ impl Lab {
             ));
         }
         Ok(lab)
+    }
+
+    /// A problem found after loading (a granted tool missing on this host), named like
+    /// the parser's: the file, the line of `key` in a TOML lab, and `key`.
+    pub fn problem(&self, key: &[&str], message: String) -> LabError {
+        let path: Vec<String> = key.iter().map(|k| k.to_string()).collect();
+        let line = match Format::of(&self.file) {
+            Format::Toml => std::fs::read_to_string(&self.file).ok().and_then(|text| {
+                let (root, _) = toml::de::DeTable::parse_recoverable(&text);
+                locate::line_of(root.get_ref(), &text, &path)
+            }),
+            Format::Nix | Format::Json => None,
+        };
+        LabError::Invalid {
+            path: self.file.clone(),
+            problems: vec![Problem {
+                line,
+                key: path.join("."),
+                message,
+            }],
+        }
     }
 
     /// The stages of a run, deduplicated, in lab order.

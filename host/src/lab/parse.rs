@@ -6,9 +6,12 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::DeTable;
 
+use super::suggest::{closest, fields};
 use super::{
     Input, Lab, LabError, Limits, Mode, Pipeline, PluginRef, Problem, Run, Stage, did_you_mean,
+    locate,
 };
 use crate::wasm::builtin;
 
@@ -71,38 +74,63 @@ struct RawRun {
 struct Problems<'a> {
     text: &'a str,
     list: Vec<Problem>,
+    /// The keys no struct took, as paths: a missing key may be one of them misspelt.
+    unknown: &'a [Vec<String>],
 }
 
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: String) {
-        let line = self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1;
         self.list.push(Problem {
-            line: Some(line),
+            line: Some(locate::line(self.text, span.start)),
             key: key.into(),
             message,
         });
     }
+
+    /// ` (found `plugn`: did you mean `plugin`?)` when an unknown key of the table at
+    /// `table` is `key` misspelt.
+    fn misspelt(&self, table: &[&str], key: &str) -> String {
+        self.unknown
+            .iter()
+            .filter_map(|path| path.split_last())
+            .find(|(name, parent)| *parent == table && closest(name, [key]).is_some())
+            .map(|(name, _)| format!(" (found `{name}`: did you mean `{key}`?)"))
+            .unwrap_or_default()
+    }
 }
 
-pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
-    let invalid = |problems| LabError::Invalid {
+/// Parses and validates the TOML lab `text`, read from or made for `file`. Every problem
+/// and warning passes through `locate`, which may rename it for the user (a lab in JSON
+/// has no lines worth showing).
+pub(super) fn parse(
+    file: &Path,
+    text: &str,
+    locate: impl Fn(Problem) -> Problem,
+) -> Result<Lab, LabError> {
+    let invalid = |problems: Vec<Problem>| LabError::Invalid {
         path: file.to_path_buf(),
-        problems,
+        problems: problems.into_iter().map(&locate).collect(),
     };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let mut problems: Vec<Problem> = syntax
+            .iter()
+            .map(|e| toml_problem(text, root.get_ref(), e))
+            .collect();
+        problems.sort_by_key(|p| p.line);
+        return Err(invalid(problems));
+    }
     let mut unknown = Vec::new();
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+    let deserializer = toml::Deserializer::from(root.clone());
     let raw: RawLab =
-        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
-            .map_err(|e| invalid(vec![toml_problem(text, &e)]))?;
+        serde_ignored::deserialize(deserializer, |path| unknown.push(segments(&path)))
+            .map_err(|e| invalid(vec![toml_problem(text, root.get_ref(), &e)]))?;
 
     let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut problems = Problems {
         text,
         list: Vec::new(),
+        unknown: &unknown,
     };
     let stage_names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
 
@@ -144,30 +172,20 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let known = ["lab", "stages", "pipelines", "runs", "slurm"];
     let warnings = unknown
-        .into_iter()
-        .map(|key| {
-            let last = key.rsplit('.').next().unwrap_or(&key);
-            let hint = did_you_mean(
-                last,
-                known.into_iter().chain([
-                    "name",
-                    "plugin",
-                    "sha256",
-                    "mode",
-                    "inputs",
-                    "params",
-                    "outputs",
-                    "tools",
-                    "sources",
-                    "limits",
-                    "resources",
-                    "pipelines",
-                    "zip",
-                ]),
-            );
-            format!("{}: unknown key `{key}` is ignored{hint}", file.display())
+        .iter()
+        .map(|path| {
+            let (key, table) = path.split_last().expect("an ignored key has a name");
+            let hint = did_you_mean(key, known_keys(table).iter().copied());
+            let warning = locate(Problem {
+                line: locate::line_of(root.get_ref(), text, path),
+                key: path.join("."),
+                message: format!("unknown key `{}` is ignored{hint}", path.join(".")),
+            });
+            match warning.line {
+                Some(line) => format!("{}:{line}: {}", file.display(), warning.message),
+                None => format!("{}: {}", file.display(), warning.message),
+            }
         })
         .collect();
     Ok(Lab {
@@ -182,15 +200,93 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Lab, LabError> {
     })
 }
 
-fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
-    let line = error
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    Problem {
-        line,
-        key: String::new(),
-        message: error.message().to_string(),
+/// An ignored key's path as the user wrote it: serde_ignored also names the layers of
+/// `Spanned` and `Option` that the lab's structs wrap tables in.
+fn segments(path: &serde_ignored::Path) -> Vec<String> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Map { parent, key } => {
+            let mut segments = segments(parent);
+            if !key.starts_with("$__serde_spanned_private") {
+                segments.push(key.clone());
+            }
+            segments
+        }
+        Path::Seq { parent, index } => {
+            let mut segments = segments(parent);
+            match segments.last_mut() {
+                Some(last) => last.push_str(&format!("[{index}]")),
+                None => segments.push(format!("[{index}]")),
+            }
+            segments
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent),
     }
+}
+
+/// The keys the table at `path` takes.
+fn known_keys(path: &[String]) -> &'static [&'static str] {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        [] => fields::<RawLab>(),
+        ["lab"] => fields::<RawLabTable>(),
+        ["stages", _] => fields::<RawStage>(),
+        ["pipelines", _] => fields::<RawPipeline>(),
+        ["runs", _] => fields::<RawRun>(),
+        ["slurm"] => fields::<super::SlurmSettings>(),
+        _ => &[],
+    }
+}
+
+/// A syntax or type error of toml, named by the key at its position.
+fn toml_problem(text: &str, root: &DeTable, error: &toml::de::Error) -> Problem {
+    let Some(span) = error.span() else {
+        return Problem {
+            line: None,
+            key: String::new(),
+            message: error.message().to_string(),
+        };
+    };
+    let path = locate::key_at(root, text, span.start);
+    // serde says what it expected in Rust's words (`a sequence`, `struct RawStage`).
+    let message = match error.message().rsplit_once(", expected ") {
+        Some((found, rust)) if found.starts_with("invalid type: ") => {
+            format!("{found}, expected {}", expected(&path).unwrap_or(rust))
+        }
+        _ => error.message().to_string(),
+    };
+    Problem {
+        line: Some(locate::line(text, span.start)),
+        key: path.join("."),
+        message,
+    }
+}
+
+/// What the key at `path` takes, in the words of the lab file.
+fn expected(path: &[String]) -> Option<&'static str> {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    Some(match path.as_slice() {
+        ["lab" | "stages" | "pipelines" | "runs" | "slurm"]
+        | ["stages" | "pipelines" | "runs", _]
+        | ["stages", _, "limits" | "resources"] => "a table",
+        ["lab", "name"] | ["stages", _, "sha256"] => "a string",
+        ["stages", _, "plugin"] => "a string: a .wasm file or `builtin:NAME`",
+        ["stages", _, "mode"] => "a string: `pure`, `impure` or `hermetic`",
+        ["stages", _, "inputs"] => "a table of input names to `STAGE`, `STAGE[*]` or `path:DIR`",
+        ["stages", _, "inputs", _] => "a string: `STAGE`, `STAGE[*]` or `path:DIR`",
+        ["stages", _, "params"] => "a table of parameter names to their defaults",
+        ["stages", _, "outputs"] => "a list of relative paths, like `[\"data.csv\"]`",
+        ["stages", _, "tools"] => "a list of command names, like `[\"make\", \"cc\"]`",
+        ["stages", _, "sources"] => "a list of globs, like `[\"src/**\"]`",
+        ["pipelines", _, "stages"] => "a list of stage names",
+        ["runs", _, "pipelines"] => "a list of pipeline names",
+        ["runs", _, "params"] => "a table of parameter names to values (a list is an axis)",
+        ["runs", _, "zip"] => "a list of lists of axis names, like `[[\"a\", \"b\"]]`",
+        _ => return None,
+    })
 }
 
 fn stage(
@@ -207,11 +303,13 @@ fn stage(
 
     let plugin = match &raw_stage.plugin {
         None => {
-            problems.at(
-                raw.span(),
-                &key,
-                "has no `plugin`: name a .wasm file or `builtin:make`".into(),
-            );
+            let message = match problems.misspelt(&["stages", name], "plugin") {
+                hint if hint.is_empty() => {
+                    "has no `plugin`: name a .wasm file or `builtin:make`".to_string()
+                }
+                hint => format!("has no `plugin`{hint}"),
+            };
+            problems.at(raw.span(), &key, message);
             None
         }
         Some(p) => plugin(p, dir, &format!("{key}.plugin"), problems),
@@ -478,10 +576,11 @@ fn pipeline(
     let key = format!("pipelines.{name}.stages");
     check_name(name, raw.span(), &format!("pipelines.{name}"), problems);
     if raw.get_ref().stages.is_empty() {
+        let hint = problems.misspelt(&["pipelines", name], "stages");
         problems.at(
             raw.span(),
             &key,
-            "is empty: list the stages of this pipeline".into(),
+            format!("is empty{hint}: list the stages of this pipeline"),
         );
     }
     let stages = unique(&raw.get_ref().stages, &key, problems);
@@ -520,10 +619,11 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
     check_name(name, raw.span(), &key, problems);
     let raw_run = raw.get_ref();
     if raw_run.pipelines.is_empty() {
+        let hint = problems.misspelt(&["runs", name], "pipelines");
         problems.at(
             raw.span(),
             format!("{key}.pipelines"),
-            "is empty: name the pipelines this run runs".into(),
+            format!("is empty{hint}: name the pipelines this run runs"),
         );
     }
     let pipelines = unique(&raw_run.pipelines, &format!("{key}.pipelines"), problems);
@@ -723,7 +823,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<Problem> {
-        match parse(Path::new("/nonexistent/repx.toml"), text) {
+        match parse(Path::new("/nonexistent/repx.toml"), text, |p| p) {
             Err(LabError::Invalid { problems, .. }) => problems,
             other => panic!("expected problems, got {other:?}"),
         }

@@ -63,7 +63,7 @@ pub(super) fn load(file: &Path) -> Result<Lab, LabError> {
         })
     };
     match Format::of(file) {
-        Format::Toml => parse::parse(file, &read()?),
+        Format::Toml => parse::parse(file, &read()?, |problem| problem),
         Format::Json => from_json(file, &read()?),
         Format::Nix => {
             // Read first, so a missing file is reported as such and not by Nix.
@@ -130,11 +130,5 @@ fn from_json(file: &Path, text: &str) -> Result<Lab, LabError> {
         }])
     })?;
     let doc = json::to_toml(&value).map_err(invalid)?;
-    parse::parse(file, &doc.text).map_err(|error| match error {
-        LabError::Invalid { path, problems } => LabError::Invalid {
-            path,
-            problems: problems.into_iter().map(|p| doc.locate(p)).collect(),
-        },
-        other => other,
-    })
+    parse::parse(file, &doc.text, |problem| doc.locate(problem))
 }
