@@ -688,6 +688,61 @@ fn a_trap_names_its_cause() {
     );
 }
 
+#[test]
+fn a_misnamed_input_fails_its_job_with_a_suggestion() {
+    let lab = lab_dir(
+        r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 10 }
+
+[stages.sum]
+plugin = "plugins/sum.wasm"
+inputs = { dta = "generate" }
+
+[pipelines.p]
+stages = ["generate", "sum"]
+
+[runs.r]
+pipelines = ["p"]
+"#,
+        &[],
+    );
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(FAILED).expect_stderr(&[
+        "FAILED sum",
+        "stage `sum` has no input `data` (it was given `dta`: did you mean `data`?); \
+         name it in `stages.sum.inputs` of the lab",
+    ]);
+    assert_eq!(out.ran(), ["generate"], "{}", out.stderr);
+}
+
+#[test]
+fn an_unknown_stage_parameter_fails_its_job_with_a_suggestion() {
+    let lab = lab_dir(
+        r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { nn = 10 }
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#,
+        &[],
+    );
+    let out = repx(lab.path(), &["run"]);
+    // Not a run with the default `n` instead.
+    out.expect_code(FAILED).expect_stderr(&[
+        "FAILED generate",
+        "stage `generate` has no parameter `nn` (did you mean `n`?): it takes `n`",
+        "stages.generate.params",
+    ]);
+    assert!(job_dirs(lab.path()).is_empty(), "{}", out.stderr);
+}
+
 // ---------------------------------------------------------------------------------------
 // The plugin contract, seen from inside (ad hoc mode)
 

@@ -6,6 +6,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::Result;
+use crate::inputs;
+use crate::suggest::{closest, fields};
 
 /// How the job runs; see the plugin contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +68,20 @@ impl Context {
         })
     }
 
-    /// The job's parameters, deserialised into `T`.
+    /// The job's parameters, deserialised into `T`. A parameter that the struct `T` has
+    /// no field for is an error, not ignored: it is a misspelling in the lab, and the
+    /// stage would otherwise run quietly with the default of the one meant.
     pub fn params<T: DeserializeOwned>(&self) -> Result<T> {
+        if let (Some(given), Some(known)) = (self.params.as_object(), fields::<T>()) {
+            let unknown: Vec<&str> = given
+                .keys()
+                .map(String::as_str)
+                .filter(|name| !known.contains(name))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(unknown_params(&self.stage, &unknown, known).into());
+            }
+        }
         serde_json::from_value(self.params.clone())
             .map_err(|e| format!("parameters of stage `{}`: {e}", self.stage).into())
     }
@@ -77,14 +91,19 @@ impl Context {
         &self.params
     }
 
-    /// The directory of input `name` (`/in/<name>`), read-only.
-    pub fn input(&self, name: &str) -> PathBuf {
-        Path::new("/in").join(name)
+    /// The directory of input `name` (`/in/<name>`), read-only; an error naming the
+    /// inputs the stage was given when `name` is not one of them.
+    pub fn input(&self, name: &str) -> Result<PathBuf> {
+        let dir = Path::new("/in").join(name);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        Err(missing_input(&self.stage, name, &inputs::names()).into())
     }
 
     /// The upstream jobs of gather input `name`, in the order of its `index.json`.
     pub fn gather(&self, name: &str) -> Result<Vec<GatherEntry>> {
-        let dir = self.input(name);
+        let dir = self.input(name)?;
         let index = std::fs::read_to_string(dir.join("index.json"))
             .map_err(|e| format!("input `{name}` is not a gather input: {e}"))?;
         let index: GatherIndex = serde_json::from_str(&index)
@@ -127,5 +146,84 @@ impl Context {
     /// How the job runs.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+}
+
+/// Why stage `stage` has no input `name`, given inputs `given`, and what to do.
+fn missing_input(stage: &str, name: &str, given: &[String]) -> String {
+    let given_list = match given {
+        [] => "none".to_string(),
+        _ => quoted(given.iter().map(String::as_str)),
+    };
+    // The lab names the inputs; one close to `name` there is the one meant.
+    let hint = match given.iter().find(|g| closest(g, [name]).is_some()) {
+        Some(_) if given.len() == 1 => format!(": did you mean `{name}`?"),
+        Some(close) => format!(": did you mean `{name}` for `{close}`?"),
+        None => String::new(),
+    };
+    format!(
+        "stage `{stage}` has no input `{name}` (it was given {given_list}{hint}); \
+         name it in `stages.{stage}.inputs` of the lab"
+    )
+}
+
+/// Why stage `stage` refuses parameters `unknown`, when it takes `known`, and what to do.
+fn unknown_params(stage: &str, unknown: &[&str], known: &[&str]) -> String {
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|name| match closest(name, known.iter().copied()) {
+            Some(meant) => format!("`{name}` (did you mean `{meant}`?)"),
+            None => format!("`{name}`"),
+        })
+        .collect();
+    let takes = match known {
+        [] => "no parameters".to_string(),
+        _ => quoted(known.iter().copied()),
+    };
+    format!(
+        "stage `{stage}` has no parameter{} {}: it takes {takes}; \
+         fix `stages.{stage}.params` (or the run's `params`) in the lab",
+        if unknown.len() == 1 { "" } else { "s" },
+        named.join(", ")
+    )
+}
+
+/// `a`, `b`, `c`
+fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_input_names_what_was_given() {
+        assert_eq!(
+            missing_input("sum", "data", &["dta".into()]),
+            "stage `sum` has no input `data` (it was given `dta`: did you mean `data`?); \
+             name it in `stages.sum.inputs` of the lab"
+        );
+        assert!(
+            missing_input("sum", "data", &["src".into(), "dat".into()])
+                .contains("(it was given `src`, `dat`: did you mean `data` for `dat`?)")
+        );
+        assert!(missing_input("sum", "data", &[]).contains("(it was given none)"));
+    }
+
+    #[test]
+    fn unknown_params_are_named_with_suggestions() {
+        assert_eq!(
+            unknown_params("generate", &["nn"], &["n"]),
+            "stage `generate` has no parameter `nn` (did you mean `n`?): it takes `n`; \
+             fix `stages.generate.params` (or the run's `params`) in the lab"
+        );
+        assert!(
+            unknown_params("sum", &["a", "b"], &[])
+                .starts_with("stage `sum` has no parameters `a`, `b`: it takes no parameters;")
+        );
     }
 }

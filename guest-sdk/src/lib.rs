@@ -22,6 +22,8 @@ mod bindings {
 }
 
 mod context;
+mod inputs;
+mod suggest;
 mod tool;
 
 pub use context::{Context, GatherEntry, Mode};

@@ -41,7 +41,7 @@ fn main() {
             Path::new("/work").join(p.dir.as_deref().unwrap_or(&p.input))
         } else {
             let copy = ctx.scratch().join(&p.input);
-            copy_tree(&ctx.input(&p.input), &copy)?;
+            copy_tree(&ctx.input(&p.input)?, &copy)?;
             copy
         };
 

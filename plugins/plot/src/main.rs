@@ -7,7 +7,7 @@ use xy::Series;
 
 fn main() {
     repx_guest::run(|ctx| {
-        let points = xy::read_csv(&ctx.input("data").join("data.csv"))?;
+        let points = xy::read_csv(&ctx.input("data")?.join("data.csv"))?;
         repx_guest::progress(1, 2);
         let series = [Series {
             label: None,

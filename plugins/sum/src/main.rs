@@ -5,7 +5,7 @@
 
 fn main() {
     repx_guest::run(|ctx| {
-        let rows = xy::read_csv(&ctx.input("data").join("data.csv"))?;
+        let rows = xy::read_csv(&ctx.input("data")?.join("data.csv"))?;
         let sum: f64 = rows.iter().map(|&(_, value)| value).sum();
         std::fs::write(ctx.out().join("sum.txt"), format!("{sum}\n"))?;
         Ok(())
