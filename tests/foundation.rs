@@ -765,7 +765,7 @@ fn contract(plugin: &Path) {
                 "--input",
                 "data=input",
                 "--param",
-                "x=1",
+                x,
                 "--out",
                 out,
                 "--store",
@@ -779,7 +779,7 @@ fn contract(plugin: &Path) {
         );
         fs::read(dir.path().join(out).join("report.json")).unwrap()
     };
-    let first = run("store1", "out1");
+    let first = run("store1", "out1", "x=1");
     let report: serde_json::Value = serde_json::from_slice(&first)
         .unwrap_or_else(|e| panic!("report.json: {e}\n{}", String::from_utf8_lossy(&first)));
     let field = |key: &str| {
@@ -825,12 +825,22 @@ fn contract(plugin: &Path) {
     assert_eq!(fs::read_to_string(input.join("a.txt")).unwrap(), "hello\n");
 
     // The same job in another store: byte-identical (fixed clock, seeded random).
-    let second = run("store2", "out2");
+    let second = run("store2", "out2", "x=1");
     assert_eq!(
         String::from_utf8_lossy(&second),
         String::from_utf8_lossy(&first),
         "the same job differs between stores"
     );
+
+    // Another job draws other numbers: the random source is seeded from the job id, not
+    // constant. (Two `RandomState`s of one job differ even under a constant source, since
+    // std steps its keys, so only another job can show this.)
+    let other = run("store3", "out3", "x=2");
+    let other: serde_json::Value = serde_json::from_slice(&other).unwrap();
+    for key in ["random", "random2"] {
+        assert_ne!(other[key], report[key], "{key} is the same for two jobs");
+    }
+    assert_eq!(other["clock_unix_nanos"], report["clock_unix_nanos"]);
 }
 
 #[test]
