@@ -100,16 +100,16 @@ impl Problems<'_> {
 }
 
 /// Parses and validates the TOML lab `text`, read from or made for `file`. Every problem
-/// and warning passes through `locate`, which may rename it for the user (a lab in JSON
-/// has no lines worth showing).
+/// and warning passes through `for_user`, which may rename it (a lab in JSON has no
+/// lines worth showing).
 pub(super) fn parse(
     file: &Path,
     text: &str,
-    locate: impl Fn(Problem) -> Problem,
+    for_user: impl Fn(Problem) -> Problem,
 ) -> Result<Lab, LabError> {
     let invalid = |problems: Vec<Problem>| LabError::Invalid {
         path: file.to_path_buf(),
-        problems: problems.into_iter().map(&locate).collect(),
+        problems: problems.into_iter().map(&for_user).collect(),
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -177,7 +177,7 @@ pub(super) fn parse(
         .map(|path| {
             let (key, table) = path.split_last().expect("an ignored key has a name");
             let hint = did_you_mean(key, known_keys(table).iter().copied());
-            let warning = locate(Problem {
+            let warning = for_user(Problem {
                 line: locate::line_of(root.get_ref(), text, path),
                 key: path.join("."),
                 message: format!("unknown key `{}` is ignored{hint}", path.join(".")),
