@@ -352,3 +352,41 @@ fn tool_hard_link_into_out() {
     assert_eq!(fs::read_to_string(&linked).unwrap(), SENTINEL);
     assert!(fs::metadata(&linked).unwrap().permissions().readonly());
 }
+
+#[test]
+fn tool_ungranted_program_from_an_input() {
+    // In impure mode `path:` inputs are the live project, which the plugin may write through
+    // /work: a program there was granted by no one. Whatever the mode, it runs in the
+    // sandbox, where the lab's host path (and anything else of the host's) is out of reach.
+    for mode in ["pure", "impure"] {
+        let lab = tool_lab(
+            r#"tool = "/in/data/x", cwd = "/out""#,
+            &[],
+            mode,
+        );
+        let program = lab.path().join("data/x");
+        let host_file = lab.path().join("PWNED-ran-on-host");
+        fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\n/usr/bin/touch {}\n/usr/bin/id -u > /out/uid.txt\n",
+                host_file.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_attack(&lab, &[]);
+        out.expect_code(0);
+        assert!(!host_file.exists(), "{mode}: the program ran on the host");
+        // It did run, in the sandbox: it wrote /out, and the job's log says where it ran.
+        let out_dir = output_of(lab.path(), "t");
+        let uid = fs::read_to_string(out_dir.join("uid.txt")).unwrap();
+        assert!(uid.trim().parse::<u32>().is_ok(), "{mode}: {uid:?}");
+        let log = fs::read_to_string(out_dir.with_file_name("host.log")).unwrap();
+        assert!(
+            log.contains("`/in/data/x` is no granted tool: it runs in the sandbox")
+                && log.contains("No such file or directory"),
+            "{mode}:\n{log}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::graph::id::ToolIdentity;
+use crate::lab::Mode;
 use crate::wasm::policy::Policy;
 use crate::wasm::tools::{self, Invocation};
 
@@ -48,6 +49,12 @@ impl self::repx::stage::host::Host for HostState {
         );
         self.log.extend_from_slice(line.as_bytes());
         let outcome = self.invocation(&request).and_then(|invocation| {
+            if let Some(program) = &invocation.guest_program
+                && self.policy.mode != Mode::Hermetic
+            {
+                let line = format!("[`{program}` is no granted tool: it runs in the sandbox]\n");
+                self.log.extend_from_slice(line.as_bytes());
+            }
             tools::run(
                 invocation,
                 &self.policy,
@@ -103,7 +110,8 @@ impl HostState {
                         request.tool
                     )
                 };
-                // An executable inside one of the stage's inputs needs no grant.
+                // An executable inside one of the stage's inputs needs no grant: it runs
+                // sandboxed in every mode (see `tools::run`).
                 let guest = tools::normalise(&request.tool).ok_or_else(refused)?;
                 let (mount, rest) = self.policy.resolve(&guest).ok_or_else(refused)?;
                 if !mount.guest.starts_with("/in/") {

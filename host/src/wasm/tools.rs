@@ -1,10 +1,15 @@
 //! External tools: resolving grants on the host and running them for a plugin.
 //!
 //! A stage may run only the tools its lab entry grants, plus executables inside its own
-//! inputs. In impure mode a tool runs on the host, in place; in pure mode it runs inside a
-//! bubblewrap sandbox that sees the system's read-only tool directories, the job's mounts at
-//! their guest paths, and nothing else, with no network. In hermetic mode a tool must be a
-//! Nix store path, and runs as it is inside the Nix sandbox the job is built in.
+//! inputs. In impure mode a granted tool runs on the host, in place; in pure mode it runs
+//! inside a bubblewrap sandbox that sees the system's read-only tool directories, the job's
+//! mounts at their guest paths, and nothing else, with no network. In hermetic mode a tool
+//! must be a Nix store path, and runs as it is inside the Nix sandbox the job is built in.
+//!
+//! An executable from an input was granted by no one: whatever wrote it (an upstream job,
+//! or in impure mode the plugin itself, through `/work`) may have put anything there. It
+//! runs in the bubblewrap sandbox in impure mode too, where it can do no more than the
+//! plugin could, and never on the host.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -73,7 +78,8 @@ pub fn bubblewrap() -> Option<PathBuf> {
 pub struct Invocation<'a> {
     /// Host path of the executable.
     pub program: PathBuf,
-    /// Guest path of the executable (for the sandbox, where mounts keep guest paths).
+    /// For an executable from an input, not a granted tool: its guest path. It runs in the
+    /// sandbox, where mounts keep their guest paths.
     pub guest_program: Option<String>,
     pub args: &'a [String],
     /// Normalised guest working directory.
@@ -98,30 +104,25 @@ pub fn run(
     deadline: Instant,
 ) -> Result<ToolRun, String> {
     let path = search_path(grants);
-    let mut command = match policy.mode {
+    let mut command = match (policy.mode, &invocation.guest_program) {
         // A hermetic job is inside the Nix sandbox already, which holds only its inputs
         // and the store paths it was given: its tools run there as they are.
-        Mode::Impure | Mode::Hermetic => {
-            let (mount, rest) = policy.resolve(&invocation.cwd).ok_or_else(|| {
-                format!(
-                    "cwd `{}` is outside the directories given to the plugin",
-                    invocation.cwd
-                )
-            })?;
-            let mut command = Command::new(&invocation.program);
-            command.current_dir(mount.host.join(rest));
-            command
-                .args(invocation.args)
-                .env_clear()
-                .envs(invocation.env.iter().cloned());
-            command.env("PATH", &path);
-            command
-        }
-        Mode::Pure => {
+        (Mode::Hermetic, _) | (Mode::Impure, None) => on_host(&invocation, policy, &path)?,
+        (Mode::Pure, None) => {
             let bwrap = bubblewrap.ok_or(
                 "pure-mode tools run inside bubblewrap, which is not installed: install it \
                  (Debian: `apt-get install bubblewrap`), or run the stage with --impure",
             )?;
+            sandboxed(bwrap, &invocation, policy, grants, &path)
+        }
+        (Mode::Pure | Mode::Impure, Some(program)) => {
+            let bwrap = bubblewrap.ok_or_else(|| {
+                format!(
+                    "`{program}` is no granted tool, so it runs only inside bubblewrap, which \
+                     is not installed: install it (Debian: `apt-get install bubblewrap`), or \
+                     grant the program by its host path in `tools`"
+                )
+            })?;
             sandboxed(bwrap, &invocation, policy, grants, &path)
         }
     };
@@ -174,6 +175,24 @@ pub fn run(
         status,
         output: printed,
     })
+}
+
+/// A granted tool on the host, in the host directory of its guest cwd.
+fn on_host(invocation: &Invocation, policy: &Policy, path: &OsString) -> Result<Command, String> {
+    let (mount, rest) = policy.resolve(&invocation.cwd).ok_or_else(|| {
+        format!(
+            "cwd `{}` is outside the directories given to the plugin",
+            invocation.cwd
+        )
+    })?;
+    let mut command = Command::new(&invocation.program);
+    command
+        .current_dir(mount.host.join(rest))
+        .args(invocation.args)
+        .env_clear()
+        .envs(invocation.env.iter().cloned())
+        .env("PATH", path);
+    Ok(command)
 }
 
 /// Waits for `child` to exit, or kills it at `deadline` and returns `None`.
