@@ -11,7 +11,9 @@
 //!
 //! In impure mode make runs in place in `/work/<dir>`, so it reuses the objects of earlier
 //! builds. Otherwise the input is read-only, so `/in/<input>` is copied to `/tmp/<input>` and
-//! built there.
+//! built there from scratch (`make -B`): a snapshot taken after impure builds holds their
+//! objects, with times the copy does not keep, and none of them may end up in a pure
+//! output.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -46,6 +48,9 @@ fn main() {
         };
 
         let mut args = Vec::new();
+        if ctx.mode() != Mode::Impure {
+            args.push("--always-make".to_string());
+        }
         if let Some(jobs) = p.jobs {
             args.extend(["-j".to_string(), jobs.to_string()]);
         }
