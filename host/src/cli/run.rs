@@ -59,10 +59,22 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         None => Force::None,
         Some("") => Force::All,
         Some(stage) if lab.stages.contains_key(stage) => Force::Stage(stage.to_string()),
-        Some(stage) => {
-            let hint = did_you_mean(stage, lab.stages.keys().map(String::as_str));
+        // A run's jobs, when no stage has the name.
+        Some(run) if lab.runs.contains_key(run) => match graph.runs.get(run) {
+            Some(jobs) => Force::Jobs(jobs.iter().copied().collect()),
+            None => {
+                return Err(invalid(format!(
+                    "--force {run}: run `{run}` is not among the runs this command runs; \
+                     run it too: `repx run {run} --force {run}`"
+                )));
+            }
+        },
+        Some(name) => {
+            let names = lab.stages.keys().chain(lab.runs.keys());
+            let hint = did_you_mean(name, names.map(String::as_str));
             return Err(invalid(format!(
-                "--force {stage}: no stage `{stage}` in {}{hint}",
+                "--force {name}: no stage or run `{name}` in {}{hint}; \
+                 `--force` alone re-runs every job",
                 lab.file.display()
             )));
         }
