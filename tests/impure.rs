@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use common::{TempDir, copy_example, lab_dir, repx};
@@ -225,6 +225,61 @@ fn a_pure_tool_cannot_write_the_sources() {
     assert!(!lab.path().join("src/new.txt").exists());
 }
 
+/// A lab directory under /var/tmp, removed when dropped. A pure tool's sandbox has a /tmp
+/// of its own, which would hide a lab under /tmp for that reason alone.
+struct VarTmpLab(PathBuf);
+
+impl VarTmpLab {
+    /// `tool_lab`'s lab, moved under /var/tmp.
+    fn new(tools: &str, params: &str) -> VarTmpLab {
+        let dir = Path::new("/var/tmp").join(format!("repx-test-{}", std::process::id()));
+        common::remove_tree(&dir);
+        let lab = tool_lab(tools, params);
+        fs::create_dir_all(dir.join("plugins")).unwrap();
+        fs::create_dir_all(dir.join("src")).unwrap();
+        for file in ["repx.toml", "plugins/test-tool.wasm", "src/keep.txt"] {
+            fs::copy(lab.path().join(file), dir.join(file)).unwrap();
+        }
+        let toml = fs::read_to_string(dir.join("repx.toml")).unwrap();
+        fs::write(
+            dir.join("repx.toml"),
+            toml.replace("{lab}", dir.to_str().unwrap()),
+        )
+        .unwrap();
+        VarTmpLab(dir)
+    }
+}
+
+impl Drop for VarTmpLab {
+    fn drop(&mut self) {
+        common::remove_tree(&self.0);
+    }
+}
+
+#[test]
+fn a_pure_tool_cannot_write_the_sources_by_their_host_path() {
+    let script = "echo pwned > {lab}/src/keep.txt || exit 3; echo pwned > {lab}/src/new.txt";
+    let lab = VarTmpLab::new(
+        "[\"sh\"]",
+        &format!("{{ tool = \"sh\", args = [\"-c\", \"{script}\"], cwd = \"/out\" }}"),
+    );
+    let lab = lab.0.as_path();
+    repx(lab, &["run"]).expect_code(0);
+    // The tool ran and failed at its first write; the source tree is as it was.
+    assert_eq!(common::read_output(lab, "status.txt"), "3\n");
+    let log = fs::read_to_string(common::job_with_output(lab, "status.txt").join("host.log"));
+    let log = log.unwrap();
+    assert!(
+        log.contains(&format!("cannot create {}/src/keep.txt", lab.display())),
+        "{log}"
+    );
+    assert_eq!(
+        fs::read_to_string(lab.join("src/keep.txt")).unwrap(),
+        "original"
+    );
+    assert!(!lab.join("src/new.txt").exists());
+}
+
 #[test]
 fn a_pure_tool_has_no_network() {
     // In its own network namespace a sandboxed tool sees only loopback.
@@ -257,4 +312,144 @@ fn shell_metacharacters_reach_a_tool_as_plain_arguments() {
             .iter()
             .all(|d| !d.join("out/pwned").exists())
     );
+}
+
+/// A one-stage lab running `plugin` impure with `stage` keys, swept over `run_params`.
+fn impure_lab(plugin: &str, stage: &str, run_params: &str) -> TempDir {
+    let toml = format!(
+        "[stages.s]\nplugin = \"plugins/{plugin}.wasm\"\nmode = \"impure\"\n{stage}\n\
+         [pipelines.main]\nstages = [\"s\"]\n[runs.r]\npipelines = [\"main\"]\nparams = {run_params}\n"
+    );
+    let extra: &[&str] = if plugin == "sum" { &[] } else { &[plugin] };
+    lab_dir(&toml, extra)
+}
+
+#[test]
+fn an_impure_stage_without_sources_reruns_when_its_path_input_changes() {
+    let lab = impure_lab(
+        "sum",
+        "inputs = { data = \"path:d\" }\noutputs = [\"sum.txt\"]",
+        "{}",
+    );
+    let data = lab.path().join("d/data.csv");
+    fs::create_dir_all(data.parent().unwrap()).unwrap();
+    fs::write(&data, "x,value\n1,2\n2,3\n").unwrap();
+    let first = repx(lab.path(), &["run"]);
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["s"]);
+    assert_eq!(common::read_output(lab.path(), "sum.txt"), "5\n");
+    assert_eq!(repx(lab.path(), &["run"]).cached(), ["s"]);
+
+    fs::write(&data, "x,value\n1,2\n2,10\n").unwrap();
+    let edited = repx(lab.path(), &["run"]);
+    edited.expect_code(0);
+    assert_eq!(edited.ran(), ["s"], "the edit of d/data.csv was not seen");
+    assert_eq!(common::read_output(lab.path(), "sum.txt"), "12\n");
+    // A file beside the input is no part of it.
+    fs::write(lab.path().join("notes.txt"), "unrelated").unwrap();
+    assert_eq!(repx(lab.path(), &["run"]).cached(), ["s"]);
+}
+
+#[test]
+fn an_impure_stage_without_sources_or_path_inputs_follows_the_whole_project() {
+    let lab = impure_lab(
+        "test-tool",
+        "tools = [\"cat\"]\nparams = { tool = \"cat\", args = [\"notes.txt\"], cwd = \"/work\", \
+         stdout_file = \"/out/notes.txt\" }",
+        "{}",
+    );
+    fs::write(lab.path().join("notes.txt"), "first").unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+    assert_eq!(common::read_output(lab.path(), "notes.txt"), "first");
+    assert_eq!(repx(lab.path(), &["run"]).cached(), ["s"]);
+    fs::write(lab.path().join("notes.txt"), "second").unwrap();
+    assert_eq!(repx(lab.path(), &["run"]).ran(), ["s"]);
+    assert_eq!(common::read_output(lab.path(), "notes.txt"), "second");
+}
+
+#[test]
+fn the_impure_jobs_of_a_sweep_take_turns_in_the_project_and_stay_cached_together() {
+    let lab = impure_lab(
+        "test-tool",
+        "tools = [\"sh\"]\nparams = { tool = \"sh\", args = [\"-c\", \
+         \"echo start $N >> turns.log; sleep 0.2; echo end $N >> turns.log\"], \
+         cwd = \"/work\", env = { N = \"0\" } }",
+        "{ env = [{ N = \"1\" }, { N = \"2\" }, { N = \"3\" }, { N = \"4\" }] }",
+    );
+    let first = repx(lab.path(), &["run", "-j", "4"]);
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["s", "s", "s", "s"]);
+    let log = fs::read_to_string(lab.path().join("turns.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 8, "{log}");
+    for turn in lines.chunks(2) {
+        let n = turn[0]
+            .strip_prefix("start ")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(turn[1], format!("end {n}"), "two jobs overlapped:\n{log}");
+    }
+    // Each job wrote the project, yet none of them is out of date for what the others did.
+    let again = repx(lab.path(), &["run", "-j", "4"]);
+    again.expect_code(0);
+    assert_eq!(again.cached(), ["s", "s", "s", "s"], "{}", again.stderr);
+    assert_eq!(
+        fs::read_to_string(lab.path().join("turns.log")).unwrap(),
+        log
+    );
+}
+
+#[test]
+fn a_pure_run_after_impure_ones_builds_every_object_from_the_sources() {
+    let lab = example();
+    repx(lab.path(), &["run"]).expect_code(0);
+    assert!(lab.path().join("src/main.o").is_file());
+    // The snapshot of src/ now holds the impure build's objects and binary.
+    let pure = repx(lab.path(), &["run", "--pure"]);
+    pure.expect_code(0);
+    assert_eq!(pure.ran(), ["build", "run"]);
+    let log = repx(lab.path(), &["log", &job_id(&pure.stderr, "build")]).stdout;
+    for source in ["main.c", "file1.c", "file2.c"] {
+        assert!(
+            log.contains(&format!("-o {} {source}", source.replace(".c", ".o"))),
+            "{source} was not compiled:\n{log}"
+        );
+    }
+    let run = job_id(&pure.stderr, "run");
+    let run_log = common::job_dirs(lab.path())
+        .into_iter()
+        .find(|d| d.file_name().unwrap().to_string_lossy().starts_with(&run))
+        .unwrap()
+        .join("out/run.log");
+    assert_eq!(fs::read_to_string(run_log).unwrap(), "Main\nF1\nF2\n");
+}
+
+#[test]
+fn force_takes_a_stage_or_else_a_run() {
+    let toml = "[stages.gen]\nplugin = \"plugins/generate.wasm\"\nparams = { n = 3 }\n\
+                [stages.sum]\nplugin = \"plugins/sum.wasm\"\ninputs = { data = \"gen\" }\n\
+                [pipelines.main]\nstages = [\"gen\", \"sum\"]\n[pipelines.one]\nstages = [\"gen\"]\n\
+                [runs.all]\npipelines = [\"main\"]\n[runs.first]\npipelines = [\"one\"]\n";
+    let lab = lab_dir(toml, &[]);
+    repx(lab.path(), &["run"]).expect_code(0);
+    let stage = repx(lab.path(), &["run", "--force", "sum"]);
+    assert_eq!(
+        (stage.ran(), stage.cached()),
+        (vec!["sum".into()], vec!["gen".into()])
+    );
+    // No stage is called `first`: its run's jobs re-run, and only those.
+    let run = repx(lab.path(), &["run", "--force", "first"]);
+    run.expect_code(0);
+    assert_eq!(
+        (run.ran(), run.cached()),
+        (vec!["gen".into()], vec!["sum".into()])
+    );
+    repx(lab.path(), &["run", "all", "--force", "first"])
+        .expect_code(2)
+        .expect_stderr(&[
+            "run `first` is not among the runs",
+            "repx run first --force first",
+        ]);
+    repx(lab.path(), &["run", "--force", "frist"])
+        .expect_code(2)
+        .expect_stderr(&["no stage or run `frist`", "did you mean `first`?"]);
 }

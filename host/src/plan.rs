@@ -1,5 +1,5 @@
 //! A run plan: the lab, its job graph, and what each stage resolves to on this host
-//! (plugin bytes, granted tools, snapshots of `path:` inputs, impure fingerprints).
+//! (plugin bytes, granted tools, snapshots of `path:` inputs, what impure stages depend on).
 //!
 //! Resolving touches the filesystem but runs nothing; ids of jobs whose upstream keys are
 //! known follow from it (see [`Plan::id`]).
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::graph::id::{Identity, InputKey, ToolIdentity};
 use crate::graph::{JobGraph, JobIndex, JobInput};
 use crate::lab::{Format, Lab, Mode, PluginRef};
+use crate::sources::Sources;
 use crate::store::{self, Store};
 use crate::wasm::{Plugin, builtin};
 
@@ -42,15 +43,15 @@ pub struct Plan {
     pub stages: BTreeMap<String, StageResources>,
     /// Content hash of each `path:` input of a pure job, snapshotted in the store.
     pub snapshots: HashMap<PathBuf, String>,
-    /// Current fingerprint of each impure stage's sources.
-    pub fingerprints: HashMap<String, String>,
+    /// What each impure stage depends on, and which of its jobs are up to date.
+    pub sources: HashMap<String, Sources>,
 }
 
 impl Plan {
     pub fn new(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
         let path_var = std::env::var_os("PATH");
         let mut stages = BTreeMap::new();
-        let mut fingerprints = HashMap::new();
+        let mut sources = HashMap::new();
         let mut snapshots = HashMap::new();
         let used: std::collections::BTreeSet<&str> =
             graph.jobs.iter().map(|j| j.stage.as_str()).collect();
@@ -104,14 +105,13 @@ impl Plan {
         }
         for job in &graph.jobs {
             let stage = &lab.stages[&job.stage];
-            if job.mode == Mode::Impure && !fingerprints.contains_key(&job.stage) {
-                let fp = crate::sources::fingerprint(&lab.dir, &stage.sources).map_err(|e| {
-                    PlanError::Stage {
+            if job.mode == Mode::Impure && !sources.contains_key(&job.stage) {
+                let loaded =
+                    Sources::load(&lab, stage, store.root()).map_err(|e| PlanError::Stage {
                         stage: job.stage.clone(),
-                        message: format!("reading its sources: {e}"),
-                    }
-                })?;
-                fingerprints.insert(job.stage.clone(), fp);
+                        message: format!("reading what it depends on: {e}"),
+                    })?;
+                sources.insert(job.stage.clone(), loaded);
             }
             if job.mode == Mode::Impure {
                 continue;
@@ -129,7 +129,7 @@ impl Plan {
             graph,
             stages,
             snapshots,
-            fingerprints,
+            sources,
         })
     }
 
@@ -143,7 +143,7 @@ impl Plan {
             let key = match input {
                 JobInput::Path(path) => match self.snapshots.get(path) {
                     Some(hash) => InputKey::Path(hash),
-                    // An impure job reads the live directory; its content is in the fingerprint.
+                    // An impure job reads the live directory; see `crate::sources`.
                     None => InputKey::Path(path.to_str().unwrap_or_default()),
                 },
                 JobInput::Job(up) => InputKey::Job(keys[*up].as_deref()?),

@@ -1,62 +1,470 @@
-//! Fingerprints of the project files an impure stage declares in `sources`.
+//! What an impure stage depends on, and whether its jobs are still up to date.
 //!
-//! An impure stage re-runs only when this fingerprint, its parameters or its tools
-//! changed. It is taken after each run too, so files the build itself writes (`.o`
-//! files beside the sources) are part of what "unchanged" means next time.
+//! An impure job reads and writes the live project directory, so its id cannot say what it
+//! read. Instead each impure stage has a *scope*, whose fingerprint (paths and contents) is
+//! taken before and after each of its jobs runs:
+//! - the files matching its `sources` globs, relative to the project directory;
+//! - with no `sources`, the trees of its `path:` inputs;
+//! - with neither, the whole project directory.
+//!
+//! The store (and any `.repx` or `.git` directory) is never part of a scope.
+//!
+//! Up to date means: nothing but this stage's own jobs changed the scope since the job
+//! ran. The store keeps, per stage, the fingerprints the scope went through while only its
+//! jobs changed it, oldest first (its *settled* list). A job starts a new list unless the
+//! scope is as the last job left it; when it is done its fingerprint is appended and also
+//! recorded with its output. A job is up to date when the scope is as the list's last
+//! fingerprint and its own is in the list. So the jobs of a swept stage, each of which
+//! writes the tree (make's objects), stay cached together, while an edit between two of
+//! them re-runs the earlier one too.
+//!
+//! Hashing a whole project every run would be slow; a file whose size, mtime, ctime and
+//! inode are as when it was last hashed is not read again. Files changed within the last
+//! two seconds are always read, as a later change could keep the same times.
+//!
+//! The state lives in `<store>/fingerprints/<stage>.<lab>.json`, changed under an
+//! exclusive lock on a file beside it, and replaced whole by a rename.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSetBuilder};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 use walkdir::WalkDir;
 
-/// The fingerprint of the files under `project` matching `globs`: paths and contents.
-pub fn fingerprint(project: &Path, globs: &[String]) -> std::io::Result<String> {
+use crate::lab::{Input, Lab, Stage};
+
+/// How many fingerprints a settled list keeps; older jobs past it re-run once.
+const SETTLED_MAX: usize = 256;
+
+/// Files whose times are this close to a scan are hashed again by the next one.
+const RACY_SECS: i64 = 2;
+
+/// What an impure stage's fingerprint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// Files under the project directory matching the stage's `sources`.
+    Globs(Vec<String>),
+    /// The trees of the stage's `path:` inputs.
+    Inputs(Vec<PathBuf>),
+    /// The whole project directory.
+    Project,
+}
+
+impl Scope {
+    fn of(stage: &Stage) -> Scope {
+        if !stage.sources.is_empty() {
+            return Scope::Globs(stage.sources.clone());
+        }
+        let inputs: Vec<PathBuf> = stage
+            .inputs
+            .values()
+            .filter_map(|input| match input {
+                Input::Path(path) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        if inputs.is_empty() {
+            Scope::Project
+        } else {
+            Scope::Inputs(inputs)
+        }
+    }
+}
+
+/// One impure stage's scope and its state in the store.
+#[derive(Debug)]
+pub struct Sources {
+    stage: String,
+    scope: Scope,
+    project: PathBuf,
+    /// The store, left out of every scope.
+    store: PathBuf,
+    state: PathBuf,
+    /// The fingerprints with which a job of this stage was up to date when loaded.
+    settled: Vec<String>,
+}
+
+/// What the store keeps for one stage.
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    /// See the module documentation.
+    settled: Vec<String>,
+    /// Each file (absolute path) as it was when last hashed.
+    files: BTreeMap<String, Seen>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    len: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    hash: String,
+}
+
+impl Seen {
+    fn of(meta: &fs::Metadata, hash: String) -> Seen {
+        Seen {
+            len: meta.len(),
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            hash,
+        }
+    }
+
+    fn settled_before(&self, secs: i64) -> bool {
+        self.mtime.0 < secs - RACY_SECS && self.ctime.0 < secs - RACY_SECS
+    }
+}
+
+impl Sources {
+    /// The stage's scope, and which of its jobs are up to date now. Reading the scope
+    /// refreshes the stored file times, so the next reading is cheaper.
+    pub fn load(lab: &Lab, stage: &Stage, store: &Path) -> io::Result<Sources> {
+        Sources::open(&stage.name, Scope::of(stage), &lab.dir, store)
+    }
+
+    fn open(stage: &str, scope: Scope, project: &Path, store: &Path) -> io::Result<Sources> {
+        // Labs may share a store; each has its own state for a stage of the same name.
+        let lab = blake3::hash(project.as_os_str().as_encoded_bytes()).to_hex();
+        let mut sources = Sources {
+            stage: stage.to_string(),
+            scope,
+            project: project.to_path_buf(),
+            store: store.to_path_buf(),
+            state: store
+                .join("fingerprints")
+                .join(format!("{stage}.{}.json", &lab[..16])),
+            settled: Vec::new(),
+        };
+        let current = sources.fingerprint(|_, _| {})?;
+        let state = sources.read()?;
+        if state.settled.last() == Some(&current) {
+            sources.settled = state.settled;
+        }
+        Ok(sources)
+    }
+
+    /// Whether a job of this stage that recorded `fingerprint` was up to date at loading.
+    pub fn up_to_date(&self, fingerprint: &str) -> bool {
+        self.settled.iter().any(|f| f == fingerprint)
+    }
+
+    /// Before one of the stage's jobs runs: unless the scope is as the last job left it,
+    /// something else changed it, and the earlier jobs are out of date.
+    pub fn before_job(&self) -> io::Result<()> {
+        self.fingerprint(|state, current| {
+            if state.settled.last().map(String::as_str) != Some(current) {
+                state.settled = vec![current.to_string()];
+            }
+        })
+        .map(drop)
+    }
+
+    /// After one of the stage's jobs succeeded: the fingerprint to record with it.
+    pub fn after_job(&self) -> io::Result<String> {
+        self.fingerprint(|state, current| {
+            state.settled.push(current.to_string());
+            let over = state.settled.len().saturating_sub(SETTLED_MAX);
+            state.settled.drain(..over);
+        })
+    }
+
+    /// Fingerprints the scope; stores the file times seen and what `then` changes, at once.
+    fn fingerprint(&self, then: impl FnOnce(&mut State, &str)) -> io::Result<String> {
+        let seen = self.read()?.files;
+        let (current, files) = self.scan(&seen)?;
+        self.update(|state| {
+            state.files = files;
+            then(state, &current);
+        })?;
+        Ok(current)
+    }
+
+    /// The fingerprint of the scope, and the files it read with their times.
+    fn scan(&self, seen: &BTreeMap<String, Seen>) -> io::Result<(String, BTreeMap<String, Seen>)> {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let project = self.project.canonicalize().map_err(at(&self.project))?;
+        let store = self.store.canonicalize().ok();
+        let (roots, globs) = match &self.scope {
+            Scope::Globs(globs) => (vec![project.clone()], Some(glob_set(globs)?)),
+            Scope::Inputs(inputs) => (
+                inputs
+                    .iter()
+                    .map(|i| i.canonicalize().map_err(at(i)))
+                    .collect::<io::Result<_>>()?,
+                None,
+            ),
+            Scope::Project => (vec![project.clone()], None),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut files = BTreeMap::new();
+        for root in roots {
+            let walk = WalkDir::new(&root)
+                .follow_links(false)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| {
+                    let name = e.file_name();
+                    name != crate::store::DEFAULT_DIR
+                        && name != ".git"
+                        && Some(e.path()) != store.as_deref()
+                });
+            for entry in walk {
+                let entry = entry.map_err(io::Error::from)?;
+                let path = entry.path();
+                let kind = entry.file_type();
+                if !(kind.is_file() || kind.is_symlink()) {
+                    continue;
+                }
+                // Names are relative to the project, so a moved project keeps its fingerprint.
+                let name = path.strip_prefix(&project).unwrap_or(path);
+                if globs.as_ref().is_some_and(|g| !g.is_match(name)) {
+                    continue;
+                }
+                let digest = if kind.is_symlink() {
+                    let target = fs::read_link(path).map_err(at(path))?;
+                    let mut link = b"link:".to_vec();
+                    link.extend_from_slice(target.as_os_str().as_encoded_bytes());
+                    blake3::hash(&link).to_hex().to_string()
+                } else {
+                    let meta = entry.metadata().map_err(io::Error::from)?;
+                    let key = path.to_string_lossy().into_owned();
+                    let digest = match seen.get(&key) {
+                        Some(old) if *old == Seen::of(&meta, old.hash.clone()) => old.hash.clone(),
+                        _ => blake3::hash(&fs::read(path).map_err(at(path))?)
+                            .to_hex()
+                            .to_string(),
+                    };
+                    let now = Seen::of(&meta, digest.clone());
+                    if now.settled_before(started) {
+                        files.insert(key, now);
+                    }
+                    digest
+                };
+                let name = name.as_os_str().as_encoded_bytes();
+                hasher.update(&(name.len() as u64).to_le_bytes());
+                hasher.update(name);
+                hasher.update(digest.as_bytes());
+            }
+        }
+        Ok((hasher.finalize().to_hex().to_string(), files))
+    }
+
+    fn read(&self) -> io::Result<State> {
+        self.parse(&self.read_bytes()?)
+    }
+
+    fn read_bytes(&self) -> io::Result<Vec<u8>> {
+        match fs::read(&self.state) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(at(&self.state)(e)),
+        }
+    }
+
+    fn parse(&self, bytes: &[u8]) -> io::Result<State> {
+        if bytes.is_empty() {
+            return Ok(State::default());
+        }
+        serde_json::from_slice(bytes).map_err(|e| {
+            io::Error::other(format!(
+                "{}: {e}; delete it, and the stage's jobs re-run once",
+                self.state.display()
+            ))
+        })
+    }
+
+    /// Changes the stored state under its lock: other `repx` processes (a `repx list`
+    /// beside a run, SLURM workers) may read the scope at the same time. A state left as
+    /// it was is not written, so a run that changes nothing writes nothing.
+    fn update(&self, change: impl FnOnce(&mut State)) -> io::Result<()> {
+        let dir = self
+            .state
+            .parent()
+            .expect("the state file is in a directory");
+        fs::create_dir_all(dir).map_err(at(dir))?;
+        let lock_path = self.state.with_extension("lock");
+        let lock = File::create(&lock_path).map_err(at(&lock_path))?;
+        lock.lock().map_err(at(&lock_path))?;
+        let before = self.read_bytes()?;
+        let mut state = self.parse(&before)?;
+        change(&mut state);
+        let after = serde_json::to_vec(&state).map_err(io::Error::other)?;
+        if after == before {
+            return Ok(());
+        }
+        let tmp = self
+            .state
+            .with_extension(format!("json.{}", std::process::id()));
+        fs::write(&tmp, after).map_err(at(&tmp))?;
+        fs::rename(&tmp, &self.state).map_err(at(&self.state))
+    }
+}
+
+impl std::fmt::Display for Sources {
+    /// What the stage's fingerprint covers, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.scope {
+            Scope::Globs(globs) => write!(f, "stage `{}`'s sources {globs:?}", self.stage),
+            Scope::Inputs(inputs) => {
+                let list: Vec<_> = inputs.iter().map(|i| i.display().to_string()).collect();
+                write!(f, "stage `{}`'s path inputs {list:?}", self.stage)
+            }
+            Scope::Project => write!(
+                f,
+                "stage `{}`'s project directory {}",
+                self.stage,
+                self.project.display()
+            ),
+        }
+    }
+}
+
+/// Prefixes an error with the path it is about.
+fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn glob_set(globs: &[String]) -> io::Result<GlobSet> {
     let mut set = GlobSetBuilder::new();
     for glob in globs {
-        set.add(Glob::new(glob).map_err(std::io::Error::other)?);
+        set.add(Glob::new(glob).map_err(io::Error::other)?);
     }
-    let set = set.build().map_err(std::io::Error::other)?;
-    let mut hasher = blake3::Hasher::new();
-    let walk = WalkDir::new(project)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        // The store is never a source, and neither is version control.
-        .filter_entry(|e| e.file_name() != crate::store::DEFAULT_DIR && e.file_name() != ".git");
-    for entry in walk {
-        let entry = entry.map_err(std::io::Error::from)?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let relative = entry.path().strip_prefix(project).unwrap_or(entry.path());
-        if !set.is_match(relative) {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path())?;
-        let name = relative.to_string_lossy();
-        hasher.update(&(name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        hasher.update(blake3::hash(&bytes).as_bytes());
-    }
-    Ok(hasher.finalize().to_hex().to_string())
+    set.build().map_err(io::Error::other)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A project directory with `src/a.c`, `notes.txt` and a store `.repx`.
+    fn project(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("repx-sources-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("src")).unwrap();
+        fs::create_dir_all(dir.join(".repx")).unwrap();
+        fs::write(dir.join("src/a.c"), "int a;").unwrap();
+        fs::write(dir.join("notes.txt"), "x").unwrap();
+        dir
+    }
+
+    fn open(dir: &Path, scope: Scope) -> Sources {
+        Sources::open("s", scope, dir, &dir.join(".repx")).unwrap()
+    }
+
+    fn current(dir: &Path, scope: Scope) -> String {
+        open(dir, scope).fingerprint(|_, _| {}).unwrap()
+    }
+
     #[test]
-    fn follows_matching_files_only() {
-        let dir = std::env::temp_dir().join(format!("repx-sources-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("src")).unwrap();
-        std::fs::write(dir.join("src/a.c"), "int a;").unwrap();
-        std::fs::write(dir.join("notes.txt"), "x").unwrap();
-        let globs = vec!["src/**".to_string()];
-        let first = fingerprint(&dir, &globs).unwrap();
-        std::fs::write(dir.join("notes.txt"), "y").unwrap();
-        assert_eq!(first, fingerprint(&dir, &globs).unwrap());
-        std::fs::write(dir.join("src/a.c"), "int b;").unwrap();
-        assert_ne!(first, fingerprint(&dir, &globs).unwrap());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn the_scope_is_the_sources_else_the_path_inputs_else_the_project() {
+        let mut stage = Stage {
+            name: "s".into(),
+            plugin: crate::lab::PluginRef::Builtin("make".into()),
+            sha256: None,
+            mode: crate::lab::Mode::Impure,
+            inputs: [("up".to_string(), Input::Stage("u".into()))].into(),
+            params: Default::default(),
+            outputs: vec![],
+            tools: vec![],
+            sources: vec![],
+            limits: Default::default(),
+            resources: Default::default(),
+        };
+        assert_eq!(Scope::of(&stage), Scope::Project);
+        stage.inputs.insert("d".into(), Input::Path("/p/d".into()));
+        assert_eq!(Scope::of(&stage), Scope::Inputs(vec!["/p/d".into()]));
+        stage.sources = vec!["src/**".into()];
+        assert_eq!(Scope::of(&stage), Scope::Globs(vec!["src/**".into()]));
+    }
+
+    #[test]
+    fn globs_follow_matching_files_only() {
+        let dir = project("globs");
+        let globs = || Scope::Globs(vec!["src/**".to_string()]);
+        let first = current(&dir, globs());
+        fs::write(dir.join("notes.txt"), "y").unwrap();
+        assert_eq!(first, current(&dir, globs()));
+        fs::write(dir.join("src/a.c"), "int b;").unwrap();
+        assert_ne!(first, current(&dir, globs()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_project_scope_leaves_out_the_store() {
+        let dir = project("store");
+        let first = current(&dir, Scope::Project);
+        fs::write(dir.join(".repx/records.jsonl"), "{}").unwrap();
+        assert_eq!(first, current(&dir, Scope::Project));
+        fs::write(dir.join("notes.txt"), "y").unwrap();
+        assert_ne!(first, current(&dir, Scope::Project));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_read_again_only_when_its_times_changed() {
+        let dir = project("times");
+        let sources = open(&dir, Scope::Project);
+        let file = dir.join("src/a.c").canonicalize().unwrap();
+        // Old times, as a file left alone has; the write below gives it new ones.
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        let handle = File::options().write(true).open(&file).unwrap();
+        handle.set_modified(old).unwrap();
+        let remembered = |hash: &str| {
+            let meta = fs::metadata(&file).unwrap();
+            let key = file.to_string_lossy().into_owned();
+            BTreeMap::from([(key, Seen::of(&meta, hash.into()))])
+        };
+        let fresh = sources.scan(&BTreeMap::new()).unwrap().0;
+        assert_eq!(
+            fresh,
+            sources.scan(&remembered(&hash_of("int a;"))).unwrap().0
+        );
+        // The remembered digest stands in for the file while its times are the same...
+        let stale = remembered(&hash_of("int z;"));
+        assert_ne!(fresh, sources.scan(&stale).unwrap().0);
+        // ...and an edit of the same size changes them.
+        fs::write(&file, "int b;").unwrap();
+        let edited = sources.scan(&BTreeMap::new()).unwrap().0;
+        assert_ne!(edited, fresh);
+        assert_eq!(edited, sources.scan(&stale).unwrap().0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn hash_of(text: &str) -> String {
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+
+    #[test]
+    fn jobs_stay_up_to_date_until_something_else_changes_the_scope() {
+        let dir = project("settled");
+        // A job of the stage writes into the project.
+        let job = |object: &str| {
+            let sources = open(&dir, Scope::Project);
+            sources.before_job().unwrap();
+            fs::write(dir.join(object), object).unwrap();
+            sources.after_job().unwrap()
+        };
+        // Two jobs of a swept stage, each writing the tree: both are up to date after.
+        let (first, second) = (job("1.o"), job("2.o"));
+        let now = open(&dir, Scope::Project);
+        assert!(now.up_to_date(&first) && now.up_to_date(&second));
+        // An edit makes both stale; re-running only the second leaves the first stale.
+        fs::write(dir.join("src/a.c"), "int b;").unwrap();
+        let now = open(&dir, Scope::Project);
+        assert!(!now.up_to_date(&first) && !now.up_to_date(&second));
+        let again = job("2.o");
+        let now = open(&dir, Scope::Project);
+        assert!(now.up_to_date(&again) && !now.up_to_date(&first));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,6 +43,14 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
     let job = &plan.graph.jobs[index];
     let stage = &plan.lab.stages[&job.stage];
     let started = Instant::now();
+    let sources = match job.mode {
+        Mode::Impure => Some(&plan.sources[&job.stage]),
+        _ => None,
+    };
+    let unread = |sources, e| format!("reading the {sources}: {e}");
+    if let Some(sources) = sources {
+        sources.before_job().map_err(|e| unread(sources, e))?;
+    }
     let staging = store.stage(id, 0).map_err(|e| e.to_string())?;
     let ran = match (job.mode, nix) {
         (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
@@ -67,12 +75,9 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             return Err(failed.message);
         }
     };
-    let fingerprint = match job.mode {
-        Mode::Impure => Some(
-            crate::sources::fingerprint(&plan.lab.dir, &stage.sources)
-                .map_err(|e| e.to_string())?,
-        ),
-        _ => None,
+    let fingerprint = match sources {
+        Some(sources) => Some(sources.after_job().map_err(|e| unread(sources, e))?),
+        None => None,
     };
     let record = Record {
         id: id.to_string(),

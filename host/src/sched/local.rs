@@ -3,7 +3,9 @@
 //! One coordinator owns all job states. A job's id is computed once its upstream keys are
 //! known; if the store already has it the job is cached, otherwise it is queued for the
 //! workers. A failure skips everything downstream of it and, unless
-//! `--continue-on-failure`, stops new jobs from starting.
+//! `--continue-on-failure`, stops new jobs from starting. Impure jobs run one at a time,
+//! beside any pure ones: they all work in the one project directory, where two builds at
+//! once would write the same files.
 //!
 //! A worker that finished a job seals its output and hands it to one committer thread,
 //! then takes the next job at once; the committer commits whatever was sealed since its
@@ -113,6 +115,7 @@ pub fn run(
     // Jobs on the workers, and jobs sealed but not yet committed.
     let mut running = 0usize;
     let mut committing = 0usize;
+    let mut impure_running = false;
     let mut stopping = false;
     // Workers keep one job queued each beyond the one they run, so that none waits for
     // the coordinator between jobs; `stop` tells them not to start what is queued. A
@@ -252,7 +255,14 @@ pub fn run(
                 stop.store(true, Ordering::Relaxed);
             }
             while running < in_flight && !stopping {
-                let Some(work) = ready.pop_front() else { break };
+                // Impure jobs all build in the one project directory: one at a time.
+                let next = ready
+                    .iter()
+                    .position(|w| !(impure_running && jobs[w.index].mode == Mode::Impure));
+                let Some(work) = next.and_then(|n| ready.remove(n)) else {
+                    break;
+                };
+                impure_running |= jobs[work.index].mode == Mode::Impure;
                 let _ = work_tx.send(work);
                 running += 1;
             }
@@ -267,6 +277,10 @@ pub fn run(
                 }
                 continue;
             };
+            if jobs[index].mode == Mode::Impure && state[index] != State::Sealed {
+                // Off its worker: it no longer touches the project directory.
+                impure_running = false;
+            }
             let result = match report {
                 Report::Sealed => {
                     state[index] = State::Sealed;
@@ -404,8 +418,11 @@ pub(super) fn cached(
     }
     if job.mode == Mode::Impure {
         let record = store.done(id)?;
-        let current = plan.fingerprints.get(&job.stage)?;
-        if record.fingerprint.as_ref() != Some(current) {
+        if !plan
+            .sources
+            .get(&job.stage)?
+            .up_to_date(record.fingerprint.as_deref()?)
+        {
             return None;
         }
     } else if job.mode == Mode::Hermetic {
