@@ -115,17 +115,18 @@ fn rerun_runs_nothing_and_rewrites_nothing() {
 }
 
 #[test]
-fn deleting_an_output_reruns_only_that_job() {
+fn deleting_an_output_reruns_that_job_and_keeps_what_read_the_same_bytes() {
     let lab = copy_example("simple");
     repx(lab.path(), &["run"]).expect_code(0);
     let sum_before = read_output(lab.path(), "sum.txt");
     let plot_job = job_with_output(lab.path(), "plot.svg");
     let plot_state = tree_state(&plot_job);
+    let plot_svg_len = fs::metadata(plot_job.join("out/plot.svg")).unwrap().len();
 
-    // Pure job ids do not depend on output content: generate comes back under the same id,
-    // so sum and plot keep theirs and stay cached.
+    // One file of generate's output is deleted. Generate runs again, under the same id,
+    // and gives the same bytes, so sum and plot, computed from those bytes, stay.
     let generate = job_with_output(lab.path(), "data.csv");
-    remove_tree(&generate);
+    delete_from_output(&generate.join("out/data.csv"));
     let out = repx(lab.path(), &["run"]);
     out.expect_code(0);
     assert_eq!(out.ran(), ["generate"], "{}", out.stderr);
@@ -148,6 +149,59 @@ fn deleting_an_output_reruns_only_that_job() {
         "3 jobs: 1 ran, 2 cached, 0 failed, 0 skipped"
     );
     assert_eq!(read_output(lab.path(), "sum.txt"), sum_before);
+}
+
+/// Deletes a file from a committed (read-only) output, as a user with rights to would.
+fn delete_from_output(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = file.parent().unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+}
+
+#[test]
+fn a_job_whose_upstream_output_came_back_different_runs_again() {
+    // A pure stage's tool sees the real clock, so its output comes back other when it is
+    // recomputed; what was made from the old bytes must not stay.
+    let toml = r#"
+[stages.stamp]
+plugin = "plugins/test-tool.wasm"
+tools = ["date"]
+params = { tool = "date", args = ["+%s%N"], stdout_file = "/out/stamp.txt" }
+outputs = ["stamp.txt"]
+
+[stages.copy]
+plugin = "plugins/test-tool.wasm"
+tools = ["cat"]
+inputs = { stamp = "stamp" }
+params = { tool = "cat", args = ["/in/stamp/stamp.txt"], stdout_file = "/out/copy.txt" }
+outputs = ["copy.txt"]
+
+[pipelines.main]
+stages = ["stamp", "copy"]
+
+[runs.r]
+pipelines = ["main"]
+"#;
+    let lab = lab_dir(toml, &["test-tool"]);
+    repx(lab.path(), &["run"]).expect_code(0);
+    let first = read_output(lab.path(), "stamp.txt");
+    assert_eq!(read_output(lab.path(), "copy.txt"), first);
+
+    remove_tree(&job_with_output(lab.path(), "stamp.txt"));
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["copy", "stamp"], "{}", out.stderr);
+    let second = read_output(lab.path(), "stamp.txt");
+    assert_ne!(second, first, "the clock did not move");
+    assert_eq!(read_output(lab.path(), "copy.txt"), second);
+
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(
+        out.summary(),
+        "2 jobs: 0 ran, 2 cached, 0 failed, 0 skipped"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             .map_or(0, |d| d.as_millis() as u64),
         duration_ms: started.elapsed().as_millis() as u64,
         nix: ran.nix,
+        out_mtime_ns: None,
+        inputs: read_inputs(job, store, &upstream_ids),
     };
     store
         .seal(
@@ -101,6 +103,19 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             record,
         )
         .map_err(|e| e.to_string())
+}
+
+/// [`Record::inputs`] of a job that ran on the outputs of `upstream_ids`.
+fn read_inputs(
+    job: &crate::graph::Job,
+    store: &Store,
+    upstream_ids: &BTreeMap<JobIndex, String>,
+) -> Option<String> {
+    let deps = job.deps();
+    if deps.is_empty() {
+        return None;
+    }
+    store::inputs_digest(store, deps.iter().map(|dep| upstream_ids[dep].as_str()))
 }
 
 /// What a job that ran left besides its output.

@@ -318,7 +318,14 @@ impl Coordinator<'_> {
                 .iter()
                 .all(|d| matches!(self.state[*d], State::Done(_)));
             if upstream_done {
-                if let Some(key) = cached(self.plan, self.store, index, &id, &self.options.force) {
+                if let Some(key) = cached(
+                    self.plan,
+                    self.store,
+                    index,
+                    &id,
+                    &self.ids,
+                    &self.options.force,
+                ) {
                     self.keys[index] = Some(key.clone());
                     self.summary.cached += 1;
                     self.set_state(index, State::Done(key));

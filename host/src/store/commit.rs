@@ -92,6 +92,7 @@ impl Store {
             }
         };
         record.hash = summary.hash;
+        record.out_mtime_ns = Some(super::path_mtime_ns(&staging.out).map_err(io(&staging.out))?);
         let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
         let manifest_path = staging.dir.join(MANIFEST);
         fs::write(&manifest_path, manifest).map_err(io(&manifest_path))?;
@@ -268,6 +269,8 @@ mod tests {
             finished_ms: 0,
             duration_ms: 0,
             nix: None,
+            out_mtime_ns: None,
+            inputs: None,
         }
     }
 

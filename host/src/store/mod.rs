@@ -75,6 +75,18 @@ pub enum StoreError {
     OutputLimit { id: String, limit: u64, size: u64 },
 }
 
+/// A file's modification time in nanoseconds since the epoch.
+fn mtime_ns(stat: &libc::stat) -> i64 {
+    stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec
+}
+
+/// The modification time of `path` in nanoseconds, as [`Record::out_mtime_ns`] holds it.
+fn path_mtime_ns(path: &Path) -> std::io::Result<i64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)?;
+    Ok(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
@@ -100,6 +112,34 @@ pub struct Record {
     /// For hermetic jobs: the Nix store path the output was copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nix: Option<String>,
+    /// The modification time of `out/` once sealed, in nanoseconds: adding or removing a
+    /// file there changes it, so a run notices with the one `stat` it makes anyway. (A file
+    /// changed in place is for `repx verify`, which reads every byte.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_mtime_ns: Option<i64>,
+    /// For a job with upstream jobs: a digest of their ids and output hashes as it read
+    /// them, see [`inputs_digest`]. When an upstream output is recomputed into other bytes,
+    /// the job no longer matches its record and runs again; into the same bytes, it stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
+}
+
+/// The digest a job's [`Record::inputs`] holds: each upstream job's id and output hash, in
+/// the job's order of upstream jobs; `None` when one of them has no record.
+pub fn inputs_digest<'a>(
+    store: &Store,
+    upstream: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let records = store.records.read().unwrap_or_else(|e| e.into_inner());
+    let mut digest = blake3::Hasher::new();
+    for id in upstream {
+        let hash = &records.get(id)?.hash;
+        digest.update(id.as_bytes());
+        digest.update(b" ");
+        digest.update(hash.as_bytes());
+        digest.update(b"\n");
+    }
+    Some(digest.finalize().to_hex().to_string())
 }
 
 impl Serialize for crate::lab::Mode {
@@ -291,27 +331,51 @@ impl Store {
         &self.root
     }
 
-    /// The job's record, if it is done: recorded and its output still on disk.
+    /// The job's record, if it is done: recorded and its output still on disk as sealed.
     pub fn done(&self, id: &str) -> Option<Record> {
         let record = self.record(id)?;
-        self.has_output(id).then_some(record)
+        self.has_output(id, record.out_mtime_ns).then_some(record)
     }
 
     /// Whether the job is done, as [`Store::done`], without copying its record.
     pub fn is_done(&self, id: &str) -> bool {
-        self.records
+        let sealed = match self
+            .records
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id)
-            && self.has_output(id)
+            .get(id)
+        {
+            Some(record) => record.out_mtime_ns,
+            None => return false,
+        };
+        self.has_output(id, sealed)
     }
 
-    /// Whether `jobs/<id>/out` is a directory (not following a link there).
-    fn has_output(&self, id: &str) -> bool {
-        use std::os::fd::AsRawFd;
-        let Ok(path) = std::ffi::CString::new(format!("{id}/out")) else {
+    /// Whether each of `outputs` (a stage's declared outputs) is in the job's `out/`; a
+    /// file deleted deeper than `out/` itself does not change its time.
+    pub fn has_declared(&self, id: &str, outputs: &[PathBuf]) -> bool {
+        outputs.iter().all(|output| {
+            let path = Path::new(id).join("out").join(output);
+            self.stat(&path).is_some()
+        })
+    }
+
+    /// Whether `jobs/<id>/out` is a directory (not following a link there), modified last
+    /// when it was sealed if that time is known.
+    fn has_output(&self, id: &str, sealed_mtime_ns: Option<i64>) -> bool {
+        let Some(stat) = self.stat(&Path::new(id).join("out")) else {
             return false;
         };
+        stat.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && sealed_mtime_ns.is_none_or(|sealed| sealed == mtime_ns(&stat))
+    }
+
+    /// `fstatat` of a path under `jobs/`, not following a final link: one system call, where
+    /// a path walk from the root would be one per component.
+    fn stat(&self, path: &Path) -> Option<libc::stat> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `jobs` is an open directory, `path` a NUL-terminated string, and `stat`
         // is only read once the call has filled it.
@@ -323,7 +387,7 @@ impl Store {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         } == 0;
-        found && unsafe { stat.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFDIR
+        found.then(|| unsafe { stat.assume_init() })
     }
 
     /// The record, whether or not its output still exists.
