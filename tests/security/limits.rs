@@ -158,11 +158,35 @@ fn exhaust_fds_core_module() {
     fails_naming(&lab, "open-files limit of 64 exceeded");
 }
 
-#[test]
-fn fill_out() {
-    let (lab, out) = hits_limit("fill-out", "output limit of 1M exceeded");
-    // Nothing of it was committed, and nothing is left over in the store's scratch space.
+/// A lab whose attack stage runs `fill-out` (the component, or the core module when
+/// `core`) with `params`, against the 1M output limit.
+fn fill_lab(params: &str, core: bool) -> TempDir {
+    let lab = limit_lab("fill-out.wasm");
+    let plugin = if core {
+        plugin_wasm_p1("fill-out")
+    } else {
+        hostile("fill-out")
+    };
+    fs::copy(plugin, lab.path().join("plugins/fill-out.wasm")).unwrap();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let toml = toml.replacen(
+        "[stages.attack]\n",
+        &format!("[stages.attack]\nparams = {{ {params} }}\n"),
+        1,
+    );
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    lab
+}
+
+/// Runs `fill-out` with `params`, 1000 times the limit: the job fails naming the limit and
+/// leaves nothing behind. Returns how many MiB the plugin says it wrote before it was
+/// stopped (its `wrote <n>M` lines, kept in the failed job's stderr).
+#[track_caller]
+fn fills_past_the_limit(params: &str, core: bool) -> u64 {
+    let lab = fill_lab(&format!(r#"megabytes = "1000", {params}"#), core);
+    let out = fails_naming(&lab, "output limit of 1M exceeded");
     assert!(out.stderr.contains("in /out"), "{}", out.stderr);
+    // Nothing of it was committed, and nothing is left over in the store's scratch space.
     let leftovers: Vec<_> = fs::read_dir(lab.path().join(".repx/tmp"))
         .unwrap()
         .flatten()
@@ -170,8 +194,51 @@ fn fill_out() {
         .map(|e| e.path())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let failed: u64 = walk_size(&lab.path().join(".repx/failed"));
-    assert!(failed < 64 * 1024, "failed/ holds {failed} bytes");
+    let failed = lab.path().join(".repx/failed");
+    assert!(walk_size(&failed) < 64 * 1024, "failed/ holds too much");
+    let logs: Vec<_> = fs::read_dir(&failed).unwrap().flatten().collect();
+    assert_eq!(logs.len(), 1);
+    let stderr = fs::read_to_string(logs[0].path().join("stderr")).unwrap_or_default();
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrote ")?.strip_suffix('M')?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn fill_out() {
+    // Stopped as it crosses the limit: it never finishes its second MiB.
+    assert!(fills_past_the_limit(r#"how = "stream""#, false) < 2);
+}
+
+#[test]
+fn fill_out_with_pwrite() {
+    assert!(fills_past_the_limit(r#"how = "pwrite""#, false) < 2);
+}
+
+#[test]
+fn fill_scratch() {
+    // /tmp is the host's disk too: it shares the output limit.
+    assert!(fills_past_the_limit(r#"dir = "/tmp""#, false) < 2);
+}
+
+#[test]
+fn fill_out_core_module() {
+    // A core module's writes are not counted one by one; a measurement at the next epoch
+    // tick stops it, well before the end.
+    assert!(fills_past_the_limit(r#"how = "stream""#, true) < 500);
+}
+
+#[test]
+fn overwriting_within_the_limit_is_no_attack() {
+    // 100 times the limit written, but into one file rewritten from the start: what the
+    // job holds stays under the limit, and the job succeeds.
+    let lab = fill_lab(r#"megabytes = "100", overwrite = "yes""#, false);
+    let out = repx_within(lab.path(), &["run"], Duration::from_secs(60));
+    out.expect_code(0);
+    let job = crate::common::job_with_output(lab.path(), "fill-0.bin");
+    assert_eq!(walk_size(&job.join("out")), 1 << 20);
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {

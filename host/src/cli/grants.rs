@@ -94,7 +94,7 @@ fn directories(out: &mut String, lab: &Lab, stage: &Stage, mode: Mode) {
     let _ = writeln!(out, "  {:<16} read-write   {fresh}", "/out");
     let _ = writeln!(
         out,
-        "  {:<16} read-write   scratch, discarded after the job",
+        "  {:<16} read-write   scratch, discarded after the job; counts against the output limit",
         "/tmp"
     );
     if mode == Mode::Impure {

@@ -10,6 +10,7 @@ mod cache;
 mod deadline;
 pub mod host;
 mod log;
+mod output;
 pub mod policy;
 mod refusal;
 mod streams;
@@ -34,6 +35,7 @@ use crate::graph::id::ToolIdentity;
 use crate::lab::limits::{self, Limits};
 use host::{HostState, Observer};
 use log::LogPipe;
+use output::OutputLimit;
 use policy::Policy;
 
 /// How much of each pooled linear memory stays mapped between jobs; see [`Runtime::new`].
@@ -98,8 +100,21 @@ struct ComponentState {
     table: ResourceTable,
     host: HostState,
     memory: MemoryLimit,
+    output: OutputLimit,
     /// When the job's wall time is up; host calls that wait end there.
     deadline: Instant,
+}
+
+impl streams::StreamsView for ComponentState {
+    fn streams(&mut self) -> streams::Streams<'_> {
+        streams::Streams {
+            files: wasmtime_wasi::filesystem::WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            output: &mut self.output,
+        }
+    }
 }
 
 impl deadline::WithDeadline for ComponentState {
@@ -120,6 +135,7 @@ impl WasiView for ComponentState {
 struct ModuleState {
     wasi: WasiP1Ctx,
     memory: MemoryLimit,
+    output: OutputLimit,
 }
 
 /// Refuses memory growth past the stage's limit, as a trap naming the limit.
@@ -328,10 +344,17 @@ impl Runtime {
         self.interrupted.store(true, Ordering::Relaxed);
     }
 
-    /// Makes the store trap when the run is cancelled or the job's time is up.
-    fn watch<T: 'static>(&self, store: &mut wasmtime::Store<T>, deadline: Instant, time: Duration) {
+    /// Makes the store trap when the run is cancelled, the job's time is up, or its
+    /// output (found by `output`) is over the limit.
+    fn watch<T: 'static>(
+        &self,
+        store: &mut wasmtime::Store<T>,
+        deadline: Instant,
+        time: Duration,
+        output: fn(&mut T) -> &mut OutputLimit,
+    ) {
         let interrupted = self.interrupted.clone();
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |mut store| {
             if interrupted.load(Ordering::Relaxed) {
                 return Err(wasmtime::format_err!("interrupted: the run was cancelled"));
             }
@@ -341,6 +364,7 @@ impl Runtime {
                     limits::duration(time)
                 ));
             }
+            output(store.data_mut()).tick()?;
             Ok(UpdateDeadline::Continue(1))
         });
         store.set_epoch_deadline(1);
@@ -352,7 +376,9 @@ impl Runtime {
         let stdout = LogPipe::new(job.limits.log);
         let stderr = LogPipe::new(job.limits.log);
         let memory = MemoryLimit(job.limits.memory);
-        let deadline = Instant::now() + job.limits.time;
+        let started = Instant::now();
+        let deadline = started + job.limits.time;
+        let output = OutputLimit::new(job.limits.output, job.policy.clone(), started);
         let files = usize::try_from(job.limits.files).unwrap_or(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
         builder.stdout(stdout.clone()).stderr(stderr.clone());
@@ -381,11 +407,12 @@ impl Runtime {
                         deadline,
                     },
                     memory,
+                    output,
                     deadline,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, deadline, job.limits.time);
+                self.watch(&mut store, deadline, job.limits.time, |s| &mut s.output);
                 let result = pre
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
@@ -401,9 +428,14 @@ impl Runtime {
                 let mut wasi = builder.build_p1();
                 // As for components: every open file and directory is an entry of this table.
                 wasi.ctx().table.set_max_capacity(files);
-                let mut store = wasmtime::Store::new(&self.engine, ModuleState { wasi, memory });
+                let state = ModuleState {
+                    wasi,
+                    memory,
+                    output,
+                };
+                let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, deadline, job.limits.time);
+                self.watch(&mut store, deadline, job.limits.time, |s| &mut s.output);
                 let result = pre.instantiate(&mut store).and_then(|instance| {
                     instance
                         .get_typed_func::<(), ()>(&mut store, "_start")?
