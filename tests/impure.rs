@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use common::{TempDir, copy_example, lab_dir, repx};
+use common::{TempDir, copy_example, lab_dir, repx, repx_with_env};
 
 const OBJECTS: [&str; 3] = ["main.o", "file1.o", "file2.o"];
 
@@ -452,4 +452,188 @@ fn force_takes_a_stage_or_else_a_run() {
     repx(lab.path(), &["run", "--force", "frist"])
         .expect_code(2)
         .expect_stderr(&["no stage or run `frist`", "did you mean `first`?"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// What a granted tool adds to the job id, without bubblewrap, and how impure jobs are marked
+
+/// Writes `dir/probe`, a script that prints `said`.
+fn write_probe(dir: &Path, said: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).unwrap();
+    let probe = dir.join("probe");
+    fs::write(&probe, format!("#!/bin/sh\necho {said}\n")).unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A pure stage `probe` granted the tool `probe`, which it runs with its stdout to `said.txt`.
+fn probe_lab() -> TempDir {
+    lab_dir(
+        "[stages.probe]\nplugin = \"plugins/test-tool.wasm\"\ntools = [\"probe\"]\n\
+         params = { tool = \"probe\", stdout_file = \"/out/said.txt\" }\n\
+         [pipelines.main]\nstages = [\"probe\"]\n[runs.r]\npipelines = [\"main\"]\n",
+        &["test-tool"],
+    )
+}
+
+/// The short ids `repx list jobs` gives with `PATH` set to `path`.
+fn listed_ids(lab: &Path, path: &str) -> Vec<String> {
+    let jobs = repx_with_env(lab, &["list", "jobs"], &[("PATH", path)]);
+    jobs.expect_code(0);
+    jobs.stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// `file` in the output of the committed job whose id starts with `short`.
+fn output_of(lab: &Path, short: &str, file: &str) -> String {
+    let job = common::job_dirs(lab)
+        .into_iter()
+        .find(|d| d.file_name().unwrap().to_string_lossy().starts_with(short))
+        .unwrap_or_else(|| panic!("no committed job {short}"));
+    fs::read_to_string(job.join("out").join(file)).unwrap()
+}
+
+#[test]
+fn a_granted_tool_s_content_and_path_are_part_of_the_job_id() {
+    // Outside /tmp: a pure tool's sandbox has a /tmp of its own.
+    let tools = TempDir::new_in(Path::new("/var/tmp"));
+    let (bin, other) = (tools.path().join("bin"), tools.path().join("other"));
+    let system = std::env::var("PATH").unwrap();
+    let on_path = |dir: &Path| format!("{}:{system}", dir.display());
+    let lab = probe_lab();
+    let run = |path: &str| repx_with_env(lab.path(), &["run"], &[("PATH", path)]);
+
+    write_probe(&bin, "first");
+    let first = run(&on_path(&bin));
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["probe"]);
+    let first_id = job_id(&first.stderr, "probe");
+    assert_eq!(
+        listed_ids(lab.path(), &on_path(&bin)),
+        std::slice::from_ref(&first_id)
+    );
+    assert_eq!(output_of(lab.path(), &first_id, "said.txt"), "first\n");
+    assert_eq!(run(&on_path(&bin)).cached(), ["probe"]);
+
+    // New bytes at the same path: another job, which runs the new script.
+    write_probe(&bin, "second");
+    let edited_id = listed_ids(lab.path(), &on_path(&bin)).remove(0);
+    assert_ne!(edited_id, first_id, "the tool's content is not in the id");
+    let edited = run(&on_path(&bin));
+    edited.expect_code(0);
+    assert_eq!(edited.ran(), ["probe"], "{}", edited.stderr);
+    assert_eq!(job_id(&edited.stderr, "probe"), edited_id);
+    assert_eq!(output_of(lab.path(), &edited_id, "said.txt"), "second\n");
+
+    // The same bytes found at another path: another job again.
+    write_probe(&other, "second");
+    let moved_id = listed_ids(lab.path(), &on_path(&other)).remove(0);
+    assert_ne!(moved_id, edited_id, "the tool's path is not in the id");
+    assert_ne!(moved_id, first_id);
+    let moved = run(&on_path(&other));
+    moved.expect_code(0);
+    assert_eq!(moved.ran(), ["probe"], "{}", moved.stderr);
+    assert_eq!(job_id(&moved.stderr, "probe"), moved_id);
+}
+
+#[test]
+fn without_bubblewrap_a_pure_tool_fails_saying_what_to_install_and_never_runs_unsandboxed() {
+    let lab = lab_dir(
+        "[stages.probe]\nplugin = \"plugins/test-tool.wasm\"\ntools = [\"probe\"]\n\
+         params = { tool = \"probe\", cwd = \"/out\" }\n\
+         [pipelines.main]\nstages = [\"probe\"]\n[runs.r]\npipelines = [\"main\"]\n",
+        &["test-tool"],
+    );
+    // On the host the tool leaves a file beside the lab; sandboxed it could not.
+    let marker = lab.path().join("ran-on-the-host");
+    let bin = lab.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let probe = bin.join("probe");
+    fs::write(
+        &probe,
+        format!("#!/bin/sh\necho ran > {}\n", marker.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&probe, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // A PATH with the tool but without bwrap.
+    let path = bin.to_str().unwrap();
+    assert!(!bin.join("bwrap").exists());
+
+    let pure = repx_with_env(lab.path(), &["run"], &[("PATH", path)]);
+    pure.expect_code(1).expect_stderr(&[
+        "FAILED probe",
+        "bubblewrap, which is not installed: install it (Debian: `apt-get install bubblewrap`)",
+    ]);
+    assert!(!marker.exists(), "the pure tool ran outside a sandbox");
+    assert!(common::job_dirs(lab.path()).is_empty());
+
+    // The same tool run impure is on the host by design, and leaves the file.
+    let impure = repx_with_env(lab.path(), &["run", "--impure"], &[("PATH", path)]);
+    impure.expect_code(0);
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "ran\n");
+}
+
+#[test]
+fn the_impure_warning_is_given_once_per_run() {
+    let lab = impure_lab("contract-check", "params = { k = 0 }", "{ k = [1, 2, 3] }");
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(0);
+    assert_eq!(run.ran(), ["s", "s", "s"]);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not reproducible"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: 3 impure job(s): their results depend on the project directory as it is \
+             now and are not reproducible"
+        ],
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn records_and_show_job_mark_each_job_pure_or_impure() {
+    let lab = lab_dir(
+        "[stages.gen]\nplugin = \"plugins/generate.wasm\"\nparams = { n = 3 }\n\
+         [stages.total]\nplugin = \"plugins/sum.wasm\"\nmode = \"impure\"\ninputs = { data = \"gen\" }\n\
+         [pipelines.main]\nstages = [\"gen\", \"total\"]\n[runs.r]\npipelines = [\"main\"]\n",
+        &[],
+    );
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(0);
+    assert_eq!(run.ran(), ["gen", "total"]);
+
+    let records = fs::read_to_string(lab.path().join(".repx/records.jsonl")).unwrap();
+    let mut modes: Vec<(String, String)> = records
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                record["stage"].as_str().unwrap().to_string(),
+                record["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    modes.sort();
+    assert_eq!(
+        modes,
+        [
+            ("gen".to_string(), "pure".to_string()),
+            ("total".to_string(), "impure".to_string())
+        ]
+    );
+
+    let shown = repx(lab.path(), &["show", "job", &job_id(&run.stderr, "gen")]);
+    shown.expect_code(0);
+    let mode = shown.stdout.lines().find(|l| l.starts_with("mode:"));
+    assert_eq!(mode, Some("mode:     pure"), "{}", shown.stdout);
 }
