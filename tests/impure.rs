@@ -637,3 +637,43 @@ fn records_and_show_job_mark_each_job_pure_or_impure() {
     let mode = shown.stdout.lines().find(|l| l.starts_with("mode:"));
     assert_eq!(mode, Some("mode:     pure"), "{}", shown.stdout);
 }
+
+#[test]
+fn a_plugin_cache_a_job_could_write_is_not_used() {
+    // Loading a compiled artifact runs its machine code: a cache in the project directory,
+    // which an impure job has at /work, or in the store must not be read or written.
+    let lab = impure_lab("generate", "params = { n = 3 }", "{}");
+    let compiled = |dir: &Path| {
+        common::tree_state(dir)
+            .into_iter()
+            .filter(|(p, _, _)| p.extension().is_some_and(|e| e == "cwasm"))
+            .count()
+    };
+    for cache in [
+        lab.path().join(".cache/repx"),
+        lab.path().join(".repx/cache"),
+    ] {
+        let run = repx_with_env(
+            lab.path(),
+            &["run", "--force"],
+            &[("REPX_CACHE_DIR", cache.to_str().unwrap())],
+        );
+        run.expect_code(0).expect_stderr(&[
+            &format!("warning: the plugin cache {} is not used", cache.display()),
+            "set REPX_CACHE_DIR to a directory outside it",
+        ]);
+        assert_eq!(run.ran(), ["s"]);
+        assert_eq!(compiled(lab.path()), 0, "{}", cache.display());
+    }
+
+    // A pure job cannot write the project directory: there the cache is used.
+    let cache = lab.path().join(".cache/repx");
+    let pure = repx_with_env(
+        lab.path(),
+        &["run", "--pure"],
+        &[("REPX_CACHE_DIR", cache.to_str().unwrap())],
+    );
+    pure.expect_code(0);
+    assert!(!pure.stderr.contains("is not used"), "{}", pure.stderr);
+    assert_eq!(compiled(&cache), 1);
+}

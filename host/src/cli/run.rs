@@ -103,7 +103,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = Arc::new(Runtime::new(crate::wasm::cache_dir(), jobs)?);
+    let runtime = Arc::new(Runtime::new(plugin_cache(&plan, &store), jobs)?);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
@@ -155,6 +155,55 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         exit::SUCCESS
     })
+}
+
+/// The compiled-plugin cache, unless a job of `plan` could write it. Loading an artifact runs
+/// its machine code, so a cache inside the store (outputs, scratch) or, when a job is impure,
+/// inside the project directory (its `/work`) is not used; plugins are compiled in memory.
+fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
+    let cache = crate::wasm::cache_dir()?;
+    let mut writable = vec![("the store", store.root())];
+    if plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure) {
+        writable.push((
+            "the project directory of impure jobs",
+            plan.lab.dir.as_path(),
+        ));
+    }
+    let real = real_path(&cache);
+    match writable
+        .into_iter()
+        .find(|(_, dir)| real.starts_with(real_path(dir)))
+    {
+        Some((what, dir)) => {
+            eprintln!(
+                "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
+                 plugins may write; set REPX_CACHE_DIR to a directory outside it",
+                cache.display(),
+                dir.display()
+            );
+            None
+        }
+        None => Some(cache),
+    }
+}
+
+/// `path` absolute, with symbolic links resolved as far as it exists.
+fn real_path(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
 }
 
 /// `--nix-option NAME=VALUE` as pairs.
