@@ -1063,3 +1063,351 @@ fn an_input_holding_the_store_is_snapshotted_without_it() {
         "1 jobs: 0 ran, 1 cached, 0 failed, 0 skipped"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// What the job id covers, and the CLI's smaller verbs
+
+/// Each job of `repx list jobs` as (stage, short id).
+fn listed_jobs(lab: &Path) -> Vec<(String, String)> {
+    let jobs = repx(lab, &["list", "jobs"]);
+    jobs.expect_code(0);
+    jobs.stdout
+        .lines()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words[2].to_string(), words[0].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn list_deps_prints_each_edge_and_a_job_id_runs_that_job_and_its_upstream() {
+    let lab = copy_example("simple");
+    let ids: std::collections::BTreeMap<String, String> =
+        listed_jobs(lab.path()).into_iter().collect();
+    let (generate, sum, plot) = (&ids["generate"], &ids["sum"], &ids["plot"]);
+
+    let deps = repx(lab.path(), &["list", "deps"]);
+    deps.expect_code(0);
+    let mut edges: Vec<&str> = deps.stdout.lines().collect();
+    edges.sort();
+    let mut expected = [
+        format!("{plot} plot -> {generate} generate"),
+        format!("{sum} sum -> {generate} generate"),
+    ];
+    expected.sort();
+    assert_eq!(edges, expected);
+
+    // A prefix of sum's id: sum and what it reads, not plot.
+    let run = repx(lab.path(), &["run", &sum[..6]]);
+    run.expect_code(0);
+    assert_eq!(run.ran(), ["generate", "sum"], "{}", run.stderr);
+    assert_eq!(
+        run.summary(),
+        "2 jobs: 2 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    assert!(read_output_missing(lab.path(), "plot.svg"));
+    let states: BTreeSet<String> = repx(lab.path(), &["list", "jobs"])
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        states,
+        BTreeSet::from([
+            format!("{generate} done generate"),
+            format!("{sum} done sum"),
+            format!("{plot} todo plot"),
+        ])
+    );
+}
+
+#[test]
+fn zipped_axes_advance_together_and_cross_the_other_axes() {
+    let plugin = plugin_wasm("contract-check");
+    let lab = TempDir::new();
+    fs::create_dir_all(lab.path().join("plugins")).unwrap();
+    fs::copy(&plugin, lab.path().join("plugins/probe.wasm")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        r#"
+[stages.probe]
+plugin = "plugins/probe.wasm"
+params = { a = 0, b = "", c = 0 }
+
+[pipelines.p]
+stages = ["probe"]
+
+[runs.r]
+pipelines = ["p"]
+params = { a = [1, 2, 3], b = ["one", "two", "three"], c = [10, 20] }
+zip = [["a", "b"]]
+"#,
+    )
+    .unwrap();
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "6 jobs: 6 ran, 0 cached, 0 failed, 0 skipped"
+    );
+
+    // The parameters each plugin was given, found through `repx results`.
+    let results = repx(lab.path(), &["results", "--format", "json"]);
+    results.expect_code(0);
+    let results: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    let seen: BTreeSet<String> = results["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| {
+            let out = Path::new(job["output"].as_str().unwrap());
+            let report: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(out.join("report.json")).unwrap())
+                    .unwrap();
+            let params: serde_json::Value =
+                serde_json::from_str(report["params"].as_str().unwrap()).unwrap();
+            assert_eq!(params, job["params"], "the plugin saw other parameters");
+            params.to_string()
+        })
+        .collect();
+    let expected: BTreeSet<String> = [(1, "one"), (2, "two"), (3, "three")]
+        .into_iter()
+        .flat_map(|(a, b)| [10, 20].map(|c| serde_json::json!({"a": a, "b": b, "c": c})))
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn equal_jobs_of_two_runs_and_pipelines_are_one_job() {
+    let lab = lab_dir(
+        r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 10 }
+
+[stages.sum]
+plugin = "plugins/sum.wasm"
+inputs = { data = "generate" }
+
+[stages.plot]
+plugin = "plugins/plot.wasm"
+inputs = { data = "generate" }
+
+[pipelines.sums]
+stages = ["generate", "sum"]
+
+[pipelines.plots]
+stages = ["generate", "plot"]
+
+[runs.small]
+pipelines = ["sums"]
+params = { n = [3, 5] }
+
+[runs.large]
+pipelines = ["plots"]
+params = { n = [5, 7] }
+"#,
+        &[],
+    );
+    // generate n=5 is in both runs: 3 generate, 2 sum, 2 plot.
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "7 jobs: 7 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(
+        run.ran(),
+        [
+            "generate", "generate", "generate", "plot", "plot", "sum", "sum"
+        ]
+    );
+    let shared: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ran generate [n=5]"))
+        .collect();
+    assert_eq!(shared.len(), 1, "{}", run.stderr);
+    assert_eq!(job_dirs(lab.path()).len(), 7);
+
+    // Each run alone finds the shared job done.
+    let large = repx(lab.path(), &["run", "large"]);
+    large.expect_code(0);
+    assert_eq!(
+        large.summary(),
+        "4 jobs: 0 ran, 4 cached, 0 failed, 0 skipped"
+    );
+}
+
+/// `repx` with the compiled-plugin cache where it is by default: `$XDG_CACHE_HOME/repx`.
+fn repx_caching_in(dir: &Path, args: &[&str], xdg_cache: &Path) -> common::Output {
+    let output = common::repx_command(dir, args)
+        .env_remove("REPX_CACHE_DIR")
+        .env("XDG_CACHE_HOME", xdg_cache)
+        .output()
+        .unwrap();
+    common::Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every file under `root` whose name ends with `.cwasm`.
+fn artifacts(root: &Path) -> Vec<std::path::PathBuf> {
+    tree_state(root)
+        .into_iter()
+        .map(|(path, _, _)| path)
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
+}
+
+#[test]
+fn compiled_plugins_are_cached_outside_the_lab_and_reused_by_a_fresh_store() {
+    let cache = TempDir::new();
+    let first = copy_example("simple");
+    repx_caching_in(first.path(), &["run"], cache.path()).expect_code(0);
+    let compiled = artifacts(cache.path());
+    assert_eq!(compiled.len(), 3, "one per plugin: {compiled:?}");
+    assert!(
+        compiled
+            .iter()
+            .all(|p| p.starts_with(cache.path().join("repx")))
+    );
+    // Nothing compiled lies in the lab's directory or its store, which plugins write.
+    assert_eq!(artifacts(first.path()), Vec::<std::path::PathBuf>::new());
+
+    // Another lab, another store: every job runs, no plugin is compiled again.
+    let before = tree_state(cache.path());
+    let second = copy_example("simple");
+    let run = repx_caching_in(second.path(), &["run"], cache.path());
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "3 jobs: 3 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    assert_eq!(tree_state(cache.path()), before, "the cache was rewritten");
+    assert_eq!(artifacts(second.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_cached_artifact_is_what_runs() {
+    // Whoever can write the cache decides what runs: it must be a place no plugin writes.
+    let cache = TempDir::new();
+    let dir = TempDir::new();
+    let ad_hoc = |plugin: &Path, out: &str, param: &str| {
+        let plugin = plugin.to_str().unwrap();
+        let args = ["run", "--plugin", plugin, "--param", param, "--out", out];
+        repx_caching_in(dir.path(), &args, cache.path()).expect_code(0);
+    };
+    ad_hoc(&plugin_wasm("generate"), "generated", "n=3");
+    let generate = artifacts(cache.path());
+    assert_eq!(generate.len(), 1);
+    ad_hoc(&plugin_wasm("contract-check"), "checked", "n=3");
+    assert!(dir.path().join("checked/report.json").is_file());
+    let contract_check: Vec<_> = artifacts(cache.path())
+        .into_iter()
+        .filter(|p| !generate.contains(p))
+        .collect();
+    assert_eq!(contract_check.len(), 1);
+
+    // contract-check's artifact replaced by generate's: contract-check, run in a fresh
+    // store, is generate.
+    fs::copy(&generate[0], &contract_check[0]).unwrap();
+    remove_tree(&dir.path().join(".repx"));
+    ad_hoc(&plugin_wasm("contract-check"), "swapped", "n=3");
+    let out = dir.path().join("swapped");
+    assert!(!out.join("report.json").exists());
+    assert_eq!(
+        fs::read_to_string(out.join("data.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn param_sweep_draws_a_plot_per_point_and_one_line_per_point_combined() {
+    let lab = copy_example("param-sweep");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let polylines = |svg: &str| -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}:\n{svg}"));
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .map(|n| n.attribute("points").unwrap().to_string())
+            .collect()
+    };
+
+    // Each point's plot: one line through its points.csv rows.
+    let points: Vec<_> = job_dirs(lab.path())
+        .into_iter()
+        .filter(|d| d.join("out/points.csv").is_file())
+        .collect();
+    assert_eq!(points.len(), 6);
+    for job in &points {
+        let rows = fs::read_to_string(job.join("out/points.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            - 1;
+        let lines = polylines(&fs::read_to_string(job.join("out/plot.svg")).unwrap());
+        assert_eq!(lines.len(), 1, "{}", job.display());
+        assert_eq!(lines[0].split_whitespace().count(), rows);
+    }
+
+    // The combined plot: one distinct line per point, each labelled with its point.
+    let svg = read_output(lab.path(), "combined.svg");
+    let lines = polylines(&svg);
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.iter().collect::<BTreeSet<_>>().len(), 6);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let labels: BTreeSet<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .filter(|t| t.starts_with("slope "))
+        .collect();
+    let expected: BTreeSet<String> = [1, 2, 5]
+        .into_iter()
+        .flat_map(|s| [0, 10].map(|i| format!("slope {s}, intercept {i}")))
+        .collect();
+    assert_eq!(
+        labels,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+}
+
+#[test]
+fn an_ad_hoc_param_is_json_when_it_parses_and_a_string_otherwise() {
+    let dir = TempDir::new();
+    let plugin = plugin_wasm("contract-check");
+    let run = repx(
+        dir.path(),
+        &[
+            "run",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--param",
+            "k=hello",
+            "--param",
+            "n=3",
+            "--param",
+            "quoted=\"3\"",
+            "--out",
+            "out",
+        ],
+    );
+    run.expect_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("out/report.json")).unwrap())
+            .unwrap();
+    let params: serde_json::Value =
+        serde_json::from_str(report["params"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        params,
+        serde_json::json!({ "k": "hello", "n": 3, "quoted": "3" })
+    );
+}
