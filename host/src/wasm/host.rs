@@ -5,10 +5,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::graph::id::ToolIdentity;
 use crate::lab::Mode;
+use crate::wasm::deadline::Deadline;
 use crate::wasm::policy::Policy;
 use crate::wasm::tools::{self, Invocation};
 
@@ -35,8 +35,9 @@ pub struct HostState {
     pub observer: Arc<dyn Observer>,
     /// The job's host log: log lines, and each tool run with its output.
     pub log: Vec<u8>,
-    /// When the job's wall time is up: a tool still running then is killed.
-    pub deadline: Instant,
+    /// When the job's wall time is up, or the run interrupted: a tool still running then
+    /// is killed.
+    pub deadline: Deadline,
 }
 
 impl self::repx::stage::host::Host for HostState {
@@ -60,7 +61,7 @@ impl self::repx::stage::host::Host for HostState {
                 &self.policy,
                 &self.grants,
                 self.bubblewrap.as_deref(),
-                self.deadline,
+                &self.deadline,
             )
         });
         match outcome {

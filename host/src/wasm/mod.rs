@@ -101,8 +101,9 @@ struct ComponentState {
     host: HostState,
     memory: MemoryLimit,
     output: OutputLimit,
-    /// When the job's wall time is up; host calls that wait end there.
-    deadline: Instant,
+    /// When the job's wall time is up or the run is interrupted; host calls that wait
+    /// end there.
+    deadline: deadline::Deadline,
 }
 
 impl streams::StreamsView for ComponentState {
@@ -118,8 +119,8 @@ impl streams::StreamsView for ComponentState {
 }
 
 impl deadline::WithDeadline for ComponentState {
-    fn deadline(&self) -> Instant {
-        self.deadline
+    fn deadline(&self) -> deadline::Deadline {
+        self.deadline.clone()
     }
 }
 
@@ -221,7 +222,7 @@ pub struct Runtime {
     cache: Option<PathBuf>,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     bubblewrap: Option<Arc<Path>>,
-    interrupted: Arc<AtomicBool>,
+    interrupt: deadline::Interrupt,
     /// Tells the epoch ticker thread to stop.
     stop_ticker: Arc<AtomicBool>,
 }
@@ -285,7 +286,7 @@ impl Runtime {
             cache,
             prepared: Mutex::new(HashMap::new()),
             bubblewrap: tools::bubblewrap().map(Arc::from),
-            interrupted: Arc::new(AtomicBool::new(false)),
+            interrupt: deadline::Interrupt::default(),
             stop_ticker,
         })
     }
@@ -339,9 +340,10 @@ impl Runtime {
         Ok(prepared)
     }
 
-    /// Interrupts every running plugin, and any started later: each traps at its next tick.
+    /// Interrupts every running plugin, and any started later: each traps at its next tick,
+    /// and its host waits (sleeps, polls, tools it runs) end at once.
     pub fn interrupt(&self) {
-        self.interrupted.store(true, Ordering::Relaxed);
+        self.interrupt.raise();
     }
 
     /// Makes the store trap when the run is cancelled, the job's time is up, or its
@@ -353,9 +355,9 @@ impl Runtime {
         time: Duration,
         output: fn(&mut T) -> &mut OutputLimit,
     ) {
-        let interrupted = self.interrupted.clone();
+        let interrupt = self.interrupt.clone();
         store.epoch_deadline_callback(move |mut store| {
-            if interrupted.load(Ordering::Relaxed) {
+            if interrupt.is_raised() {
                 return Err(wasmtime::format_err!("interrupted: the run was cancelled"));
             }
             if Instant::now() >= deadline {
@@ -378,6 +380,7 @@ impl Runtime {
         let memory = MemoryLimit(job.limits.memory);
         let started = Instant::now();
         let deadline = started + job.limits.time;
+        let waits = deadline::Deadline::new(deadline, self.interrupt.clone());
         let output = OutputLimit::new(job.limits.output, job.policy.clone(), started);
         let files = usize::try_from(job.limits.files).unwrap_or(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
@@ -404,11 +407,11 @@ impl Runtime {
                         bubblewrap: self.bubblewrap.clone(),
                         observer: job.observer,
                         log: Vec::new(),
-                        deadline,
+                        deadline: waits.clone(),
                     },
                     memory,
                     output,
-                    deadline,
+                    deadline: waits,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);

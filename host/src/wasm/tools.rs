@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::graph::id::ToolIdentity;
 use crate::lab::Mode;
+use crate::wasm::deadline::Deadline;
 use crate::wasm::policy::Policy;
 
 /// Read-only system directories a sandboxed tool sees, where they exist.
@@ -95,13 +96,14 @@ pub struct ToolRun {
     pub output: Vec<u8>,
 }
 
-/// Runs an invocation the way the job's mode requires; kills it at `deadline`.
+/// Runs an invocation the way the job's mode requires; stops it at `deadline`: when the
+/// job's wall time is up, or at once when the run is interrupted.
 pub fn run(
     invocation: Invocation,
     policy: &Policy,
     grants: &[ToolIdentity],
     bubblewrap: Option<&Path>,
-    deadline: Instant,
+    deadline: &Deadline,
 ) -> Result<ToolRun, String> {
     let path = search_path(grants);
     let mut command = match (policy.mode, &invocation.guest_program) {
@@ -132,6 +134,9 @@ pub fn run(
         None => Stdio::piped(),
     });
     command.stderr(Stdio::piped());
+    // Its own process group, which is stopped as one: a tool's children too (`make`'s
+    // compilers, a shell's commands), whether the tool runs on the host or in bubblewrap.
+    command.process_group(0);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", invocation.program.display()))?;
@@ -153,16 +158,17 @@ pub fn run(
     }
     drop(printed_tx);
     let time_up = || {
-        format!(
-            "`{}` was killed: the stage's wall-time limit is up",
-            invocation.program.display()
-        )
+        let why = if deadline.interrupted() {
+            "the run was interrupted"
+        } else {
+            "the stage's wall-time limit is up"
+        };
+        format!("`{}` was killed: {why}", invocation.program.display())
     };
     let status = wait_until(&mut child, deadline).ok_or_else(time_up)?;
     let mut printed = Vec::new();
     for _ in 0..2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match printed_rx.recv_timeout(left) {
+        match printed_rx.recv_timeout(deadline.remaining()) {
             Ok(bytes) => printed.extend_from_slice(&bytes),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => return Err(time_up()),
@@ -195,9 +201,11 @@ fn on_host(invocation: &Invocation, policy: &Policy, path: &OsString) -> Result<
     Ok(command)
 }
 
-/// Waits for `child` to exit, or kills it at `deadline` and returns `None`.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    // Short tools are noticed at once; long ones are polled less often.
+/// Waits for `child` to exit, or stops it at `deadline` (its wall time up, or the run
+/// interrupted) and returns `None`.
+fn wait_until(child: &mut Child, deadline: &Deadline) -> Option<ExitStatus> {
+    // Short tools are noticed at once; long ones are polled less often, at most a tick
+    // apart, so an interrupt is seen within one.
     let mut pause = Duration::from_micros(100);
     loop {
         match child.try_wait() {
@@ -205,16 +213,50 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
             Ok(None) => {}
             Err(_) => return child.wait().ok(),
         }
-        let now = Instant::now();
-        if now >= deadline {
-            // In pure mode this is bubblewrap, whose sandbox dies with it.
-            let _ = child.kill();
-            let _ = child.wait();
+        let left = deadline.remaining();
+        if left.is_zero() {
+            stop(child);
             return None;
         }
-        std::thread::sleep(pause.min(deadline - now));
+        std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(10));
     }
+}
+
+/// How long a stopped tool's process group has, after SIGTERM, to exit on its own: `make`
+/// and compilers delete the half-written targets they were making, which an impure
+/// stage's next build would otherwise take as up to date.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Stops `child`'s process group: SIGTERM, then SIGKILL to whatever is left after
+/// [`STOP_GRACE`]. In pure mode `child` is bubblewrap, whose sandbox dies with it.
+fn stop(child: &mut Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    // SAFETY: plain system calls on the group `child` leads; `child` is not reaped until
+    // the end, so its id, and with it the group's, cannot have been reused.
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let until = Instant::now() + STOP_GRACE;
+    while Instant::now() < until && !has_exited(pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Whether the child `pid` has exited, leaving it unreaped.
+fn has_exited(pid: libc::pid_t) -> bool {
+    // SAFETY: `info` is a plain C struct that `waitid` fills; zeroed is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is valid for writes; WNOWAIT leaves the child unreaped.
+    let found = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+    // SAFETY: `waitid` filled `info` for a child that changed state (pid zero otherwise).
+    found != 0 || unsafe { info.si_pid() } != 0
 }
 
 fn sandboxed(
