@@ -1411,3 +1411,250 @@ fn an_ad_hoc_param_is_json_when_it_parses_and_a_string_otherwise() {
         serde_json::json!({ "k": "hello", "n": 3, "quoted": "3" })
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Interrupting a run
+
+/// `repx run`'s exit code when interrupted (SIGINT, SIGTERM).
+const INTERRUPTED: i32 = 130;
+
+/// How long a signalled run may take to stop: far below the minute (or day) its sleeping
+/// job would take, far above what stopping takes on a slow machine.
+const STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long a run may take to reach a point the test waits for (plugins compile first).
+const START_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A lab of two independent stages: `quick` (the simple example's `generate`) and `slow`,
+/// whose `[stages.slow]` body is `slow`.
+fn interrupt_lab(slow: &str, plugins: &[&str]) -> TempDir {
+    let toml = format!(
+        r#"
+[stages.quick]
+plugin = "plugins/generate.wasm"
+params = {{ n = 100 }}
+outputs = ["data.csv"]
+
+[stages.slow]
+{slow}
+
+[pipelines.main]
+stages = ["quick", "slow"]
+
+[runs.main]
+pipelines = ["main"]
+"#
+    );
+    lab_dir(&toml, plugins)
+}
+
+/// `slow` in `mode` runs the granted tools `sh` and `sleep 60` (in pure mode inside
+/// bubblewrap, in impure mode on the host), after leaving `sleeping` in its `/tmp`; with
+/// `sleep = false`, only the mark.
+fn sleeping_tool(mode: &str, sleep: bool) -> String {
+    let script = if sleep {
+        ": > sleeping && sleep 60"
+    } else {
+        ": > sleeping"
+    };
+    format!(
+        r#"plugin = "plugins/test-tool.wasm"
+mode = "{mode}"
+tools = ["sh", "sleep"]
+params = {{ tool = "sh", args = ["-c", "{script}"], cwd = "/tmp" }}"#
+    )
+}
+
+/// A `repx run -j 2 --json` in progress, its events read as they come.
+struct Running {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn start(lab: &Path) -> Running {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let mut child = common::repx_command(lab, &["run", "-j", "2", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running repx");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON event: {line:?}: {e}"));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        Running {
+            child,
+            events,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Reads events until each `(event, stage)` of `wanted` has come.
+    #[track_caller]
+    fn wait_for(&mut self, wanted: &[(&str, &str)]) {
+        let until = std::time::Instant::now() + START_BOUND;
+        let mut missing: BTreeSet<(&str, &str)> = wanted.iter().copied().collect();
+        while !missing.is_empty() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let Ok(event) = self.events.recv_timeout(left) else {
+                self.fail(&format!("no {missing:?} event within {START_BOUND:?}"));
+            };
+            let (Some(name), Some(stage)) = (event["event"].as_str(), event["stage"].as_str())
+            else {
+                continue;
+            };
+            assert_ne!(name, "job_failed", "{event}");
+            missing.retain(|&(n, s)| (n, s) != (name, stage));
+        }
+    }
+
+    /// Waits until `ready` holds.
+    #[track_caller]
+    fn wait_until(&mut self, what: &str, ready: impl Fn() -> bool) {
+        let until = std::time::Instant::now() + START_BOUND;
+        while !ready() {
+            if std::time::Instant::now() > until {
+                self.fail(&format!("not {what} within {START_BOUND:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` and waits for the run to exit: its exit code and stderr. A run still
+    /// going after [`STOP_BOUND`] is killed and fails the test.
+    #[track_caller]
+    fn stop_with(mut self, signal: libc::c_int) -> (i32, String) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: a plain system call; the child is not reaped yet, so `pid` is still it.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let signalled = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let code = status.code().unwrap_or(-1);
+                return (code, self.stderr());
+            }
+            if signalled.elapsed() > STOP_BOUND {
+                self.fail(&format!(
+                    "still running {STOP_BOUND:?} after signal {signal}"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the run wrote to stderr, once it has exited.
+    fn stderr(&mut self) -> String {
+        let reader = self.stderr.take();
+        reader.and_then(|r| r.join().ok()).unwrap_or_default()
+    }
+
+    /// Kills the run and fails the test with `problem` and the run's stderr.
+    #[track_caller]
+    fn fail(&mut self, problem: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("repx run: {problem}\n--- stderr:\n{}", self.stderr());
+    }
+}
+
+/// Every file (not directory) under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            Ok(_) => files.push(path),
+            Err(_) => {}
+        }
+    }
+    files
+}
+
+/// What an interrupted run must leave: `quick` committed and intact, nothing of `slow`
+/// committed, nothing staged.
+#[track_caller]
+fn assert_only_quick_committed(lab: &Path, stderr: &str) {
+    let jobs = job_dirs(lab);
+    assert_eq!(jobs.len(), 1, "committed: {jobs:?}\n--- stderr:\n{stderr}");
+    assert_eq!(jobs[0], job_with_output(lab, "data.csv"));
+    // `tmp/` is cleared by the next command that opens the store: look before.
+    let staged = files_under(&lab.join(".repx/tmp"));
+    assert!(staged.is_empty(), "left staged: {staged:?}");
+    let verify = repx(lab, &["verify"]);
+    verify.expect_code(0);
+    assert!(
+        verify.stdout.contains("1 outputs checked, 0 damaged"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn ctrl_c_stops_a_running_tool_at_once_and_commits_nothing_half_done() {
+    for mode in ["pure", "impure"] {
+        let lab = interrupt_lab(&sleeping_tool(mode, true), &["test-tool"]);
+        let mut run = Running::start(lab.path());
+        run.wait_for(&[("job_finished", "quick"), ("job_started", "slow")]);
+        // The tool is running once it has left its mark in the job's scratch `/tmp`.
+        let tmp = lab.path().join(".repx/tmp");
+        run.wait_until("running the tool", || {
+            files_under(&tmp).iter().any(|f| f.ends_with("sleeping"))
+        });
+
+        let (code, stderr) = run.stop_with(libc::SIGINT);
+        assert_eq!(code, INTERRUPTED, "{mode}\n--- stderr:\n{stderr}");
+        assert_only_quick_committed(lab.path(), &stderr);
+
+        // Made quick, the rest completes; what was committed is not run again.
+        let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+        let toml = toml.replace(&sleeping_tool(mode, true), &sleeping_tool(mode, false));
+        fs::write(lab.path().join("repx.toml"), toml).unwrap();
+        let rerun = repx(lab.path(), &["run"]);
+        rerun.expect_code(0);
+        assert_eq!(rerun.cached(), ["quick"], "{mode}\n{}", rerun.stderr);
+        assert_eq!(rerun.ran(), ["slow"], "{mode}\n{}", rerun.stderr);
+        assert_eq!(read_output(lab.path(), "status.txt"), "0\n", "{mode}");
+    }
+}
+
+#[test]
+fn sigterm_and_ctrl_c_stop_a_plugin_asleep_in_the_host() {
+    let lab = interrupt_lab(
+        r#"plugin = "plugins/sleep-forever.wasm""#,
+        &["sleep-forever"],
+    );
+    let mut run = Running::start(lab.path());
+    run.wait_for(&[("job_finished", "quick"), ("job_started", "slow")]);
+    // Time to fall asleep: a day's sleep in the host, which no wasm runs to interrupt.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, stderr) = run.stop_with(libc::SIGTERM);
+    assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
+    assert_only_quick_committed(lab.path(), &stderr);
+
+    // A re-run starts it again (and Ctrl-C stops it as well).
+    let mut rerun = Running::start(lab.path());
+    rerun.wait_for(&[("job_cached", "quick"), ("job_started", "slow")]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, stderr) = rerun.stop_with(libc::SIGINT);
+    assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
+    assert_only_quick_committed(lab.path(), &stderr);
+}
