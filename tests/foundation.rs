@@ -138,6 +138,22 @@ fn deleting_an_output_reruns_that_job_and_keeps_what_read_the_same_bytes() {
     assert_eq!(job_with_output(lab.path(), "data.csv"), generate, "same id");
     assert_eq!(tree_state(&plot_job), plot_state, "plot was rewritten");
 
+    // A file added to plot's output: it is no longer the output that was sealed.
+    let stray = plot_job.join("out/stray.txt");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(stray.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(&stray, "not from plot").unwrap();
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["plot"], "{}", out.stderr);
+    assert!(!stray.exists(), "the stray file stayed in plot's output");
+    assert_eq!(
+        read_output(lab.path(), "plot.svg").len() as u64,
+        plot_svg_len
+    );
+
     let sum = job_with_output(lab.path(), "sum.txt");
     remove_tree(&sum);
     let out = repx(lab.path(), &["run"]);

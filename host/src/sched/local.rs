@@ -56,8 +56,9 @@ enum Report {
     Sealed,
     /// The run is stopping: the worker gave the job back without starting it.
     NotStarted,
-    /// The job is over: committed, or failed (on its worker or in its commit).
-    Done(Result<Record, String>),
+    /// The job is over: committed, or failed (on its worker or in its commit). Boxed, as
+    /// the record is large beside the other reports.
+    Done(Result<Box<Record>, String>),
 }
 
 /// Where events go; shared with the plugins' observers on the worker threads.
@@ -393,7 +394,10 @@ fn commit_batches(
                     }
                 }
             }
-            let _ = results.send((index, Report::Done(result.map_err(|e| e.to_string()))));
+            let _ = results.send((
+                index,
+                Report::Done(result.map(Box::new).map_err(|e| e.to_string())),
+            ));
         }
     }
 }
