@@ -497,8 +497,9 @@ fn output_of(lab: &Path, short: &str, file: &str) -> String {
 
 #[test]
 fn a_granted_tool_s_content_and_path_are_part_of_the_job_id() {
-    // Outside /tmp: a pure tool's sandbox has a /tmp of its own.
-    let tools = TempDir::new_in(Path::new("/var/tmp"));
+    // Under /tmp, which a pure tool's sandbox replaces by the job's scratch: a granted
+    // tool's directory is mounted over it.
+    let tools = TempDir::new();
     let (bin, other) = (tools.path().join("bin"), tools.path().join("other"));
     let system = std::env::var("PATH").unwrap();
     let on_path = |dir: &Path| format!("{}:{system}", dir.display());

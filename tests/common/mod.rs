@@ -58,21 +58,6 @@ impl TempDir {
         TempDir { path }
     }
 
-    /// An empty directory under `parent` instead of the system's temporary directory: a
-    /// pure tool's sandbox has a `/tmp` of its own, which hides whatever lies under /tmp.
-    pub fn new_in(parent: &Path) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "repx-test-in-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = parent.join(name);
-        remove_tree(&path);
-        fs::create_dir_all(&path).expect("creating a temporary directory");
-        TempDir { path }
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -274,8 +274,13 @@ fn sandboxed(
         "--clearenv",
     ]);
     c.args(["--proc", "/proc", "--dev", "/dev"]);
-    for dir in sandbox_read_only(grants) {
-        c.arg("--ro-bind").arg(&dir).arg(&dir);
+    // The granted tools' own directories go on top of the job's mounts, so that a tool
+    // kept under /tmp is not hidden by the job's scratch /tmp.
+    let (system, own): (Vec<PathBuf>, Vec<PathBuf>) = sandbox_read_only(grants)
+        .into_iter()
+        .partition(|dir| is_system(dir));
+    for dir in &system {
+        c.arg("--ro-bind").arg(dir).arg(dir);
     }
     for mount in &policy.mounts {
         c.arg(if mount.writable {
@@ -284,6 +289,9 @@ fn sandboxed(
             "--ro-bind"
         });
         c.arg(&mount.host).arg(&mount.guest);
+    }
+    for dir in &own {
+        c.arg("--ro-bind").arg(dir).arg(dir);
     }
     for (key, value) in inv.env {
         c.args(["--setenv", key, value]);
@@ -308,12 +316,16 @@ pub fn sandbox_read_only(grants: &[ToolIdentity]) -> Vec<PathBuf> {
         .filter(|d| d.exists())
         .collect();
     for dir in grants.iter().filter_map(|t| t.path.parent()) {
-        let system = SYSTEM_DIRS.iter().any(|s| dir.starts_with(s));
-        if !system && !dirs.iter().any(|d| d == dir) {
+        if !is_system(dir) && !dirs.iter().any(|d| d == dir) {
             dirs.push(dir.to_path_buf());
         }
     }
     dirs
+}
+
+/// Whether `dir` lies in one of the system directories every sandbox holds.
+fn is_system(dir: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|s| dir.starts_with(s))
 }
 
 /// The directories of the granted tools, in grant order, each once.
