@@ -534,6 +534,8 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         finished_ms: 0,
         duration_ms: 0,
         nix: None,
+        out_mtime_ns: None,
+        inputs: None,
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");
