@@ -6,10 +6,10 @@
 //!
 //! | case | what | baseline |
 //! |---|---|---|
-//! | a | per-job wall time of 10,000 trivial jobs at `-j 2` | one fork+exec of `/bin/true` |
+//! | a | per-job wall time of 10,000 trivial jobs at `-j 2`, median of 3 sweeps | one fork+exec of `/bin/true` around each |
 //! | b | a no-op re-run of (a), as a fresh `repx run` process | the 200 ms target |
-//! | c | loading a cached compiled ~2 MB component | compiling it |
-//! | d | a CPU-bound kernel (SHA-256, n-body) as a plugin | the same source built natively |
+//! | c | loading a cached compiled ~2 MB plugin, from reading its file | compiling it |
+//! | d | SHA-256 as a plugin (and n-body, an extra without a target) | the same source built natively |
 //! | e | writing and reading 256 MiB through `/out` and `/in` | the same source built natively |
 //! | f | 1,000, 10,000 and 100,000 jobs: per job, load + expansion, peak RSS | 1,000 jobs |
 //!
@@ -131,8 +131,11 @@ pub struct Options {
 #[derive(Debug, Clone, Serialize)]
 pub struct Sizes {
     pub sweep: usize,
+    /// How many times (a) runs its sweep.
+    pub sweeps: usize,
     pub scaling: Vec<usize>,
     pub noop_repeats: usize,
+    /// `/bin/true` spawns in each baseline measurement of (a).
     pub spawn_samples: usize,
     pub kernel_mib: usize,
     pub nbody_steps: usize,
@@ -145,9 +148,10 @@ impl Sizes {
         if quick {
             Sizes {
                 sweep: 1_000,
+                sweeps: 3,
                 scaling: vec![100, 1_000, 10_000],
                 noop_repeats: 3,
-                spawn_samples: 100,
+                spawn_samples: 50,
                 kernel_mib: 16,
                 nbody_steps: 1_000_000,
                 io_mib: 32,
@@ -156,9 +160,10 @@ impl Sizes {
         } else {
             Sizes {
                 sweep: 10_000,
+                sweeps: 3,
                 scaling: vec![1_000, 10_000, 100_000],
                 noop_repeats: 5,
-                spawn_samples: 500,
+                spawn_samples: 250,
                 kernel_mib: 64,
                 nbody_steps: 5_000_000,
                 io_mib: 256,
@@ -198,13 +203,53 @@ pub enum Unit {
     Jobs,
 }
 
+/// What a figure is to its case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// What RepX costs or achieves.
+    Measure,
+    /// The same work done the other way (a process, native code, compiling, the smallest
+    /// sweep), measured in the same run.
+    Baseline,
+    /// A measure against its baseline.
+    Ratio,
+    /// Context: totals, the fastest of several runs, the parts of a measure.
+    Detail,
+}
+
+/// The range of the samples a median was taken from.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl Spread {
+    fn of(samples: &[f64]) -> Spread {
+        Spread {
+            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            samples: samples.len(),
+        }
+    }
+}
+
 /// One measured number.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
     pub case: Case,
+    pub role: Role,
     pub name: String,
     pub value: f64,
     pub unit: Unit,
+    /// When `value` is a median: the smallest and largest of its samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+    /// Shown beside the figures, with no target of its own (n-body next to the
+    /// SHA-256 kernel that (d)'s target applies to).
+    pub extra: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,20 +257,45 @@ pub struct Figure {
 }
 
 impl Figure {
-    fn new(case: Case, name: impl Into<String>, value: f64, unit: Unit) -> Figure {
+    fn new(case: Case, role: Role, name: impl Into<String>, value: f64, unit: Unit) -> Figure {
         Figure {
             case,
+            role,
             name: name.into(),
             value,
             unit,
+            spread: None,
+            extra: false,
             target: None,
             met: None,
+        }
+    }
+
+    /// The median of `samples`, with their spread.
+    fn median(
+        case: Case,
+        role: Role,
+        name: impl Into<String>,
+        samples: &[f64],
+        unit: Unit,
+    ) -> Figure {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let value = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+        Figure {
+            spread: Some(Spread::of(samples)),
+            ..Figure::new(case, role, name, value, unit)
         }
     }
 
     fn target(mut self, target: Target) -> Figure {
         self.met = Some(target.met(self.value));
         self.target = Some(target);
+        self
+    }
+
+    fn extra(mut self) -> Figure {
+        self.extra = true;
         self
     }
 }
@@ -254,27 +324,45 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
     if wants(Case::A) || wants(Case::B) || wants(Case::F) {
         fixture::warm_cache(&cache, &plugins.trivial)?;
     }
-    let mut sweep_at_a = None;
+    // (a) sweeps `sizes.sweeps` times, each into a fresh store, and reports the median: one
+    // sweep's per-job cost moves with the filesystem's recent history (BENCHMARKS.md).
+    let mut sweeps_at_a = Vec::new();
     if wants(Case::A) || wants(Case::B) {
-        note(&format!(
-            "(a) {} trivial jobs at -j {}",
-            sizes.sweep, options.jobs
-        ));
-        let dir = work.path().join("sweep");
-        fixture::sweep_lab(&dir, &plugins.trivial, sizes.sweep)?;
-        // The baseline just before and just after the sweep; the faster counts.
+        let repeats = if wants(Case::A) { sizes.sweeps } else { 1 };
+        // The baseline before the first sweep and after each: each sweep's is the faster of
+        // the two batches around it.
         let spawn_true =
-            || sweep::spawn_true(sizes.spawn_samples / 2).map_err(io(Path::new("/bin/true")));
-        let before = if wants(Case::A) {
+            || sweep::spawn_true(sizes.spawn_samples).map_err(io(Path::new("/bin/true")));
+        let mut before = if wants(Case::A) {
+            note("(a) baseline: fork+exec of /bin/true");
             Some(spawn_true()?)
         } else {
             None
         };
-        let measure = sweep::spawn_worker(&options.exe, &dir, &cache, options.jobs, Case::A)?;
-        if let Some(before) = before {
-            note("(a) baseline: fork+exec of /bin/true");
-            let spawn = before.min(spawn_true()?);
-            figures.extend(sweep::figures_a(&measure, spawn, options.jobs));
+        let mut spawns = Vec::new();
+        let mut dir = PathBuf::new();
+        for i in 1..=repeats {
+            note(&format!(
+                "(a) {} trivial jobs at -j {}, sweep {i} of {repeats}",
+                sizes.sweep, options.jobs
+            ));
+            dir = work.path().join(format!("sweep-{i}"));
+            fixture::sweep_lab(&dir, &plugins.trivial, sizes.sweep)?;
+            sweeps_at_a.push(sweep::spawn_worker(
+                &options.exe,
+                &dir,
+                &cache,
+                options.jobs,
+                Case::A,
+            )?);
+            if let Some(previous) = before {
+                let after = spawn_true()?;
+                spawns.push(previous.min(after));
+                before = Some(after);
+            }
+        }
+        if wants(Case::A) {
+            figures.extend(sweep::figures_a(&sweeps_at_a, &spawns, options.jobs));
         }
         if wants(Case::B) {
             note(&format!(
@@ -284,7 +372,6 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
             let noop = sweep::noop(&options.exe, &dir, &cache, options.jobs, sizes.noop_repeats)?;
             figures.extend(sweep::figures_b(sizes.sweep, &noop));
         }
-        sweep_at_a = Some(measure);
     }
     if wants(Case::C) {
         note(&format!(
@@ -310,8 +397,7 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
     if wants(Case::F) {
         let mut measures = Vec::new();
         for &count in &sizes.scaling {
-            let reuse = sweep_at_a.as_ref().filter(|m| m.jobs == count);
-            let measure = match reuse {
+            let measure = match sweep::median_sweep(&sweeps_at_a).filter(|m| m.jobs == count) {
                 Some(m) => m.clone(),
                 None => {
                     note(&format!("(f) {count} trivial jobs"));

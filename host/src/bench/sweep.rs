@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{BenchError, Case, Figure, Target, Unit, median, ms};
+use super::{BenchError, Case, Figure, Role, Target, Unit, median, ms};
 use crate::graph::JobGraph;
 use crate::lab::Lab;
 use crate::plan::Plan;
@@ -199,20 +199,46 @@ pub fn noop(
     Ok(times)
 }
 
-pub fn figures_a(measure: &SweepMeasure, spawn: Duration, jobs: usize) -> Vec<Figure> {
-    let per_job = measure.per_job_ms();
-    let spawn = ms(spawn);
+/// The sweep of median per-job cost among `measures`.
+pub fn median_sweep(measures: &[SweepMeasure]) -> Option<&SweepMeasure> {
+    let mut sorted: Vec<&SweepMeasure> = measures.iter().collect();
+    sorted.sort_by(|a, b| a.per_job_ms().total_cmp(&b.per_job_ms()));
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// (a)'s figures from its sweeps and the `/bin/true` baseline around each (`spawns[i]` for
+/// `measures[i]`): medians, with their spread.
+pub fn figures_a(measures: &[SweepMeasure], spawns: &[Duration], jobs: usize) -> Vec<Figure> {
+    let per_job: Vec<f64> = measures.iter().map(SweepMeasure::per_job_ms).collect();
+    let spawn: Vec<f64> = spawns.iter().copied().map(ms).collect();
+    let ratio: Vec<f64> = per_job.iter().zip(&spawn).map(|(p, s)| p / s).collect();
+    let total: Vec<f64> = measures.iter().map(|m| m.total_ms).collect();
+    let count = measures.first().map_or(0, |m| m.jobs);
+    let sweeps = measures.len();
     vec![
-        Figure::new(
+        Figure::median(
             Case::A,
-            format!("per job, {} jobs at -j {jobs}", measure.jobs),
-            per_job,
+            Role::Measure,
+            format!("per job, {count} jobs at -j {jobs}, median of {sweeps} sweeps (min–max)"),
+            &per_job,
             Unit::Ms,
         ),
-        Figure::new(Case::A, "one fork+exec of /bin/true", spawn, Unit::Ms),
-        Figure::new(Case::A, "per job / spawn", per_job / spawn, Unit::Times)
-            .target(Target::AtMost(0.5)),
-        Figure::new(Case::A, "total wall time", measure.total_ms, Unit::Ms),
+        Figure::median(
+            Case::A,
+            Role::Baseline,
+            "one fork+exec of /bin/true, around each sweep",
+            &spawn,
+            Unit::Ms,
+        ),
+        Figure::median(
+            Case::A,
+            Role::Ratio,
+            "per job / spawn, each sweep's",
+            &ratio,
+            Unit::Times,
+        )
+        .target(Target::AtMost(0.5)),
+        Figure::median(Case::A, Role::Detail, "total wall time", &total, Unit::Ms),
     ]
 }
 
@@ -221,68 +247,79 @@ pub fn figures_b(count: usize, times: &[Duration]) -> Vec<Figure> {
     vec![
         Figure::new(
             Case::B,
+            Role::Measure,
             format!("no-op re-run of {count} jobs, median of {}", times.len()),
             ms(median(times.to_vec())),
             Unit::Ms,
         )
         .target(Target::AtMost(200.0)),
-        Figure::new(Case::B, "fastest", ms(best), Unit::Ms),
+        Figure::new(Case::B, Role::Detail, "fastest", ms(best), Unit::Ms),
     ]
 }
 
 pub fn figures_f(measures: &[SweepMeasure]) -> Vec<Figure> {
     let mut figures = Vec::new();
-    let Some(first) = measures.first() else {
+    let (Some(first), Some(last)) = (measures.first(), measures.last()) else {
         return figures;
     };
-    for m in measures {
-        let last = std::ptr::eq(m, measures.last().unwrap_or(m)) && measures.len() > 1;
+    for (i, m) in measures.iter().enumerate() {
+        // The targets are on the largest sweep; the smallest is the per-job baseline.
+        let largest = i + 1 == measures.len() && i > 0;
         let n = m.jobs;
         figures.push(Figure::new(
             Case::F,
+            if i == 0 {
+                Role::Baseline
+            } else {
+                Role::Measure
+            },
             format!("{n} jobs: per job"),
             m.per_job_ms(),
             Unit::Ms,
         ));
         let load = Figure::new(
             Case::F,
+            Role::Measure,
             format!("{n} jobs: lab load + graph expansion"),
             m.load_expand_ms,
             Unit::Ms,
         );
-        figures.push(if last {
+        figures.push(if largest {
             load.target(Target::AtMost(1_000.0))
         } else {
             load
         });
         figures.push(Figure::new(
             Case::F,
+            Role::Detail,
             format!("{n} jobs: setup before the first job"),
             m.setup_ms,
             Unit::Ms,
         ));
         let rss = Figure::new(
             Case::F,
+            Role::Measure,
             format!("{n} jobs: peak RSS"),
             m.peak_rss_bytes as f64 / f64::from(1 << 20),
             Unit::MiB,
         );
-        figures.push(if last {
+        figures.push(if largest {
             rss.target(Target::AtMost(1024.0))
         } else {
             rss
         });
-        if last {
-            figures.push(
-                Figure::new(
-                    Case::F,
-                    format!("per job at {n} / at {}", first.jobs),
-                    m.per_job_ms() / first.per_job_ms(),
-                    Unit::Times,
-                )
-                .target(Target::AtMost(1.5)),
-            );
-        }
+    }
+    if measures.len() > 1 {
+        figures.push(
+            Figure::new(
+                Case::F,
+                Role::Ratio,
+                format!("per job at {} / at {}", last.jobs, first.jobs),
+                last.per_job_ms() / first.per_job_ms(),
+                Unit::Times,
+            )
+            .target(Target::AtMost(1.5)),
+        );
     }
     figures
 }

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::error::{CliError, invalid};
 use super::exit;
-use crate::bench::{self, Case, Figure, Report, Target, Unit};
+use crate::bench::{self, Case, Figure, Report, Role, Target, Unit};
 
 /// Where `scripts/build-plugins` leaves the wasm plugins, from the repository root.
 const WASM_DIR: &str = "plugins/target/wasm32-wasip2/release";
@@ -38,12 +38,26 @@ pub struct BenchArgs {
     /// system's temporary directory).
     #[arg(long, value_name = "DIR")]
     pub work: Option<PathBuf>,
+    /// The global `--lab` and `--store`, which the bench has no use for: it makes its own
+    /// labs and stores under --work. Declared here, hidden, so that its help does not offer
+    /// them; clap still hands this command their values, and [`bench`] refuses any given.
+    #[arg(long, hide = true)]
+    pub lab: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub store: Option<PathBuf>,
     /// Internal: run one sweep's jobs in this process and print what it measured.
     #[arg(long, value_name = "DIR", hide = true)]
     pub worker_sweep: Option<PathBuf>,
 }
 
 pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
+    // `--lab .` is the global flag's default: what `repx bench` gets when neither was given.
+    if args.store.is_some() || args.lab.as_deref().is_some_and(|lab| lab != Path::new(".")) {
+        return Err(invalid(
+            "--lab and --store do not apply to `repx bench`: it makes its own labs and stores \
+             in a temporary directory; --work DIR says where",
+        ));
+    }
     if let Some(dir) = &args.worker_sweep {
         let measure =
             bench::sweep_worker(dir, args.jobs.max(1)).map_err(|e| CliError::Failed(e.into()))?;
@@ -165,6 +179,7 @@ fn row(figure: &Figure) -> [String; 5] {
     let target = match figure.target {
         Some(Target::AtMost(bound)) => format!("≤ {}", value(bound, figure.unit)),
         Some(Target::AtLeast(bound)) => format!("≥ {}", value(bound, figure.unit)),
+        None if figure.extra && figure.role == Role::Ratio => "none (extra)".into(),
         None => String::new(),
     };
     let met = match figure.met {
@@ -172,33 +187,45 @@ fn row(figure: &Figure) -> [String; 5] {
         Some(false) => "NO",
         None => "",
     };
+    let mut shown = value(figure.value, figure.unit);
+    if let Some(spread) = figure.spread {
+        let (min, max) = (
+            number(spread.min, figure.unit),
+            number(spread.max, figure.unit),
+        );
+        shown = format!("{shown} ({min}–{max})");
+    }
     [
         format!("{} {}", figure.case, figure.case.title()),
         figure.name.clone(),
-        value(figure.value, figure.unit),
+        shown,
         target,
         met.into(),
     ]
 }
 
 fn value(value: f64, unit: Unit) -> String {
-    let digits = |v: f64| {
-        if v >= 100.0 {
-            0
-        } else if v >= 10.0 {
-            1
-        } else if v >= 1.0 {
-            2
-        } else {
-            3
-        }
-    };
+    let number = number(value, unit);
     match unit {
-        Unit::Ms => format!("{value:.*} ms", digits(value)),
-        Unit::Us => format!("{value:.*} µs", digits(value)),
-        Unit::Times => format!("{value:.*}×", digits(value)),
-        Unit::MiB => format!("{value:.0} MiB"),
-        Unit::MiBPerS => format!("{value:.0} MiB/s"),
-        Unit::Jobs => format!("{value:.0}"),
+        Unit::Ms => format!("{number} ms"),
+        Unit::Us => format!("{number} µs"),
+        Unit::Times => format!("{number}×"),
+        Unit::MiB => format!("{number} MiB"),
+        Unit::MiBPerS => format!("{number} MiB/s"),
+        Unit::Jobs => number,
     }
+}
+
+/// `value` without its unit, to three significant digits below 100.
+fn number(value: f64, unit: Unit) -> String {
+    let digits = if matches!(unit, Unit::MiB | Unit::MiBPerS | Unit::Jobs) || value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else if value >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{value:.digits$}")
 }
