@@ -95,14 +95,14 @@ pub fn measure(dir: &Path, bytes: usize) -> Result<Vec<Figure>, BenchError> {
         Figure::new(
             Case::C,
             Role::Baseline,
-            format!("compile a {size:.1} MiB component (and cache it)"),
+            format!("compile a {size:.1} MiB plugin from its file (and cache it)"),
             ms(compile.total),
             Unit::Ms,
         ),
         Figure::new(
             Case::C,
             Role::Measure,
-            format!("load it from the cache, median of {LOADS}"),
+            format!("load it from its file and the cache, median of {LOADS}"),
             ms(load),
             Unit::Ms,
         )

@@ -375,7 +375,7 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
     }
     if wants(Case::C) {
         note(&format!(
-            "(c) compiling and loading a {} MiB component",
+            "(c) compiling and loading a {} MiB plugin",
             sizes.component_bytes >> 20
         ));
         figures.extend(compile::measure(
