@@ -5,16 +5,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use common::{FAILING, Output, copy_example, job_dirs, lab_dir, repx, repx_command, repx_with_env};
 
 const FAILED: i32 = 1;
 const INVALID: i32 = 2;
 const INTERRUPTED: i32 = 130;
+/// How long a test waits for SLURM to get somewhere: generous, for a busy machine where
+/// other tests hold the node's CPUs for a while.
+const PATIENCE: Duration = Duration::from_secs(180);
 
 /// Fails the test unless SLURM answers and its node can take jobs.
 #[track_caller]
@@ -88,6 +93,15 @@ fn recorded(lab: &Path) -> Vec<(String, String)> {
     records
 }
 
+/// The records of the store whose lines are whole (a worker may be appending one).
+fn records(lab: &Path) -> Vec<Value> {
+    fs::read_to_string(lab.join(".repx/records.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 /// The one SLURM run directory of the store, `.repx/slurm/<run>`, newest when several.
 fn run_dir(lab: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = fs::read_dir(lab.join(".repx/slurm"))
@@ -99,12 +113,57 @@ fn run_dir(lab: &Path) -> PathBuf {
 }
 
 /// The lines of the run's `submissions.jsonl`.
-fn submissions(dir: &Path) -> Vec<serde_json::Value> {
+fn submissions(dir: &Path) -> Vec<Value> {
     fs::read_to_string(dir.join("submissions.jsonl"))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The stages of the jobs the run's workers have started, from their events files.
+fn started_stages(dir: &Path) -> Vec<String> {
+    let mut stages = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "events") {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(path.with_extension("json")) else {
+            continue;
+        };
+        let batch: Value = serde_json::from_str(&text).unwrap();
+        let stage_of = |job: &Value| {
+            batch["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["index"] == *job)
+                .map(|j| j["stage"].as_str().unwrap().to_string())
+        };
+        for line in fs::read_to_string(&path).unwrap_or_default().lines() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if event["event"] == "started" {
+                stages.extend(stage_of(&event["job"]));
+            }
+        }
+    }
+    stages
+}
+
+/// Polls `done` until it holds; fails the test after [`PATIENCE`].
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "waited {PATIENCE:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `scontrol show job ID` as `key=value` pairs.
@@ -137,14 +196,83 @@ fn active(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Cancels a run's SLURM jobs when a test ends, passed or not.
-struct CancelOnDrop(String);
+/// `repx run --scheduler slurm` in the background. Its output goes to files, which
+/// cannot fill up and stall it as an unread pipe would. If the test fails first, the run
+/// is killed and what it submitted cancelled.
+struct Background {
+    child: Child,
+    lab: PathBuf,
+    /// The run's SLURM job name, once it submitted.
+    name: String,
+}
 
-impl Drop for CancelOnDrop {
+fn start_slurm_run(lab: &Path, extra: &[&str]) -> Background {
+    let mut args = vec!["run", "--scheduler", "slurm"];
+    args.extend(extra);
+    let child = repx_command(lab, &args)
+        .env("REPX_CONFIG", no_user_config(lab))
+        .stdout(File::create(lab.join("run.stdout")).unwrap())
+        .stderr(File::create(lab.join("run.stderr")).unwrap())
+        .spawn()
+        .expect("starting repx");
+    Background {
+        child,
+        lab: lab.to_path_buf(),
+        name: String::new(),
+    }
+}
+
+impl Background {
+    /// The run's `submissions.jsonl` lines so far.
+    fn submitted(&mut self) -> Vec<Value> {
+        if !self.lab.join(".repx/slurm").is_dir() {
+            return Vec::new();
+        }
+        let subs = submissions(&run_dir(&self.lab));
+        if let Some(first) = subs.first() {
+            self.name = first["name"].as_str().unwrap().to_string();
+        }
+        subs
+    }
+
+    /// Ctrl-C, as a person would.
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the run to exit; its code and output.
+    #[track_caller]
+    fn finish(&mut self) -> Output {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "repx run still ran after {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Output {
+            code: status.code().unwrap_or(-1),
+            stdout: fs::read_to_string(self.lab.join("run.stdout")).unwrap(),
+            stderr: fs::read_to_string(self.lab.join("run.stderr")).unwrap(),
+        }
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.name.is_empty() {
             let _ = Command::new("scancel")
-                .arg(format!("--name={}", self.0))
+                .arg(format!("--name={}", self.name))
                 .status();
         }
     }
@@ -348,87 +476,80 @@ fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log()
     repx(lab.path(), &["verify"]).expect_code(0);
 }
 
-/// Six long jobs, one per allocation: two run on the node's two CPUs, four wait.
-const SPINNING: &str = r#"
+/// Four quick jobs, each read by a job that spins until it is cancelled (bench-kernel
+/// ignores `n`; it is there to make one spinning job per quick one).
+const QUICK_THEN_SPINNING: &str = r#"
+[stages.quick]
+plugin = "plugins/generate.wasm"
+params = { n = 3 }
+
 [stages.spin]
 plugin = "plugins/bench-kernel.wasm"
-params = { kernel = "nbody", steps = 4000000000, i = 0 }
+inputs = { data = "quick" }
+params = { kernel = "nbody", steps = 4000000000, n = 0 }
 outputs = ["result.json"]
 
 [pipelines.p]
-stages = ["spin"]
+stages = ["quick", "spin"]
 
 [runs.r]
 pipelines = ["p"]
-params = { i = [1, 2, 3, 4, 5, 6] }
+params = { n = [3, 4, 5, 6] }
 "#;
 
 #[test]
 fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() {
     require_slurm();
-    let lab = lab_dir(SPINNING, &["bench-kernel"]);
-    let mut child = repx_command(
-        lab.path(),
-        &["run", "--scheduler", "slurm", "--batch-size", "1"],
-    )
-    .env("REPX_CONFIG", no_user_config(lab.path()))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("starting repx");
-    let mut guard = CancelOnDrop(String::new());
+    let lab = lab_dir(QUICK_THEN_SPINNING, &["bench-kernel"]);
+    // Each allocation runs a quick job, then the spinning job that reads it: some
+    // allocations are cut off mid-batch, others before they start.
+    let mut run = start_slurm_run(lab.path(), &["--batch-size", "2"]);
+    wait_until("a quick job committed and a spinning job started", || {
+        let quick_done = records(lab.path()).iter().any(|r| r["stage"] == "quick");
+        let spinning = lab.path().join(".repx/slurm").is_dir()
+            && started_stages(&run_dir(lab.path())).contains(&"spin".to_string());
+        quick_done && spinning
+    });
+    let subs = run.submitted();
+    assert_eq!(subs[0]["tasks"], 4, "{subs:?}");
 
-    // Wait until SLURM has the run's jobs, some running.
-    let started = Instant::now();
-    let name = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never submitted"
-        );
-        if let Some(line) = fs::read_dir(lab.path().join(".repx/slurm"))
-            .ok()
-            .and_then(|_| submissions(&run_dir(lab.path())).into_iter().next())
-        {
-            let name = line["name"].as_str().unwrap().to_string();
-            guard.0 = name.clone();
-            if active(&name).iter().any(|l| l.ends_with("RUNNING")) {
-                break name;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(active(&name).len() >= 3, "{:?}", active(&name));
-    std::thread::sleep(Duration::from_secs(1));
-
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let waited = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "repx run still ran two minutes after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(INTERRUPTED), "{stderr}");
-    assert!(stderr.contains("(interrupted)"), "{stderr}");
+    run.interrupt();
+    let out = run.finish();
+    // The spinning jobs it stopped count as failed, as in a local run; those of
+    // allocations that never started as not run.
+    out.expect_code(INTERRUPTED).expect_stderr(&[
+        "(interrupted)",
+        "interrupted: the run was cancelled",
+        " not run",
+    ]);
 
     // Nothing of the run is left queued or running.
-    assert_eq!(active(&name), Vec::<String>::new());
-    // Nothing half-committed: no job is done, every output on disk matches its record.
+    assert_eq!(active(&run.name), Vec::<String>::new());
+    // Whole record lines only, each of a quick job committed before the interrupt; no
+    // spinning job is recorded or in jobs/.
+    let text = fs::read_to_string(lab.path().join(".repx/records.jsonl")).unwrap();
+    assert!(text.ends_with('\n'), "a record line cut short:\n{text}");
+    let committed: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole record"))
+        .collect();
+    assert!(!committed.is_empty());
     assert!(
-        job_dirs(lab.path()).is_empty(),
-        "{:?}",
-        job_dirs(lab.path())
+        committed.iter().all(|r| r["stage"] == "quick"),
+        "{committed:?}"
     );
+    let mut ids: Vec<&str> = committed
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let dirs: Vec<String> = job_dirs(lab.path())
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs, ids, "jobs/ holds exactly the recorded jobs");
+    // Those are intact: every output on disk matches its record.
     let verify = repx(lab.path(), &["verify"]);
     verify.expect_code(0);
     assert!(verify.stdout.contains("0 damaged") || verify.stderr.contains("0 damaged"));
