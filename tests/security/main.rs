@@ -1,5 +1,5 @@
-//! The security suite: hostile plugins against the real `repx` binary, crashes at every
-//! moment of a run, and damage to the store.
+//! The security suite: hostile plugins against the real `repx` binary, crashes at many
+//! moments of a run, and damage to the store.
 //!
 //! Each attack is a plain WASI program in `plugins/hostile*`, named after what it tries.
 //! A filesystem attack records every attempt in `/out/result.txt` (`refused …` or
@@ -13,7 +13,8 @@
 //! - `limits`: memory, time, logs, open files, output size; malformed and over-reaching
 //!   plugins; pins.
 //! - `integrity`: `repx verify` against damage, and two runs on one store.
-//! - `crash`: `repx run` killed at 50 moments of a run of 1,000 jobs and more.
+//! - `crash`: `repx run` SIGKILLed at 64 moments spread over runs of a few hundred jobs (at
+//!   least 50 must interrupt one), each resumed; nothing reported done is lost.
 //! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
 //!
 //! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)
