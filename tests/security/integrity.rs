@@ -249,3 +249,31 @@ pipelines = ["main"]
     );
     repx(lab.path(), &["list", "jobs"]).expect_code(0);
 }
+
+#[test]
+fn a_record_line_torn_by_a_crash_does_not_swallow_the_next() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    // A crash (or power loss) in the middle of an append leaves half a line.
+    let records = lab.path().join(".repx/records.jsonl");
+    let mut torn = fs::read(&records).unwrap();
+    torn.extend_from_slice(br#"{"id":"0123456789ab","stage":"gen"#);
+    fs::write(&records, &torn).unwrap();
+
+    fs::remove_dir_all(job_with_output(lab.path(), "sum.txt")).unwrap();
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran(), ["sum"], "{}", out.stderr);
+    // Its record is a line of its own, so the job stays done.
+    let again = repx(lab.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(
+        again.summary(),
+        "3 jobs: 0 ran, 3 cached, 0 failed, 0 skipped",
+        "{}",
+        again.stderr
+    );
+    let text = fs::read_to_string(&records).unwrap();
+    assert!(!text.contains(r#""stage":"gen{"#), "{text}");
+    repx(lab.path(), &["verify"]).expect_code(0);
+}

@@ -222,6 +222,7 @@ impl Store {
             for entry in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
                 remove_tree(&entry.path()).map_err(io(&entry.path()))?;
             }
+            cut_torn_tail(&root.join("records.jsonl"))?;
             let _ = workers.unlock();
         }
         Store::with_lock(root, lock, std::process::id().to_string(), None)
@@ -608,6 +609,26 @@ fn read_records_into(
         }
     }
     Ok(end)
+}
+
+/// Cuts a record line torn by a crash off the end of `records.jsonl`. Otherwise the next
+/// record appended would be glued to it and lost with it: its job, committed, would count
+/// as not done.
+fn cut_torn_tail(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt;
+    let file = match OpenOptions::new().write(true).read(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let len = file.metadata().map_err(io(path))?.len();
+    let mut last = [0u8];
+    if len == 0 || (file.read_at(&mut last, len - 1).map_err(io(path))? == 1 && last[0] == b'\n') {
+        return Ok(());
+    }
+    let whole = read_records_into(path, 0, |_| {})?;
+    file.set_len(whole).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
 }
 
 /// The names of a job's log files, beside `out/` or in `failed/<id>/`.
