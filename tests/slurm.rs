@@ -121,6 +121,12 @@ fn submissions(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The batch file of one array task (or single allocation) of submission `number`.
+fn batch(dir: &Path, number: usize, task: usize) -> Value {
+    let path = dir.join(format!("batch-{number}-{task}.json"));
+    serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 /// The stages of the jobs the run's workers have started, from their events files.
 fn started_stages(dir: &Path) -> Vec<String> {
     let mut stages = Vec::new();
@@ -164,6 +170,28 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The state SLURM leaves the job in, once it has ended: the run may exit while SLURM is
+/// still completing an allocation.
+#[track_caller]
+fn final_state(id: &str) -> String {
+    let mut state = String::new();
+    wait_until("the allocation to end", || {
+        state = scontrol(id).remove("JobState").unwrap_or_default();
+        !["PENDING", "RUNNING", "COMPLETING"].contains(&state.as_str())
+    });
+    state
+}
+
+/// Releases jobs submitted with `--hold`.
+fn release(ids: &[&str]) {
+    let status = Command::new("scontrol")
+        .arg("release")
+        .args(ids)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scontrol release {ids:?}");
 }
 
 /// `scontrol show job ID` as `key=value` pairs.
@@ -235,6 +263,14 @@ impl Background {
         subs
     }
 
+    /// The number of allocations submitted so far.
+    fn allocations(&mut self) -> u64 {
+        self.submitted()
+            .iter()
+            .map(|s| s["tasks"].as_u64().unwrap())
+            .sum()
+    }
+
     /// Ctrl-C, as a person would.
     fn interrupt(&self) {
         let status = Command::new("kill")
@@ -285,16 +321,29 @@ fn param_sweep_on_slurm_commits_the_same_files_as_a_local_run() {
     repx(local.path(), &["run"]).expect_code(0);
 
     // Two jobs per allocation: the six points go out as one array of three tasks, and the
-    // gather is chained after them with `afterok`.
+    // gather is chained after them with `afterok`. Held until the test has seen both
+    // submissions, so the points cannot have finished before the gather is submitted.
     let cluster = copy_example("param-sweep");
-    let out = slurm_run(cluster.path(), &["--batch-size", "2"]);
+    let mut run = start_slurm_run(
+        cluster.path(),
+        &["--batch-size", "2", "--sbatch-flag=--hold"],
+    );
+    wait_until("both submissions", || run.submitted().len() == 2);
+    let subs = run.submitted();
+    let points = subs[0]["slurm_id"].as_str().unwrap();
+    let gather = subs[1]["slurm_id"].as_str().unwrap();
+    let dependency = &scontrol(gather)["Dependency"];
+    let chained: Vec<String> = (0..3)
+        .map(|task| format!("afterok:{points}_{task}(unfulfilled)"))
+        .collect();
+    assert_eq!(dependency, &chained.join(","), "the gather's dependency");
+    release(&[points, gather]);
+    let out = run.finish();
     out.expect_code(0).expect_stderr(&[
         "slurm: 4 allocation(s) from 2 submission(s)",
         "7 jobs: 7 ran, 0 cached, 0 failed, 0 skipped",
     ]);
     assert_eq!(out.ran().len(), 7, "{}", out.stderr);
-    let subs = submissions(&run_dir(cluster.path()));
-    assert_eq!(subs.len(), 2, "{subs:?}");
     assert_eq!(
         (subs[0]["tasks"].as_u64(), subs[0]["jobs"].as_u64()),
         (Some(3), Some(6))
@@ -303,6 +352,7 @@ fn param_sweep_on_slurm_commits_the_same_files_as_a_local_run() {
         (subs[1]["tasks"].as_u64(), subs[1]["jobs"].as_u64()),
         (Some(1), Some(1))
     );
+    assert_eq!(submissions(&run_dir(cluster.path())).len(), 2);
 
     // The same job ids, and byte for byte the same committed files: outputs, manifests, logs.
     let names = |lab: &Path| -> Vec<_> {
@@ -368,8 +418,7 @@ fn a_run_mixes_jobs_done_locally_with_jobs_run_on_slurm() {
         "9 jobs: 3 ran, 6 cached, 0 failed, 0 skipped"
     );
     assert_eq!(out.ran(), ["combine", "point", "point"], "{}", out.stderr);
-    let batch = fs::read_to_string(run_dir(lab.path()).join("batch-0-0.json")).unwrap();
-    let batch: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    let batch = batch(&run_dir(lab.path()), 0, 0);
     assert_eq!(batch["jobs"].as_array().unwrap().len(), 3, "{batch}");
     // The gather reads the six old points from the store.
     assert_eq!(batch["upstream"].as_array().unwrap().len(), 6, "{batch}");
@@ -427,10 +476,7 @@ fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log()
     let log_text =
         fs::read_to_string(&log).unwrap_or_else(|e| panic!("the named log {}: {e}", log.display()));
     assert!(log_text.contains("FAILED a-bad"), "{log_text}");
-    assert_eq!(
-        scontrol(&slurm_id).get("JobState").map(String::as_str),
-        Some("FAILED")
-    );
+    assert_eq!(final_state(&slurm_id), "FAILED");
     // The job's own logs are where a local run leaves them.
     let failed = lab.path().join(".repx/failed");
     let dir = fs::read_dir(&failed)
@@ -449,17 +495,37 @@ fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log()
         out.stderr
     );
 
-    // One job per allocation: `b-after` is chained after `a-bad`'s allocation, which
-    // fails; SLURM cancels it, and the coordinator skips `b-after`. `c-indep` runs.
-    let out = slurm_run(
+    // One job per allocation, in a fresh store: `b-after` is chained after `a-bad`'s
+    // allocation, which fails; SLURM cancels it, and the coordinator skips `b-after`.
+    // `c-indep` runs. All are held until the test has seen `b-after` submitted, so that
+    // `a-bad` cannot have failed first: exactly three sbatch calls, one per job.
+    let lab = lab_dir(FAILING, &["test-fail"]);
+    let mut run = start_slurm_run(
         lab.path(),
         &[
             "--batch-size",
             "1",
             "--no-job-arrays",
             "--continue-on-failure",
+            "--sbatch-flag=--hold",
         ],
     );
+    wait_until("three submissions", || run.submitted().len() == 3);
+    let dir = run_dir(lab.path());
+    let subs = run.submitted();
+    let id_of = |stage: &str| {
+        let number = (0..subs.len())
+            .find(|n| batch(&dir, *n, 0)["jobs"][0]["stage"] == stage)
+            .unwrap_or_else(|| panic!("no batch of {stage}"));
+        subs[number]["slurm_id"].as_str().unwrap().to_string()
+    };
+    let (bad, after, indep) = (id_of("a-bad"), id_of("b-after"), id_of("c-indep"));
+    assert_eq!(
+        scontrol(&after)["Dependency"],
+        format!("afterok:{bad}(unfulfilled)")
+    );
+    release(&[&bad, &after, &indep]);
+    let out = run.finish();
     out.expect_code(FAILED)
         .expect_stderr(&["FAILED a-bad", "skip b-after: upstream `a-bad` failed"]);
     assert_eq!(
@@ -467,12 +533,10 @@ fn a_failing_job_on_slurm_skips_its_dependents_and_names_its_slurm_job_and_log()
         "3 jobs: 1 ran, 0 cached, 1 failed, 1 skipped"
     );
     assert_eq!(out.ran(), ["c-indep"]);
-    // `b-after` is submitted only if `a-bad` had not failed yet, so two or three sbatch.
-    let subs = submissions(&run_dir(lab.path()));
-    assert!(
-        (2..=3).contains(&subs.len()) && subs.iter().all(|s| s["jobs"] == 1),
-        "one sbatch per job: {subs:?}"
-    );
+    let subs = submissions(&dir);
+    assert_eq!(subs.len(), 3, "one sbatch per job, none again: {subs:?}");
+    assert!(subs.iter().all(|s| s["jobs"] == 1), "{subs:?}");
+    assert_eq!(final_state(&after), "CANCELLED");
     repx(lab.path(), &["verify"]).expect_code(0);
 }
 
@@ -561,6 +625,73 @@ fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() 
     assert!(leftovers.is_empty(), "staging left in tmp/: {leftovers:?}");
 }
 
+/// Two quick jobs, then three that spin until they are cancelled.
+const QUICK_FIRST: &str = r#"
+[stages.kernel]
+plugin = "plugins/bench-kernel.wasm"
+params = { kernel = "nbody", steps = 1000 }
+outputs = ["result.json"]
+
+[pipelines.p]
+stages = ["kernel"]
+
+[runs.r]
+pipelines = ["p"]
+params = { steps = [1000, 1001, 4000000000, 4000000001, 4000000002] }
+"#;
+
+#[test]
+fn max_submissions_caps_the_allocations_in_flight_not_in_all() {
+    require_slurm();
+    let lab = lab_dir(QUICK_FIRST, &["bench-kernel"]);
+    let mut run = start_slurm_run(lab.path(), &["--batch-size", "1", "--max-submissions", "2"]);
+    // Five batches are ready; two go out.
+    wait_until("the first submission", || run.allocations() > 0);
+    let subs = run.submitted();
+    assert_eq!(subs[0]["tasks"], 2, "{subs:?}");
+    let dir = run_dir(lab.path());
+    // As they finish, two spinning jobs take their places; the third waits for a place
+    // while those spin.
+    wait_until("two quick jobs committed and two more allocations", || {
+        records(lab.path()).len() == 2 && run.allocations() == 4
+    });
+    wait_until("a spinning job started", || started_stages(&dir).len() >= 3);
+    assert_eq!(run.allocations(), 4, "{:?}", run.submitted());
+    // The first two were the quick jobs, in the lab's order.
+    let mut first: Vec<Value> = (0..2)
+        .map(|t| batch(&dir, 0, t)["jobs"][0]["id"].clone())
+        .collect();
+    let mut quick: Vec<Value> = records(lab.path())
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    first.sort_by_key(Value::to_string);
+    quick.sort_by_key(Value::to_string);
+    assert_eq!(first, quick);
+
+    run.interrupt();
+    let out = run.finish();
+    // The third spinning job was never submitted: no batch holds it.
+    out.expect_code(INTERRUPTED);
+    assert!(
+        out.summary().starts_with("5 jobs: 2 ran, 0 cached, "),
+        "{}",
+        out.stderr
+    );
+    let batches = fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(batches, 4);
+    assert_eq!(active(&run.name), Vec::<String>::new());
+}
+
 #[test]
 fn stage_resources_and_slurm_settings_become_sbatch_options() {
     require_slurm();
@@ -607,7 +738,10 @@ sbatch_flags = ["--comment=from-lab"]
     // The batch's summed time, plus a minute for the worker to start.
     assert_eq!(job["TimeLimit"], "00:11:00");
     assert_eq!(job["Comment"], "from-cli");
-    assert_eq!(job["JobState"], "COMPLETED");
+    assert_eq!(
+        final_state(subs[0]["slurm_id"].as_str().unwrap()),
+        "COMPLETED"
+    );
 }
 
 #[test]
