@@ -744,6 +744,67 @@ sbatch_flags = ["--comment=from-lab"]
     );
 }
 
+/// Two quick jobs.
+const TWO_QUICK: &str = r#"
+[stages.generate]
+plugin = "plugins/generate.wasm"
+params = { n = 3 }
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+params = { n = [3, 4] }
+"#;
+
+#[test]
+fn the_users_config_file_is_found_in_xdg_config_home_else_in_home() {
+    require_slurm();
+    // Only the user's file sets anything: no lab `[slurm]` table, no flags.
+    let run = |lab: &Path, home: &Path, xdg: Option<&Path>| {
+        let mut command = repx_command(lab, &["run", "--scheduler", "slurm"]);
+        command
+            .env_remove("REPX_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", home);
+        if let Some(xdg) = xdg {
+            command.env("XDG_CONFIG_HOME", xdg);
+        }
+        let out = command.output().expect("running repx");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        scontrol(submissions(&run_dir(lab))[0]["slurm_id"].as_str().unwrap())
+    };
+    let write = |path: &Path, text: &str| {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    };
+
+    let lab = lab_dir(TWO_QUICK, &[]);
+    let home = lab.path().join("home");
+    write(
+        &home.join(".config/repx/config.toml"),
+        "[slurm]\nsbatch_flags = [\"--comment=from-home\"]\n",
+    );
+    let job = run(lab.path(), &home, None);
+    assert_eq!(job["Comment"], "from-home", "{job:?}");
+
+    // XDG_CONFIG_HOME, when set, is where the file is; the one under HOME is not read.
+    let lab = lab_dir(TWO_QUICK, &[]);
+    let xdg = lab.path().join("xdg");
+    write(
+        &xdg.join("repx/config.toml"),
+        "[slurm]\nsbatch_flags = [\"--comment=from-xdg\"]\n",
+    );
+    let job = run(lab.path(), &home, Some(&xdg));
+    assert_eq!(job["Comment"], "from-xdg", "{job:?}");
+}
+
 #[test]
 fn slurm_settings_are_checked_before_anything_is_submitted() {
     let lab = lab_dir(
