@@ -194,6 +194,19 @@ fn release(ids: &[&str]) {
     assert!(status.success(), "scontrol release {ids:?}");
 }
 
+/// The CPUs of the largest node of the default partition.
+fn node_cpus() -> u32 {
+    let out = Command::new("sinfo")
+        .args(["--noheader", "--Node", "--format=%P %c"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("* ").and_then(|(_, c)| c.trim().parse().ok()))
+        .max()
+        .unwrap_or(0)
+}
+
 /// `scontrol show job ID` as `key=value` pairs.
 fn scontrol(id: &str) -> BTreeMap<String, String> {
     let out = Command::new("scontrol")
@@ -420,6 +433,8 @@ fn a_run_mixes_jobs_done_locally_with_jobs_run_on_slurm() {
     assert_eq!(out.ran(), ["combine", "point", "point"], "{}", out.stderr);
     let batch = batch(&run_dir(lab.path()), 0, 0);
     assert_eq!(batch["jobs"].as_array().unwrap().len(), 3, "{batch}");
+    // The two points at once, then the gather.
+    assert_eq!(batch["parallel"], 2, "{batch}");
     // The gather reads the six old points from the store.
     assert_eq!(batch["upstream"].as_array().unwrap().len(), 6, "{batch}");
     // The new gather, committed by the worker, holds all eight points.
@@ -565,9 +580,9 @@ params = { n = [3, 4, 5, 6] }
 fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() {
     require_slurm();
     let lab = lab_dir(QUICK_THEN_SPINNING, &["bench-kernel"]);
-    // Each allocation runs a quick job, then the spinning job that reads it: some
-    // allocations are cut off mid-batch, others before they start.
-    let mut run = start_slurm_run(lab.path(), &["--batch-size", "2"]);
+    // Each allocation runs a quick job, then the spinning job that reads it, on one CPU:
+    // some allocations are cut off mid-batch, others before they start.
+    let mut run = start_slurm_run(lab.path(), &["--batch-size", "2", "--batch-cpus", "1"]);
     wait_until("a quick job committed and a spinning job started", || {
         let quick_done = records(lab.path()).iter().any(|r| r["stage"] == "quick");
         let spinning = lab.path().join(".repx/slurm").is_dir()
@@ -576,6 +591,10 @@ fn interrupting_a_slurm_run_cancels_its_jobs_and_commits_nothing_half_written() 
     });
     let subs = run.submitted();
     assert_eq!(subs[0]["tasks"], 4, "{subs:?}");
+    assert_eq!(
+        scontrol(&format!("{}_0", subs[0]["slurm_id"].as_str().unwrap()))["NumCPUs"],
+        "1"
+    );
 
     run.interrupt();
     let out = run.finish();
@@ -744,7 +763,68 @@ sbatch_flags = ["--comment=from-lab"]
     );
 }
 
-/// Two quick jobs.
+/// Two CPU-bound jobs of about a second each, with hints for one job.
+const PAIR: &str = r#"
+[stages.kernel]
+plugin = "plugins/bench-kernel.wasm"
+params = { kernel = "nbody", steps = 20000000 }
+outputs = ["result.json"]
+resources = { mem = "64M", time = "10m" }
+
+[pipelines.p]
+stages = ["kernel"]
+
+[runs.r]
+pipelines = ["p"]
+params = { steps = [20000000, 20000001] }
+"#;
+
+#[test]
+fn a_batch_runs_its_jobs_at_once_on_the_cpus_its_allocation_asks_for() {
+    require_slurm();
+    assert!(
+        node_cpus() >= 2,
+        "this test needs a node of two CPUs or more"
+    );
+    let lab = lab_dir(PAIR, &["bench-kernel"]);
+    // By default a batch asks for up to 4 CPUs, cut to what the node has: both jobs fit.
+    let out = slurm_run(lab.path(), &[]);
+    out.expect_code(0)
+        .expect_stderr(&["slurm: 1 allocation(s) from 1 submission(s)"]);
+    let dir = run_dir(lab.path());
+    assert_eq!(batch(&dir, 0, 0)["parallel"], 2);
+    let job = scontrol(submissions(&dir)[0]["slurm_id"].as_str().unwrap());
+    assert_eq!(job["NumCPUs"], "2", "{job:?}");
+    // Memory for both jobs; time for one, as both run at once, plus a minute to start.
+    assert_eq!(job["MinMemoryNode"], "128M");
+    assert_eq!(job["TimeLimit"], "00:11:00");
+    assert_eq!(
+        final_state(submissions(&dir)[0]["slurm_id"].as_str().unwrap()),
+        "COMPLETED"
+    );
+    // The worker started both jobs before either finished.
+    let events: Vec<Value> = fs::read_to_string(dir.join("batch-0-0.events"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first_done = events
+        .iter()
+        .position(|e| e["event"] == "finished")
+        .expect("a job finished");
+    let started = events[..first_done]
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .count();
+    assert_eq!(started, 2, "{events:?}");
+    // The same ids and output hashes as one after the other, here.
+    let local = lab_dir(PAIR, &["bench-kernel"]);
+    repx(local.path(), &["run", "-j", "1"]).expect_code(0);
+    assert_eq!(recorded(local.path()), recorded(lab.path()));
+    assert_eq!(recorded(lab.path()).len(), 2);
+}
+
+/// Two quick jobs: one allocation of two CPUs by default.
 const TWO_QUICK: &str = r#"
 [stages.generate]
 plugin = "plugins/generate.wasm"
@@ -761,6 +841,10 @@ params = { n = [3, 4] }
 #[test]
 fn the_users_config_file_is_found_in_xdg_config_home_else_in_home() {
     require_slurm();
+    assert!(
+        node_cpus() >= 2,
+        "this test needs a node of two CPUs or more"
+    );
     // Only the user's file sets anything: no lab `[slurm]` table, no flags.
     let run = |lab: &Path, home: &Path, xdg: Option<&Path>| {
         let mut command = repx_command(lab, &["run", "--scheduler", "slurm"]);
@@ -789,10 +873,11 @@ fn the_users_config_file_is_found_in_xdg_config_home_else_in_home() {
     let home = lab.path().join("home");
     write(
         &home.join(".config/repx/config.toml"),
-        "[slurm]\nsbatch_flags = [\"--comment=from-home\"]\n",
+        "[slurm]\nbatch_cpus = 1\nsbatch_flags = [\"--comment=from-home\"]\n",
     );
     let job = run(lab.path(), &home, None);
     assert_eq!(job["Comment"], "from-home", "{job:?}");
+    assert_eq!(job["NumCPUs"], "1");
 
     // XDG_CONFIG_HOME, when set, is where the file is; the one under HOME is not read.
     let lab = lab_dir(TWO_QUICK, &[]);
@@ -803,6 +888,7 @@ fn the_users_config_file_is_found_in_xdg_config_home_else_in_home() {
     );
     let job = run(lab.path(), &home, Some(&xdg));
     assert_eq!(job["Comment"], "from-xdg", "{job:?}");
+    assert_eq!(job["NumCPUs"], "2");
 }
 
 #[test]

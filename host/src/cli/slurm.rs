@@ -47,6 +47,10 @@ pub struct SlurmArgs {
     /// The most jobs one allocation runs [default: 256].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
+    /// The most CPUs one allocation asks for; it runs as many jobs at once as fit
+    /// [default: 4, or the partition's largest node when smaller].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_cpus: Option<u32>,
     /// The most allocations of this run queued or running at once [default: 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_submissions: Option<u32>,
@@ -63,6 +67,7 @@ impl SlurmArgs {
             qos: self.qos.clone(),
             sbatch_flags: self.sbatch_flags.clone(),
             batch_size: self.batch_size.map(|n| n as usize),
+            batch_cpus: self.batch_cpus,
             max_submissions: self.max_submissions.map(|n| n as usize),
             arrays: self.no_job_arrays.then_some(false),
             batch_time: None,
@@ -78,6 +83,7 @@ impl SlurmArgs {
             ("--qos", self.qos.is_some()),
             ("--sbatch-flag", !self.sbatch_flags.is_empty()),
             ("--batch-size", self.batch_size.is_some()),
+            ("--batch-cpus", self.batch_cpus.is_some()),
             ("--max-submissions", self.max_submissions.is_some()),
             ("--no-job-arrays", self.no_job_arrays),
         ] {

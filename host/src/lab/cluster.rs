@@ -37,6 +37,9 @@ pub struct SlurmSettings {
     pub sbatch_flags: Vec<String>,
     /// The most jobs one allocation runs.
     pub batch_size: Option<usize>,
+    /// The most CPUs one allocation asks for: it runs as many of its jobs at once as
+    /// their `cpus` fit in this (at least one).
+    pub batch_cpus: Option<u32>,
     /// The most allocations of one run queued or running at once.
     pub max_submissions: Option<usize>,
     /// Submit a wave's batches as one job array (default) or one `sbatch` each.
@@ -60,6 +63,7 @@ impl SlurmSettings {
                 .cloned()
                 .collect(),
             batch_size: self.batch_size.or(lower.batch_size),
+            batch_cpus: self.batch_cpus.or(lower.batch_cpus),
             max_submissions: self.max_submissions.or(lower.max_submissions),
             arrays: self.arrays.or(lower.arrays),
             batch_time: self.batch_time.clone().or_else(|| lower.batch_time.clone()),
@@ -71,6 +75,9 @@ impl SlurmSettings {
         let mut problems = Vec::new();
         if self.batch_size == Some(0) {
             problems.push("`batch_size` must be at least 1".to_string());
+        }
+        if self.batch_cpus == Some(0) {
+            problems.push("`batch_cpus` must be at least 1".to_string());
         }
         if self.max_submissions == Some(0) {
             problems.push("`max_submissions` must be at least 1".to_string());
@@ -196,6 +203,7 @@ mod tests {
             partition: Some("gpu".into()),
             sbatch_flags: vec!["--b".into()],
             batch_size: Some(10),
+            batch_cpus: Some(8),
             ..Default::default()
         };
         let merged = lab.over(&user);
@@ -203,11 +211,13 @@ mod tests {
         assert_eq!(merged.account.as_deref(), Some("me"));
         assert_eq!(merged.sbatch_flags, ["--a", "--b"]);
         assert_eq!(merged.batch_size, Some(10));
+        assert_eq!(merged.batch_cpus, Some(8));
         let bad = SlurmSettings {
             batch_size: Some(0),
+            batch_cpus: Some(0),
             sbatch_flags: vec!["constraint=x".into()],
             ..Default::default()
         };
-        assert_eq!(bad.problems().len(), 2);
+        assert_eq!(bad.problems().len(), 3);
     }
 }

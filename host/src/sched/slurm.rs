@@ -5,7 +5,8 @@
 //! scheduler does (ids, cache hits, skips), packs the jobs it may submit into batches
 //! ([`pack`]) and submits them with `sbatch`, a wave's batches of one shape as one job
 //! array. Each allocation runs `repx worker` on a batch file in the store: the same binary
-//! running the batch's jobs in-process, committing into the shared store
+//! running the batch's jobs in-process, several at once on the allocation's CPUs
+//! (`batch_cpus`), committing into the shared store
 //! ([`Store::open_worker`]) while the coordinator holds its lock. Jobs whose upstream is
 //! already submitted are chained with `afterok` rather than waiting a round; an allocation
 //! whose upstream failed is cancelled by SLURM and its jobs are resolved again.
@@ -42,7 +43,7 @@ use crate::lab::Mode;
 use crate::plan::Plan;
 use crate::store::Store;
 use batch::{BatchJob, EventReader};
-use command::{JobState, Submission};
+use command::{JobState, Node, Submission};
 use pack::{Alloc, Candidate, Shape};
 
 /// How often the store and the workers' events are read.
@@ -151,6 +152,8 @@ struct Coordinator<'a> {
     store: &'a Store,
     options: &'a Options,
     cluster: &'a Cluster,
+    /// The partition's nodes, which no allocation can outgrow; none when unknown.
+    nodes: Vec<Node>,
     emit: Emit,
     dir: PathBuf,
     name: String,
@@ -182,6 +185,8 @@ pub fn run(
     emit: Emit,
 ) -> Result<(Summary, Report), SlurmError> {
     command::check()?;
+    // Without sizes, `batch_cpus` alone bounds an allocation; SLURM says if it is too big.
+    let nodes = command::nodes(cluster.config.partition.as_deref()).unwrap_or_default();
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -198,6 +203,7 @@ pub fn run(
         store,
         options,
         cluster,
+        nodes,
         emit,
         name: format!("repx-{tag}"),
         script,
@@ -389,16 +395,21 @@ impl Coordinator<'_> {
         let limits = pack::Limits {
             batch_size: config.batch_size,
             batch_time: config.batch_time,
+            batch_cpus: config.batch_cpus,
+            nodes: &self.nodes,
             max_after: MAX_AFTER,
         };
-        let mut packed = pack::pack(&candidates, limits);
+        let mut packed = pack::pack(&candidates, &limits);
         packed.truncate(slots);
-        // Batches of one shape, time and `after` set go out as one array.
+        // Batches of one shape, parallelism, time and `after` set go out as one array.
         let mut groups: Vec<Vec<pack::Packed>> = Vec::new();
         for batch in packed {
             let same = |g: &Vec<pack::Packed>| {
                 let first = &g[0];
-                first.shape == batch.shape && first.time == batch.time && first.after == batch.after
+                first.shape == batch.shape
+                    && first.parallel == batch.parallel
+                    && first.time == batch.time
+                    && first.after == batch.after
             };
             match groups.iter_mut().find(|g| config.arrays && same(g)) {
                 Some(group) => group.push(batch),
@@ -435,7 +446,7 @@ impl Coordinator<'_> {
                 mode: self.cluster.mode,
                 jobs: packed.jobs.iter().map(|j| entry(*j)).collect(),
                 upstream: upstream.into_iter().map(entry).collect(),
-                parallel: 1,
+                parallel: packed.parallel,
                 continue_on_failure: self.options.continue_on_failure,
             };
             let path = self.dir.join(format!("batch-{number}-{task}.json"));
@@ -462,8 +473,9 @@ impl Coordinator<'_> {
             args: vec![number.to_string()],
             name: self.name.clone(),
             output,
-            cpus: first.shape.cpus,
-            mem: first.shape.mem,
+            // The jobs running at once, together.
+            cpus: first.shape.cpus.max(1) * first.parallel as u32,
+            mem: first.shape.mem.map(|m| m * first.parallel as u64),
             time: first.time.map(|t| t + STARTUP),
             array,
             after,

@@ -1,5 +1,6 @@
-//! The SLURM commands the coordinator runs: `sbatch` to submit, `squeue` (and `sacct` where
-//! accounting is on) to watch, `scancel` to cancel. Building their arguments and reading
+//! The SLURM commands the coordinator runs: `sinfo` to size allocations, `sbatch` to
+//! submit, `squeue` (and `sacct` where accounting is on) to watch, `scancel` to cancel.
+//! Building their arguments and reading
 //! their output are plain functions, tested without a cluster.
 
 use std::collections::BTreeMap;
@@ -83,6 +84,45 @@ pub fn slurm_time(time: Duration) -> String {
         minutes / 60 % 24,
         minutes % 60
     )
+}
+
+/// What one node of a partition has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub mem: u64,
+}
+
+/// The nodes of `partition` (a comma-separated list, as `sbatch` takes), or of the
+/// default partition.
+pub fn nodes(partition: Option<&str>) -> Result<Vec<Node>, SlurmError> {
+    let mut args = vec![
+        "--noheader".to_string(),
+        "--Node".into(),
+        "--format=%P|%c|%m".into(),
+    ];
+    if let Some(partition) = partition {
+        args.push(format!("--partition={partition}"));
+    }
+    let out = run("sinfo", &args)?;
+    Ok(parse_nodes(&out, partition.is_none()))
+}
+
+/// `PARTITION|CPUS|MEGABYTES` lines; sinfo marks the default partition with `*`.
+pub fn parse_nodes(out: &str, default_only: bool) -> Vec<Node> {
+    out.lines()
+        .filter_map(|line| {
+            let mut fields = line.trim().split('|');
+            let partition = fields.next()?;
+            let cpus = fields.next()?.trim().parse().ok()?;
+            let mb: u64 = fields.next()?.trim().parse().ok()?;
+            (!default_only || partition.ends_with('*')).then_some(Node {
+                cpus,
+                mem: mb << 20,
+            })
+        })
+        .collect()
 }
 
 /// Submits; returns the SLURM job id (of the array, for an array).
@@ -303,5 +343,14 @@ mod tests {
         };
         assert!(stuck.never_runs());
         assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+        let sinfo = "debug*|2|21694\nbig|64|257000\nbig|n/a|1\n";
+        assert_eq!(
+            parse_nodes(sinfo, true),
+            [Node {
+                cpus: 2,
+                mem: 21694 << 20
+            }]
+        );
+        assert_eq!(parse_nodes(sinfo, false).len(), 2);
     }
 }

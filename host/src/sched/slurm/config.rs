@@ -22,6 +22,7 @@ pub struct Config {
     pub qos: Option<String>,
     pub sbatch_flags: Vec<String>,
     pub batch_size: usize,
+    pub batch_cpus: u32,
     pub max_submissions: usize,
     pub arrays: bool,
     pub batch_time: Duration,
@@ -97,6 +98,7 @@ pub fn resolve(layers: &[&SlurmSettings]) -> Config {
         qos: merged.qos,
         sbatch_flags: merged.sbatch_flags,
         batch_size: merged.batch_size.expect("a default").max(1),
+        batch_cpus: merged.batch_cpus.expect("a default").max(1),
         max_submissions: merged.max_submissions.expect("a default").max(1),
         arrays: merged.arrays.expect("a default"),
         batch_time: merged
@@ -115,6 +117,7 @@ mod tests {
     fn defaults_parse_and_layers_override_them() {
         let config = resolve(&[]);
         assert_eq!(config.batch_size, 256);
+        assert_eq!(config.batch_cpus, 4);
         assert!(config.arrays);
         assert_eq!(config.batch_time, Duration::from_secs(12 * 3600));
         let cli = SlurmSettings {
@@ -130,6 +133,7 @@ mod tests {
             partition: Some("user".into()),
             account: Some("me".into()),
             arrays: Some(false),
+            batch_cpus: Some(1),
             ..Default::default()
         };
         let config = resolve(&[&cli, &lab, &user]);
@@ -137,5 +141,6 @@ mod tests {
         assert_eq!(config.partition.as_deref(), Some("lab"));
         assert_eq!(config.account.as_deref(), Some("me"));
         assert!(!config.arrays);
+        assert_eq!(config.batch_cpus, 1);
     }
 }
