@@ -359,11 +359,7 @@ fn tool_ungranted_program_from_an_input() {
     // /work: a program there was granted by no one. Whatever the mode, it runs in the
     // sandbox, where the lab's host path (and anything else of the host's) is out of reach.
     for mode in ["pure", "impure"] {
-        let lab = tool_lab(
-            r#"tool = "/in/data/x", cwd = "/out""#,
-            &[],
-            mode,
-        );
+        let lab = tool_lab(r#"tool = "/in/data/x", cwd = "/out""#, &[], mode);
         let program = lab.path().join("data/x");
         let host_file = lab.path().join("PWNED-ran-on-host");
         fs::write(
