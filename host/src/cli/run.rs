@@ -160,20 +160,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
 /// The compiled-plugin cache, unless a job of `plan` could write it. Loading an artifact runs
 /// its machine code, so a cache inside the store (outputs, scratch) or, when a job is impure,
 /// inside the project directory (its `/work`) is not used; plugins are compiled in memory.
-fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
+/// `repx run` and `repx worker` both take their cache from here, so one rule holds for both.
+pub(crate) fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
     let cache = crate::wasm::cache_dir()?;
-    let mut writable = vec![("the store", store.root())];
-    if plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure) {
-        writable.push((
-            "the project directory of impure jobs",
-            plan.lab.dir.as_path(),
-        ));
-    }
-    let real = real_path(&cache);
-    match writable
-        .into_iter()
-        .find(|(_, dir)| real.starts_with(real_path(dir)))
-    {
+    let impure = plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure);
+    let project = impure.then_some(plan.lab.dir.as_path());
+    match writable_by_jobs(&cache, store.root(), project) {
         Some((what, dir)) => {
             eprintln!(
                 "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
@@ -185,6 +177,23 @@ fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
         }
         None => Some(cache),
     }
+}
+
+/// What a job may write that contains `cache`, named, with its path: the store, or the
+/// project directory when one is given (a run with impure jobs).
+fn writable_by_jobs<'a>(
+    cache: &Path,
+    store: &'a Path,
+    project: Option<&'a Path>,
+) -> Option<(&'static str, &'a Path)> {
+    let mut writable = vec![("the store", store)];
+    if let Some(project) = project {
+        writable.push(("the project directory of impure jobs", project));
+    }
+    let real = real_path(cache);
+    writable
+        .into_iter()
+        .find(|(_, dir)| real.starts_with(real_path(dir)))
 }
 
 /// `path` absolute, with symbolic links resolved as far as it exists.
@@ -389,4 +398,43 @@ fn copy_ad_hoc_output(plan: &Plan, store: &Store, out: &Path) -> Result<(), CliE
         .map_err(CliError::Failed)?;
     eprintln!("output copied to {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_jobs_could_write_is_named_with_what_contains_it() {
+        let dir = std::env::temp_dir().join(format!("repx-plugin-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let project = dir.join("project");
+        let store = project.join(".repx");
+        let outside = dir.join("home/.cache");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // A link from outside into the project: where the cache really is decides.
+        std::os::unix::fs::symlink(&project, dir.join("home/linked")).unwrap();
+
+        let check = |cache: &Path, impure: bool| {
+            writable_by_jobs(cache, &store, impure.then_some(project.as_path()))
+                .map(|(what, _)| what)
+        };
+        let in_store = store.join("cache/repx");
+        let in_project = project.join(".cache/repx");
+        let linked = dir.join("home/linked/.cache/repx");
+        for impure in [false, true] {
+            assert_eq!(check(&in_store, impure), Some("the store"));
+            assert_eq!(check(&outside.join("repx"), impure), None);
+        }
+        let project_named = Some("the project directory of impure jobs");
+        assert_eq!(check(&in_project, true), project_named);
+        assert_eq!(check(&linked, true), project_named);
+        // Pure jobs see the project only as a read-only snapshot.
+        assert_eq!(check(&in_project, false), None);
+        assert_eq!(check(&linked, false), None);
+        // A sibling whose name merely starts like the project's is outside it.
+        assert_eq!(check(&dir.join("project-cache/repx"), true), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -188,7 +188,8 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     // Nix settings reach a worker through NIX_CONFIG, which sbatch passes on.
     let nix = crate::nix::Nix::for_plan(&plan, &store, Vec::new())?;
 
-    let runtime = Arc::new(Runtime::new(crate::wasm::cache_dir(), batch.parallel)?);
+    let cache = super::run::plugin_cache(&plan, &store);
+    let runtime = Arc::new(Runtime::new(cache, batch.parallel)?);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
@@ -198,9 +199,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
             runtime.interrupt();
         });
     }
-    for job in &batch.jobs {
-        runtime.prepare(&plan.stages[&job.stage].plugin)?;
-    }
+    crate::sched::prepare(&plan, &runtime)?;
     let infos = plan.graph.jobs.iter().map(|j| JobInfo {
         stage: j.stage.clone(),
         params: j.params.clone(),
