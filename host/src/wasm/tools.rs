@@ -135,7 +135,8 @@ pub fn run(
     });
     command.stderr(Stdio::piped());
     // Its own process group, which is stopped as one: a tool's children too (`make`'s
-    // compilers, a shell's commands), whether the tool runs on the host or in bubblewrap.
+    // compilers, a shell's commands). In bubblewrap (`--new-session`) the group is
+    // bubblewrap's, whose sandbox dies with it.
     command.process_group(0);
     let mut child = command
         .spawn()
@@ -274,12 +275,14 @@ fn sandboxed(
         "--clearenv",
     ]);
     c.args(["--proc", "/proc", "--dev", "/dev"]);
-    // The granted tools' own directories go on top of the job's mounts, so that a tool
-    // kept under /tmp is not hidden by the job's scratch /tmp.
-    let (system, own): (Vec<PathBuf>, Vec<PathBuf>) = sandbox_read_only(grants)
+    // A granted tool's own directory that lies inside one of the job's mounts (a tool kept
+    // under /tmp) goes on top of it, or the mount would hide the tool. Every other directory
+    // goes below the job's mounts, which win: a tool in /tmp itself, or in /, must not
+    // cover the job's scratch, inputs or output with the host's.
+    let (under, over): (Vec<PathBuf>, Vec<PathBuf>) = sandbox_read_only(grants)
         .into_iter()
-        .partition(|dir| is_system(dir));
-    for dir in &system {
+        .partition(|dir| is_system(dir) || !inside_a_mount(dir, policy));
+    for dir in &under {
         c.arg("--ro-bind").arg(dir).arg(dir);
     }
     for mount in &policy.mounts {
@@ -290,7 +293,7 @@ fn sandboxed(
         });
         c.arg(&mount.host).arg(&mount.guest);
     }
-    for dir in &own {
+    for dir in &over {
         c.arg("--ro-bind").arg(dir).arg(dir);
     }
     for (key, value) in inv.env {
@@ -321,6 +324,14 @@ pub fn sandbox_read_only(grants: &[ToolIdentity]) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// Whether `dir` lies strictly inside the guest path of one of the job's mounts.
+fn inside_a_mount(dir: &Path, policy: &Policy) -> bool {
+    policy
+        .mounts
+        .iter()
+        .any(|mount| dir != Path::new(&mount.guest) && dir.starts_with(&mount.guest))
 }
 
 /// Whether `dir` lies in one of the system directories every sandbox holds.
