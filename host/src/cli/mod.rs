@@ -249,8 +249,9 @@ pub struct RunArgs {
     /// `builders=ssh://host x86_64-linux` or `substituters=https://cache.example`.
     #[arg(long = "nix-option", value_name = "NAME=VALUE")]
     pub nix_options: Vec<String>,
-    /// Re-run jobs even when their output is in the store; with a stage name, only its jobs.
-    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
+    /// Re-run jobs even when their output is in the store; with a name, only that stage's
+    /// jobs, or, if no stage has that name, that run's.
+    #[arg(long, value_name = "STAGE|RUN", num_args = 0..=1, default_missing_value = "")]
     pub force: Option<String>,
     /// Run this plugin ad hoc, as one job, instead of a lab.
     #[arg(long, value_name = "FILE.wasm")]

@@ -412,13 +412,7 @@ pub(super) fn cached(
     force: &Force,
 ) -> Option<String> {
     let job = &plan.graph.jobs[index];
-    let forced = match force {
-        Force::None => false,
-        Force::All => true,
-        Force::Stage(stage) => *stage == job.stage,
-        Force::Jobs(jobs) => jobs.contains(&index),
-    };
-    if forced {
+    if force.covers(index, &job.stage) {
         return None;
     }
     if !store.has_declared(id, &plan.lab.stages[&job.stage].outputs) {
@@ -426,7 +420,8 @@ pub(super) fn cached(
     }
     let deps = job.deps();
     if job.mode == Mode::Pure && deps.is_empty() {
-        // Most jobs of a sweep: one `stat`, and no copy of the record.
+        // Most jobs of a sweep: a `stat` of `out/` and of each declared output, and no copy
+        // of the record.
         return store.is_done(id).then(|| id.to_string());
     }
     let record = store.done(id)?;

@@ -71,8 +71,21 @@ pub enum Force {
     None,
     All,
     Stage(String),
-    /// These jobs: a SLURM worker's batch, which its coordinator found not done or forced.
+    /// These jobs: `--force RUN`'s, or a SLURM worker's batch, which its coordinator found
+    /// not done or forced.
     Jobs(BTreeSet<JobIndex>),
+}
+
+impl Force {
+    /// Whether job `index`, of stage `stage`, must re-run.
+    pub fn covers(&self, index: JobIndex, stage: &str) -> bool {
+        match self {
+            Force::None => false,
+            Force::All => true,
+            Force::Stage(forced) => forced == stage,
+            Force::Jobs(jobs) => jobs.contains(&index),
+        }
+    }
 }
 
 pub struct Options {

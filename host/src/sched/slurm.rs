@@ -342,7 +342,9 @@ impl Coordinator<'_> {
                     });
                     continue;
                 }
-            } else if self.store.done(&id).is_some() && !forced(self.options, index, jobs) {
+            } else if self.store.done(&id).is_some()
+                && !self.options.force.covers(index, &jobs[index].stage)
+            {
                 // In the store already: wait for its upstream, then it is a cache hit.
                 self.state[index] = State::Waiting;
                 continue;
@@ -376,6 +378,7 @@ impl Coordinator<'_> {
                         mem: resources.mem,
                     },
                     time: resources.time,
+                    impure: jobs[j].mode == Mode::Impure,
                     after: deps
                         .iter()
                         .filter_map(|d| match self.state[*d] {
@@ -815,15 +818,6 @@ impl Coordinator<'_> {
                 }
             }
         }
-    }
-}
-
-fn forced(options: &Options, index: JobIndex, jobs: &[crate::graph::Job]) -> bool {
-    match &options.force {
-        super::Force::None => false,
-        super::Force::All => true,
-        super::Force::Stage(stage) => *stage == jobs[index].stage,
-        super::Force::Jobs(set) => set.contains(&index),
     }
 }
 

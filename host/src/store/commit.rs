@@ -14,6 +14,7 @@
 //! the next run replaces; a crash during it leaves a torn last line, which is not a record.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{Logs, MANIFEST, Record, Staging, Store, StoreError, io, tree};
@@ -92,7 +93,8 @@ impl Store {
             }
         };
         record.hash = summary.hash;
-        record.out_mtime_ns = Some(super::path_mtime_ns(&staging.out).map_err(io(&staging.out))?);
+        let sealed = fs::symlink_metadata(&staging.out).map_err(io(&staging.out))?;
+        record.out_mtime_ns = Some(super::mtime_ns(sealed.mtime(), sealed.mtime_nsec()));
         let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
         let manifest_path = staging.dir.join(MANIFEST);
         fs::write(&manifest_path, manifest).map_err(io(&manifest_path))?;

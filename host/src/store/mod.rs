@@ -8,13 +8,16 @@
 //! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
 //! failed/<id>/         logs of the last failed attempt
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
+//! fingerprints/        what impure stages' scopes were when their jobs ran; see `sources`
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! lock                 held by the one `repx` process using the store
 //! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
 //! slurm/<run>/         batches, worker events and SLURM logs of `--scheduler slurm` runs
 //! ```
-//! Invariant: a job is done only when its record exists *and* `jobs/<id>` exists. An output
+//! Invariant: a job is done only when its record exists *and* `jobs/<id>/out` exists as it
+//! was sealed (its time is in the record; the scheduler also checks the declared outputs
+//! and, for a job with upstream jobs, that their outputs are those it read). An output
 //! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
 //! the next run replaces. Outputs are committed in batches that share the flushes and the
@@ -75,16 +78,10 @@ pub enum StoreError {
     OutputLimit { id: String, limit: u64, size: u64 },
 }
 
-/// A file's modification time in nanoseconds since the epoch.
-fn mtime_ns(stat: &libc::stat) -> i64 {
-    stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec
-}
-
-/// The modification time of `path` in nanoseconds, as [`Record::out_mtime_ns`] holds it.
-fn path_mtime_ns(path: &Path) -> std::io::Result<i64> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::symlink_metadata(path)?;
-    Ok(meta.mtime() * 1_000_000_000 + meta.mtime_nsec())
+/// A modification time in nanoseconds since the epoch, as [`Record::out_mtime_ns`] holds
+/// it, from its seconds and nanoseconds.
+fn mtime_ns(seconds: i64, nanoseconds: i64) -> i64 {
+    seconds * 1_000_000_000 + nanoseconds
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -103,7 +100,8 @@ pub struct Record {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Content hash of `out/`, see [`hash_tree`].
     pub hash: String,
-    /// For impure jobs: the fingerprint of the stage's sources after it ran.
+    /// For impure jobs: the fingerprint of the stage's scope (its `sources`, else its
+    /// `path:` inputs, else the project) after it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// Unix time in milliseconds when the job finished.
@@ -368,7 +366,8 @@ impl Store {
             return false;
         };
         stat.st_mode & libc::S_IFMT == libc::S_IFDIR
-            && sealed_mtime_ns.is_none_or(|sealed| sealed == mtime_ns(&stat))
+            && sealed_mtime_ns
+                .is_none_or(|sealed| sealed == mtime_ns(stat.st_mtime, stat.st_mtime_nsec))
     }
 
     /// `fstatat` of a path under `jobs/`, not following a final link: one system call, where
