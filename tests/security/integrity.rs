@@ -185,6 +185,12 @@ fn verify_reports_a_deleted_output_directory_without_the_lab() {
     let missing = repx(lab.path(), &["verify", "--store", "no-such-store"]);
     missing.expect_code(2).expect_stderr(&["no-such-store"]);
     assert!(!lab.path().join("no-such-store").exists());
+    // Nor is a directory that holds no store, which opening would turn into one.
+    let plugins = lab.path().join("plugins");
+    let before = fs::read_dir(&plugins).unwrap().count();
+    let not_a_store = repx(lab.path(), &["verify", "--store", "plugins"]);
+    not_a_store.expect_code(2).expect_stderr(&["not a store"]);
+    assert_eq!(fs::read_dir(&plugins).unwrap().count(), before);
 }
 
 #[test]

@@ -226,8 +226,8 @@ fn fill_scratch() {
 #[test]
 fn fill_out_core_module() {
     // A core module's writes are not counted one by one; a measurement at the next epoch
-    // tick stops it, well before the end.
-    assert!(fills_past_the_limit(r#"how = "stream""#, true) < 500);
+    // tick stops it: within a few ticks of writing, of the 1000 MiB it tries.
+    assert!(fills_past_the_limit(r#"how = "stream""#, true) < 64);
 }
 
 #[test]

@@ -13,9 +13,10 @@ use crate::store::{Store, verify};
 pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
     let root = match &cli.store {
         // Opening creates a store; a mistyped path must not become an empty, clean one.
-        Some(root) if !root.is_dir() => {
+        Some(root) if !root.join("records.jsonl").is_file() => {
             return Err(invalid(format!(
-                "--store {}: no such directory; name a store (the `.repx` beside a lab)",
+                "--store {}: not a store (it holds no records.jsonl); name a store (the \
+                 `.repx` beside a lab)",
                 root.display()
             )));
         }
