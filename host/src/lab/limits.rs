@@ -12,8 +12,9 @@ pub struct Limits {
     pub memory: u64,
     /// Wall time of the plugin, tools included.
     pub time: Duration,
-    /// Total bytes of files in `/out` and the scratch `/tmp`, held while the job runs (a
-    /// job writing past it stops there) and checked again at commit.
+    /// Total bytes of files in `/out` and the scratch `/tmp`, held while the plugin writes
+    /// (it stops there; a tool's writes are measured when the tool returns) and checked
+    /// again at commit.
     pub output: u64,
     /// Bytes kept of each of stdout and stderr; the rest is cut with a marker.
     pub log: u64,
