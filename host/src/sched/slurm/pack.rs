@@ -9,7 +9,9 @@
 //! of even size, at most `batch_size` jobs and `batch_time` of estimated time each.
 //!
 //! A batch runs as many jobs at once as its shape fits in `batch_cpus` and on the
-//! partition's largest node ([`at_once`]). Its time is estimated from the jobs' hints
+//! partition's largest node ([`at_once`]), or one at a time when it holds an impure job:
+//! the worker runs impure jobs one after another, as they share the project directory, so
+//! more threads would be CPUs it cannot use and a time estimate too short. Its time is estimated from the jobs' hints
 //! by the bound on greedy scheduling: the worker starts a job whenever a thread is free
 //! and the job's upstream is done, so, with every job within its hint, the batch never
 //! takes longer than its longest chain plus the rest of its work shared among the threads
@@ -39,6 +41,8 @@ pub struct Candidate {
     pub index: JobIndex,
     pub shape: Shape,
     pub time: Option<Duration>,
+    /// Whether the job runs impure: then its batch runs one job at a time.
+    pub impure: bool,
     /// In-flight allocations holding its upstream jobs.
     pub after: BTreeSet<Alloc>,
     /// Upstream jobs that are candidates of this round.
@@ -94,7 +98,20 @@ struct Chunk {
     jobs: Vec<JobIndex>,
     shape: Shape,
     hints: Option<Hints>,
+    /// Whether one of its jobs is impure.
+    impure: bool,
     after: BTreeSet<Alloc>,
+}
+
+impl Chunk {
+    /// The most of its jobs that run at once.
+    fn threads(&self, limits: &Limits) -> usize {
+        if self.impure {
+            1
+        } else {
+            at_once(self.shape, limits)
+        }
+    }
 }
 
 /// The most jobs of `shape` one allocation runs at once: as many as fit in `batch_cpus`
@@ -164,7 +181,9 @@ pub fn pack(candidates: &[Candidate], limits: &Limits) -> Vec<Packed> {
                 .iter()
                 .try_fold(own, |sum, p| Some(sum.beside(p.hints?)))
         });
-        let time = estimate(hints, size, at_once(c.shape, limits));
+        let impure = c.impure || parts.iter().any(|p| p.impure);
+        let threads = if impure { 1 } else { at_once(c.shape, limits) };
+        let time = estimate(hints, size, threads);
         let after: BTreeSet<Alloc> = parts
             .iter()
             .flat_map(|p| p.after.iter().copied())
@@ -193,11 +212,13 @@ pub fn pack(candidates: &[Candidate], limits: &Limits) -> Vec<Packed> {
             jobs,
             shape: c.shape,
             hints,
+            impure,
             after,
         }));
     }
 
-    // Chunks of one shape and one `after` set, in the order of their first job.
+    // Chunks of one shape, one `after` set and either all pure or all with an impure job,
+    // in the order of their first job.
     let order: HashMap<JobIndex, usize> = candidates
         .iter()
         .enumerate()
@@ -209,18 +230,18 @@ pub fn pack(candidates: &[Candidate], limits: &Limits) -> Vec<Packed> {
     }
     live.sort_by_key(|c| order[&c.jobs[0]]);
     let mut groups: BTreeMap<usize, Vec<Chunk>> = BTreeMap::new();
-    let mut group_of: HashMap<(Shape, BTreeSet<Alloc>), usize> = HashMap::new();
+    let mut group_of: HashMap<(Shape, BTreeSet<Alloc>, bool), usize> = HashMap::new();
     for chunk in live {
         let next = group_of.len();
         let group = *group_of
-            .entry((chunk.shape, chunk.after.clone()))
+            .entry((chunk.shape, chunk.after.clone(), chunk.impure))
             .or_insert(next);
         groups.entry(group).or_default().push(chunk);
     }
 
     let mut batches = Vec::new();
     for chunks in groups.into_values() {
-        let most = at_once(chunks[0].shape, limits);
+        let most = chunks[0].threads(limits);
         // As few batches as the size allows, the jobs shared out evenly among them.
         let mut left: usize = chunks.iter().map(|c| c.jobs.len()).sum();
         let mut count = left.div_ceil(limits.batch_size.max(1)).max(1);
@@ -287,6 +308,7 @@ mod tests {
             index,
             shape: ONE,
             time: None,
+            impure: false,
             after: BTreeSet::new(),
             upstream: vec![],
         }
@@ -467,5 +489,60 @@ mod tests {
         assert_eq!(sizes(&batches), [5, 3], "{batches:?}");
         assert_eq!(batches[0].time, Some(120 * MINUTE));
         assert_eq!(batches[1].time, Some(60 * MINUTE));
+    }
+
+    #[test]
+    fn impure_jobs_run_one_at_a_time_so_their_batches_ask_for_one_slot_and_serial_time() {
+        let four = Limits {
+            batch_cpus: 4,
+            batch_time: 24 * 60 * MINUTE,
+            ..limits(256)
+        };
+        let job = |index, impure| Candidate {
+            time: Some(10 * MINUTE),
+            impure,
+            ..root(index)
+        };
+        // Four pure and four impure points: the pure ones share four CPUs, the impure ones
+        // take 40 minutes on one, as the worker runs them.
+        let jobs: Vec<Candidate> = (0..8).map(|i| job(i, i % 2 == 1)).collect();
+        let batches = pack(&jobs, &four);
+        let shapes: Vec<_> = batches
+            .iter()
+            .map(|b| (b.jobs.clone(), b.parallel, b.time))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                (vec![0, 2, 4, 6], 4, Some(10 * MINUTE)),
+                (vec![1, 3, 5, 7], 1, Some(40 * MINUTE)),
+            ]
+        );
+
+        // A pure job riding along with an impure one runs in its batch, one at a time.
+        let mut chain: Vec<Candidate> = (0..3).map(|i| job(i, false)).collect();
+        chain.push(Candidate {
+            upstream: vec![0, 1, 2],
+            ..job(3, true)
+        });
+        let batches = pack(&chain, &four);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            (batches[0].parallel, batches[0].time),
+            (1, Some(40 * MINUTE))
+        );
+
+        // Cut at `batch_time` by the serial estimate: two hours hold two one-hour jobs.
+        let hours: Vec<Candidate> = (0..5)
+            .map(|i| Candidate {
+                time: Some(60 * MINUTE),
+                ..job(i, true)
+            })
+            .collect();
+        let two_hours = Limits {
+            batch_time: 120 * MINUTE,
+            ..four
+        };
+        assert_eq!(sizes(&pack(&hours, &two_hours)), [2, 2, 1]);
     }
 }
