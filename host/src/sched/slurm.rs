@@ -378,6 +378,7 @@ impl Coordinator<'_> {
                         mem: resources.mem,
                     },
                     time: resources.time,
+                    impure: jobs[j].mode == Mode::Impure,
                     after: deps
                         .iter()
                         .filter_map(|d| match self.state[*d] {
