@@ -106,11 +106,17 @@ impl Plan {
         for job in &graph.jobs {
             let stage = &lab.stages[&job.stage];
             if job.mode == Mode::Impure && !sources.contains_key(&job.stage) {
-                let loaded =
-                    Sources::load(&lab, stage, store.root()).map_err(|e| PlanError::Stage {
+                let jobs = graph
+                    .jobs
+                    .iter()
+                    .filter(|j| j.stage == job.stage && j.mode == Mode::Impure)
+                    .count();
+                let loaded = Sources::load(&lab, stage, store.root(), jobs).map_err(|e| {
+                    PlanError::Stage {
                         stage: job.stage.clone(),
                         message: format!("reading what it depends on: {e}"),
-                    })?;
+                    }
+                })?;
                 sources.insert(job.stage.clone(), loaded);
             }
             if job.mode == Mode::Impure {

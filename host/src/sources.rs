@@ -12,11 +12,14 @@
 //! Up to date means: nothing but this stage's own jobs changed the scope since the job
 //! ran. The store keeps, per stage, the fingerprints the scope went through while only its
 //! jobs changed it, oldest first (its *settled* list). A job starts a new list unless the
-//! scope is as the last job left it; when it is done its fingerprint is appended and also
-//! recorded with its output. A job is up to date when the scope is as the list's last
-//! fingerprint and its own is in the list. So the jobs of a swept stage, each of which
-//! writes the tree (make's objects), stay cached together, while an edit between two of
-//! them re-runs the earlier one too.
+//! scope is as the last job left it; when it is done its fingerprint is appended (unless
+//! the job left the scope as it found it) and also recorded with its output. A job is up
+//! to date when the scope is as the list's last fingerprint and its own is in the list.
+//! So the jobs of a swept stage, each of which writes the tree (make's objects), stay
+//! cached together, while an edit between two of them re-runs the earlier one too. The
+//! list keeps as many fingerprints as twice the stage's impure jobs in the run (at least
+//! 256), so a whole sweep stays cached however wide; a job whose fingerprint was dropped,
+//! after many re-runs of others, re-runs once.
 //!
 //! Hashing a whole project every run would be slow; a file whose size, mtime, ctime and
 //! inode are as when it was last hashed is not read again. Files changed within the last
@@ -38,8 +41,9 @@ use walkdir::WalkDir;
 
 use crate::lab::{Input, Lab, Stage};
 
-/// How many fingerprints a settled list keeps; older jobs past it re-run once.
-const SETTLED_MAX: usize = 256;
+/// The fewest fingerprints a settled list keeps, however few jobs the stage has now: other
+/// runs of the lab may sweep the stage wider.
+const SETTLED_MIN: usize = 256;
 
 /// Files whose times are this close to a scan are hashed again by the next one.
 const RACY_SECS: i64 = 2;
@@ -87,6 +91,8 @@ pub struct Sources {
     state: PathBuf,
     /// The fingerprints with which a job of this stage was up to date when loaded.
     settled: Vec<String>,
+    /// How many fingerprints the settled list keeps.
+    keep: usize,
 }
 
 /// What the store keeps for one stage.
@@ -124,13 +130,19 @@ impl Seen {
 }
 
 impl Sources {
-    /// The stage's scope, and which of its jobs are up to date now. Reading the scope
-    /// refreshes the stored file times, so the next reading is cheaper.
-    pub fn load(lab: &Lab, stage: &Stage, store: &Path) -> io::Result<Sources> {
-        Sources::open(&stage.name, Scope::of(stage), &lab.dir, store)
+    /// The stage's scope, and which of its `jobs` impure jobs are up to date now. Reading
+    /// the scope refreshes the stored file times, so the next reading is cheaper.
+    pub fn load(lab: &Lab, stage: &Stage, store: &Path, jobs: usize) -> io::Result<Sources> {
+        Sources::open(&stage.name, Scope::of(stage), &lab.dir, store, jobs)
     }
 
-    fn open(stage: &str, scope: Scope, project: &Path, store: &Path) -> io::Result<Sources> {
+    fn open(
+        stage: &str,
+        scope: Scope,
+        project: &Path,
+        store: &Path,
+        jobs: usize,
+    ) -> io::Result<Sources> {
         // Labs may share a store; each has its own state for a stage of the same name.
         let lab = blake3::hash(project.as_os_str().as_encoded_bytes()).to_hex();
         let mut sources = Sources {
@@ -142,6 +154,7 @@ impl Sources {
                 .join("fingerprints")
                 .join(format!("{stage}.{}.json", &lab[..16])),
             settled: Vec::new(),
+            keep: jobs.saturating_mul(2).max(SETTLED_MIN),
         };
         let current = sources.fingerprint(|_, _| {})?;
         let state = sources.read()?;
@@ -170,8 +183,10 @@ impl Sources {
     /// After one of the stage's jobs succeeded: the fingerprint to record with it.
     pub fn after_job(&self) -> io::Result<String> {
         self.fingerprint(|state, current| {
-            state.settled.push(current.to_string());
-            let over = state.settled.len().saturating_sub(SETTLED_MAX);
+            if state.settled.last().map(String::as_str) != Some(current) {
+                state.settled.push(current.to_string());
+            }
+            let over = state.settled.len().saturating_sub(self.keep);
             state.settled.drain(..over);
         })
     }
@@ -358,7 +373,7 @@ mod tests {
     }
 
     fn open(dir: &Path, scope: Scope) -> Sources {
-        Sources::open("s", scope, dir, &dir.join(".repx")).unwrap()
+        Sources::open("s", scope, dir, &dir.join(".repx"), 1).unwrap()
     }
 
     fn current(dir: &Path, scope: Scope) -> String {
@@ -465,6 +480,42 @@ mod tests {
         let again = job("2.o");
         let now = open(&dir, Scope::Project);
         assert!(now.up_to_date(&again) && !now.up_to_date(&first));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sweep_wider_than_256_stays_cached_and_jobs_leaving_the_scope_alone_add_nothing() {
+        let dir = project("wide");
+        let jobs = 300;
+        // A job writing `text` into `object`, or nothing when `object` is empty.
+        let job = |object: &str, text: &str| {
+            let sources =
+                Sources::open("s", Scope::Project, &dir, &dir.join(".repx"), jobs).unwrap();
+            sources.before_job().unwrap();
+            if !object.is_empty() {
+                fs::write(dir.join(object), text).unwrap();
+            }
+            sources.after_job().unwrap()
+        };
+        // Each job of the sweep writes its own object: every one is up to date after.
+        let recorded: Vec<String> = (0..jobs).map(|i| job(&format!("{i}.o"), "o")).collect();
+        let now = Sources::open("s", Scope::Project, &dir, &dir.join(".repx"), jobs).unwrap();
+        let stale = recorded.iter().filter(|f| !now.up_to_date(f)).count();
+        assert_eq!(stale, 0, "of {jobs} jobs");
+
+        // Jobs that write nothing leave the list as it was: the scope before the sweep,
+        // then one fingerprint per job.
+        let length = |s: &Sources| s.read().unwrap().settled.len();
+        assert_eq!(length(&now), jobs + 1);
+        for _ in 0..5 {
+            job("", "");
+        }
+        assert_eq!(length(&now), jobs + 1);
+        // No more than twice the jobs, however often they re-run and change the scope.
+        for i in 0..2 * jobs {
+            job("0.o", &i.to_string());
+        }
+        assert_eq!(length(&now), 2 * jobs);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
