@@ -918,6 +918,60 @@ fn slurm_settings_are_checked_before_anything_is_submitted() {
     .expect_code(INVALID);
 }
 
+#[test]
+fn impure_jobs_on_slurm_run_one_at_a_time_and_the_worker_keeps_its_cache_out_of_the_project() {
+    require_slurm();
+    let lab = lab_dir(
+        &TWO_QUICK.replace(
+            "params = { n = 3 }",
+            "params = { n = 3 }\nmode = \"impure\"",
+        ),
+        &["generate"],
+    );
+    // A cache in the project directory: an impure job could plant machine code there.
+    let cache = lab.path().join(".cache/repx");
+    let out = repx_with_env(
+        lab.path(),
+        &["run", "--scheduler", "slurm"],
+        &[
+            ("REPX_CONFIG", &no_user_config(lab.path())),
+            ("REPX_CACHE_DIR", cache.to_str().unwrap()),
+        ],
+    );
+    out.expect_code(0)
+        .expect_stderr(&["slurm: 1 allocation(s) from 1 submission(s)"]);
+    assert_eq!(out.ran(), ["generate", "generate"], "{}", out.stderr);
+    let dir = run_dir(lab.path());
+    // The worker runs impure jobs one after another: one slot, not two.
+    assert_eq!(batch(&dir, 0, 0)["parallel"], 1);
+    let job = scontrol(submissions(&dir)[0]["slurm_id"].as_str().unwrap());
+    assert_eq!(job["NumCPUs"], "1", "{job:?}");
+    // Neither the coordinator nor the worker wrote a compiled plugin into the project.
+    let compiled: Vec<PathBuf> = files(lab.path())
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(compiled.is_empty(), "{compiled:?}");
+    let logs: String = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("slurm-")
+        })
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        logs.contains(&format!(
+            "warning: the plugin cache {} is not used",
+            cache.display()
+        )),
+        "the worker's log:\n{logs}"
+    );
+}
+
 /// What a worker leaves in the store beside the coordinator, without SLURM: its own
 /// staging names, commits the lock holder reads once it refreshes, and a `tmp/` the next
 /// lock holder leaves alone while a worker lives.
