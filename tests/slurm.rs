@@ -1002,6 +1002,13 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
     let mine = owner.stage("j1", 0).unwrap();
     let theirs = worker.stage("j1", 0).unwrap();
     assert_ne!(mine.dir, theirs.dir);
+    // A later worker with the same host and pid (pids are reused across a thousand
+    // allocations) stages beside the scratch and staging an earlier one left.
+    let later = Store::open_worker(&root).unwrap();
+    let again = later.stage("j1", 0).unwrap();
+    assert_ne!(again.dir, theirs.dir);
+    later.discard(again, &Logs::default()).unwrap();
+    drop(later);
     owner.discard(mine, &Logs::default()).unwrap();
     fs::write(theirs.out.join("x"), "1").unwrap();
     worker

@@ -260,7 +260,13 @@ impl Store {
         let host = fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
             .unwrap_or_default();
-        let tag = format!("{host}-{}", std::process::id());
+        // The time too: a pid comes back across a thousand allocations, and an earlier
+        // worker's scratch and staging directories stay in tmp/ until the lock holder
+        // clears it.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tag = format!("{host}-{}-{started:x}", std::process::id());
         Store::with_lock(root, workers, tag, Some(append_lock))
     }
 
