@@ -86,9 +86,13 @@ pub fn measure(dir: &Path, bytes: usize) -> Result<Vec<Figure>, BenchError> {
     let loads = (0..LOADS)
         .map(|_| prepare())
         .collect::<Result<Vec<_>, _>>()?;
-    let load = median(loads.iter().map(|t| t.total).collect());
-    let read = median(loads.iter().map(|t| t.read).collect());
-    let runtime = median(loads.iter().map(|t| t.runtime).collect());
+    let median_of =
+        |part: fn(&Timing) -> Duration| median(&loads.iter().map(part).collect::<Vec<_>>());
+    let (load, read, runtime) = (
+        median_of(|t| t.total),
+        median_of(|t| t.read),
+        median_of(|t| t.runtime),
+    );
     super::fixture::remove(dir);
     let size = plugin.len() as f64 / f64::from(1 << 20);
     Ok(vec![

@@ -279,9 +279,7 @@ impl Figure {
         samples: &[f64],
         unit: Unit,
     ) -> Figure {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let value = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+        let value = median_by(samples, |s| *s).copied().unwrap_or_default();
         Figure {
             spread: Some(Spread::of(samples)),
             ..Figure::new(case, role, name, value, unit)
@@ -397,7 +395,9 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
     if wants(Case::F) {
         let mut measures = Vec::new();
         for &count in &sizes.scaling {
-            let measure = match sweep::median_sweep(&sweeps_at_a).filter(|m| m.jobs == count) {
+            let measure = match median_by(&sweeps_at_a, SweepMeasure::per_job_ms)
+                .filter(|m| m.jobs == count)
+            {
                 Some(m) => m.clone(),
                 None => {
                     note(&format!("(f) {count} trivial jobs"));
@@ -424,7 +424,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
+fn median(samples: &[Duration]) -> Duration {
+    median_by(samples, |d| *d).copied().unwrap_or_default()
+}
+
+/// The middle one of `items` ordered by `key` (the upper of the two middle ones of an even
+/// count); `None` for none.
+fn median_by<T, K: PartialOrd>(items: &[T], key: impl Fn(&T) -> K) -> Option<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| {
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    sorted.get(sorted.len() / 2).copied()
 }

@@ -199,13 +199,6 @@ pub fn noop(
     Ok(times)
 }
 
-/// The sweep of median per-job cost among `measures`.
-pub fn median_sweep(measures: &[SweepMeasure]) -> Option<&SweepMeasure> {
-    let mut sorted: Vec<&SweepMeasure> = measures.iter().collect();
-    sorted.sort_by(|a, b| a.per_job_ms().total_cmp(&b.per_job_ms()));
-    sorted.get(sorted.len() / 2).copied()
-}
-
 /// (a)'s figures from its sweeps and the `/bin/true` baseline around each (`spawns[i]` for
 /// `measures[i]`): medians, with their spread.
 pub fn figures_a(measures: &[SweepMeasure], spawns: &[Duration], jobs: usize) -> Vec<Figure> {
@@ -249,7 +242,7 @@ pub fn figures_b(count: usize, times: &[Duration]) -> Vec<Figure> {
             Case::B,
             Role::Measure,
             format!("no-op re-run of {count} jobs, median of {}", times.len()),
-            ms(median(times.to_vec())),
+            ms(median(times)),
             Unit::Ms,
         )
         .target(Target::AtMost(200.0)),
