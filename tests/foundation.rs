@@ -1660,8 +1660,7 @@ fn sigterm_and_ctrl_c_stop_a_plugin_asleep_in_the_host() {
     );
     let mut run = Running::start(lab.path());
     run.wait_for(&[("job_finished", "quick"), ("job_started", "slow")]);
-    // Time to fall asleep: a day's sleep in the host, which no wasm runs to interrupt.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_until_asleep(&mut run, lab.path());
     let (code, stderr) = run.stop_with(libc::SIGTERM);
     assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
     assert_only_quick_committed(lab.path(), &stderr);
@@ -1669,8 +1668,17 @@ fn sigterm_and_ctrl_c_stop_a_plugin_asleep_in_the_host() {
     // A re-run starts it again (and Ctrl-C stops it as well).
     let mut rerun = Running::start(lab.path());
     rerun.wait_for(&[("job_cached", "quick"), ("job_started", "slow")]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_until_asleep(&mut rerun, lab.path());
     let (code, stderr) = rerun.stop_with(libc::SIGINT);
     assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
     assert_only_quick_committed(lab.path(), &stderr);
+}
+
+/// Waits for `sleep-forever`'s mark in its staged `/out`: then it is in a day's sleep in the
+/// host, which no wasm runs to interrupt.
+fn wait_until_asleep(run: &mut Running, lab: &Path) {
+    let tmp = lab.join(".repx/tmp");
+    run.wait_until("asleep in the host", || {
+        files_under(&tmp).iter().any(|f| f.ends_with("out/asleep"))
+    });
 }
