@@ -193,6 +193,9 @@ pub struct Finished {
     pub host_log: Vec<u8>,
 }
 
+/// Why a job of an interrupted run failed.
+const INTERRUPTED: &str = "interrupted: the run was cancelled";
+
 /// How many lines of stderr a failure message carries.
 const STDERR_TAIL_LINES: usize = 10;
 
@@ -358,7 +361,7 @@ impl Runtime {
         let interrupt = self.interrupt.clone();
         store.epoch_deadline_callback(move |mut store| {
             if interrupt.is_raised() {
-                return Err(wasmtime::format_err!("interrupted: the run was cancelled"));
+                return Err(wasmtime::format_err!("{INTERRUPTED}"));
             }
             if Instant::now() >= deadline {
                 return Err(wasmtime::format_err!(
@@ -451,6 +454,12 @@ impl Runtime {
                 };
                 (ending, log)
             }
+        };
+        // An interrupt ends the plugin's host waits early, as if their time had passed: a
+        // plugin woken so may finish on time it never had. What it made is not kept.
+        let ending = match ending {
+            Ending::Exit(0) if self.interrupt.is_raised() => Ending::Trap(INTERRUPTED.into()),
+            ending => ending,
         };
         Ok(Finished {
             ending,
