@@ -45,7 +45,7 @@ pub struct Lab {
     pub warnings: Vec<String>,
 }
 
-/// How a stage's plugin sees the world; see the plugin contract in DESIGN.md.
+/// How a stage's plugin sees the world; see the plugin contract in docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     Pure,
