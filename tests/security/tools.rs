@@ -9,9 +9,11 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{TempDir, read_output, repx};
+use crate::common::{Output, TempDir, read_output, repx};
 use crate::{
     HostState, LIMITS, SENTINEL, assert_untouched, attack_lab, failure, output_of, run_attack,
 };
@@ -385,4 +387,471 @@ fn tool_ungranted_program_from_an_input() {
             "{mode}:\n{log}"
         );
     }
+}
+
+/// What the pure-mode tool of [`pure_tool_lab`] tries: read its own credentials, make each
+/// read-only directory it sees writable, then write an upstream job's committed output, the
+/// `path:` snapshot, a file beside itself, `/usr` and a global kernel setting, make a disk
+/// device, and take capabilities back in a user namespace of its own. Everything it
+/// managed is an `ESCAPED` line in `/out/attack.txt`.
+const PURE_TOOL_ATTACK: &str = r#"#!/bin/sh
+exec > /out/attack.txt 2>&1
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status
+here=$(dirname "$0")
+for dir in /in/up /in/data "$here" /usr /proc/sys /; do
+    mount -o remount,rw,bind "$dir" && echo "ESCAPED remount $dir"
+done
+echo PWNED > /in/up/data.csv && echo "ESCAPED upstream output"
+touch /in/data/PWNED-tool-snapshot && echo "ESCAPED snapshot"
+touch "$here/PWNED-tool-beside" && echo "ESCAPED beside the tool"
+touch /usr/PWNED-tool-usr && echo "ESCAPED /usr"
+echo 1 > /proc/sys/vm/drop_caches && echo "ESCAPED /proc/sys"
+mknod /tmp/disk b 8 0 && echo "ESCAPED mknod"
+unshare --user --map-root-user true && echo "ESCAPED user namespace"
+exit 0
+"#;
+
+/// A lab whose pure stage `t` runs, through `test-tool`, the tool `tools/attack` kept in
+/// the lab (a granted tool by its host path), with the input `up` (a committed upstream
+/// output) and, with `snapshot`, `data` (a `path:` snapshot).
+fn pure_tool_lab(snapshot: bool) -> TempDir {
+    let inputs = if snapshot {
+        r#"{ data = "path:data", up = "up" }"#
+    } else {
+        r#"{ up = "up" }"#
+    };
+    let toml = format!(
+        r#"
+[stages.up]
+plugin = "plugins/generate.wasm"
+params = {{ n = 5 }}
+
+[stages.t]
+plugin = "plugins/test-tool.wasm"
+inputs = {inputs}
+tools = ["{{lab}}/tools/attack"]
+params = {{ tool = "{{lab}}/tools/attack", cwd = "/out" }}
+{LIMITS}
+
+[pipelines.main]
+stages = ["up", "t"]
+
+[runs.main]
+pipelines = ["main"]
+"#
+    );
+    let lab = attack_lab(&toml, &["generate", "test-tool"]);
+    let tool = lab.path().join("tools/attack");
+    fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    fs::write(&tool, PURE_TOOL_ATTACK).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    lab
+}
+
+/// Checks what [`PURE_TOOL_ATTACK`] reported: it ran as `nobody` in its namespace, without
+/// any capability and with `no_new_privs`, and nothing escaped; and that `/usr` holds
+/// nothing of it. `who` names the user repx ran as.
+#[track_caller]
+fn assert_pure_tool_held(lab: &TempDir, out: &Output, who: &str) {
+    let usr = Path::new("/usr/PWNED-tool-usr");
+    let wrote_usr = usr.exists();
+    let _ = fs::remove_file(usr);
+    out.expect_code(0);
+    assert!(!wrote_usr, "{who}: the tool wrote /usr");
+    let report = fs::read_to_string(output_of(lab.path(), "t").join("attack.txt")).unwrap();
+    let field = |name: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{who}: no {name} in:\n{report}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid"), ["65534"; 4], "{who}:\n{report}");
+    assert_eq!(field("Gid"), ["65534"; 4], "{who}:\n{report}");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(caps), ["0000000000000000"], "{who}:\n{report}");
+    }
+    assert_eq!(field("NoNewPrivs"), ["1"], "{who}:\n{report}");
+    let escapes: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("ESCAPED"))
+        .collect();
+    assert!(escapes.is_empty(), "{who}: {escapes:?}\n{report}");
+}
+
+#[test]
+fn tool_pure_unprivileged_as_root() {
+    // Run as root (as CI runs), bubblewrap alone leaves a tool root with nearly every
+    // capability: it could remount any read-only bind writable. A pure tool runs as
+    // `nobody` in a user namespace, without capabilities.
+    let lab = pure_tool_lab(true);
+    let out = run_attack(&lab, &[]);
+    assert_pure_tool_held(&lab, &out, "root");
+}
+
+#[test]
+fn tool_pure_unprivileged_as_a_user() {
+    // The same attack with repx run by an unprivileged user, from a copy of the binary that
+    // user can read (the build may lie under root's 0700 home).
+    let user = User::unprivileged();
+    let bin = TempDir::new();
+    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let repx_copy = bin.path().join("repx");
+    fs::copy(env!("CARGO_BIN_EXE_repx"), &repx_copy).unwrap();
+    fs::set_permissions(&repx_copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = bin.path().join("cache");
+    fs::create_dir(&cache).unwrap();
+    user.give(&cache);
+    // No `path:` input: a user's pure run cannot snapshot one yet (its sealed snapshot
+    // cannot be renamed into place without write permission on it).
+    let lab = pure_tool_lab(false);
+    user.give(lab.path());
+    let before = HostState::of(lab.path());
+    let out = user.run(
+        &repx_copy,
+        lab.path(),
+        &["run", "--continue-on-failure"],
+        &[("REPX_CACHE_DIR", cache.to_str().unwrap())],
+    );
+    assert_untouched(lab.path(), &before);
+    assert_pure_tool_held(&lab, &out, &user.name);
+}
+
+/// A user without privileges to run repx as: when the tests run as root (as CI does), the
+/// system user `repx-test`, made if missing; otherwise the user running them.
+struct User {
+    name: String,
+    /// `None`: the tests' own user.
+    ids: Option<(String, String)>,
+}
+
+impl User {
+    fn unprivileged() -> User {
+        // SAFETY: a plain system call without arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            return User {
+                name: "the tests' user".into(),
+                ids: None,
+            };
+        }
+        const NAME: &str = "repx-test";
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, NAME])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        if id("-u").is_none() {
+            // Exit status 9: made meanwhile by another test.
+            let made = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    NAME,
+                ])
+                .status()
+                .expect("running useradd");
+            assert!(matches!(made.code(), Some(0 | 9)), "useradd {NAME}: {made}");
+        }
+        User {
+            name: NAME.into(),
+            ids: Some((id("-u").unwrap(), id("-g").unwrap())),
+        }
+    }
+
+    /// Makes `path` and everything under it the user's.
+    fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = &self.ids {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {}", path.display());
+        }
+    }
+
+    /// Runs `repx` (at `bin`) as the user in `dir`, with only `PATH` and `env` set.
+    fn run(&self, bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = match &self.ids {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", uid, "--regid", gid, "--clear-groups", "--"]);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let output = command
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .expect("running repx");
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A tool that leaves two processes behind, each in a session of its own and one also
+/// orphaned by a double fork, which write `late-*` files into `/out` (its working
+/// directory) and, where they can (impure mode), `PWNED-late-*` files into the project
+/// after `delay` seconds; then runs `then`.
+fn leaves_children(mode: &str, delay: u32, then: &str) -> TempDir {
+    let write = |name: &str| {
+        format!("sleep {delay}; (echo late > {{lab}}/PWNED-late-{name}); echo late > late-{name}")
+    };
+    let script = format!(
+        "setsid sh -c '{}' & (setsid sh -c '{}' &) ; {then}",
+        write("setsid"),
+        write("double-fork"),
+    );
+    tool_lab(
+        &format!(
+            "tool = \"sh\", args = [\"-c\", {}], cwd = \"/out\"",
+            serde_json::to_string(&script).unwrap()
+        ),
+        &["sh"],
+        mode,
+    )
+}
+
+/// Asserts that no `late-*` file appeared, in the job's output or the project, by the time
+/// the children's writes were due (with a margin).
+#[track_caller]
+fn assert_no_late_writes(lab: &TempDir, delay: u32) {
+    std::thread::sleep(Duration::from_secs(u64::from(delay) + 2));
+    let mut late = crate::pwned_files(lab.path());
+    for dir in crate::common::job_dirs(lab.path()) {
+        for entry in fs::read_dir(dir.join("out"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with("late-") {
+                late.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(
+        late,
+        Vec::<std::path::PathBuf>::new(),
+        "written after the job ended"
+    );
+}
+
+#[test]
+fn tool_children_end_with_it() {
+    // A tool's children that left its process group and session, or lost their parent,
+    // would go on writing after the job was committed: on the host the tool's reaper, in
+    // the sandbox its pid namespace, ends them when the tool returns.
+    for mode in ["pure", "impure"] {
+        let lab = leaves_children(mode, 1, "echo started");
+        let before = HostState::of(lab.path());
+        let out = repx(lab.path(), &["run"]);
+        out.expect_code(0);
+        assert_no_late_writes(&lab, 1);
+        assert_untouched(lab.path(), &before);
+        assert_eq!(read_output(lab.path(), "status.txt").trim(), "0", "{mode}");
+    }
+}
+
+#[test]
+fn tool_children_end_at_the_time_limit() {
+    // The same children of a tool killed at the job's wall-time limit (2 s).
+    for mode in ["pure", "impure"] {
+        let lab = leaves_children(mode, 3, "sleep 600");
+        let out = repx(lab.path(), &["run"]);
+        out.expect_code(1);
+        let message = failure(&out, "t");
+        assert!(message.contains("wall-time limit"), "{mode}: {message}");
+        assert_no_late_writes(&lab, 3);
+    }
+}
+
+/// Limits for the floods: the log limit of [`LIMITS`], and time enough to flood.
+const FLOOD_LIMITS: &str =
+    r#"limits = { memory = "64M", time = "120s", output = "1M", log = "64K", files = 64 }"#;
+
+/// A lab of one stage `t` running `plugin` with `params` (and `tools`), under [`FLOOD_LIMITS`].
+fn flood_lab(plugin: &str, params: &str, tools: &[&str], mode: &str) -> TempDir {
+    let tools: Vec<String> = tools.iter().map(|t| format!("{t:?}")).collect();
+    let toml = format!(
+        r#"
+[stages.t]
+plugin = "plugins/{plugin}.wasm"
+mode = "{mode}"
+tools = [{}]
+params = {{ {params} }}
+{FLOOD_LIMITS}
+
+[pipelines.main]
+stages = ["t"]
+
+[runs.main]
+pipelines = ["main"]
+"#,
+        tools.join(", ")
+    );
+    attack_lab(&toml, &[plugin])
+}
+
+/// Runs `repx` in `dir` with `args`; returns its output and its peak resident memory in
+/// bytes, as the kernel counted it for the whole process.
+fn repx_peak_memory(dir: &Path, args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    // Reaped by `wait4` below, which also tells its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let mut child = crate::common::repx_command(dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running repx");
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .map(|pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                pipe.read_to_end(&mut bytes).unwrap();
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    });
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: `status` and `usage` are valid for writes; `child` is ours and not yet reaped
+    // (its `Child` is dropped without waiting).
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    // ru_maxrss is in KiB.
+    let peak = usage.ru_maxrss as u64 * 1024;
+    (
+        Output {
+            code,
+            stdout,
+            stderr,
+        },
+        peak,
+    )
+}
+
+/// What repx may hold at its peak while a job floods its logs: well below the flood.
+const PEAK_MEMORY: u64 = 256 << 20;
+
+/// Asserts that the committed job of stage `t` has a host log cut at 64K, with the marker.
+#[track_caller]
+fn assert_host_log_cut(lab: &TempDir, what: &str) {
+    let log = fs::read(output_of(lab.path(), "t").with_file_name("host.log")).unwrap();
+    assert!(
+        log.len() <= 64 * 1024 + 200,
+        "{what}: host.log of {} bytes",
+        log.len()
+    );
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.contains("[repx: log limit of 64K reached;"),
+        "{what}: no marker at the end of host.log: {:?}",
+        &text[text.len().saturating_sub(300)..]
+    );
+}
+
+#[test]
+fn tool_output_past_the_log_limit() {
+    // A granted tool prints 512 MiB under a 64K log limit: the host log keeps 64K and a
+    // marker, and repx streams the rest away instead of holding it.
+    for mode in ["pure", "impure"] {
+        let lab = flood_lab(
+            "test-tool",
+            r#"tool = "sh", args = ["-c", "head -c 536870912 /dev/zero; echo THE-END-OF-THE-FLOOD"], cwd = "/out""#,
+            &["sh"],
+            mode,
+        );
+        let (out, peak) = repx_peak_memory(lab.path(), &["run"]);
+        out.expect_code(0);
+        assert_host_log_cut(&lab, mode);
+        assert!(
+            peak < PEAK_MEMORY,
+            "{mode}: repx peaked at {} MiB",
+            peak >> 20
+        );
+    }
+}
+
+#[test]
+fn host_log_past_the_log_limit() {
+    // 512 calls of `log` with 1 MiB each, then 64 warnings of 1 MiB: the host log keeps
+    // 64K and a marker, repx's memory stays low, and the terminal gets a few cut warnings.
+    let lab = flood_lab("flood-host-log", "", &[], "pure");
+    let (out, peak) = repx_peak_memory(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_host_log_cut(&lab, "log");
+    assert!(peak < PEAK_MEMORY, "repx peaked at {} MiB", peak >> 20);
+    let warnings = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .count();
+    assert!(
+        out.stderr.len() < 32 * 1024 && warnings <= 21,
+        "{warnings} warnings, {} bytes on stderr",
+        out.stderr.len()
+    );
+}
+
+#[test]
+fn progress_and_log_flood() {
+    // A plugin reporting itself complete and logging in a tight loop, 300,000 times: what
+    // reaches repx's stdout is bounded by a rate (a progress event at most every 100 ms per
+    // job, and the first completion), not by the calls. The loop takes seconds, so fewer
+    // than 1000 lines is well above what the rate allows.
+    let lab = flood_lab("flood-progress", r#"calls = "300000""#, &[], "pure");
+    let out = repx(lab.path(), &["run", "--json"]);
+    out.expect_code(0);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    assert!(
+        events.len() < 1000,
+        "{} JSON lines ({} progress, {} warnings)",
+        events.len(),
+        count("progress"),
+        count("warning")
+    );
+    assert!(count("warning") <= 21, "{} warnings", count("warning"));
+    assert_eq!(count("job_finished"), 1);
+    assert!(
+        out.stderr.len() < 32 * 1024,
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+    assert_host_log_cut(&lab, "progress");
 }

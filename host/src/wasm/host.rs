@@ -5,10 +5,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::graph::id::ToolIdentity;
 use crate::lab::Mode;
 use crate::wasm::deadline::Deadline;
+use crate::wasm::log::LogPipe;
 use crate::wasm::policy::Policy;
 use crate::wasm::tools::{self, Invocation};
 
@@ -33,8 +35,11 @@ pub struct HostState {
     pub grants: Arc<[ToolIdentity]>,
     pub bubblewrap: Option<Arc<Path>>,
     pub observer: Arc<dyn Observer>,
-    /// The job's host log: log lines, and each tool run with its output.
-    pub log: Vec<u8>,
+    /// The job's host log: log lines, and each tool run with its output; it keeps up to
+    /// the job's log limit.
+    pub(crate) log: LogPipe,
+    /// Which progress reports and warnings go on to the observer.
+    pub gate: Gate,
     /// When the job's wall time is up, or the run interrupted: a tool still running then
     /// is killed.
     pub deadline: Deadline,
@@ -48,13 +53,13 @@ impl self::repx::stage::host::Host for HostState {
             request.args.join(" "),
             request.cwd
         );
-        self.log.extend_from_slice(line.as_bytes());
+        self.log.push(line.as_bytes());
         let outcome = self.invocation(&request).and_then(|invocation| {
             if let Some(program) = &invocation.guest_program
                 && self.policy.mode != Mode::Hermetic
             {
                 let line = format!("[`{program}` is no granted tool: it runs in the sandbox]\n");
-                self.log.extend_from_slice(line.as_bytes());
+                self.log.push(line.as_bytes());
             }
             tools::run(
                 invocation,
@@ -62,18 +67,17 @@ impl self::repx::stage::host::Host for HostState {
                 &self.grants,
                 self.bubblewrap.as_deref(),
                 &self.deadline,
+                &self.log,
             )
         });
         match outcome {
-            Ok(run) => {
-                self.log.extend_from_slice(&run.output);
+            Ok(status) => {
                 self.log
-                    .extend_from_slice(format!("[exit status {}]\n", run.status).as_bytes());
-                Ok(run.status)
+                    .push(format!("[exit status {status}]\n").as_bytes());
+                Ok(status)
             }
             Err(refusal) => {
-                self.log
-                    .extend_from_slice(format!("[refused: {refusal}]\n").as_bytes());
+                self.log.push(format!("[refused: {refusal}]\n").as_bytes());
                 Err(refusal)
             }
         }
@@ -86,15 +90,82 @@ impl self::repx::stage::host::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.log
-            .extend_from_slice(format!("[{tag}] {message}\n").as_bytes());
+        let parts: [&[u8]; 5] = [b"[", tag.as_bytes(), b"] ", message.as_bytes(), b"\n"];
+        for part in parts {
+            self.log.push(part);
+        }
         if matches!(level, Level::Warn | Level::Error) {
-            self.observer.warn(&message);
+            match self.gate.warning(&message) {
+                Some(Warning::Shown(shown)) => self.observer.warn(&shown),
+                Some(Warning::Last) => self.observer.warn(&format!(
+                    "more than {WARNINGS_SHOWN} warnings: the rest are only in the job's log"
+                )),
+                None => {}
+            }
         }
     }
 
     fn progress(&mut self, done: u64, total: u64) {
-        self.observer.progress(done, total);
+        if self.gate.progress(done, total, Instant::now()) {
+            self.observer.progress(done, total);
+        }
+    }
+}
+
+/// The least time between two progress reports of a job that go on to the observer.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// How many warnings of a job go on to the observer (and so to the terminal), and how many
+/// characters of each; the log keeps them whole, up to its limit.
+pub const WARNINGS_SHOWN: usize = 20;
+const WARNING_CHARS: usize = 400;
+
+/// What a plugin can put before the user besides its logs, bounded whatever it calls: a
+/// progress report at most every [`PROGRESS_EVERY`], and the first time the job reports
+/// itself complete (a change of state); the first [`WARNINGS_SHOWN`] warnings, each cut to
+/// [`WARNING_CHARS`] characters. Everything else is in the job's log only.
+#[derive(Default)]
+pub struct Gate {
+    /// When the last progress report went on, and whether it said complete.
+    progress: Option<(Instant, bool)>,
+    warnings: usize,
+}
+
+/// A warning that goes on to the observer.
+enum Warning {
+    Shown(String),
+    /// The one that says the others are not shown.
+    Last,
+}
+
+impl Gate {
+    /// Whether a progress report `done` of `total`, made at `now`, goes on.
+    fn progress(&mut self, done: u64, total: u64, now: Instant) -> bool {
+        let complete = done >= total;
+        let due = match self.progress {
+            None => true,
+            Some((last, was_complete)) => {
+                now.duration_since(last) >= PROGRESS_EVERY || (complete && !was_complete)
+            }
+        };
+        if due {
+            self.progress = Some((now, complete));
+        }
+        due
+    }
+
+    fn warning(&mut self, message: &str) -> Option<Warning> {
+        self.warnings = self.warnings.saturating_add(1);
+        match self.warnings {
+            n if n <= WARNINGS_SHOWN => Some(Warning::Shown(
+                match message.char_indices().nth(WARNING_CHARS) {
+                    Some((cut, _)) => format!("{}… (cut; whole in the job's log)", &message[..cut]),
+                    None => message.to_string(),
+                },
+            )),
+            n if n == WARNINGS_SHOWN + 1 => Some(Warning::Last),
+            _ => None,
+        }
     }
 }
 
@@ -211,5 +282,45 @@ fn stays_inside(path: &Path, dir: &Path) -> bool {
     match (path.canonicalize(), dir.canonicalize()) {
         (Ok(path), Ok(dir)) => path.starts_with(dir),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_goes_on_at_a_rate_and_at_the_first_completion() {
+        let mut gate = Gate::default();
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        assert!(gate.progress(1, 10, ms(0)));
+        assert!(!gate.progress(2, 10, ms(10)));
+        // Completion is a change of state: it goes on at once, but only once.
+        assert!(gate.progress(10, 10, ms(20)));
+        for n in 21..120 {
+            assert!(!gate.progress(10, 10, ms(n)));
+        }
+        assert!(gate.progress(10, 10, ms(120)));
+        // Going back and forth is no new completion until one went on in between.
+        assert!(!gate.progress(0, 10, ms(130)));
+        assert!(!gate.progress(10, 10, ms(140)));
+    }
+
+    #[test]
+    fn warnings_are_counted_and_cut() {
+        let mut gate = Gate::default();
+        let long = "w".repeat(10_000);
+        for _ in 0..WARNINGS_SHOWN {
+            match gate.warning(&long) {
+                Some(Warning::Shown(shown)) => {
+                    assert!(shown.starts_with(&"w".repeat(WARNING_CHARS)));
+                    assert!(shown.chars().count() < WARNING_CHARS + 50, "{shown}");
+                }
+                _ => panic!("a warning within the first {WARNINGS_SHOWN} was not shown"),
+            }
+        }
+        assert!(matches!(gate.warning("x"), Some(Warning::Last)));
+        assert!(gate.warning("x").is_none());
     }
 }

@@ -1,7 +1,10 @@
-//! A plugin's stdout or stderr, kept in memory up to a limit.
+//! One of a job's logs, kept in memory up to the job's log limit: the plugin's stdout, its
+//! stderr, and the host log (its `log` calls, and the tools it runs with what they print).
 //!
-//! Past the limit, output is dropped, not refused: a chatty plugin keeps running and its
-//! log ends with a marker saying how much was cut.
+//! Past the limit, output is dropped, not refused: a chatty plugin or tool keeps running
+//! and its log ends with a marker saying how much was cut. Everything a job writes to a
+//! log goes through [`LogPipe::push`] as it comes, so a log never holds more than the
+//! limit in memory, and its file never more than the limit and the marker.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,8 @@ impl LogPipe {
         }
     }
 
-    fn push(&self, data: &[u8]) {
+    /// Keeps what is left of `data` under the limit, and counts the rest.
+    pub fn push(&self, data: &[u8]) {
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let room = buffer.limit.saturating_sub(buffer.kept.len());
         let keep = data.len().min(room);

@@ -409,7 +409,8 @@ impl Runtime {
                         grants: job.grants,
                         bubblewrap: self.bubblewrap.clone(),
                         observer: job.observer,
-                        log: Vec::new(),
+                        log: LogPipe::new(job.limits.log),
+                        gate: host::Gate::default(),
                         deadline: waits.clone(),
                     },
                     memory,
@@ -422,7 +423,7 @@ impl Runtime {
                 let result = pre
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
-                let mut log = std::mem::take(&mut store.data_mut().host.log);
+                let mut log = store.data().host.log.contents();
                 let ending = match result {
                     Ok(Ok(())) => Ending::Exit(0),
                     Ok(Err(())) => Ending::Exit(1),

@@ -6,6 +6,26 @@
 //! mounts at their guest paths, and nothing else, with no network. In hermetic mode a tool
 //! must be a Nix store path, and runs as it is inside the Nix sandbox the job is built in.
 //!
+//! The sandbox holds whoever runs repx, root included: the tool is `nobody` (65534) in a
+//! user namespace of its own, with no capability (`--cap-drop ALL`: bubblewrap keeps them
+//! all for root otherwise), `no_new_privs`, no further user namespace, a session, pid,
+//! mount, network, IPC, UTS and cgroup namespace of its own, and `/proc/sys` read-only (a
+//! tool of root's is still uid 0 to the kernel's checks made by uid, not capability).
+//!
+//! No process a tool starts outlives it, in any mode. In the sandbox the tool is a child
+//! of bubblewrap's init in a pid namespace: when the tool exits, or bubblewrap is killed
+//! (at the deadline, or with repx, through `--die-with-parent`), the init dies and the
+//! kernel kills everything left in the namespace. In hermetic mode the Nix build's own pid
+//! namespace does the same when the build ends. On the host (impure mode) a
+//! tool runs under a reaper of its own, `repx reap-tool`, which is the child subreaper of
+//! the tool's tree and kills and reaps what is left of it when the tool returns or is
+//! stopped (see [`reaper`]). One reaper per tool, not one for repx: jobs run side by side
+//! in one repx process, and each tool's orphans must be told apart from the others'.
+//! A cgroup would do too, but is not given to every user.
+//!
+//! What a tool prints goes into the job's host log as it comes, up to the log limit; the
+//! rest is read and dropped, never held.
+//!
 //! An executable from an input was granted by no one: whatever wrote it (an upstream job,
 //! or in impure mode the plugin itself, through `/work`) may have put anything there. It
 //! runs in the bubblewrap sandbox in impure mode too, where it can do no more than the
@@ -24,7 +44,10 @@ use std::time::{Duration, Instant};
 use crate::graph::id::ToolIdentity;
 use crate::lab::Mode;
 use crate::wasm::deadline::Deadline;
+use crate::wasm::log::LogPipe;
 use crate::wasm::policy::Policy;
+
+mod reaper;
 
 /// Read-only system directories a sandboxed tool sees, where they exist.
 const SYSTEM_DIRS: &[&str] = &[
@@ -40,6 +63,9 @@ const SYSTEM_DIRS: &[&str] = &[
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
 ];
+
+/// The uid and gid of a sandboxed tool inside its user namespace: `nobody`'s.
+const SANDBOX_ID: &str = "65534";
 
 /// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it.
 pub fn resolve(name: &str, path_var: Option<&OsString>) -> Result<ToolIdentity, String> {
@@ -89,27 +115,25 @@ pub struct Invocation<'a> {
     pub stdout: Option<File>,
 }
 
-/// What a finished tool left.
-pub struct ToolRun {
-    pub status: i32,
-    /// Everything it printed that did not go to a file.
-    pub output: Vec<u8>,
-}
-
-/// Runs an invocation the way the job's mode requires; stops it at `deadline`: when the
-/// job's wall time is up, or at once when the run is interrupted.
-pub fn run(
+/// Runs an invocation the way the job's mode requires, and returns its exit status;
+/// stops it at `deadline`: when the job's wall time is up, or at once when the run is
+/// interrupted. What it prints that does not go to a file goes to `log` as it comes,
+/// which keeps only up to the job's log limit.
+pub(crate) fn run(
     invocation: Invocation,
     policy: &Policy,
     grants: &[ToolIdentity],
     bubblewrap: Option<&Path>,
     deadline: &Deadline,
-) -> Result<ToolRun, String> {
+    log: &LogPipe,
+) -> Result<i32, String> {
     let path = search_path(grants);
     let mut command = match (policy.mode, &invocation.guest_program) {
         // A hermetic job is inside the Nix sandbox already, which holds only its inputs
-        // and the store paths it was given: its tools run there as they are.
-        (Mode::Hermetic, _) | (Mode::Impure, None) => on_host(&invocation, policy, &path)?,
+        // and the store paths it was given: its tools run there as they are, and what
+        // they leave dies with the build's pid namespace.
+        (Mode::Hermetic, _) => on_host(&invocation, policy, &path, false)?,
+        (Mode::Impure, None) => on_host(&invocation, policy, &path, true)?,
         (Mode::Pure, None) => {
             let bwrap = bubblewrap.ok_or(
                 "pure-mode tools run inside bubblewrap, which is not installed: install it \
@@ -141,23 +165,32 @@ pub fn run(
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", invocation.program.display()))?;
-    // Both pipes are drained on their own threads, so a chatty tool never stalls on a full
-    // pipe, and a pipe held open by something the tool left behind cannot stall the job.
-    let (printed_tx, printed_rx) = mpsc::channel();
+    // Both pipes are drained on their own threads into the log, which drops what is past
+    // its limit: a chatty tool never stalls on a full pipe, nor fills memory. A pipe held
+    // open by something outside the tool's tree (given away over a socket) cannot stall
+    // the job, which waits for the pipes only until its deadline.
+    let (drained_tx, drained_rx) = mpsc::channel::<()>();
     let pipes: [Option<Box<dyn Read + Send>>; 2] = [
         child.stdout.take().map(|p| Box::new(p) as _),
         child.stderr.take().map(|p| Box::new(p) as _),
     ];
     for pipe in pipes.into_iter().flatten() {
-        let tx = printed_tx.clone();
+        let (tx, log) = (drained_tx.clone(), log.clone());
         std::thread::spawn(move || {
             let mut pipe = pipe;
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = tx.send(bytes);
+            let mut chunk = vec![0; PIPE_CHUNK];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => log.push(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
         });
     }
-    drop(printed_tx);
+    drop(drained_tx);
     let time_up = || {
         let why = if deadline.interrupted() {
             "the run was interrupted"
@@ -167,32 +200,48 @@ pub fn run(
         format!("`{}` was killed: {why}", invocation.program.display())
     };
     let status = wait_until(&mut child, deadline).ok_or_else(time_up)?;
-    let mut printed = Vec::new();
     for _ in 0..2 {
-        match printed_rx.recv_timeout(deadline.remaining()) {
-            Ok(bytes) => printed.extend_from_slice(&bytes),
+        match drained_rx.recv_timeout(deadline.remaining()) {
+            Ok(()) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => return Err(time_up()),
         }
     }
-    let status = status
+    Ok(status
         .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Ok(ToolRun {
-        status,
-        output: printed,
-    })
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// A granted tool on the host, in the host directory of its guest cwd.
-fn on_host(invocation: &Invocation, policy: &Policy, path: &OsString) -> Result<Command, String> {
+/// How much of a tool's output is read at once.
+const PIPE_CHUNK: usize = 64 * 1024;
+
+/// A granted tool on the host, in the host directory of its guest cwd; `reaped`, under a
+/// reaper of its own: `repx reap-tool`, which ends whatever the tool leaves running (see
+/// [`reaper`]).
+fn on_host(
+    invocation: &Invocation,
+    policy: &Policy,
+    path: &OsString,
+    reaped: bool,
+) -> Result<Command, String> {
     let (mount, rest) = policy.resolve(&invocation.cwd).ok_or_else(|| {
         format!(
             "cwd `{}` is outside the directories given to the plugin",
             invocation.cwd
         )
     })?;
-    let mut command = Command::new(&invocation.program);
+    let mut command = if reaped {
+        // This very binary, even if its file was replaced since it started.
+        let mut reaper = Command::new("/proc/self/exe");
+        reaper
+            .arg("reap-tool")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .arg(&invocation.program);
+        reaper
+    } else {
+        Command::new(&invocation.program)
+    };
     command
         .current_dir(mount.host.join(rest))
         .args(invocation.args)
@@ -200,6 +249,15 @@ fn on_host(invocation: &Invocation, policy: &Policy, path: &OsString) -> Result<
         .envs(invocation.env.iter().cloned())
         .env("PATH", path);
     Ok(command)
+}
+
+/// `repx reap-tool PARENT -- PROGRAM [ARGS]…`: runs a host tool under this process as its
+/// reaper (see [`reaper`]); returns the exit code.
+pub fn reap(parent: u32, command: &[OsString]) -> i32 {
+    match command.split_first() {
+        Some((program, args)) => reaper::main(parent, program, args, STOP_GRACE),
+        None => 127,
+    }
 }
 
 /// Waits for `child` to exit, or stops it at `deadline` (its wall time up, or the run
@@ -229,8 +287,13 @@ fn wait_until(child: &mut Child, deadline: &Deadline) -> Option<ExitStatus> {
 /// stage's next build would otherwise take as up to date.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a stopped reaper has, beyond [`STOP_GRACE`], to kill and reap the tool's tree.
+const REAP_GRACE: Duration = Duration::from_secs(3);
+
 /// Stops `child`'s process group: SIGTERM, then SIGKILL to whatever is left after
-/// [`STOP_GRACE`]. In pure mode `child` is bubblewrap, whose sandbox dies with it.
+/// [`STOP_GRACE`] and [`REAP_GRACE`]. On the host `child` is the tool's reaper, which kills
+/// the tool's whole tree after the first; in pure mode it is bubblewrap, whose sandbox
+/// dies with it.
 fn stop(child: &mut Child) {
     let Ok(pid) = libc::pid_t::try_from(child.id()) else {
         let _ = child.kill();
@@ -240,7 +303,7 @@ fn stop(child: &mut Child) {
     // SAFETY: plain system calls on the group `child` leads; `child` is not reaped until
     // the end, so its id, and with it the group's, cannot have been reused.
     unsafe { libc::kill(-pid, libc::SIGTERM) };
-    let until = Instant::now() + STOP_GRACE;
+    let until = Instant::now() + STOP_GRACE + REAP_GRACE;
     while Instant::now() < until && !has_exited(pid) {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -269,12 +332,35 @@ fn sandboxed(
 ) -> Command {
     let mut c = Command::new(bwrap);
     c.args([
+        // Every namespace: mounts, pids, network, IPC, hostname, cgroups.
         "--unshare-all",
+        // A user namespace of its own, in which the tool is `nobody`. Without it, the
+        // bubblewrap of a repx run as root leaves the tool root with nearly every
+        // capability: `mount -o remount,rw` makes each read-only bind writable, `mknod`
+        // reaches the host's disks.
+        "--unshare-user",
+        "--uid",
+        SANDBOX_ID,
+        "--gid",
+        SANDBOX_ID,
+        // No capability at all, not even inside its namespace (bubblewrap keeps them for
+        // root), and no further user namespace, in which it would get them back.
+        "--cap-drop",
+        "ALL",
+        "--disable-userns",
+        // Its pid namespace dies with bubblewrap, and bubblewrap with repx: nothing the
+        // tool starts outlives it.
         "--die-with-parent",
+        // No terminal to push input into (TIOCSTI), no signals from the job's session.
         "--new-session",
         "--clearenv",
     ]);
-    c.args(["--proc", "/proc", "--dev", "/dev"]);
+    // The host sees the tool as the user running repx: as root, uid 0 still passes the
+    // kernel's checks made by uid rather than by capability, those of `/proc/sys` among
+    // them (`kernel.core_pattern` runs a program as root). Read-only there, so that they
+    // read only.
+    c.args(["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]);
+    c.args(["--dev", "/dev"]);
     // A granted tool's own directory that lies inside one of the job's mounts (a tool kept
     // under /tmp) goes on top of it, or the mount would hide the tool. Every other directory
     // goes below the job's mounts, which win: a tool in /tmp itself, or in /, must not

@@ -8,13 +8,15 @@
 //! ones their `duration_s`: for a failed job, from its start to its failure as this run
 //! saw them (`null` if it failed before it started, as when SLURM refuses a batch). Failed
 //! jobs carry the `error` and the `log` command, skipped ones the `failed_upstream` stage.
-//! The last line counts the jobs by outcome. A job's `progress` events come at most every
-//! [`PROGRESS_EVERY`], and always when it is complete.
+//! The last line counts the jobs by outcome. A job's `progress` events are the reports its
+//! plugin made that the host let through: at most one every
+//! [`PROGRESS_EVERY`](crate::wasm::host::PROGRESS_EVERY), and the first that says it is
+//! complete (see [`crate::wasm::host::Gate`]), however often the plugin calls.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
@@ -22,17 +24,12 @@ use super::{Context, short};
 use crate::graph::JobIndex;
 use crate::sched::{Event, Summary};
 
-/// The least time between two progress events of one job.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-
 pub struct Json {
     context: Context,
     started: Instant,
     /// Started jobs: their ids, for their progress events, and when they started, for
     /// the duration of those that fail (the scheduler times only the jobs that finish).
     started_jobs: Mutex<HashMap<JobIndex, (String, Instant)>>,
-    /// When each job's last progress event went out.
-    progress: Mutex<HashMap<JobIndex, Instant>>,
     out: Mutex<std::io::Stdout>,
 }
 
@@ -42,7 +39,6 @@ impl Json {
             context,
             started: Instant::now(),
             started_jobs: Mutex::default(),
-            progress: Mutex::default(),
             out: Mutex::new(std::io::stdout()),
         }
     }
@@ -125,16 +121,6 @@ impl Json {
                 object
             }
             Event::Progress { job, done, total } => {
-                let now = Instant::now();
-                let mut last = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last
-                    .get(job)
-                    .is_none_or(|t| now.duration_since(*t) >= PROGRESS_EVERY);
-                if !due && done < total {
-                    return;
-                }
-                last.insert(*job, now);
-                drop(last);
                 let id = self.started_id(*job);
                 let mut object = self.job("progress", *job, id.as_deref());
                 object.insert("done".into(), (*done).into());
