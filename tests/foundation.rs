@@ -1295,8 +1295,10 @@ fn compiled_plugins_are_cached_outside_the_lab_and_reused_by_a_fresh_store() {
     // Nothing compiled lies in the lab's directory or its store, which plugins write.
     assert_eq!(artifacts(first.path()), Vec::<std::path::PathBuf>::new());
 
-    // Another lab, another store: every job runs, no plugin is compiled again.
-    let before = tree_state(cache.path());
+    // Another lab, another store: every job runs, no plugin is compiled again. (The
+    // stores are in the same cache directory, beside the compiled plugins.)
+    let compiled_dir = cache.path().join("repx/wasm");
+    let before = tree_state(&compiled_dir);
     let second = copy_example("simple");
     let run = repx_caching_in(second.path(), &["run"], cache.path());
     run.expect_code(0);
@@ -1304,7 +1306,7 @@ fn compiled_plugins_are_cached_outside_the_lab_and_reused_by_a_fresh_store() {
         run.summary(),
         "3 jobs: 3 ran, 0 cached, 0 failed, 0 skipped"
     );
-    assert_eq!(tree_state(cache.path()), before, "the cache was rewritten");
+    assert_eq!(tree_state(&compiled_dir), before, "the cache was rewritten");
     assert_eq!(artifacts(second.path()), Vec::<std::path::PathBuf>::new());
 }
 
@@ -1332,7 +1334,7 @@ fn a_cached_artifact_is_what_runs() {
     // contract-check's artifact replaced by generate's: contract-check, run in a fresh
     // store, is generate.
     fs::copy(&generate[0], &contract_check[0]).unwrap();
-    remove_tree(&dir.path().join(".repx"));
+    remove_tree(&common::default_store(dir.path()));
     ad_hoc(&plugin_wasm("contract-check"), "swapped", "n=3");
     let out = dir.path().join("swapped");
     assert!(!out.join("report.json").exists());

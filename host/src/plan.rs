@@ -256,14 +256,19 @@ fn inside(path: &Path, dir: &Path) -> bool {
 }
 
 /// Copies a `path:` input into the store by content (once) and returns its hash. A store
-/// inside the input (`--input data=.` beside `.repx`) is left out of both: it is no part of
-/// the source, and copying it into itself would never end.
+/// inside the input (`--store` in `--input data=.`), or the project's `.repx` link to its
+/// store, is left out of both: it is no part of the source, and copying a store into
+/// itself would never end.
 fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
     let err = |e: &dyn std::fmt::Display| PlanError::Input {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let inner = store_inside(path, store.root());
+    let link = path.join(store::DEFAULT_DIR);
+    let inner = store_inside(path, store.root()).or_else(|| {
+        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink());
+        is_link.then(|| store::DEFAULT_DIR.into())
+    });
     if inner
         .as_ref()
         .is_some_and(|inner| inner.as_os_str().is_empty())

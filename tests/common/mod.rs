@@ -54,6 +54,7 @@ impl TempDir {
         );
         let path = std::env::temp_dir().join(name);
         remove_tree(&path);
+        remove_tree(&cache_home_of(&path));
         fs::create_dir_all(&path).expect("creating a temporary directory");
         TempDir { path }
     }
@@ -72,7 +73,38 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         remove_tree(&self.path);
+        remove_tree(&cache_home_of(&self.path));
     }
+}
+
+/// The `XDG_CACHE_HOME` of every `repx` a test runs in `dir`: beside the test's temporary
+/// directory (`<tmp>/repx-test-…` gets `<tmp>/repx-test-….cache`), so the default stores
+/// (`$XDG_CACHE_HOME/repx/stores/…`) lie outside the lab, as they do for users, are removed
+/// with it, and nothing lands in the real `~/.cache`.
+pub fn cache_home(dir: &Path) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match dir.ancestors().find(|a| a.parent() == Some(tmp.as_path())) {
+        Some(test)
+            if test
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("repx-test-")) =>
+        {
+            cache_home_of(test)
+        }
+        _ => tmp.join(format!("repx-test-cache-{}", std::process::id())),
+    }
+}
+
+fn cache_home_of(test_dir: &Path) -> PathBuf {
+    let mut name = test_dir.as_os_str().to_owned();
+    name.push(".cache");
+    PathBuf::from(name)
+}
+
+/// The default store of the project `lab`, where `repx` run in it puts it.
+pub fn default_store(lab: &Path) -> PathBuf {
+    fs::canonicalize(lab.join(".repx")).expect("the .repx link to the store")
 }
 
 /// Makes everything under `path` writable by its owner (committed outputs are read-only).
@@ -264,7 +296,8 @@ pub fn repx_command(dir: &Path, args: &[&str]) -> Command {
     command
         .args(args)
         .current_dir(dir)
-        .env("REPX_CACHE_DIR", cache_dir());
+        .env("REPX_CACHE_DIR", cache_dir())
+        .env("XDG_CACHE_HOME", cache_home(dir));
     command
 }
 

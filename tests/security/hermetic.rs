@@ -16,7 +16,7 @@ fn pure_and_hermetic(plugin: &str, params: &str) -> (String, String) {
     refusals(lab.path(), &pure, "attack");
     let pure_result =
         fs::read_to_string(output_of(lab.path(), "attack").join("result.txt")).unwrap();
-    crate::common::remove_tree(&lab.path().join(".repx"));
+    crate::common::remove_tree(&crate::common::default_store(lab.path()));
 
     let before = HostState::of(lab.path());
     let builder = static_repx();

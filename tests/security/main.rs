@@ -16,6 +16,8 @@
 //! - `crash`: `repx run` SIGKILLed at 64 moments spread over runs of a few hundred jobs (at
 //!   least 50 must interrupt one), each resumed; nothing reported done is lost.
 //! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
+//! - `impure`: an impure plugin against what stays out of its reach: the store behind the
+//!   project's `.repx` link.
 //!
 //! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)
 //! and the static repx that `scripts/test` builds.
@@ -27,6 +29,7 @@ mod crash;
 mod filesystem;
 mod grants;
 mod hermetic;
+mod impure;
 mod integrity;
 mod limits;
 mod tools;
@@ -139,6 +142,8 @@ impl HostState {
 pub fn pwned_files(lab: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![lab.to_path_buf()];
+    // The store lies outside the lab, behind the `.repx` link, which the walk does not follow.
+    stack.extend(fs::canonicalize(lab.join(".repx")));
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let kind = entry.file_type().unwrap();

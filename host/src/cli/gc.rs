@@ -19,13 +19,13 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
     let current = Lab::load(&cli.lab);
     let store_dir = match (&current, &cli.store) {
         (_, Some(store)) => store.clone(),
-        (Ok(lab), None) => store_path(cli, lab),
+        (Ok(lab), None) => store_path(cli, lab)?,
         (Err(_), None) => return Err(current.err().map(CliError::from).expect("an error")),
     };
     let store = Store::open(&store_dir)?;
     let mut roots = store.roots()?;
     if let Ok(lab) = &current
-        && store_path(cli, lab) == store_dir
+        && store_path(cli, lab).is_ok_and(|s| s == store_dir)
         && !roots.iter().any(|r| same_file(&r.lab, &lab.file))
     {
         roots.push(Root {

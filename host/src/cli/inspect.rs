@@ -17,7 +17,7 @@ pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");
     }
-    let store = Store::open_reader(&store_path(cli, &lab))?;
+    let store = Store::open_reader(&store_path(cli, &lab)?)?;
     Ok((lab, store))
 }
 

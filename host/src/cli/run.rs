@@ -14,7 +14,7 @@ use crate::graph::JobGraph;
 use crate::lab::{Input, Lab, Mode, Pipeline, PluginRef, Run, Stage, did_you_mean};
 use crate::plan::Plan;
 use crate::sched::{Force, Options, local};
-use crate::store::{self, Store};
+use crate::store::{self, Store, location};
 use crate::wasm::Runtime;
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
@@ -44,7 +44,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         }
         return Ok(exit::SUCCESS);
     }
-    let store = Store::open(&store_path(cli, &lab))?;
+    check_store_out_of_reach(cli, &lab, mode)?;
+    let store = Store::open(&store_path(cli, &lab)?)?;
     if args.plugin.is_none() {
         // `repx gc` keeps what this lab's runs reach, in this mode.
         store.add_root(&lab.file, mode)?;
@@ -190,29 +191,10 @@ fn writable_by_jobs<'a>(
     if let Some(project) = project {
         writable.push(("the project directory of impure jobs", project));
     }
-    let real = real_path(cache);
+    let real = location::real_path(cache);
     writable
         .into_iter()
-        .find(|(_, dir)| real.starts_with(real_path(dir)))
-}
-
-/// `path` absolute, with symbolic links resolved as far as it exists.
-fn real_path(path: &Path) -> PathBuf {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = path.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = existing.canonicalize() {
-            return rest.iter().rev().fold(real, |p, part| p.join(part));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
-            }
-            _ => return path,
-        }
-    }
+        .find(|(_, dir)| real.starts_with(location::real_path(dir)))
 }
 
 /// `--nix-option NAME=VALUE` as pairs.
@@ -230,10 +212,46 @@ fn nix_options(given: &[String]) -> Result<Vec<(String, String)>, CliError> {
         .collect()
 }
 
-pub fn store_path(cli: &Cli, lab: &Lab) -> PathBuf {
-    cli.store
-        .clone()
-        .unwrap_or_else(|| lab.dir.join(store::DEFAULT_DIR))
+/// The store of `lab`: `--store`, else the project's own store outside it (see
+/// [`store::location`]), with the `.repx` link to it made or checked.
+pub fn store_path(cli: &Cli, lab: &Lab) -> Result<PathBuf, CliError> {
+    if let Some(store) = &cli.store {
+        return Ok(store.clone());
+    }
+    let store = location::default_store(&lab.dir).map_err(invalid)?;
+    if let location::Linked::Moved { from } = location::link(&lab.dir, &store).map_err(invalid)? {
+        eprintln!(
+            "note: {} led to {}, the store of the project's former place; it now leads to \
+             this project's store, {}",
+            lab.dir.join(store::DEFAULT_DIR).display(),
+            from.display(),
+            store.display()
+        );
+    }
+    Ok(store)
+}
+
+/// An explicit `--store` inside the project is writable by impure jobs at `/work`: refused,
+/// before the store is touched, when a stage of the lab is impure in this run's mode.
+fn check_store_out_of_reach(cli: &Cli, lab: &Lab, mode: Option<Mode>) -> Result<(), CliError> {
+    let Some(dir) = &cli.store else {
+        return Ok(());
+    };
+    let impure = lab
+        .stages
+        .values()
+        .find(|stage| mode.unwrap_or(stage.mode) == Mode::Impure);
+    match impure {
+        Some(stage) if location::inside(dir, &lab.dir) => Err(invalid(format!(
+            "--store {}: the store lies inside the project directory {}, which impure \
+             stage `{}` may write at /work, outputs and records included; name a store \
+             outside the project, or leave --store out to use the project's own",
+            dir.display(),
+            lab.dir.display(),
+            stage.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Splits targets into run names and job-id prefixes; returns the runs to expand and,

@@ -173,7 +173,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");
     }
-    let store = Store::open_worker(&super::run::store_path(cli, &lab))?;
+    let store = Store::open_worker(&super::run::store_path(cli, &lab)?)?;
     let runs: Vec<&str> = batch.runs.iter().map(String::as_str).collect();
     if let Some(run) = runs.iter().find(|r| !lab.runs.contains_key(**r)) {
         return Err(invalid(format!(

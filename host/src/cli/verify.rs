@@ -21,7 +21,7 @@ pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
             )));
         }
         Some(root) => root.clone(),
-        None => store_path(cli, &Lab::load(&cli.lab)?),
+        None => store_path(cli, &Lab::load(&cli.lab)?)?,
     };
     let store = Store::open(&root)?;
     let report = verify::verify(&store);

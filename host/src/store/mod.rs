@@ -1,6 +1,7 @@
 //! The store: committed job outputs, their records, logs, and source snapshots.
 //!
-//! Layout under the store root (default `.repx/` beside the lab):
+//! Layout under the store root (by default outside the project, linked as its `.repx`;
+//! see [`location`]):
 //! ```text
 //! records.jsonl        append-only, one Record per committed job (last one per id wins)
 //! jobs/<id>/out/       a committed output, read-only
@@ -32,6 +33,7 @@
 
 mod commit;
 pub mod gc;
+pub mod location;
 mod tree;
 pub mod verify;
 
@@ -53,7 +55,7 @@ pub use tree::{
 /// The file beside a job's `out/` listing every entry and its digest.
 pub const MANIFEST: &str = "manifest.json";
 
-/// The store directory's name beside a lab.
+/// The name of the link to a project's store in the project (see [`location`]).
 pub const DEFAULT_DIR: &str = ".repx";
 
 #[derive(Debug, thiserror::Error)]
