@@ -855,3 +855,19 @@ fn progress_and_log_flood() {
     );
     assert_host_log_cut(&lab, "progress");
 }
+
+#[test]
+fn long_stderr_line_on_failure() {
+    // The failure message quotes the tail of stderr on the terminal: one 60 KiB line, under
+    // a 64K log limit, is kept whole in the log and cut in the message.
+    let lab = flood_lab("fail-long-line", "", &[], "pure");
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(1);
+    let message = failure(&out, "t");
+    assert!(message.contains("eeee… (cut)"), "{message}");
+    assert!(
+        out.stderr.len() < 4096,
+        "{} bytes on stderr",
+        out.stderr.len()
+    );
+}

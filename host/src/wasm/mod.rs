@@ -196,8 +196,10 @@ pub struct Finished {
 /// Why a job of an interrupted run failed.
 const INTERRUPTED: &str = "interrupted: the run was cancelled";
 
-/// How many lines of stderr a failure message carries.
+/// How many lines of stderr a failure message carries, and how many characters of each: the
+/// message goes to the terminal, whatever the plugin printed; its log has the rest.
 const STDERR_TAIL_LINES: usize = 10;
+const STDERR_TAIL_CHARS: usize = 300;
 
 impl Finished {
     /// Why the run failed, with the tail of its stderr; `None` when it succeeded.
@@ -209,7 +211,14 @@ impl Finished {
         };
         let text = String::from_utf8_lossy(&self.stderr);
         let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+        let tail: Vec<String> = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..]
+            .iter()
+            .map(|line| match line.char_indices().nth(STDERR_TAIL_CHARS) {
+                Some((cut, _)) => format!("{}… (cut)", &line[..cut]),
+                None => line.to_string(),
+            })
+            .collect();
+        let tail = tail.join("\n");
         Some(if tail.is_empty() {
             failure
         } else {
