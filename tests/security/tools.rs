@@ -509,11 +509,16 @@ fn tool_pure_unprivileged_as_a_user() {
     let lab = pure_tool_lab(false);
     user.give(lab.path());
     let before = HostState::of(lab.path());
+    // The default store goes where the tests put it, which the user makes.
+    let stores = crate::common::cache_home(lab.path());
     let out = user.run(
         &repx_copy,
         lab.path(),
         &["run", "--continue-on-failure"],
-        &[("REPX_CACHE_DIR", cache.to_str().unwrap())],
+        &[
+            ("REPX_CACHE_DIR", cache.to_str().unwrap()),
+            ("XDG_CACHE_HOME", stores.to_str().unwrap()),
+        ],
     );
     assert_untouched(lab.path(), &before);
     assert_pure_tool_held(&lab, &out, &user.name);
