@@ -5,10 +5,11 @@
 //! after it was pinned.
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{Output, TempDir, job_dirs, plugin_wasm_p1, repx, repx_within};
-use crate::{HostState, LIMITS, assert_untouched, attack_lab, failure, hostile};
+use crate::{HostState, LIMITS, assert_untouched, attack_lab, failure, handmade, hostile};
 
 /// A lab with the attack stage `attack` (plugin file `plugins/<file>`) and an independent
 /// stage `bystander`, both in one run.
@@ -93,6 +94,79 @@ fn memory_bomb_core_module() {
     fails_naming(&lab, "memory limit of 64M exceeded");
 }
 
+/// A lab whose attack stage runs a plugin encoded by [`handmade`], `bytes`.
+fn handmade_lab(bytes: &[u8]) -> TempDir {
+    let lab = limit_lab("handmade.wasm");
+    fs::write(lab.path().join("plugins/handmade.wasm"), bytes).unwrap();
+    lab
+}
+
+#[test]
+fn many_memories_each_under_the_limit() {
+    // 24 memories of 60 MiB: each under the 64M limit, 1.4G together. The job's memories
+    // share its limit.
+    let lab = handmade_lab(&handmade::many_memories(24, 60 << 20, false));
+    fails_naming(&lab, "memory limit of 64M exceeded");
+}
+
+#[test]
+fn a_few_memories_over_the_limit_together() {
+    // 3 memories of 30 MiB, within the count a plugin may have: 90M together.
+    let lab = handmade_lab(&handmade::many_memories(3, 30 << 20, false));
+    fails_naming(&lab, "memory limit of 64M exceeded");
+}
+
+#[test]
+fn memories_held_by_one_job_leave_the_pool_to_others() {
+    // The attack holds 32 memories of a page each, spinning until its time limit: every
+    // pooled memory of a run at -j 2, had one job been allowed that many. The bystander
+    // starts while it holds them: it is impure, and scans its project's files first.
+    let toml = format!(
+        r#"
+[stages.attack]
+plugin = "plugins/handmade.wasm"
+{LIMITS}
+
+[stages.bystander]
+plugin = "plugins/generate.wasm"
+mode = "impure"
+params = {{ n = 4 }}
+
+[pipelines.attack]
+stages = ["attack"]
+
+[pipelines.bystander]
+stages = ["bystander"]
+
+[runs.main]
+pipelines = ["attack", "bystander"]
+"#
+    );
+    let lab = attack_lab(&toml, &["generate"]);
+    let bytes = handmade::many_memories(32, handmade::PAGE, true);
+    fs::write(lab.path().join("plugins/handmade.wasm"), bytes).unwrap();
+    let filler = lab.path().join("filler");
+    fs::create_dir(&filler).unwrap();
+    for i in 0..5000 {
+        fs::write(filler.join(i.to_string()), "").unwrap();
+    }
+    let out = repx_within(
+        lab.path(),
+        &["run", "--continue-on-failure", "-j", "2"],
+        Duration::from_secs(60),
+    );
+    out.expect_code(1);
+    assert_eq!(out.ran(), ["bystander"], "{}", out.stderr);
+    let data = crate::common::read_output(lab.path(), "data.csv");
+    assert_eq!(data.lines().count(), 5, "{data}");
+    assert_eq!(data.lines().nth(1), Some("0,2"), "{data}");
+    let message = failure(&out, "attack");
+    assert!(
+        message.contains("memory limit: a plugin may have at most 4 linear memories"),
+        "{message}"
+    );
+}
+
 #[test]
 fn infinite_loop() {
     hits_limit("infinite-loop", "wall-time limit of 2s exceeded");
@@ -113,6 +187,131 @@ fn infinite_loop_core_module() {
 fn sleep_forever() {
     // Blocked in the host, not running wasm: the sleep itself is cut at the deadline.
     hits_limit("sleep-forever", "wall-time limit of 2s exceeded");
+}
+
+/// `limit_lab` with the plugin file `plugin` as the attack, and `extra` lines in its
+/// `[stages.attack]`.
+fn attack_with(plugin: &Path, extra: &str) -> TempDir {
+    let lab = limit_lab("attack.wasm");
+    fs::copy(plugin, lab.path().join("plugins/attack.wasm")).unwrap();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let toml = toml.replacen(
+        "[stages.attack]\n",
+        &format!("[stages.attack]\n{extra}\n"),
+        1,
+    );
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    lab
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a plain system call on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+}
+
+#[test]
+fn sleep_forever_core_module() {
+    // A wasip1 module's sleep is a `poll_oneoff` on a clock, in the host.
+    let lab = attack_with(&plugin_wasm_p1("sleep-forever"), "");
+    fails_naming(&lab, "wall-time limit of 2s exceeded");
+}
+
+#[test]
+fn fifo_made_by_a_pure_tool() {
+    // Opening a FIFO no one writes blocks in the kernel: refused before it is opened.
+    let lab = attack_with(&hostile("mkfifo-then-open"), r#"tools = ["mkfifo"]"#);
+    fails_naming(&lab, "refused to open `fifo`: it is a FIFO");
+}
+
+#[test]
+fn fifo_in_the_project() {
+    let lab = attack_with(&hostile("open-fifo"), r#"mode = "impure""#);
+    mkfifo(&lab.path().join("pipe"));
+    fails_naming(&lab, "refused to open `pipe`: it is a FIFO");
+}
+
+#[test]
+fn fifo_in_the_project_core_module() {
+    // A core module's open is not looked at first: the watchdog wakes it at the deadline.
+    let lab = attack_with(&plugin_wasm_p1("open-fifo"), r#"mode = "impure""#);
+    mkfifo(&lab.path().join("pipe"));
+    fails_naming(&lab, "wall-time limit of 2s exceeded");
+}
+
+/// How long an interrupted run may take to exit: far below the day its plugin would
+/// block, far above what stopping takes on a slow machine.
+const STOP_BOUND: Duration = Duration::from_secs(20);
+
+#[test]
+fn ctrl_c_stops_plugins_blocked_in_the_host() {
+    let cases = [
+        ("sleep-forever", "pure", "asleep"),
+        ("open-fifo", "impure", "opening"),
+    ];
+    for (plugin, mode, mark) in cases {
+        let toml = format!(
+            r#"
+[stages.slow]
+plugin = "plugins/slow.wasm"
+mode = "{mode}"
+
+[pipelines.main]
+stages = ["slow"]
+
+[runs.main]
+pipelines = ["main"]
+"#
+        );
+        let lab = attack_lab(&toml, &[]);
+        fs::copy(plugin_wasm_p1(plugin), lab.path().join("plugins/slow.wasm")).unwrap();
+        mkfifo(&lab.path().join("pipe"));
+        let mut run = crate::common::repx_command(lab.path(), &["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Blocked once it left its mark in its staged /out (plugins compile first).
+        let marked = Instant::now();
+        while !staged(&lab.path().join(".repx/tmp"), mark) {
+            if marked.elapsed() > Duration::from_secs(300) || run.try_wait().unwrap().is_some() {
+                let _ = run.kill();
+                panic!("{plugin}: no /out/{mark} while it ran");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = libc::pid_t::try_from(run.id()).unwrap();
+        // SAFETY: a plain system call; the child is not reaped yet, so `pid` is still it.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let signalled = Instant::now();
+        let status = loop {
+            if let Some(status) = run.try_wait().unwrap() {
+                break status;
+            }
+            if signalled.elapsed() > STOP_BOUND {
+                let _ = run.kill();
+                let _ = run.wait();
+                panic!("{plugin} ({mode}): still running {STOP_BOUND:?} after Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(130), "{plugin} ({mode})");
+        assert!(job_dirs(lab.path()).is_empty(), "{plugin} ({mode})");
+    }
+}
+
+/// Whether a file named `name` lies in an `out` directory under `dir`.
+fn staged(dir: &Path, name: &str) -> bool {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            (path.ends_with(format!("out/{name}")) && !path.is_dir())
+                || (entry.file_type().is_ok_and(|t| t.is_dir()) && staged(&path, name))
+        })
 }
 
 #[test]

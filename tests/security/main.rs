@@ -28,6 +28,7 @@ mod common;
 mod crash;
 mod filesystem;
 mod grants;
+mod handmade;
 mod hermetic;
 mod impure;
 mod integrity;

@@ -8,7 +8,7 @@ use std::time::Duration;
 /// What one job of a stage may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
-    /// Linear memory, in bytes, across the plugin's memories.
+    /// Bytes of the plugin's linear memories and tables, all of them together.
     pub memory: u64,
     /// Wall time of the plugin, tools included.
     pub time: Duration,

@@ -10,6 +10,7 @@ mod cache;
 mod deadline;
 pub mod host;
 mod log;
+mod open;
 mod output;
 pub mod policy;
 mod refusal;
@@ -99,7 +100,7 @@ struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
     host: HostState,
-    memory: MemoryLimit,
+    memory: MemoryBudget,
     output: OutputLimit,
     /// When the job's wall time is up or the run is interrupted; host calls that wait
     /// end there.
@@ -114,6 +115,15 @@ impl streams::StreamsView for ComponentState {
                 table: &mut self.table,
             },
             output: &mut self.output,
+        }
+    }
+}
+
+impl open::OpenView for ComponentState {
+    fn files(&mut self) -> wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_> {
+        wasmtime_wasi::filesystem::WasiFilesystemCtxView {
+            ctx: self.wasi.filesystem(),
+            table: &mut self.table,
         }
     }
 }
@@ -135,37 +145,120 @@ impl WasiView for ComponentState {
 
 struct ModuleState {
     wasi: WasiP1Ctx,
-    memory: MemoryLimit,
+    memory: MemoryBudget,
     output: OutputLimit,
+    deadline: deadline::Deadline,
+    /// wasmtime-wasi's `poll_oneoff`, for polls that are not sleeps.
+    poll: Option<wasmtime::Func>,
 }
 
-/// Refuses memory growth past the stage's limit, as a trap naming the limit.
-struct MemoryLimit(u64);
+impl deadline::ModuleWaits for ModuleState {
+    fn wasi(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
 
-impl ResourceLimiter for MemoryLimit {
+    fn deadline(&self) -> deadline::Deadline {
+        self.deadline.clone()
+    }
+
+    fn original_poll(&mut self) -> &mut Option<wasmtime::Func> {
+        &mut self.poll
+    }
+}
+
+/// The most core module instances, linear memories and tables one job's plugin may have.
+/// A Rust component has 3, 1 and 2; a core module has one of each at most (the pool's
+/// per-module bound). The pool is sized from these, so that no job can take what another
+/// job of the run needs (see [`Runtime::new`]).
+const MAX_INSTANCES: u32 = 32;
+const MAX_MEMORIES: u32 = 4;
+const MAX_TABLES: u32 = 8;
+
+/// What one table element costs against the memory limit: the pointer wasmtime keeps
+/// for it.
+const TABLE_ELEMENT: u64 = std::mem::size_of::<usize>() as u64;
+
+/// One job's memory budget: every linear memory and every table of its plugin counts,
+/// together, against the stage's `memory` limit. Each growth adds its size, once: O(1).
+struct MemoryBudget {
+    limit: u64,
+    /// Bytes of all the job's memories and tables, as granted.
+    used: u64,
+    /// The last growth granted, taken back if it fails after all.
+    granted: u64,
+}
+
+impl MemoryBudget {
+    fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget {
+            limit,
+            used: 0,
+            granted: 0,
+        }
+    }
+
+    /// Grants a growth from `current` to `desired` bytes, or traps naming the limit.
+    fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        let total = self.used.saturating_add(growth);
+        if total > self.limit {
+            return Err(wasmtime::format_err!(
+                "memory limit of {} exceeded (the plugin asked for {} in all, its linear \
+                 memories and tables together)",
+                limits::bytes(self.limit),
+                limits::bytes(total)
+            ));
+        }
+        self.used = total;
+        self.granted = growth;
+        Ok(true)
+    }
+
+    fn failed(&mut self) {
+        self.used -= std::mem::take(&mut self.granted);
+    }
+}
+
+impl ResourceLimiter for MemoryBudget {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.0 {
-            return Err(wasmtime::format_err!(
-                "memory limit of {} exceeded (the plugin asked for {})",
-                limits::bytes(self.0),
-                limits::bytes(desired as u64)
-            ));
-        }
-        Ok(true)
+        self.grow(current as u64, desired as u64)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.failed();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        let bytes = |elements: usize| (elements as u64).saturating_mul(TABLE_ELEMENT);
+        self.grow(bytes(current), bytes(desired))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.failed();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES as usize
     }
 }
 
@@ -192,9 +285,6 @@ pub struct Finished {
     pub stderr: Vec<u8>,
     pub host_log: Vec<u8>,
 }
-
-/// Why a job of an interrupted run failed.
-const INTERRUPTED: &str = "interrupted: the run was cancelled";
 
 /// How many lines of stderr a failure message carries, and how many characters of each: the
 /// message goes to the terminal, whatever the plugin printed; its log has the rest.
@@ -235,6 +325,7 @@ pub struct Runtime {
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     bubblewrap: Option<Arc<Path>>,
     interrupt: deadline::Interrupt,
+    watchdog: deadline::Watchdog,
     /// Tells the epoch ticker thread to stop.
     stop_ticker: Arc<AtomicBool>,
 }
@@ -250,11 +341,18 @@ impl Runtime {
     pub fn new(cache: Option<PathBuf>, concurrency: usize) -> Result<Runtime, RuntimeError> {
         let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
+        // A job holds one component instance (none for a core module) and at most the
+        // per-job bounds of core instances, memories and tables, which its store's
+        // limiter enforces as it instantiates: however many a plugin asks for, the jobs
+        // running at once (at most `slots`) all fit, and one that asks for more fails
+        // alone, naming the bound.
         let slots = (concurrency as u32).max(4) * 4;
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
+            .total_core_instances(slots * MAX_INSTANCES)
+            .total_memories(slots * MAX_MEMORIES)
+            .total_tables(slots * MAX_TABLES)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
             .max_memory_size(limits::MAX_MEMORY as usize)
             // A finished job's memory is reset by zeroing the pages it wrote (found with
             // PAGEMAP_SCAN where the kernel has it), not unmapped: no madvise, no TLB
@@ -271,6 +369,7 @@ impl Runtime {
         let mut components = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut components).map_err(engine_err)?;
         streams::shadow(&mut components).map_err(engine_err)?;
+        open::shadow(&mut components).map_err(engine_err)?;
         host::repx::stage::host::add_to_linker::<_, component::HasSelf<HostState>>(
             &mut components,
             |state: &mut ComponentState| &mut state.host,
@@ -280,14 +379,18 @@ impl Runtime {
         let mut modules = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |s: &mut ModuleState| &mut s.wasi)
             .map_err(engine_err)?;
+        deadline::add_to_module_linker(&mut modules).map_err(engine_err)?;
 
+        let watchdog = deadline::Watchdog::new();
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let (engine, stop) = (engine.clone(), stop_ticker.clone());
+            let watchdog = watchdog.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
                     engine.increment_epoch();
+                    watchdog.tick();
                 }
             });
         }
@@ -299,6 +402,7 @@ impl Runtime {
             prepared: Mutex::new(HashMap::new()),
             bubblewrap: tools::bubblewrap().map(Arc::from),
             interrupt: deadline::Interrupt::default(),
+            watchdog,
             stop_ticker,
         })
     }
@@ -363,20 +467,12 @@ impl Runtime {
     fn watch<T: 'static>(
         &self,
         store: &mut wasmtime::Store<T>,
-        deadline: Instant,
-        time: Duration,
+        deadline: deadline::Deadline,
         output: fn(&mut T) -> &mut OutputLimit,
     ) {
-        let interrupt = self.interrupt.clone();
         store.epoch_deadline_callback(move |mut store| {
-            if interrupt.is_raised() {
-                return Err(wasmtime::format_err!("{INTERRUPTED}"));
-            }
-            if Instant::now() >= deadline {
-                return Err(wasmtime::format_err!(
-                    "wall-time limit of {} exceeded",
-                    limits::duration(time)
-                ));
+            if let Some(why) = deadline.expired() {
+                return Err(wasmtime::format_err!("{why}"));
             }
             output(store.data_mut()).tick()?;
             Ok(UpdateDeadline::Continue(1))
@@ -389,10 +485,9 @@ impl Runtime {
         let prepared = self.prepared(plugin)?;
         let stdout = LogPipe::new(job.limits.log);
         let stderr = LogPipe::new(job.limits.log);
-        let memory = MemoryLimit(job.limits.memory);
+        let memory = MemoryBudget::new(job.limits.memory);
         let started = Instant::now();
-        let deadline = started + job.limits.time;
-        let waits = deadline::Deadline::new(deadline, self.interrupt.clone());
+        let deadline = deadline::Deadline::new(started, job.limits.time, self.interrupt.clone());
         let output = OutputLimit::new(job.limits.output, job.policy.clone(), started);
         let files = usize::try_from(job.limits.files).unwrap_or(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
@@ -404,6 +499,9 @@ impl Runtime {
                 message: format!("cannot give the plugin its directories: {e}"),
             })?;
 
+        // From here until the plugin's run is over, the watchdog wakes this thread from a
+        // host call blocked past the deadline.
+        let watching = self.watchdog.watch(deadline.clone());
         let (ending, host_log) = match &*prepared {
             Prepared::Component(pre) => {
                 let mut table = ResourceTable::new();
@@ -420,15 +518,15 @@ impl Runtime {
                         observer: job.observer,
                         log: LogPipe::new(job.limits.log),
                         gate: host::Gate::default(),
-                        deadline: waits.clone(),
+                        deadline: deadline.clone(),
                     },
                     memory,
                     output,
-                    deadline: waits,
+                    deadline: deadline.clone(),
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, deadline, job.limits.time, |s| &mut s.output);
+                self.watch(&mut store, deadline.clone(), |s| &mut s.output);
                 let result = pre
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
@@ -448,10 +546,12 @@ impl Runtime {
                     wasi,
                     memory,
                     output,
+                    deadline: deadline.clone(),
+                    poll: None,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
-                self.watch(&mut store, deadline, job.limits.time, |s| &mut s.output);
+                self.watch(&mut store, deadline.clone(), |s| &mut s.output);
                 let result = pre.instantiate(&mut store).and_then(|instance| {
                     instance
                         .get_typed_func::<(), ()>(&mut store, "_start")?
@@ -465,11 +565,17 @@ impl Runtime {
                 (ending, log)
             }
         };
+        drop(watching);
         // An interrupt ends the plugin's host waits early, as if their time had passed: a
-        // plugin woken so may finish on time it never had. What it made is not kept.
-        let ending = match ending {
-            Ending::Exit(0) if self.interrupt.is_raised() => Ending::Trap(INTERRUPTED.into()),
-            ending => ending,
+        // plugin woken so may finish on time it never had. What it made is not kept. A
+        // plugin that ends past its deadline, whatever its ending (a host call the
+        // watchdog woke fails with `EINTR`, and the plugin may exit on that), ran out of
+        // time.
+        let ending = match (ending, deadline.expired()) {
+            (Ending::Exit(0), Some(why)) => Ending::Trap(why),
+            (ending, _) if deadline.interrupted() => ending,
+            (_, Some(why)) => Ending::Trap(why),
+            (ending, None) => ending,
         };
         Ok(Finished {
             ending,
@@ -489,6 +595,14 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         return Ending::Trap(trap.to_string());
     }
+    let cause = error.root_cause().to_string();
+    if let Some(count) = cause.strip_prefix("resource limit exceeded: ") {
+        // The store's count of instances, memories or tables (see [`MemoryBudget`]).
+        return Ending::Trap(format!(
+            "memory limit: a plugin may have at most {MAX_MEMORIES} linear memories, \
+             {MAX_TABLES} tables and {MAX_INSTANCES} module instances ({count})"
+        ));
+    }
     if let Some(component::ResourceTableError::Full) = error.downcast_ref() {
         return Ending::Trap(format!(
             "open-files limit of {} exceeded (files, directories and streams held at once)",
@@ -497,7 +611,7 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
     }
     // The outermost context is where in the wasm it happened; the root is what happened
     // (a limit, a refused host call).
-    Ending::Trap(error.root_cause().to_string())
+    Ending::Trap(cause)
 }
 
 pub use cache::default_dir as cache_dir;

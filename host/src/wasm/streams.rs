@@ -30,7 +30,7 @@ use super::output::OutputLimit;
 
 /// The `wasi:filesystem/types` instance wasmtime-wasi defines, whose `descriptor.write`
 /// is replaced here. Plugins importing older 0.2 versions are linked to it.
-const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(super) const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// What the stream and file write functions reach of a job.
 pub struct Streams<'a> {
