@@ -431,13 +431,31 @@ fn fill_out_core_module() {
 
 #[test]
 fn overwriting_within_the_limit_is_no_attack() {
-    // 100 times the limit written, but into one file rewritten from the start: what the
-    // job holds stays under the limit, and the job succeeds.
+    // 50 times the limit written, but into one file of 1 MiB rewritten from the start:
+    // what the job holds (that file, and its entry) stays under the limit of 2M, and the
+    // job succeeds.
     let lab = fill_lab(r#"megabytes = "100", overwrite = "yes""#, false);
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replacen(r#"output = "1M""#, r#"output = "2M""#, 1),
+    )
+    .unwrap();
     let out = repx_within(lab.path(), &["run"], Duration::from_secs(60));
     out.expect_code(0);
     let job = crate::common::job_with_output(lab.path(), "fill-0.bin");
     assert_eq!(walk_size(&job.join("out")), 1 << 20);
+}
+
+#[test]
+fn flood_entries() {
+    // 1000 each of directories, links with 4000-byte targets and empty files: not a byte in
+    // a file, but disk, and lines of the manifest. Each entry counts.
+    let (lab, _) = hits_limit("flood-entries", "output limit of 1M exceeded");
+    // Nothing of it was committed: the bystander's output alone.
+    assert_eq!(job_dirs(lab.path()).len(), 1);
+    let failed = lab.path().join(".repx/failed");
+    assert!(walk_size(&failed) < 64 * 1024, "failed/ holds too much");
 }
 
 fn walk_size(dir: &std::path::Path) -> u64 {

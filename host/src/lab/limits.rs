@@ -12,7 +12,8 @@ pub struct Limits {
     pub memory: u64,
     /// Wall time of the plugin, tools included.
     pub time: Duration,
-    /// Total bytes of files in `/out` and the scratch `/tmp`, held while the plugin writes
+    /// What `/out` and the scratch `/tmp` hold: the bytes of their files, and every entry
+    /// counted by [`entry_cost`]; held while the plugin writes
     /// (it stops there; a tool's writes are measured when the tool returns) and checked
     /// again at commit.
     pub output: u64,
@@ -36,6 +37,18 @@ impl Default for Limits {
 
 /// The largest memory limit a stage may ask for; the runtime reserves address space for it.
 pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// What every entry of an output (file, directory, link) costs against the output limit
+/// beyond its path and content: its inode and its directory entry, about.
+pub const ENTRY: u64 = 512;
+
+/// What one entry of an output counts against the output limit, besides a file's bytes:
+/// [`ENTRY`], the length of its path (relative to the output) and, for a link, of its
+/// target. So empty files, directories and links cost, and the output's manifest, one
+/// line of path and digest or target per entry, is never much more than what was counted.
+pub fn entry_cost(path: u64, target: u64) -> u64 {
+    ENTRY.saturating_add(path).saturating_add(target)
+}
 
 impl fmt::Display for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

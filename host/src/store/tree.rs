@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
+use crate::lab::limits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("{}: {source}", path.display())]
@@ -129,6 +131,8 @@ fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
         entries: Vec::new(),
     };
     let mut dirs = Vec::new();
+    // What the tree counts against `walk.most`: every entry's cost, and files' bytes.
+    let mut counted: u64 = 0;
     let entries = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -154,8 +158,17 @@ fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
             .to_string_lossy()
             .into_owned();
         let kind = entry.file_type();
-        if kind.is_symlink() {
-            let target = fs::read_link(path).map_err(err)?;
+        let target = if kind.is_symlink() {
+            Some(fs::read_link(path).map_err(err)?)
+        } else {
+            None
+        };
+        let target_len = target.as_ref().map_or(0, |t| t.as_os_str().len() as u64);
+        counted = counted.saturating_add(limits::entry_cost(relative.len() as u64, target_len));
+        if counted > walk.most {
+            return Err(TreeError::OverLimit { bytes: counted });
+        }
+        if let Some(target) = target {
             let target = target.to_string_lossy();
             field(&mut listing, "L", &relative, target.as_bytes());
             summary.entries.push(Entry {
@@ -178,9 +191,9 @@ fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
                 .open(path)
                 .map_err(err)?;
             let meta = file.metadata().map_err(err)?;
-            if summary.bytes.saturating_add(meta.len()) > walk.most {
+            if counted.saturating_add(meta.len()) > walk.most {
                 return Err(TreeError::OverLimit {
-                    bytes: summary.bytes.saturating_add(meta.len()),
+                    bytes: counted.saturating_add(meta.len()),
                 });
             }
             if walk.seal && meta.nlink() > 1 {
@@ -190,6 +203,7 @@ fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
             let mut content = blake3::Hasher::new();
             let (bytes, magic) = copy_into(&mut file, &mut content).map_err(err)?;
             summary.bytes += bytes;
+            counted = counted.saturating_add(bytes);
             // WASI cannot set permission bits, so a program a plugin copied into /out is
             // recognised by its first bytes (ELF or `#!`) instead.
             let executable =

@@ -18,6 +18,11 @@
 //!
 //! `/out` and `/tmp` share the limit: scratch space is the host's disk as much as output
 //! is. The commit checks `/out` alone against it again, exactly.
+//!
+//! What is measured is what costs: besides files' bytes, every entry counts
+//! [`limits::entry_cost`] (a fixed cost, its path, a link's target), so empty files,
+//! directories and links are no way around the limit, and the manifest the commit writes,
+//! a line per entry, is bounded with it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -81,7 +86,7 @@ impl OutputLimit {
             .iter()
             .filter_map(|guest| self.policy.resolve(guest))
             .filter(|(mount, rest)| mount.writable && rest.is_empty())
-            .map(|(mount, _)| files_size(&mount.host))
+            .map(|(mount, _)| counted_size(&mount.host))
             .sum();
         if size > self.limit {
             return Err(wasmtime::format_err!(
@@ -95,15 +100,33 @@ impl OutputLimit {
     }
 }
 
-/// Bytes of the regular files under `dir`, as the commit counts them (their length,
-/// holes included); links are not followed, and what cannot be read counts nothing.
-fn files_size(dir: &Path) -> u64 {
+/// What is under `dir`, as the commit counts it: every entry's cost, and the bytes of
+/// regular files (their length, holes included); links are not followed, and what cannot
+/// be read counts nothing.
+fn counted_size(dir: &Path) -> u64 {
+    let skip = dir.as_os_str().len() as u64 + 1;
     WalkDir::new(dir)
+        .min_depth(1)
         .follow_links(false)
         .into_iter()
         .flatten()
-        .filter(|entry| entry.file_type().is_file())
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|meta| meta.len())
+        .filter_map(|entry| {
+            Some((
+                entry.path().as_os_str().len() as u64,
+                entry.metadata().ok()?,
+            ))
+        })
+        .map(|(path, meta)| {
+            let kind = meta.file_type();
+            // An `lstat` of a link gives its target's length.
+            let (content, target) = if kind.is_symlink() {
+                (0, meta.len())
+            } else if kind.is_file() {
+                (meta.len(), 0)
+            } else {
+                (0, 0)
+            };
+            limits::entry_cost(path.saturating_sub(skip), target).saturating_add(content)
+        })
         .sum()
 }
