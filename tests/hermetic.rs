@@ -291,11 +291,15 @@ fn missing_nix_an_unsandboxed_nix_or_no_builder_is_explained() {
     no_nix.expect_code(2);
     no_nix.expect_stderr(&["hermetic mode needs Nix", "nix-bin"]);
 
+    // Nix's configuration turns its sandbox off (a per-run setting would be refused).
+    let conf = TempDir::new();
+    let conf_file = conf.path().join("nix.conf");
+    fs::write(&conf_file, "sandbox = false\n").unwrap();
     let unsandboxed = repx_with_env(
         lab.path(),
         &["run", "--hermetic"],
         &[
-            ("NIX_CONFIG", "sandbox = false"),
+            ("NIX_USER_CONF_FILES", conf_file.to_str().unwrap()),
             ("REPX_NIX_BUILDER", builder.to_str().unwrap()),
         ],
     );
@@ -400,7 +404,41 @@ fn a_binary_cache_stands_in_for_building() {
         paths.push(log.display().to_string());
     }
 
+    // The cache is signed with a key the user's Nix configuration trusts: a run may name a
+    // cache, but not make Nix trust what it holds.
     let cache = TempDir::new();
+    let keys = TempDir::new();
+    let (secret, public) = (keys.path().join("secret"), keys.path().join("public"));
+    let generated = Command::new("nix-store")
+        .args(["--generate-binary-cache-key", "repx-test-cache-1"])
+        .args([&secret, &public])
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    let signed = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "store",
+            "sign",
+            "--key-file",
+        ])
+        .arg(&secret)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let conf = keys.path().join("nix.conf");
+    let key = fs::read_to_string(&public).unwrap();
+    fs::write(
+        &conf,
+        format!("extra-trusted-public-keys = {}\n", key.trim()),
+    )
+    .unwrap();
     let url = format!("file://{}", cache.path().display());
     let copied = Command::new("nix")
         .args([
@@ -432,15 +470,18 @@ fn a_binary_cache_stands_in_for_building() {
     assert!(!Path::new(&paths[0]).exists());
 
     let since = SystemTime::now();
-    let out = hermetic(
+    let builder = common::static_repx();
+    let out = repx_with_env(
         lab.path(),
         &[
             "run",
             "--hermetic",
             "--nix-option",
             &format!("substituters={url}"),
-            "--nix-option",
-            "require-sigs=false",
+        ],
+        &[
+            ("REPX_NIX_BUILDER", builder.to_str().unwrap()),
+            ("NIX_USER_CONF_FILES", conf.to_str().unwrap()),
         ],
     );
     out.expect_code(0);

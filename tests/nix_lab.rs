@@ -435,3 +435,161 @@ fn plugin_pin_on_a_nix_lab_says_what_to_add_and_edits_nothing() {
         ]);
     assert_eq!(fs::read(lab.path().join("lab.nix")).unwrap(), before);
 }
+
+// ---------------------------------------------------------------------------------------
+// Evaluating a lab.nix is bounded and pure: looking at a lab (`repx show stage`,
+// `repx list jobs`) runs its code, before anyone has decided to trust it.
+
+/// The simple example's lab.nix with `extra` added to its stage `generate`'s params: code
+/// that runs when the lab is evaluated.
+fn hostile_lab(extra: &str) -> TempDir {
+    let dir = copy_example("simple");
+    fs::remove_file(dir.path().join("repx.toml")).unwrap();
+    let text = fs::read_to_string(dir.path().join("lab.nix")).unwrap();
+    let text = text.replace(
+        "params = { n = 100; };",
+        &format!("params = {{ n = 100; {extra} }};"),
+    );
+    assert!(
+        text.contains(extra),
+        "the example's lab.nix changed: {text}"
+    );
+    fs::write(dir.path().join("lab.nix"), text).unwrap();
+    dir
+}
+
+/// Runs `command`, killing it after `limit`: a hang fails the test instead of stalling it.
+fn killed_after(mut command: Command, limit: std::time::Duration) -> std::process::Output {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    finished.recv_timeout(limit).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("repx still ran after {limit:?}")
+    })
+}
+
+#[test]
+fn a_lab_nix_that_never_ends_is_stopped_at_the_timeout() {
+    // 10^10 steps in constant memory: without a timeout it holds `list jobs` for hours.
+    let lab = hostile_lab(
+        "spin = builtins.foldl' (a: i: builtins.foldl' (b: j: b + 1) a \
+         (builtins.genList (x: x) 100000)) 0 (builtins.genList (x: x) 100000);",
+    );
+    let mut command = common::repx_command(lab.path(), &["list", "jobs"]);
+    command.env("REPX_NIX_EVAL_TIMEOUT", "2s");
+    let out = killed_after(command, std::time::Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(INVALID), "{stderr}");
+    for needle in [
+        "lab.nix: evaluating it took longer than 2s and was stopped",
+        "REPX_NIX_EVAL_TIMEOUT=",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "listed jobs");
+
+    let bad = repx_with_env(
+        lab.path(),
+        &["list", "jobs"],
+        &[("REPX_NIX_EVAL_TIMEOUT", "soon")],
+    );
+    bad.expect_code(INVALID)
+        .expect_stderr(&["REPX_NIX_EVAL_TIMEOUT=soon: expected a duration"]);
+}
+
+#[test]
+fn a_lab_nix_that_grows_without_end_is_stopped_at_the_memory_cap() {
+    let lab = hostile_lab(
+        "big = builtins.length (builtins.filter (x: x < 0) (builtins.genList (x: x) 100000000));",
+    );
+    let out = repx_with_env(
+        lab.path(),
+        &["list", "jobs"],
+        &[("REPX_NIX_EVAL_MEMORY", "256M")],
+    );
+    out.expect_code(INVALID).expect_stderr(&[
+        "lab.nix: evaluating it needed more than 256M of memory and was stopped",
+        "REPX_NIX_EVAL_MEMORY=",
+    ]);
+    assert!(!out.stderr.contains("GC Warning"), "{}", out.stderr);
+}
+
+#[test]
+fn a_lab_nix_reads_only_its_own_directory() {
+    let outer = TempDir::new();
+    let secret = "SECRET-beside-the-lab";
+    fs::write(outer.path().join("secret.txt"), secret).unwrap();
+    let project = outer.path().join("project");
+    for (read, what) in [
+        ("builtins.readFile /etc/hostname", "/etc/hostname"),
+        ("builtins.readFile ../secret.txt", "secret.txt"),
+        ("builtins.readFile ./link/secret.txt", "secret.txt"),
+        ("builtins.readDir /etc", "/etc"),
+        ("import /etc/hostname", "/etc/hostname"),
+    ] {
+        let lab = hostile_lab(&format!("leak = {read};"));
+        fs::rename(lab.path(), &project).unwrap();
+        std::os::unix::fs::symlink(outer.path(), project.join("link")).unwrap();
+        // `show stage` is what the README tells a user to run before trusting a stage.
+        let out = repx(&project, &["--lab", "lab.nix", "show", "stage", "generate"]);
+        out.expect_code(INVALID).expect_stderr(&[
+            "lab.nix: Nix could not evaluate it",
+            "forbidden in restricted mode",
+            what,
+        ]);
+        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+        common::remove_tree(&project);
+    }
+
+    // Its own files it may read, also through a link to its directory.
+    let lab = hostile_lab("note = builtins.readFile ./plugins/../lab.nix;");
+    std::os::unix::fs::symlink(lab.path(), &project).unwrap();
+    repx(&project, &["--lab", "lab.nix", "show", "stage", "generate"]).expect_code(0);
+}
+
+#[test]
+fn a_lab_nix_fetches_nothing() {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/leak", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        // Each connection is counted and closed at once, so a fetch fails fast.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                connections.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+    }
+    for fetch in [
+        format!("builtins.fetchurl \"{url}\""),
+        format!("builtins.fetchTarball \"{url}\""),
+        format!("builtins.fetchGit \"{url}\""),
+        format!("import (builtins.fetchurl \"{url}?${{builtins.readFile ./lab.nix}}\")"),
+    ] {
+        let lab = hostile_lab(&format!("leak = {fetch};"));
+        let out = repx(
+            lab.path(),
+            &["--lab", "lab.nix", "show", "stage", "generate"],
+        );
+        out.expect_code(INVALID).expect_stderr(&[
+            "lab.nix: Nix could not evaluate it",
+            "forbidden in restricted mode",
+        ]);
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a fetch reached the listener"
+    );
+}

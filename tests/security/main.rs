@@ -18,6 +18,7 @@
 //! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
 //! - `impure`: an impure plugin against what stays out of its reach: the store behind the
 //!   project's `.repx` link.
+//! - `nix`: Nix settings that would weaken hermetic mode, and the builder outside a sandbox.
 //!
 //! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)
 //! and the static repx that `scripts/test` builds.
@@ -33,6 +34,7 @@ mod hermetic;
 mod impure;
 mod integrity;
 mod limits;
+mod nix;
 mod tools;
 
 use std::fs;

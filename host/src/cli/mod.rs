@@ -259,6 +259,10 @@ pub struct RunArgs {
     /// `builders=ssh://host x86_64-linux` or `substituters=https://cache.example`.
     #[arg(long = "nix-option", value_name = "NAME=VALUE")]
     pub nix_options: Vec<String>,
+    /// Add inputs of hermetic jobs that other local users cannot read (a 0600 file, a
+    /// 0700 project) to the Nix store anyway, where every local user can read them.
+    #[arg(long)]
+    pub publish_private_inputs: bool,
     /// Re-run jobs even when their output is in the store; with a name, only that stage's
     /// jobs, or, if no stage has that name, that run's.
     #[arg(long, value_name = "STAGE|RUN", num_args = 0..=1, default_missing_value = "")]

@@ -28,6 +28,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         None
     };
     super::slurm::check_args(args.scheduler, &args.slurm, args.plugin.is_some())?;
+    let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
     let lab = match &args.plugin {
         Some(plugin) => ad_hoc_lab(plugin, args, mode)?,
         None => Lab::load(&cli.lab)?,
@@ -127,7 +128,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     };
     let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
     let options = Options {
-        nix: crate::nix::Nix::for_plan(&plan, &store, nix_options(&args.nix_options)?)?,
+        nix: crate::nix::Nix::for_plan(&plan, &store, nix_settings)?,
         jobs,
         continue_on_failure: args.continue_on_failure,
         force,
@@ -197,19 +198,29 @@ fn writable_by_jobs<'a>(
         .find(|(_, dir)| real.starts_with(location::real_path(dir)))
 }
 
-/// `--nix-option NAME=VALUE` as pairs.
-fn nix_options(given: &[String]) -> Result<Vec<(String, String)>, CliError> {
-    given
+/// `--nix-option NAME=VALUE`, each one a setting a run may pass (see [`crate::nix::settings`]).
+fn nix_settings(
+    given: &[String],
+    publish_private: bool,
+) -> Result<crate::nix::settings::Settings, CliError> {
+    let options = given
         .iter()
         .map(|option| match option.split_once('=') {
             Some((name, value)) if !name.trim().is_empty() => {
-                Ok((name.trim().to_string(), value.trim().to_string()))
+                let (name, value) = (name.trim(), value.trim());
+                crate::nix::settings::check(name, value, &format!("--nix-option {option}"))
+                    .map_err(invalid)?;
+                Ok((name.to_string(), value.to_string()))
             }
             _ => Err(invalid(format!(
                 "--nix-option {option}: expected NAME=VALUE, e.g. --nix-option max-jobs=4"
             ))),
         })
-        .collect()
+        .collect::<Result<_, CliError>>()?;
+    Ok(crate::nix::settings::Settings {
+        options,
+        publish_private,
+    })
 }
 
 /// The store of `lab`: `--store`, else the project's own store outside it (see
@@ -394,6 +405,7 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         .into(),
         slurm: Default::default(),
         warnings: Vec::new(),
+        evaluated: None,
     })
 }
 

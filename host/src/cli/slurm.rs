@@ -169,7 +169,21 @@ pub fn worker(cli: &Cli, batch: &Path) -> Result<i32, CliError> {
 
 fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, CliError> {
     let batch = Batch::read(path).map_err(invalid)?;
-    let lab = Lab::load(&cli.lab)?;
+    let lab = match &batch.lab {
+        Some(evaluated) => {
+            let json = slurm::worker::read_evaluated(evaluated)
+                .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+            Lab::from_evaluated(&cli.lab, &json)?
+        }
+        // A lab.nix is evaluated by the coordinator only.
+        None if crate::lab::Format::of(&cli.lab) == crate::lab::Format::Nix => {
+            return Err(invalid(format!(
+                "{}: this batch carries no evaluated lab, and a worker does not evaluate a lab.nix; run `repx run` again",
+                path.display()
+            )));
+        }
+        None => Lab::load(&cli.lab)?,
+    };
     for warning in &lab.warnings {
         eprintln!("warning: {warning}");
     }
@@ -185,8 +199,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     let runnable = slurm::worker::check(&plan, &store, &batch, &events)
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let complete = runnable.len() == batch.jobs.len();
-    // Nix settings reach a worker through NIX_CONFIG, which sbatch passes on.
-    let nix = crate::nix::Nix::for_plan(&plan, &store, Vec::new())?;
+    let nix = crate::nix::Nix::for_plan(&plan, &store, batch.nix.clone())?;
 
     let cache = super::run::plugin_cache(&plan, &store);
     let runtime = Arc::new(Runtime::new(cache, batch.parallel)?);

@@ -43,6 +43,9 @@ pub struct Lab {
     pub slurm: SlurmSettings,
     /// Unknown keys and other things worth telling but not fatal.
     pub warnings: Vec<String>,
+    /// For a `lab.nix`: the JSON Nix evaluated it to, which SLURM workers read instead
+    /// of evaluating the file again.
+    pub evaluated: Option<String>,
 }
 
 /// How a stage's plugin sees the world; see the plugin contract in docs/design.md.
@@ -179,6 +182,31 @@ pub enum LabError {
     NixMissing { path: PathBuf },
     #[error("{}: Nix could not evaluate it:\n{message}", path.display())]
     Eval { path: PathBuf, message: String },
+    #[error(
+        "{}: evaluating it took longer than {} and was stopped\n  a lab.nix evaluates in \
+         well under a second: look for a loop that never ends, or allow more with \
+         {}=5m",
+        path.display(),
+        limits::duration(*limit),
+        source::EVAL_TIMEOUT_VAR
+    )]
+    EvalTimeout {
+        path: PathBuf,
+        limit: std::time::Duration,
+    },
+    #[error(
+        "{}: evaluating it needed more than {} of memory and was stopped\n  look for a list \
+         or string that grows without end, or allow more with {}=4G",
+        path.display(),
+        limits::bytes(*limit),
+        source::EVAL_MEMORY_VAR
+    )]
+    EvalMemory { path: PathBuf, limit: u64 },
+    #[error(
+        "{var}={value}: expected {}",
+        if *var == source::EVAL_TIMEOUT_VAR { "a duration above zero, such as 30s or 5m" } else { "a size above zero, such as 512M or 4G" }
+    )]
+    EvalBound { var: &'static str, value: String },
     #[error("{}", render_problems(path, problems))]
     Invalid {
         path: PathBuf,

@@ -197,6 +197,7 @@ pub(super) fn parse(
         runs,
         slurm,
         warnings,
+        evaluated: None,
     })
 }
 

@@ -35,6 +35,7 @@ pub fn exec_job() -> i32 {
 
 /// The job's failure, if it failed; an error if it could not run.
 fn run() -> Result<Option<String>, String> {
+    super::sandboxed()?;
     let var = |name: &str| {
         std::env::var_os(name).map(PathBuf::from).ok_or_else(|| {
             format!("${name} is not set: `repx exec-job` is the builder of a hermetic job's Nix derivation and runs only inside one")
@@ -112,6 +113,7 @@ fn run() -> Result<Option<String>, String> {
 /// cache that `exec-job` is given.
 pub fn compile_plugin() -> i32 {
     let compiled = (|| {
+        super::sandboxed()?;
         let var = |name: &str| {
             std::env::var(name).map_err(|_| {
                 format!("${name} is not set: `repx compile-plugin` runs only inside a Nix build")

@@ -7,8 +7,13 @@
 //! by content; hermetic upstream jobs are upstream derivations. Nix caches: a derivation
 //! whose output is valid is not built again. repx copies each output into its own store
 //! and records the Nix path beside it, with a Nix GC root in `<store>/nix/`.
+//!
+//! Invariant: an output recorded as hermetic was built in the Nix sandbox. A run's own Nix
+//! settings are held to an allowlist ([`settings`]), the effective configuration must
+//! build in the sandbox, and the builder itself refuses to run outside one ([`sandboxed`]).
 
 pub mod exec;
+pub mod settings;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -35,6 +40,23 @@ pub enum NixError {
          sets both)"
     )]
     NoSandbox(String),
+    #[error(transparent)]
+    Refused(#[from] settings::Refused),
+    #[error(
+        "{what} {}: {} cannot be read by other local users, but everything in the Nix store \
+         can be, so a hermetic job would publish it. If it may be public, make it readable \
+         (`chmod o+r` on files, `o+rx` on directories, the ones above included); else keep \
+         the stage pure, or pass --publish-private-inputs to publish it anyway",
+        path.display(),
+        private.display()
+    )]
+    Private {
+        /// What it is to the lab: `the plugin of stage `sum``, `input `src` of stage `build``.
+        what: String,
+        path: PathBuf,
+        /// The part of it (or the directory above it) that others cannot read.
+        private: PathBuf,
+    },
     #[error(
         "hermetic jobs run a statically linked repx inside the Nix sandbox, and this repx is not one: \
          build one with `cargo build --release --target x86_64-unknown-linux-musl -p repx` and run \
@@ -55,8 +77,8 @@ pub enum NixError {
 pub struct Nix {
     /// Store path of the static repx that builds every hermetic job.
     builder: String,
-    /// Settings passed to every build (`--option NAME VALUE`).
-    options: Vec<(String, String)>,
+    /// Settings passed to every build (`--option NAME VALUE`), each allowed.
+    settings: settings::Settings,
     /// `job.nix`, written where the evaluator can read it.
     expression: PathBuf,
     /// Store path of each host path added so far.
@@ -82,7 +104,7 @@ impl Nix {
     pub fn for_plan(
         plan: &crate::plan::Plan,
         store: &crate::store::Store,
-        options: Vec<(String, String)>,
+        settings: settings::Settings,
     ) -> Result<Option<std::sync::Arc<Nix>>, NixError> {
         let hermetic = plan
             .graph
@@ -92,19 +114,30 @@ impl Nix {
         if !hermetic {
             return Ok(None);
         }
-        Nix::new(&store.root().join("tmp"), options).map(|nix| Some(std::sync::Arc::new(nix)))
+        if !settings.publish_private {
+            publishable(plan, store)?;
+        }
+        Nix::new(&store.root().join("tmp"), settings).map(|nix| Some(std::sync::Arc::new(nix)))
     }
 
-    /// Checks that Nix is installed and sandboxed, and adds the job executor to its store;
-    /// `scratch` is a directory of repx's own for the files Nix reads, `options` settings
-    /// for every build.
-    pub fn new(scratch: &Path, options: Vec<(String, String)>) -> Result<Nix, NixError> {
-        let config = run(Command::new("nix").args([
+    /// Checks that Nix is installed and builds in its sandbox with `settings` and
+    /// `NIX_CONFIG` applied, and adds the job executor to its store; `scratch` is a
+    /// directory of repx's own for the files Nix reads.
+    pub fn new(scratch: &Path, settings: settings::Settings) -> Result<Nix, NixError> {
+        if let Some(config) = std::env::var_os("NIX_CONFIG") {
+            settings::check_nix_config(&config.to_string_lossy())?;
+        }
+        let mut show = Command::new("nix");
+        show.args([
             "--extra-experimental-features",
             "nix-command",
             "show-config",
-        ]))
-        .map_err(|e| match e {
+        ]);
+        for (name, value) in &settings.options {
+            settings::check(name, value, &format!("--nix-option {name}={value}"))?;
+            show.args(["--option", name, value]);
+        }
+        let config = run(&mut show).map_err(|e| match e {
             RunError::NotFound => NixError::Missing("nix"),
             RunError::Failed(message) => NixError::Command(message),
         })?;
@@ -122,10 +155,31 @@ impl Nix {
             .map_err(|e| NixError::Command(format!("{}: {e}", expression.display())))?;
         Ok(Nix {
             builder,
-            options,
+            settings,
             expression,
             added: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The settings every build gets, for the SLURM workers of the run.
+    pub fn settings(&self) -> &settings::Settings {
+        &self.settings
+    }
+
+    /// Adds the output of a job that is not hermetic to the store, as [`Nix::add`], once it
+    /// is known that other users can read it where it is (or the run publishes anyway).
+    pub fn add_output(&self, path: &Path, what: impl FnOnce() -> String) -> Result<String, String> {
+        if !self.settings.publish_private
+            && let Some(private) = private_part(path, true, None)
+        {
+            return Err(NixError::Private {
+                what: what(),
+                path: path.to_path_buf(),
+                private,
+            }
+            .to_string());
+        }
+        self.add(path)
     }
 
     /// Adds a file or directory to the store by content (once per run); its store path.
@@ -160,7 +214,7 @@ impl Nix {
                 .map_err(|e| failure(format!("{}: {e}", parent.display())))?;
         }
         let mut command = Command::new("nix-build");
-        for (name, value) in &self.options {
+        for (name, value) in &self.settings.options {
             command.args(["--option", name, value]);
         }
         let output = command
@@ -192,6 +246,122 @@ impl Nix {
             realised: String::from_utf8_lossy(&output.stderr).contains("will be built"),
         })
     }
+}
+
+/// Checks that what the plan's hermetic jobs would add to the Nix store, where every local
+/// user can read it, other users can read where it is now: each plugin file and `path:`
+/// input (the project's directory, not repx's snapshot of it), and the store that holds the
+/// outputs of upstream jobs that are not hermetic (sealed readable, so its place decides).
+fn publishable(plan: &crate::plan::Plan, store: &crate::store::Store) -> Result<(), NixError> {
+    use crate::graph::JobInput;
+    use crate::lab::{Mode, PluginRef};
+    let mut checked = std::collections::HashSet::new();
+    // A `path:` input holding the store is snapshotted without it; so it is checked.
+    let skip = store.root().canonicalize().ok();
+    let mut check = |path: &Path, what: &dyn Fn() -> String, tree: bool| {
+        if !checked.insert(path.to_path_buf()) {
+            return Ok(());
+        }
+        match private_part(path, tree, skip.as_deref()) {
+            Some(private) => Err(NixError::Private {
+                what: what(),
+                path: path.to_path_buf(),
+                private,
+            }),
+            None => Ok(()),
+        }
+    };
+    for job in plan.graph.jobs.iter().filter(|j| j.mode == Mode::Hermetic) {
+        if let PluginRef::File(plugin) = &plan.lab.stages[&job.stage].plugin {
+            check(
+                plugin,
+                &|| format!("the plugin of stage `{}`", job.stage),
+                true,
+            )?;
+        }
+        for (name, input) in &job.inputs {
+            let upstream = match input {
+                JobInput::Path(path) => {
+                    let what = || format!("input `{name}` of stage `{}`", job.stage);
+                    check(path, &what, true)?;
+                    continue;
+                }
+                JobInput::Job(up) => vec![*up],
+                JobInput::Gather(ups) => ups.clone(),
+            };
+            if upstream
+                .iter()
+                .any(|up| plan.graph.jobs[*up].mode != Mode::Hermetic)
+            {
+                let what = || {
+                    format!(
+                        "input `{name}` of stage `{}`, an upstream output in the repx store",
+                        job.stage
+                    )
+                };
+                check(store.root(), &what, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first part of `path` that a user other than its owner, outside its group, could not
+/// read: a directory above it that does not let others through, or, when `tree`, `path`
+/// or anything below it (but `skip`) that others may not read (a directory also needs
+/// `x`). Links are added to the Nix store as links, so they are not followed. A part that
+/// cannot be examined counts as private.
+fn private_part(path: &Path, tree: bool, skip: Option<&Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(real) = path.canonicalize() else {
+        return Some(path.to_path_buf());
+    };
+    for dir in real.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.permissions().mode() & 0o001 != 0 => {}
+            _ => return Some(dir.to_path_buf()),
+        }
+    }
+    let mut stack = vec![real];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return Some(path);
+        };
+        let mode = meta.permissions().mode();
+        let needs = if meta.is_dir() { 0o005 } else { 0o004 };
+        if !meta.file_type().is_symlink() && mode & needs != needs {
+            return Some(path);
+        }
+        if tree && meta.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(entries) => stack.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| Some(p.as_path()) != skip),
+                ),
+                Err(_) => return Some(path),
+            }
+        }
+    }
+    None
+}
+
+/// Whether this process is the builder of a derivation in Nix's Linux sandbox, which starts
+/// it as process 1 of a PID namespace of its own; outside the sandbox (`sandbox = false`,
+/// or the fallback where the kernel lacks namespaces) it is a child of Nix in the host's.
+/// The builders of hermetic jobs refuse to run elsewhere, so no output of a repx
+/// derivation built unsandboxed can become valid in the Nix store.
+pub fn sandboxed() -> Result<(), String> {
+    if std::process::id() == 1 {
+        return Ok(());
+    }
+    Err(
+        "this build is not running in the Nix sandbox (the builder is not process 1 of its own \
+         PID namespace): hermetic jobs are built only there; set `sandbox = true` and \
+         `sandbox-fallback = false` in /etc/nix/nix.conf and build without `--option sandbox false`"
+            .into(),
+    )
 }
 
 /// Adds a file or directory to the store by content; its store path.
@@ -295,4 +465,52 @@ fn run(command: &mut Command) -> Result<Vec<u8>, RunError> {
         )));
     }
     Ok(output.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn private_parts_are_found_by_permission_bits() {
+        let dir = std::env::temp_dir().join(format!("repx-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (data, store) = (dir.join("data"), dir.join("data/.repx"));
+        std::fs::create_dir_all(&store).unwrap();
+        chmod(&dir, 0o755);
+        std::fs::write(data.join("a.txt"), "a").unwrap();
+        chmod(&data.join("a.txt"), 0o644);
+        std::fs::write(store.join("lock"), "").unwrap();
+        chmod(&store.join("lock"), 0o600);
+        // The store inside an input is not part of it; a link is stored as a link.
+        std::os::unix::fs::symlink(store.join("lock"), data.join("link")).unwrap();
+        assert_eq!(private_part(&data, true, Some(&store)), None);
+        assert_eq!(private_part(&data, true, None), Some(store.join("lock")));
+
+        chmod(&data.join("a.txt"), 0o640);
+        assert_eq!(
+            private_part(&data, true, Some(&store)),
+            Some(data.join("a.txt"))
+        );
+        // Without the tree, only the way to it counts.
+        assert_eq!(private_part(&data, false, None), None);
+        chmod(&data.join("a.txt"), 0o644);
+        chmod(&dir, 0o711);
+        assert_eq!(private_part(&data, true, Some(&store)), None);
+        chmod(&dir, 0o700);
+        assert_eq!(
+            private_part(&data.join("a.txt"), false, None),
+            Some(dir.clone())
+        );
+        chmod(&dir, 0o755);
+        chmod(&data, 0o751);
+        assert_eq!(private_part(&data, true, Some(&store)), Some(data.clone()));
+        chmod(&data, 0o755);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -94,8 +94,9 @@ pub fn closure(
                     ..Dir::default()
                 }
             } else {
+                let what = || format!("the output of upstream job {up_id}");
                 Dir {
-                    path: Some(nix.add(&store.output_dir(&up_id))?),
+                    path: Some(nix.add_output(&store.output_dir(&up_id), what)?),
                     ..Dir::default()
                 }
             })

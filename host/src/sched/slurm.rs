@@ -158,6 +158,8 @@ struct Coordinator<'a> {
     dir: PathBuf,
     name: String,
     script: PathBuf,
+    /// The evaluated lab.nix the workers read, if the lab is one.
+    evaluated: Option<batch::Evaluated>,
     selected: BTreeSet<JobIndex>,
     dependents: Vec<Vec<JobIndex>>,
     state: Vec<State>,
@@ -195,6 +197,10 @@ pub fn run(
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let script = dir.join("worker.sh");
     write_script(&script, cluster, store, &dir)?;
+    let evaluated = match &plan.lab.evaluated {
+        Some(json) => Some(worker::write_evaluated(&dir, json).map_err(io(&dir))?),
+        None => None,
+    };
 
     let selected = selection(plan, options.targets.as_deref());
     let n = plan.graph.jobs.len();
@@ -207,6 +213,7 @@ pub fn run(
         emit,
         name: format!("repx-{tag}"),
         script,
+        evaluated,
         pending: selected.iter().copied().collect(),
         selected,
         dependents: plan.graph.dependents(),
@@ -451,6 +458,13 @@ impl Coordinator<'_> {
                 upstream: upstream.into_iter().map(entry).collect(),
                 parallel: packed.parallel,
                 continue_on_failure: self.options.continue_on_failure,
+                lab: self.evaluated.clone(),
+                nix: self
+                    .options
+                    .nix
+                    .as_ref()
+                    .map(|n| n.settings().clone())
+                    .unwrap_or_default(),
             };
             let path = self.dir.join(format!("batch-{number}-{task}.json"));
             batch.write(&path).map_err(io(&path))?;

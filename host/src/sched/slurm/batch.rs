@@ -17,7 +17,7 @@ use crate::graph::JobIndex;
 use crate::lab::Mode;
 
 /// The batch file format's version; a worker refuses others.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One allocation's work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,20 @@ pub struct Batch {
     /// Jobs to run at once on the allocation.
     pub parallel: usize,
     pub continue_on_failure: bool,
+    /// For a `lab.nix`: the lab as the coordinator evaluated it. The worker reads it
+    /// instead of evaluating the file again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<Evaluated>,
+    /// The run's Nix settings, for its hermetic jobs.
+    #[serde(default)]
+    pub nix: crate::nix::settings::Settings,
+}
+
+/// An evaluated lab written beside the batches, and the BLAKE3 digest of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub path: PathBuf,
+    pub blake3: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +226,14 @@ mod tests {
             upstream: vec![],
             parallel: 1,
             continue_on_failure: false,
+            lab: Some(Evaluated {
+                path: dir.join("lab.evaluated.json"),
+                blake3: "00".into(),
+            }),
+            nix: crate::nix::settings::Settings {
+                options: vec![("max-jobs".into(), "2".into())],
+                publish_private: true,
+            },
         };
         batch.write(&path).unwrap();
         assert_eq!(Batch::read(&path).unwrap(), batch);

@@ -5,12 +5,18 @@
 //! changed since submission fails the batch instead of committing something else under
 //! the old id. It runs exactly its batch's jobs (the upstream jobs they read are done in
 //! the store) and reports each outcome in its events file.
+//!
+//! A worker never evaluates a `lab.nix`: the coordinator writes the lab it evaluated
+//! beside the batches ([`write_evaluated`]) and names its digest in each batch, and the
+//! worker reads that, checked ([`read_evaluated`]). Evaluating it once per batch would
+//! run the lab's code on every allocation, and could give a different lab.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::batch::{Batch, EventWriter, WorkerEvent};
+use super::batch::{Batch, Evaluated, EventWriter, WorkerEvent};
 use crate::graph::JobIndex;
 use crate::lab::Mode;
 use crate::plan::Plan;
@@ -18,6 +24,35 @@ use crate::sched::local::{self, Emit};
 use crate::sched::{Event, Force, Options, Summary};
 use crate::store::Store;
 use crate::wasm::Runtime;
+
+/// Where the coordinator writes the evaluated lab, in the run's directory `dir`.
+const EVALUATED: &str = "lab.evaluated.json";
+
+/// Writes `json`, the evaluated lab, into the run's directory `dir`, for the batches to
+/// name.
+pub fn write_evaluated(dir: &Path, json: &str) -> std::io::Result<Evaluated> {
+    let path = dir.join(EVALUATED);
+    std::fs::write(&path, json)?;
+    Ok(Evaluated {
+        path,
+        blake3: blake3::hash(json.as_bytes()).to_hex().to_string(),
+    })
+}
+
+/// The evaluated lab a batch names, if its bytes have the digest the batch gives.
+pub fn read_evaluated(evaluated: &Evaluated) -> Result<String, String> {
+    let path = &evaluated.path;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let digest = blake3::hash(&bytes).to_hex().to_string();
+    if digest != evaluated.blake3 {
+        return Err(format!(
+            "{}: the evaluated lab changed since `repx run` submitted this batch (BLAKE3 {digest}, not {}); run `repx run` again",
+            path.display(),
+            evaluated.blake3
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))
+}
 
 /// Checks the batch against the plan; returns the jobs that can run, or why none can.
 /// Jobs whose upstream is missing from the store are reported failed on `events`.
@@ -148,4 +183,22 @@ pub fn run(
         nix,
     };
     local::run(plan, store, runtime, &options, forward)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_evaluated_lab_is_read_back_only_as_written() {
+        let dir = std::env::temp_dir().join(format!("repx-evaluated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = r#"{"lab":{"name":"x"}}"#;
+        let evaluated = write_evaluated(&dir, json).unwrap();
+        assert_eq!(read_evaluated(&evaluated).unwrap(), json);
+        std::fs::write(&evaluated.path, r#"{"lab":{"name":"y"}}"#).unwrap();
+        let err = read_evaluated(&evaluated).unwrap_err();
+        assert!(err.contains("changed since `repx run` submitted"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
