@@ -1013,8 +1013,8 @@ fn list_show_and_log() {
 fn reading_commands_work_while_a_run_holds_the_store() {
     let lab = copy_example("simple");
     repx(lab.path(), &["run"]).expect_code(0);
-    // Hold the store's lock the way a running `repx run` does.
-    let lock = std::fs::File::create(lab.path().join(".repx/lock")).unwrap();
+    // Hold the store's lock the way a running `repx run` does: on its directory.
+    let lock = std::fs::File::open(lab.path().join(".repx")).unwrap();
     lock.lock().unwrap();
     repx(lab.path(), &["run", "--force"])
         .expect_code(1)

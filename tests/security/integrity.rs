@@ -232,7 +232,7 @@ pipelines = ["main"]
         let second = repx(lab.path(), args);
         assert_eq!(second.code, 1, "repx {args:?}: {}", second.stderr);
         assert!(
-            second.stderr.contains("is in use by another repx process"),
+            second.stderr.contains("is in use by repx process"),
             "repx {args:?}: {}",
             second.stderr
         );
@@ -282,4 +282,111 @@ fn a_record_line_torn_by_a_crash_does_not_swallow_the_next() {
     let text = fs::read_to_string(&records).unwrap();
     assert!(!text.contains(r#""stage":"gen{"#), "{text}");
     repx(lab.path(), &["verify"]).expect_code(0);
+}
+
+#[test]
+fn an_output_deeper_than_path_max_does_not_brick_the_store() {
+    let toml = r#"
+[stages.up]
+plugin = "plugins/generate.wasm"
+params = { n = 5 }
+
+[stages.deep]
+plugin = "plugins/nest-past-path-max.wasm"
+
+[pipelines.main]
+stages = ["up", "deep"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+    let lab = attack_lab(toml, &["generate", "nest-past-path-max"]);
+    let first = repx(lab.path(), &["run", "--continue-on-failure"]);
+    assert_eq!(first.ran(), ["up"], "{}", first.stderr);
+    // The tree cannot be stored (its paths are too long to walk), so the job fails; but
+    // its staging and scratch go, and every later command opens the store.
+    first.expect_stderr(&["FAILED deep "]);
+    for _ in 0..2 {
+        let again = repx(lab.path(), &["run", "--continue-on-failure"]);
+        again.expect_code(1).expect_stderr(&["FAILED deep "]);
+        assert_eq!(again.cached(), ["up"], "{}", again.stderr);
+        assert!(
+            !again.stderr.contains("could not clear"),
+            "{}",
+            again.stderr
+        );
+    }
+    repx(lab.path(), &["verify"]).expect_code(0);
+    repx(lab.path(), &["gc"]).expect_code(0);
+    let tmp = lab.path().join(".repx/tmp");
+    let deep = fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().len() >= 200)
+        .count();
+    assert_eq!(deep, 0, "a deep tree stays in {}", tmp.display());
+}
+
+#[test]
+fn record_lines_that_are_no_record_are_reported_and_repaired() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    let records = lab.path().join(".repx/records.jsonl");
+    let text = fs::read_to_string(&records).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // A record glued to half of one, as an append after a failed one used to leave.
+    let glued = format!("{}{}", &lines[1][..40], lines[1]);
+    fs::write(&records, format!("{}\n{glued}\n{}\n", lines[0], lines[2])).unwrap();
+
+    let listed = repx(lab.path(), &["list", "jobs"]);
+    listed
+        .expect_code(0)
+        .expect_stderr(&["records.jsonl: line 2 is no record"]);
+    let verify = repx(lab.path(), &["verify"]);
+    verify.expect_code(1);
+    assert!(
+        verify
+            .stdout
+            .contains("UNREADABLE records.jsonl line 2: not a record"),
+        "{}",
+        verify.stdout
+    );
+    repx(lab.path(), &["verify", "--repair"]).expect_code(1);
+    let after = fs::read_to_string(&records).unwrap();
+    assert_eq!(after.lines().count(), 2, "{after}");
+    repx(lab.path(), &["verify"]).expect_code(0);
+    let rerun = repx(lab.path(), &["run"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.ran().len(), 1, "{}", rerun.stderr);
+    assert!(!rerun.stderr.contains("no record"), "{}", rerun.stderr);
+}
+
+#[test]
+fn verify_after_an_interrupted_gc_says_to_run_gc_again() {
+    let lab = copy_example("simple");
+    repx(lab.path(), &["run"]).expect_code(0);
+    // What a `gc` killed after rewriting the records leaves: an output without a record.
+    let records = lab.path().join(".repx/records.jsonl");
+    let text = fs::read_to_string(&records).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(first).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(&records, rest).unwrap();
+    let verify = repx(lab.path(), &["verify"]);
+    verify.expect_code(0);
+    assert!(!verify.stdout.contains("DAMAGED"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.contains("run `repx gc` again"),
+        "{}",
+        verify.stdout
+    );
+    // gc removes it, though the lab still reaches the job; the run then recomputes it.
+    repx(lab.path(), &["gc"]).expect_code(0);
+    assert!(!lab.path().join(".repx/jobs").join(&id).exists());
+    let verify = repx(lab.path(), &["verify"]);
+    assert!(!verify.stdout.contains("gc"), "{}", verify.stdout);
+    repx(lab.path(), &["run"]).expect_code(0);
 }

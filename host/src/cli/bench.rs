@@ -61,7 +61,7 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
     if let Some(dir) = &args.worker_sweep {
         let measure =
             bench::sweep_worker(dir, args.jobs.max(1)).map_err(|e| CliError::Failed(e.into()))?;
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&measure).expect("measures serialise")
         );
@@ -100,17 +100,17 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
         work: args.work.clone(),
     };
     let report =
-        bench::run(&options, &mut |note| eprintln!("bench: {note}")).map_err(|e| match e {
+        bench::run(&options, &mut |note| errln!("bench: {note}")).map_err(|e| match e {
             bench::BenchError::Missing { .. } => CliError::Invalid(e.into()),
             e => CliError::Failed(e.into()),
         })?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("reports serialise")
         );
     } else {
-        print!("{}", table(&report));
+        out!("{}", table(&report));
     }
     Ok(exit::SUCCESS)
 }

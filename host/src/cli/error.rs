@@ -8,6 +8,8 @@ pub enum CliError {
     Invalid(anyhow::Error),
     /// Anything else that stopped the command: exit 1.
     Failed(anyhow::Error),
+    /// The store could not be read or written: exit 3.
+    Store(anyhow::Error),
 }
 
 impl CliError {
@@ -15,15 +17,36 @@ impl CliError {
         match self {
             CliError::Invalid(_) => exit::INVALID,
             CliError::Failed(_) => exit::FAILED,
+            CliError::Store(_) => exit::STORE,
         }
     }
 
+    /// `error: ` and the error with its causes, each said once.
     pub fn render(&self) -> String {
         let error = match self {
-            CliError::Invalid(e) | CliError::Failed(e) => e,
+            CliError::Invalid(e) | CliError::Failed(e) | CliError::Store(e) => e,
         };
-        format!("error: {error:#}")
+        format!("error: {}", chain(error.chain().map(|e| e.to_string())))
     }
+}
+
+/// An error's messages, outermost first, joined by `: `, leaving out a cause that the
+/// message before it already ends with: most errors below the CLI say their source in
+/// their own message too (`store X: Read-only file system (os error 30)`), and anyhow's
+/// `{:#}` would say it again.
+fn chain(messages: impl Iterator<Item = String>) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    for message in messages {
+        if !last.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+        last = message;
+    }
+    text
 }
 
 /// Shorthand for an invalid-input error.
@@ -46,7 +69,22 @@ impl From<crate::nix::NixError> for CliError {
 
 impl From<crate::store::StoreError> for CliError {
     fn from(e: crate::store::StoreError) -> CliError {
-        CliError::Failed(e.into())
+        use crate::store::StoreError;
+        match e {
+            StoreError::Io { .. } => CliError::Store(e.into()),
+            StoreError::Locked {
+                path,
+                holder: Some(holder),
+            } => CliError::Failed(anyhow::anyhow!(
+                "store {} is in use by repx process {} (`{}`, holding it since {}); wait for \
+                 it to finish, or use another --store",
+                path.display(),
+                holder.pid,
+                holder.command.escape_debug(),
+                super::show_job::when(holder.since_ms),
+            )),
+            e => CliError::Failed(e.into()),
+        }
     }
 }
 
@@ -65,5 +103,30 @@ impl From<crate::wasm::RuntimeError> for CliError {
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> CliError {
         CliError::Failed(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let os = std::io::Error::from_raw_os_error(30);
+        let store = crate::store::StoreError::Io {
+            path: "/s".into(),
+            source: os,
+        };
+        let rendered = CliError::from(store).render();
+        assert_eq!(
+            rendered,
+            "error: store /s: Read-only file system (os error 30)"
+        );
+        let wrapped =
+            anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("writing x");
+        assert_eq!(
+            CliError::Failed(wrapped).render(),
+            "error: writing x: No space left on device (os error 28)"
+        );
     }
 }

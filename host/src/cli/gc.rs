@@ -22,7 +22,13 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
         (Ok(lab), None) => store_path(cli, lab)?,
         (Err(_), None) => return Err(current.err().map(CliError::from).expect("an error")),
     };
-    let store = Store::open(&store_dir)?;
+    // A dry run only reads: it works on a store it cannot write.
+    let store = if dry_run {
+        Store::open_shared(&store_dir)?
+    } else {
+        Store::open(&store_dir)?
+    };
+    super::verify::warn(&store);
     let mut roots = store.roots()?;
     if let Ok(lab) = &current
         && store_path(cli, lab).is_ok_and(|s| s == store_dir)
@@ -67,7 +73,7 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
                 format!("root {} (the lab file is gone)", lab.display())
             }
         };
-        println!(
+        outln!(
             "{verb} {line}{}",
             if *bytes > 0 {
                 format!(" ({})", human_bytes(*bytes))
@@ -84,7 +90,7 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
         .filter(|r| r.is_live())
         .map(|r| r.lab.display().to_string())
         .collect();
-    eprintln!(
+    errln!(
         "{} {} ({jobs} jobs, {failures} failure logs, {snapshots} snapshots, {dead} dead roots); kept {} jobs of {} live lab{}: {}",
         if dry_run { "would free" } else { "freed" },
         human_bytes(garbage.bytes()),

@@ -118,15 +118,15 @@ pub fn init(dir: Option<&Path>, template: Template) -> Result<i32, CliError> {
         Template::Sweep => "sweep",
         Template::Impure => "impure",
     };
-    println!("made lab `{name}` ({template_name}) in {}:", dir.display());
+    outln!("made lab `{name}` ({template_name}) in {}:", dir.display());
     for (path, _) in &files {
-        println!("  {path}");
+        outln!("  {path}");
     }
     let cd = if dir == Path::new(".") {
         String::new()
     } else {
         format!("cd {} && ", dir.display())
     };
-    println!("next: {cd}repx run");
+    outln!("next: {cd}repx run");
     Ok(exit::SUCCESS)
 }

@@ -15,9 +15,10 @@ use crate::store::Store;
 pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     let lab = Lab::load(&cli.lab)?;
     for warning in &lab.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let store = Store::open_reader(&store_path(cli, &lab)?)?;
+    super::verify::warn(&store);
     Ok((lab, store))
 }
 
@@ -30,8 +31,8 @@ pub fn list(
     let (lab, store) = open(cli)?;
     if let ListWhat::Runs = what {
         for (name, run) in &lab.runs {
-            println!("{name}");
-            eprintln!("  pipelines: {}", run.pipelines.join(", "));
+            outln!("{name}");
+            errln!("  pipelines: {}", run.pipelines.join(", "));
         }
         return Ok(exit::SUCCESS);
     }
@@ -73,7 +74,7 @@ pub fn list(
                     _ if output_paths => "  -".to_string(),
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "{}  {state:<6} {}{output}",
                     name(index),
                     label(&job.stage, &job.params)
@@ -81,7 +82,7 @@ pub fn list(
             }
             ListWhat::Deps => {
                 for dep in job.deps() {
-                    println!(
+                    outln!(
                         "{} {} -> {} {}",
                         name(index),
                         job.stage,
@@ -135,15 +136,15 @@ pub fn show(cli: &Cli, what: ShowWhat, name: &str, mode: Option<Mode>) -> Result
                     short(&id)
                 )));
             }
-            println!("{}", out.display());
+            outln!("{}", out.display());
             for entry in walkdir::WalkDir::new(&out).sort_by_file_name().min_depth(1) {
                 let entry = entry.map_err(|e| CliError::Failed(e.into()))?;
                 let size = entry.metadata().map(|m| m.len()).unwrap_or_default();
                 let relative = entry.path().strip_prefix(&out).unwrap_or(entry.path());
                 if entry.file_type().is_dir() {
-                    println!("  {}/", relative.display());
+                    outln!("  {}/", relative.display());
                 } else {
-                    println!("  {}  {size} bytes", relative.display());
+                    outln!("  {}  {size} bytes", relative.display());
                 }
             }
         }
@@ -160,7 +161,7 @@ fn show_stage(cli: &Cli, name: &str, mode: Option<Mode>) -> Result<i32, CliError
             lab.file.display()
         )));
     };
-    print!(
+    out!(
         "{}",
         super::grants::describe(&lab, stage, mode).map_err(invalid)?
     );
@@ -178,16 +179,16 @@ pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
     let mut printed = false;
     for name in ["stdout", "stderr", "host.log"] {
         if let Some(text) = read(&dir.join(name)) {
-            println!("==> {name} <==");
-            print!("{text}");
+            outln!("==> {name} <==");
+            out!("{text}");
             if !text.ends_with('\n') {
-                println!();
+                outln!();
             }
             printed = true;
         }
     }
     if !printed {
-        eprintln!("job {} wrote no logs", short(&id));
+        errln!("job {} wrote no logs", short(&id));
     }
     Ok(exit::SUCCESS)
 }

@@ -3,6 +3,10 @@
 //! Only this module prints. Errors become [`error::CliError`]s whose exit codes are in
 //! [`exit`].
 
+// First: its macros are for every module below.
+#[macro_use]
+mod print;
+
 mod bench;
 mod completions;
 mod error;
@@ -305,13 +309,14 @@ pub fn main() -> i32 {
             };
         }
     };
-    match dispatch(cli) {
+    let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", e.render());
+            errln!("{}", e.render());
             e.exit_code()
         }
-    }
+    };
+    print::finish(code)
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {

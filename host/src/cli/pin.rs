@@ -49,14 +49,14 @@ pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         if before.as_deref() == Some(digest.as_str()) {
-            println!("{:<16} already pinned", stage.name);
+            outln!("{:<16} already pinned", stage.name);
             continue;
         }
         table.insert("sha256", toml_edit::value(digest.clone()));
         pinned += 1;
         match before {
-            Some(old) => println!("{:<16} re-pinned {digest} (was {old})", stage.name),
-            None => println!("{:<16} pinned {digest}", stage.name),
+            Some(old) => outln!("{:<16} re-pinned {digest} (was {old})", stage.name),
+            None => outln!("{:<16} pinned {digest}", stage.name),
         }
     }
     if pinned > 0 {

@@ -77,11 +77,11 @@ pub fn new(name: &str, parent: Option<&Path>) -> Result<i32, CliError> {
         }
         std::fs::write(&target, text.replace("{name}", name).replace("{sdk}", &sdk))?;
     }
-    println!("made plugin crate {}:", dir.display());
+    outln!("made plugin crate {}:", dir.display());
     for (path, _) in files {
-        println!("  {path}");
+        outln!("  {path}");
     }
-    println!(
+    outln!(
         "next: cd {} && cargo build --release && repx run   (needs: rustup target add wasm32-wasip2)",
         dir.display()
     );
@@ -270,7 +270,7 @@ pub fn inspect(file: &Path) -> Result<i32, CliError> {
     for need in inspection.needs() {
         let _ = writeln!(out, "  - {need}");
     }
-    print!("{out}");
+    out!("{out}");
     Ok(if inspection.validity().is_ok() {
         exit::SUCCESS
     } else {

@@ -236,7 +236,7 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
         .unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
     std::fs::write(&path, html)
         .map_err(|e| CliError::Failed(anyhow::anyhow!("writing {}: {e}", path.display())))?;
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(exit::SUCCESS)
 }
 

@@ -34,11 +34,11 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         None => Lab::load(&cli.lab)?,
     };
     for warning in &lab.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     if args.dry_run {
         for stage in lab.stages.values() {
-            print!(
+            out!(
                 "{}",
                 super::grants::describe(&lab, stage, mode).map_err(invalid)?
             );
@@ -47,6 +47,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     }
     check_store_out_of_reach(cli, &lab, mode)?;
     let store = Store::open(&store_path(cli, &lab)?)?;
+    super::verify::warn(&store);
     if args.plugin.is_none() {
         // `repx gc` keeps what this lab's runs reach, in this mode.
         store.add_root(&lab.file, mode)?;
@@ -89,7 +90,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         .filter(|j| j.mode == Mode::Impure)
         .count();
     if impure > 0 {
-        eprintln!(
+        errln!(
             "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
         );
     }
@@ -116,6 +117,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         });
     }
     crate::sched::prepare(&plan, &runtime)?;
+    for recompiled in runtime.take_recompiled() {
+        errln!("warning: {recompiled}");
+    }
     let infos = plan.graph.jobs.iter().map(|j| JobInfo {
         stage: j.stage.clone(),
         params: j.params.clone(),
@@ -152,6 +156,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
+    } else if summary.failed > 0 && store.io_failed() {
+        // Jobs failed because the store could not take their results.
+        exit::STORE
     } else if summary.failed > 0 {
         exit::FAILED
     } else {
@@ -159,17 +166,17 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     })
 }
 
-/// The compiled-plugin cache, unless a job of `plan` could write it. Loading an artifact runs
-/// its machine code, so a cache inside the store (outputs, scratch) or, when a job is impure,
-/// inside the project directory (its `/work`) is not used; plugins are compiled in memory.
-/// `repx run` and `repx worker` both take their cache from here, so one rule holds for both.
+/// The compiled-plugin cache, unless a job could write it. Loading an artifact runs its
+/// machine code, so a cache inside the store (outputs, scratch) or inside the project
+/// directory is not used, whatever this run's modes: an impure job of any run has the
+/// project directory at `/work`, and a later pure run would load what it left. Plugins are
+/// then compiled in memory. `repx run` and `repx worker` both take their cache from here,
+/// so one rule holds for both.
 pub(crate) fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
     let cache = crate::wasm::cache_dir()?;
-    let impure = plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure);
-    let project = impure.then_some(plan.lab.dir.as_path());
-    match writable_by_jobs(&cache, store.root(), project) {
+    match writable_by_jobs(&cache, store.root(), &plan.lab.dir) {
         Some((what, dir)) => {
-            eprintln!(
+            errln!(
                 "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
                  plugins may write; set REPX_CACHE_DIR to a directory outside it",
                 cache.display(),
@@ -182,16 +189,13 @@ pub(crate) fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
 }
 
 /// What a job may write that contains `cache`, named, with its path: the store, or the
-/// project directory when one is given (a run with impure jobs).
+/// project directory (impure jobs of any run have it at `/work`).
 fn writable_by_jobs<'a>(
     cache: &Path,
     store: &'a Path,
-    project: Option<&'a Path>,
+    project: &'a Path,
 ) -> Option<(&'static str, &'a Path)> {
-    let mut writable = vec![("the store", store)];
-    if let Some(project) = project {
-        writable.push(("the project directory of impure jobs", project));
-    }
+    let writable = [("the store", store), ("the project directory", project)];
     let real = location::real_path(cache);
     writable
         .into_iter()
@@ -426,7 +430,7 @@ fn copy_ad_hoc_output(plan: &Plan, store: &Store, out: &Path) -> Result<(), CliE
             )
         })
         .map_err(CliError::Failed)?;
-    eprintln!("output copied to {}", out.display());
+    errln!("output copied to {}", out.display());
     Ok(())
 }
 
@@ -446,25 +450,15 @@ mod tests {
         // A link from outside into the project: where the cache really is decides.
         std::os::unix::fs::symlink(&project, dir.join("home/linked")).unwrap();
 
-        let check = |cache: &Path, impure: bool| {
-            writable_by_jobs(cache, &store, impure.then_some(project.as_path()))
-                .map(|(what, _)| what)
-        };
-        let in_store = store.join("cache/repx");
-        let in_project = project.join(".cache/repx");
-        let linked = dir.join("home/linked/.cache/repx");
-        for impure in [false, true] {
-            assert_eq!(check(&in_store, impure), Some("the store"));
-            assert_eq!(check(&outside.join("repx"), impure), None);
-        }
-        let project_named = Some("the project directory of impure jobs");
-        assert_eq!(check(&in_project, true), project_named);
-        assert_eq!(check(&linked, true), project_named);
-        // Pure jobs see the project only as a read-only snapshot.
-        assert_eq!(check(&in_project, false), None);
-        assert_eq!(check(&linked, false), None);
+        let check = |cache: &Path| writable_by_jobs(cache, &store, &project).map(|(what, _)| what);
+        assert_eq!(check(&store.join("cache/repx")), Some("the store"));
+        assert_eq!(check(&outside.join("repx")), None);
+        // Whatever this run's modes: an impure job of another run may write the project.
+        let project_named = Some("the project directory");
+        assert_eq!(check(&project.join(".cache/repx")), project_named);
+        assert_eq!(check(&dir.join("home/linked/.cache/repx")), project_named);
         // A sibling whose name merely starts like the project's is outside it.
-        assert_eq!(check(&dir.join("project-cache/repx"), true), None);
+        assert_eq!(check(&dir.join("project-cache/repx")), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

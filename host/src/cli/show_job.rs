@@ -51,8 +51,7 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
         (Some(_), false, false) => "output deleted",
         (None, false, false) => "not run",
     };
-    let row =
-        |key: &str, value: &dyn std::fmt::Display| println!("{:<10}{value}", format!("{key}:"));
+    let row = |key: &str, value: &dyn std::fmt::Display| outln!("{:<10}{value}", format!("{key}:"));
     row("id", &id);
     let stage = record.as_ref().map(|r| r.stage.clone()).or_else(|| {
         found
@@ -103,7 +102,7 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
             if job.inputs.is_empty() {
                 row("inputs", &"(none)");
             } else {
-                println!("inputs:");
+                outln!("inputs:");
             }
             for (name, input) in &job.inputs {
                 let upstream = |up: &JobIndex| {
@@ -122,19 +121,19 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
                 match input {
                     JobInput::Path(path) => match plan.snapshots.get(path) {
                         Some(hash) => {
-                            println!("  {name} <- {} (snapshot {})", path.display(), short(hash))
+                            outln!("  {name} <- {} (snapshot {})", path.display(), short(hash))
                         }
-                        None => println!("  {name} <- {} (live)", path.display()),
+                        None => outln!("  {name} <- {} (live)", path.display()),
                     },
-                    JobInput::Job(up) => println!("  {name} <- {}", upstream(up)),
+                    JobInput::Job(up) => outln!("  {name} <- {}", upstream(up)),
                     JobInput::Gather(ups) => {
-                        println!(
+                        outln!(
                             "  {name} <- every job of {} ({}):",
                             plan.graph.jobs[ups[0]].stage,
                             ups.len()
                         );
                         for up in ups {
-                            println!("    {}", upstream(up));
+                            outln!("    {}", upstream(up));
                         }
                     }
                 }
@@ -167,14 +166,14 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
     };
     for name in ["stderr", "stdout"] {
         if let Some(tail) = tail(&dir.join(name)) {
-            println!("{name} (last lines):");
+            outln!("{name} (last lines):");
             for line in tail {
-                println!("    | {line}");
+                outln!("    | {line}");
             }
             break;
         }
     }
-    println!("whole log: repx log {}", short(id));
+    outln!("whole log: repx log {}", short(id));
 }
 
 /// The last lines of a log file, if it has any.
@@ -189,7 +188,7 @@ fn tail(path: &Path) -> Option<Vec<String>> {
 }
 
 /// A Unix time in milliseconds as `YYYY-MM-DD hh:mm:ss UTC (N ago)`.
-fn when(ms: u64) -> String {
+pub(super) fn when(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);

@@ -123,7 +123,7 @@ pub fn run(
 ) -> Result<Summary, CliError> {
     let (user, warnings) = config::user_settings().map_err(|e| CliError::Invalid(e.into()))?;
     for warning in warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let cluster = Cluster {
         config: config::resolve(&[&args.settings(), &plan.lab.slurm, &user]),
@@ -135,7 +135,7 @@ pub fn run(
     let (summary, report) =
         slurm::run(plan, store, options, &cluster, emit).map_err(|e| CliError::Failed(e.into()))?;
     if report.submissions > 0 {
-        eprintln!(
+        errln!(
             "slurm: {} allocation(s) from {} submission(s); batches and logs in {}",
             report.allocations,
             report.submissions,
@@ -185,9 +185,10 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         None => Lab::load(&cli.lab)?,
     };
     for warning in &lab.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let store = Store::open_worker(&super::run::store_path(cli, &lab)?)?;
+    super::verify::warn(&store);
     let runs: Vec<&str> = batch.runs.iter().map(String::as_str).collect();
     if let Some(run) = runs.iter().find(|r| !lab.runs.contains_key(**r)) {
         return Err(invalid(format!(
@@ -213,6 +214,9 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         });
     }
     crate::sched::prepare(&plan, &runtime)?;
+    for recompiled in runtime.take_recompiled() {
+        errln!("warning: {recompiled}");
+    }
     let infos = plan.graph.jobs.iter().map(|j| JobInfo {
         stage: j.stage.clone(),
         params: j.params.clone(),

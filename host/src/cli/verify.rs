@@ -1,7 +1,9 @@
-//! `repx verify`: re-hash every committed output; with `--repair`, remove the bad ones.
+//! `repx verify`: re-hash every committed output and read every record; with `--repair`,
+//! remove the bad ones.
 //!
 //! A check of the store alone: with `--store` no lab is read, so a store whose lab is gone
-//! or broken can still be checked.
+//! or broken can still be checked. Without `--repair` it only reads (under a shared lock),
+//! so it works on a store it cannot write.
 
 use super::error::{CliError, invalid};
 use super::render::short;
@@ -23,30 +25,62 @@ pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
         Some(root) => root.clone(),
         None => store_path(cli, &Lab::load(&cli.lab)?)?,
     };
-    let store = Store::open(&root)?;
+    let store = if repair {
+        Store::open(&root)?
+    } else {
+        Store::open_shared(&root)?
+    };
+    // The report below says all the store's warnings would, line by line.
+    let _ = store.take_warnings();
     let report = verify::verify(&store);
+    for line in &report.unparsable {
+        outln!("UNREADABLE records.jsonl line {line}: not a record");
+    }
     for damage in &report.damaged {
-        println!("DAMAGED {} {}", damage.stage, short(&damage.id));
+        outln!("DAMAGED {} {}", damage.stage, short(&damage.id));
         for problem in &damage.problems {
-            println!("    {problem}");
+            outln!("    {problem}");
         }
     }
-    println!(
-        "{} outputs checked, {} damaged",
+    let unreadable = match report.unparsable.len() {
+        0 => String::new(),
+        n => format!(", {n} record lines unreadable"),
+    };
+    outln!(
+        "{} outputs checked, {} damaged{unreadable}",
         report.checked,
         report.damaged.len()
     );
-    if report.damaged.is_empty() {
+    if !report.unrecorded.is_empty() {
+        // Not damage: no run trusts an output without a record.
+        outln!(
+            "{} outputs in jobs/ have no record (left by an interrupted `repx gc` or run); \
+             run `repx gc` again to remove them",
+            report.unrecorded.len()
+        );
+    }
+    if !report.needs_repair() {
         return Ok(exit::SUCCESS);
     }
     if repair {
-        verify::repair(&store, &report.damaged)?;
-        println!(
-            "removed {} damaged outputs; the next `repx run` recomputes them",
-            report.damaged.len()
+        verify::repair(&store, &report)?;
+        outln!(
+            "removed {} damaged outputs{}; the next `repx run` recomputes them",
+            report.damaged.len(),
+            match report.unparsable.len() {
+                0 => String::new(),
+                n => format!(" and {n} unreadable record lines"),
+            }
         );
     } else {
-        println!("run `repx verify --repair` to remove them so the next run recomputes them");
+        outln!("run `repx verify --repair` to remove them so the next run recomputes them");
     }
     Ok(exit::FAILED)
+}
+
+/// Says what is wrong with a store that did not stop it from opening, once.
+pub(super) fn warn(store: &Store) {
+    for warning in store.take_warnings() {
+        errln!("warning: {warning}");
+    }
 }

@@ -69,10 +69,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
     let ran = match ran {
         Ok(ran) => ran,
         Err(failed) => {
-            store
-                .discard(staging, &failed.logs)
-                .map_err(|e| e.to_string())?;
-            return Err(failed.message);
+            // The job's own failure first, whether or not its logs could be kept.
+            return Err(match store.discard(staging, &failed.logs) {
+                Ok(()) => failed.message,
+                Err(e) => format!("{}\n(its logs were not kept: {e})", failed.message),
+            });
         }
     };
     let fingerprint = match sources {

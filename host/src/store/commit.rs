@@ -59,7 +59,7 @@ impl Store {
             }),
             Err(e) => {
                 let _ = self.discard(staging, logs);
-                Err(e)
+                Err(self.failed_write(e))
             }
         }
     }
@@ -159,7 +159,7 @@ impl Store {
             Err(e) => {
                 // The outputs are in place but unrecorded: not done, and replaced next time.
                 for (slot, _) in moved {
-                    results[slot] = Some(Err(again(&e)));
+                    results[slot] = Some(Err(self.failed_write(again(&e))));
                 }
             }
         }
@@ -176,7 +176,7 @@ impl Store {
             // An unrecorded leftover of a crash, or an impure job's previous output.
             let trash = staging.dir.with_extension("old");
             fs::rename(&target, &trash).map_err(io(&target))?;
-            tree::remove_tree(&trash).map_err(io(&trash))?;
+            super::remove_tree(&trash).map_err(io(&trash))?;
         }
         fs::rename(&staging.dir, &target).map_err(io(&target))
     }
@@ -185,12 +185,12 @@ impl Store {
     /// for that job.
     fn discard_sealed(&self, sealed: Sealed, error: &StoreError) -> StoreError {
         let failed = self.failed_dir(&sealed.staging.id);
-        let _ = tree::remove_tree(&failed).and_then(|()| fs::create_dir_all(&failed));
+        let _ = super::remove_tree(&failed).and_then(|()| fs::create_dir_all(&failed));
         for name in super::LOG_FILES {
             let _ = fs::rename(sealed.staging.dir.join(name), failed.join(name));
         }
-        let _ = tree::remove_tree(&sealed.staging.dir);
-        again(error)
+        let _ = super::remove_tree(&sealed.staging.dir);
+        self.failed_write(again(error))
     }
 }
 
@@ -278,7 +278,7 @@ mod tests {
 
     fn store(name: &str) -> (PathBuf, Store) {
         let dir = std::env::temp_dir().join(format!("repx-commit-{name}-{}", std::process::id()));
-        let _ = tree::remove_tree(&dir);
+        let _ = crate::store::remove_tree(&dir);
         let store = Store::open(&dir.join("store")).unwrap();
         (dir, store)
     }
@@ -324,7 +324,7 @@ mod tests {
         let store = Store::open(&dir.join("store")).unwrap();
         assert_eq!(store.records().len(), 2 + FSYNC_EACH_UP_TO);
         drop(store);
-        tree::remove_tree(&dir).unwrap();
+        crate::store::remove_tree(&dir).unwrap();
     }
 
     #[test]
@@ -347,6 +347,6 @@ mod tests {
         assert_eq!(next.scratch, scratch, "the scratch directory is reused");
         assert_eq!(fs::read_dir(&next.scratch).unwrap().count(), 0, "and empty");
         drop(store);
-        tree::remove_tree(&dir).unwrap();
+        crate::store::remove_tree(&dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{StoreError, io, remove_tree};
@@ -140,7 +141,9 @@ impl super::Store {
             .clone();
         let jobs = self.root.join("jobs");
         for id in dir_names(&jobs)? {
-            if !live.jobs.contains(&id) {
+            // An output without a record is no job's: a run replaces it, whether or not
+            // the job is live (left by a crash, or a `gc` killed midway).
+            if !live.jobs.contains(&id) || !records.contains_key(&id) {
                 let path = jobs.join(&id);
                 let stage = records.get(&id).map(|r| r.stage.clone());
                 garbage
@@ -186,60 +189,57 @@ impl super::Store {
         Ok(garbage)
     }
 
-    /// Removes `garbage` from the store, records last: first the directories, then the
-    /// records file is rewritten without the forgotten jobs (atomically, by rename).
+    /// Removes `garbage` from the store, records first: the records file is rewritten
+    /// without the forgotten jobs (atomically, by rename), then each directory is moved
+    /// into `tmp/` (one rename: it is there whole or gone) and removed from there. A `gc`
+    /// killed midway so leaves only unrecorded directories, which no run trusts, which
+    /// `repx verify` does not call damaged, and which the next `gc` (or a run of the job)
+    /// removes; never a half-removed output or snapshot under its own name.
     pub fn collect(&self, garbage: &Garbage) -> Result<(), StoreError> {
-        let mut forgotten = HashSet::new();
-        for (item, path, _) in &garbage.items {
+        let forgotten: HashSet<&str> = garbage
+            .items
+            .iter()
+            .filter_map(|(item, _, _)| match item {
+                Item::Job { id, .. } | Item::Record { id } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !forgotten.is_empty() {
+            self.rewrite_records(&forgotten)?;
+        }
+        let trash = self.tmp_path("gc");
+        fs::create_dir_all(&trash).map_err(io(&trash))?;
+        for (n, (item, path, _)) in garbage.items.iter().enumerate() {
             match item {
-                Item::Job { id, .. } | Item::Record { id } => {
-                    forgotten.insert(id.clone());
-                    if !path.as_os_str().is_empty() {
-                        remove_tree(path).map_err(io(path))?;
-                    }
-                    // A hermetic job's Nix GC roots: Nix may collect its output now.
-                    for root in [id.clone(), format!("{id}-log")] {
-                        let root = self.root.join("nix").join(root);
-                        match fs::remove_file(&root) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                return Err(io(&root)(e));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                Item::Failure { .. } | Item::Snapshot { .. } => {
-                    remove_tree(path).map_err(io(path))?
-                }
                 Item::DeadRoot { .. } => fs::remove_file(path).map_err(io(path))?,
+                _ if path.as_os_str().is_empty() => {}
+                _ => {
+                    let aside = trash.join(n.to_string());
+                    // Moving a directory to another parent rewrites its `..`: a sealed
+                    // snapshot must be writable first.
+                    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o755));
+                    match fs::rename(path, &aside) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io(path)(e));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Item::Job { id, .. } | Item::Record { id } = item {
+                // A hermetic job's Nix GC roots: Nix may collect its output now.
+                for root in [id.clone(), format!("{id}-log")] {
+                    let root = self.root.join("nix").join(root);
+                    match fs::remove_file(&root) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io(&root)(e));
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
-        if forgotten.is_empty() {
-            return Ok(());
-        }
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        records.retain(|id, _| !forgotten.contains(id));
-        let path = self.root.join("records.jsonl");
-        let tmp = self.root.join("tmp").join("records.jsonl");
-        let mut text = Vec::new();
-        let mut kept: Vec<&super::Record> = records.values().collect();
-        kept.sort_by(|a, b| (a.finished_ms, &a.id).cmp(&(b.finished_ms, &b.id)));
-        for record in kept {
-            text.extend(serde_json::to_vec(record).expect("records serialise"));
-            text.push(b'\n');
-        }
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        // Appends go to the new file from now on.
-        let log = fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = log;
-        super::sync_dir(&self.root)
+        remove_tree(&trash).map_err(io(&trash))
     }
 }
 

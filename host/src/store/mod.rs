@@ -12,7 +12,8 @@
 //! fingerprints/        what impure stages' scopes were when their jobs ran; see `sources`
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
 //! tmp/                 jobs being run; never trusted, cleared under the lock
-//! lock                 held by the one `repx` process using the store
+//! lock                 who holds the store's lock (the lock is on the directory, see [`lock`])
+//! records.lock         taken around each append to records.jsonl, see [`records`]
 //! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
 //! slurm/<run>/         batches, worker events and SLURM logs of `--scheduler slurm` runs
 //! ```
@@ -22,7 +23,15 @@
 //! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
 //! the next run replaces. Outputs are committed in batches that share the flushes and the
-//! append (see [`Store::commit_sealed`]); each job of a batch keeps this order.
+//! append (see [`Store::commit_sealed`]); each job of a batch keeps this order. A failed
+//! append leaves the record log as it was (see [`records`]).
+//!
+//! Opening: [`Store::open`] takes the lock and may change the store; [`Store::open_shared`]
+//! (`repx verify`, `repx gc --dry-run`) and [`Store::open_reader`] (`list`, `show`, `log`,
+//! `results`, `report`, `viz`) create nothing and so work on a store they cannot write.
+//! Trees are removed by descriptor ([`remove_tree`]), so no output a plugin makes, however
+//! deep, can stop the store from clearing `tmp/`; what cannot be cleared is reported as a
+//! [`Warning`] and the store goes on.
 //!
 //! Workers: while `repx run --scheduler slurm` holds the lock, the `repx worker`s it starts
 //! on cluster nodes open the store with [`Store::open_worker`]. They stage under names of
@@ -34,12 +43,15 @@
 mod commit;
 pub mod gc;
 pub mod location;
+pub mod lock;
+mod records;
+mod remove;
 mod tree;
 pub mod verify;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -47,9 +59,12 @@ use std::sync::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use commit::{Sealed, declared_outputs_present, within_output_limit};
+pub use lock::{Access, Holder};
+use records::RecordLog;
+pub use remove::remove_tree;
 pub use tree::{
     Entry, TreeError, TreeSummary, copy_tree, copy_tree_except, hash_tree, hash_tree_except,
-    remove_tree, seal_tree,
+    seal_tree,
 };
 
 /// The file beside a job's `out/` listing every entry and its digest.
@@ -66,8 +81,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("store {} is in use by another repx process; wait for it to finish, or use another --store", path.display())]
-    Locked { path: PathBuf },
+    #[error("store {} is in use by {}; wait for it to finish, or use another --store", path.display(), holder.as_ref().map_or("another repx process".to_string(), |h| format!("repx process {} (`{}`)", h.pid, h.command)))]
+    Locked {
+        path: PathBuf,
+        holder: Option<Holder>,
+    },
     #[error("job {id}: {source}")]
     Output {
         id: String,
@@ -84,6 +102,44 @@ pub enum StoreError {
 /// it, from its seconds and nanoseconds.
 fn mtime_ns(seconds: i64, nanoseconds: i64) -> i64 {
     seconds * 1_000_000_000 + nanoseconds
+}
+
+/// Something wrong with a store that did not stop it from opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// Lines of `records.jsonl` (numbered from 1) that are no record: whose jobs do not
+    /// count as done.
+    Unparsable { log: PathBuf, lines: Vec<u64> },
+    /// Something in `tmp/` that could not be removed.
+    NotCleared { path: PathBuf, error: String },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::Unparsable { log, lines } => {
+                let shown: Vec<String> = lines.iter().take(5).map(u64::to_string).collect();
+                let more = match lines.len() {
+                    0..=5 => String::new(),
+                    n => format!(" and {} more", n - 5),
+                };
+                write!(
+                    f,
+                    "{}: line{} {}{more} {} no record; their jobs do not count as done \
+                     (`repx verify` lists them, `repx verify --repair` removes them)",
+                    log.display(),
+                    if lines.len() == 1 { "" } else { "s" },
+                    shown.join(", "),
+                    if lines.len() == 1 { "is" } else { "are" },
+                )
+            }
+            Warning::NotCleared { path, error } => write!(
+                f,
+                "could not clear {}: {error}; it stays until a later run clears it",
+                path.display()
+            ),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -180,13 +236,9 @@ pub struct Logs {
 pub struct Store {
     root: PathBuf,
     records: RwLock<HashMap<String, Record>>,
-    log: Mutex<File>,
-    /// How far `records.jsonl` has been read: the end of its last whole line.
-    read: Mutex<u64>,
+    log: RecordLog,
     /// Tells this process's staging directories apart from other processes'.
     tag: String,
-    /// A worker's `records.lock`, taken around each append.
-    append_lock: Option<File>,
     /// Empty scratch directories in `tmp/`, handed from one job to the next: creating and
     /// removing one per job is what dominated a trivial job's cost on ext4.
     scratch: Mutex<Vec<PathBuf>>,
@@ -194,54 +246,78 @@ pub struct Store {
     /// Whether `tmp/staging.<tag>/`, where job attempts are staged, exists yet.
     staging_made: AtomicBool,
     /// `jobs/`, open: whether an output exists is one `fstatat` from here, not a walk of
-    /// the whole path (a no-op run asks it of every job).
-    jobs: File,
-    _lock: File,
+    /// the whole path (a no-op run asks it of every job). `None` when there is none yet.
+    jobs: Option<File>,
+    /// What holds the store: its directory, locked (see [`lock`]), or a worker's
+    /// `workers.lock`; nothing for a reader.
+    _lock: Option<File>,
+    warnings: Mutex<Vec<Warning>>,
+    /// Whether writing into the store failed, as a full disk makes it.
+    io_failed: AtomicBool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root` and takes its lock.
+    /// Opens (creating if needed) the store at `root` and takes its lock exclusively.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(io(root))?;
         for sub in ["jobs", "failed", "snapshots", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
         }
         spread_subdirectories(&root.join("tmp"));
-        let lock_path = root.join("lock");
-        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: root }),
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
+        let lock = lock::lock(&root, Access::Exclusive)?;
+        let log = RecordLog::open(&root, true).map_err(io(&root.join(records::FILE)))?;
         // Holding the lock, nothing in tmp/ belongs to a live job, unless workers of an
         // earlier run still write (a SLURM run whose coordinator was killed).
         let workers = workers_lock(&root)?;
+        let mut warnings = Vec::new();
         if workers.try_lock().is_ok() {
             let tmp = root.join("tmp");
             for entry in fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
-                remove_tree(&entry.path()).map_err(io(&entry.path()))?;
+                if let Err(e) = remove_tree(&entry.path()) {
+                    warnings.push(Warning::NotCleared {
+                        path: entry.path(),
+                        error: e.to_string(),
+                    });
+                }
             }
-            cut_torn_tail(&root.join("records.jsonl"))?;
+            log.cut_torn_tail().map_err(io(log.path()))?;
             let _ = workers.unlock();
         }
-        Store::with_lock(root, lock, std::process::id().to_string(), None)
+        Store::new(
+            root,
+            log,
+            Some(lock),
+            std::process::id().to_string(),
+            warnings,
+        )
+    }
+
+    /// Opens the store to read it while nothing changes it: a shared lock, which a run
+    /// holding the store refuses, and nothing created (`repx verify`, `repx gc --dry-run`).
+    /// A store that does not exist is an empty one.
+    pub fn open_shared(root: &Path) -> Result<Store, StoreError> {
+        let root = std::path::absolute(root).map_err(io(root))?;
+        let lock = match lock::lock(&root, Access::Shared) {
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                None
+            }
+            locked => Some(locked?),
+        };
+        let log = RecordLog::open(&root, false).map_err(io(&root))?;
+        Store::new(root, log, lock, std::process::id().to_string(), Vec::new())
     }
 
     /// Opens the store to look at it, beside a `repx run` that may hold the lock: nothing
-    /// is locked or cleared. For commands that only read (list, show, log, results, viz).
+    /// is locked, created or cleared. For commands that only read (list, show, log,
+    /// results, report, viz).
     pub fn open_reader(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(io(root))?;
-        for sub in ["jobs", "failed", "snapshots", "tmp"] {
-            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
-        }
-        let lock_path = root.join("lock");
-        let unlocked = File::create(&lock_path).map_err(io(&lock_path))?;
-        Store::with_lock(root, unlocked, std::process::id().to_string(), None)
+        let log = RecordLog::open(&root, false).map_err(io(&root))?;
+        Store::new(root, log, None, std::process::id().to_string(), Vec::new())
     }
 
     /// Opens the store as a `repx worker` does, beside the process holding the lock: no
-    /// exclusive lock, nothing cleared, records appended under `records.lock`.
+    /// exclusive lock, nothing cleared.
     pub fn open_worker(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(io(root))?;
         for sub in ["jobs", "failed", "snapshots", "tmp"] {
@@ -252,13 +328,7 @@ impl Store {
         workers
             .lock_shared()
             .map_err(io(&root.join("workers.lock")))?;
-        let append_path = root.join("records.lock");
-        let append_lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&append_path)
-            .map_err(io(&append_path))?;
+        let log = RecordLog::open(&root, true).map_err(io(&root.join(records::FILE)))?;
         let host = fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
             .unwrap_or_default();
@@ -269,55 +339,85 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let tag = format!("{host}-{}-{started:x}", std::process::id());
-        Store::with_lock(root, workers, tag, Some(append_lock))
+        Store::new(root, log, Some(workers), tag, Vec::new())
     }
 
-    fn with_lock(
+    fn new(
         root: PathBuf,
-        lock: File,
+        log: RecordLog,
+        lock: Option<File>,
         tag: String,
-        append_lock: Option<File>,
+        mut warnings: Vec<Warning>,
     ) -> Result<Store, StoreError> {
-        let records_path = root.join("records.jsonl");
         let mut records = HashMap::new();
-        let read = read_records(&records_path, 0, &mut records)?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&records_path)
-            .map_err(io(&records_path))?;
+        log.read_new(|record| {
+            records.insert(record.id.clone(), record);
+        })
+        .map_err(io(log.path()))?;
+        let unparsable = log.unparsable();
+        if !unparsable.is_empty() {
+            warnings.push(Warning::Unparsable {
+                log: log.path().to_path_buf(),
+                lines: unparsable,
+            });
+        }
         let jobs_path = root.join("jobs");
-        let jobs = File::open(&jobs_path).map_err(io(&jobs_path))?;
+        let jobs = match File::open(&jobs_path) {
+            Ok(jobs) => Some(jobs),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&jobs_path)(e)),
+        };
         Ok(Store {
             root,
             records: RwLock::new(records),
-            log: Mutex::new(log),
-            read: Mutex::new(read),
+            log,
             tag,
-            append_lock,
             scratch: Mutex::new(Vec::new()),
             scratch_made: AtomicU64::new(0),
             staging_made: AtomicBool::new(false),
             jobs,
             _lock: lock,
+            warnings: Mutex::new(warnings),
+            io_failed: AtomicBool::new(false),
         })
+    }
+
+    /// What is wrong with the store that did not stop it, each said once: the CLI prints
+    /// them after opening it.
+    pub fn take_warnings(&self) -> Vec<Warning> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The line numbers (from 1) of the lines of `records.jsonl` that are no record.
+    pub fn unparsable_records(&self) -> Vec<u64> {
+        self.log.unparsable()
+    }
+
+    /// Whether writing into the store failed since it was opened (a full disk, a
+    /// read-only filesystem): jobs failed for the store's sake, not their own.
+    pub fn io_failed(&self) -> bool {
+        self.io_failed.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a write into the store failed; returns the error.
+    fn failed_write(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Io { .. }) {
+            self.io_failed.store(true, Ordering::Relaxed);
+        }
+        error
     }
 
     /// Reads the records other processes (workers) appended since the store last looked;
     /// returns them.
     pub fn refresh(&self) -> Result<Vec<Record>, StoreError> {
-        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        let path = self.root.join("records.jsonl");
-        if fs::metadata(&path).is_ok_and(|m| m.len() < *read) {
-            // Rewritten shorter (`repx gc`): read it again from the start.
-            *read = 0;
-        }
         let mut fresh = HashMap::new();
         let mut order = Vec::new();
-        *read = read_records_into(&path, *read, |record| {
-            order.push(record.id.clone());
-            fresh.insert(record.id.clone(), record);
-        })?;
+        self.log
+            .read_new(|record| {
+                order.push(record.id.clone());
+                fresh.insert(record.id.clone(), record);
+            })
+            .map_err(io(self.log.path()))?;
         let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
         let mut new = Vec::with_capacity(fresh.len());
         for id in order {
@@ -384,12 +484,13 @@ impl Store {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let jobs = self.jobs.as_ref()?;
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `jobs` is an open directory, `path` a NUL-terminated string, and `stat`
         // is only read once the call has filled it.
         let found = unsafe {
             libc::fstatat(
-                self.jobs.as_raw_fd(),
+                jobs.as_raw_fd(),
                 path.as_ptr(),
                 stat.as_mut_ptr(),
                 libc::AT_SYMLINK_NOFOLLOW,
@@ -459,6 +560,11 @@ impl Store {
 
     /// Makes a fresh staging directory for a job attempt.
     pub fn stage(&self, id: &str, attempt: u64) -> Result<Staging, StoreError> {
+        self.make_staging(id, attempt)
+            .map_err(|e| self.failed_write(e))
+    }
+
+    fn make_staging(&self, id: &str, attempt: u64) -> Result<Staging, StoreError> {
         // One parent per process, placed by the allocator once (see `spread_subdirectories`);
         // each attempt's directories are then made beside each other, in its block group.
         let parent = self.tmp_path("staging");
@@ -527,14 +633,18 @@ impl Store {
             .push(dir);
     }
 
-    /// Keeps a failed attempt's logs in `failed/<id>` and discards its output.
+    /// Keeps a failed attempt's logs in `failed/<id>` and discards its output. The output
+    /// goes even when the logs cannot be kept (a full disk); the error says why they were
+    /// not.
     pub fn discard(&self, mut staging: Staging, logs: &Logs) -> Result<(), StoreError> {
         self.release_scratch(std::mem::take(&mut staging.scratch));
         let target = self.failed_dir(&staging.id);
-        remove_tree(&target).map_err(io(&target))?;
-        fs::create_dir_all(&target).map_err(io(&target))?;
-        write_logs(&target, logs, true)?;
-        remove_tree(&staging.dir).map_err(io(&staging.dir))
+        let kept = remove_tree(&target)
+            .and_then(|()| fs::create_dir_all(&target))
+            .map_err(io(&target))
+            .and_then(|()| write_logs(&target, logs, true));
+        let removed = remove_tree(&staging.dir).map_err(io(&staging.dir));
+        kept.and(removed).map_err(|e| self.failed_write(e))
     }
 
     /// Forgets a failure once the job succeeds.
@@ -542,28 +652,37 @@ impl Store {
         let _ = remove_tree(&self.failed_dir(id));
     }
 
-    /// Appends records in one write and one fdatasync.
+    /// Rewrites `records.jsonl` with every record but those of `forget`, and without lines
+    /// that are no record, atomically (by rename).
+    pub(crate) fn rewrite_records(
+        &self,
+        forget: &std::collections::HashSet<&str>,
+    ) -> Result<(), StoreError> {
+        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+        records.retain(|id, _| !forget.contains(id.as_str()));
+        let mut kept: Vec<&Record> = records.values().collect();
+        kept.sort_by(|a, b| (a.finished_ms, &a.id).cmp(&(b.finished_ms, &b.id)));
+        let tmp = self.tmp_path("records.jsonl");
+        self.log
+            .rewrite(kept.into_iter(), &tmp)
+            .map_err(io(self.log.path()))?;
+        sync_dir(&self.root)
+    }
+
+    /// Appends records in one write and one fdatasync, or none of them (see [`records`]).
     fn append<'r>(&self, records: impl Iterator<Item = &'r Record>) -> Result<(), StoreError> {
-        let mut line = Vec::new();
+        let mut lines = Vec::new();
         for record in records {
-            serde_json::to_writer(&mut line, record).expect("records serialise");
-            line.push(b'\n');
+            serde_json::to_writer(&mut lines, record).expect("records serialise");
+            lines.push(b'\n');
         }
-        if line.is_empty() {
+        if lines.is_empty() {
             return Ok(());
         }
-        let path = self.root.join("records.jsonl");
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        // One write of whole lines on an O_APPEND file: after every other line. The lock
-        // makes that hold on shared filesystems too, where workers write from nodes.
-        if let Some(lock) = &self.append_lock {
-            lock.lock().map_err(io(&path))?;
-        }
-        let written = log.write_all(&line).and_then(|()| log.sync_data());
-        if let Some(lock) = &self.append_lock {
-            let _ = lock.unlock();
-        }
-        written.map_err(io(&path))
+        self.log
+            .append(&lines)
+            .map_err(io(self.log.path()))
+            .map_err(|e| self.failed_write(e))
     }
 }
 
@@ -575,67 +694,6 @@ fn workers_lock(root: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))
-}
-
-/// Reads the records from byte `from` on into `records`; returns where the last whole
-/// line ends.
-fn read_records(
-    path: &Path,
-    from: u64,
-    records: &mut HashMap<String, Record>,
-) -> Result<u64, StoreError> {
-    read_records_into(path, from, |record| {
-        records.insert(record.id.clone(), record);
-    })
-}
-
-fn read_records_into(
-    path: &Path,
-    from: u64,
-    mut each: impl FnMut(Record),
-) -> Result<u64, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from),
-        Err(e) => return Err(io(path)(e)),
-    };
-    let mut reader = BufReader::new(file);
-    reader.seek(SeekFrom::Start(from)).map_err(io(path))?;
-    let mut end = from;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io(path))?;
-        // A line still being written (or torn by a crash) is not a record yet.
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        end += n as u64;
-        if let Ok(record) = serde_json::from_slice::<Record>(&line) {
-            each(record);
-        }
-    }
-    Ok(end)
-}
-
-/// Cuts a record line torn by a crash off the end of `records.jsonl`. Otherwise the next
-/// record appended would be glued to it and lost with it: its job, committed, would count
-/// as not done.
-fn cut_torn_tail(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::FileExt;
-    let file = match OpenOptions::new().write(true).read(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(path)(e)),
-    };
-    let len = file.metadata().map_err(io(path))?.len();
-    let mut last = [0u8];
-    if len == 0 || (file.read_at(&mut last, len - 1).map_err(io(path))? == 1 && last[0] == b'\n') {
-        return Ok(());
-    }
-    let whole = read_records_into(path, 0, |_| {})?;
-    file.set_len(whole).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
 }
 
 /// The names of a job's log files, beside `out/` or in `failed/<id>/`.

@@ -335,25 +335,10 @@ fn copy_walk(from: &Path, to: &Path, except: Option<&Path>) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes a tree, sealed or not; a missing tree is fine.
-pub fn remove_tree(root: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(root) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        Ok(meta) if !meta.is_dir() => return fs::remove_file(root),
-        Ok(_) => {}
-    }
-    for entry in WalkDir::new(root).follow_links(false).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
-        }
-    }
-    fs::remove_dir_all(root)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::remove_tree;
 
     fn tempdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("repx-tree-{name}-{}", std::process::id()));

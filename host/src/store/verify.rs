@@ -3,6 +3,9 @@
 //! The record's tree hash is the authority; the manifest beside each output only explains
 //! a mismatch file by file. A record is written only once its output is in place, so a
 //! recorded job whose output directory is gone was damaged too, not merely never committed.
+//! Lines of the record log that are no record are reported by line number and dropped by
+//! a repair. An output without a record (left by a crash, or by a `repx gc` killed after
+//! it rewrote the records) is no damage: no run trusts it, and `repx gc` removes it.
 
 use std::collections::BTreeMap;
 
@@ -50,13 +53,37 @@ pub struct Damage {
 pub struct Report {
     pub checked: usize,
     pub damaged: Vec<Damage>,
+    /// Lines of `records.jsonl` (from 1) that are no record.
+    pub unparsable: Vec<u64>,
+    /// Job directories in `jobs/` without a record.
+    pub unrecorded: Vec<String>,
+}
+
+impl Report {
+    /// Whether anything needs a repair.
+    pub fn needs_repair(&self) -> bool {
+        !self.damaged.is_empty() || !self.unparsable.is_empty()
+    }
 }
 
 /// Re-hashes every recorded output in the store; one whose directory is gone is damaged.
 pub fn verify(store: &Store) -> Report {
-    let mut report = Report::default();
+    let mut report = Report {
+        unparsable: store.unparsable_records(),
+        ..Report::default()
+    };
     let mut records = store.records();
     records.sort_by(|a, b| a.id.cmp(&b.id));
+    let recorded: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let jobs = std::fs::read_dir(store.root().join("jobs"))
+        .into_iter()
+        .flatten();
+    report.unrecorded = jobs
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| !recorded.contains(id.as_str()))
+        .collect();
+    report.unrecorded.sort();
     for record in records {
         let out = store.output_dir(&record.id);
         report.checked += 1;
@@ -109,10 +136,14 @@ fn explain(store: &Store, id: &str, now: &[Entry]) -> Vec<Problem> {
     problems
 }
 
-/// Removes damaged outputs and drops their records, so that the next run recomputes them
-/// and the next verification does not report them again.
-pub fn repair(store: &Store, damaged: &[Damage]) -> Result<(), StoreError> {
-    let items = damaged
+/// Removes damaged outputs and drops their records, and the lines that are no record, so
+/// that the next run recomputes them and the next verification does not report them again.
+pub fn repair(store: &Store, report: &Report) -> Result<(), StoreError> {
+    if !report.unparsable.is_empty() {
+        store.rewrite_records(&Default::default())?;
+    }
+    let items = report
+        .damaged
         .iter()
         .map(|damage| {
             let job = Item::Job {

@@ -1,15 +1,33 @@
 //! Compiled plugins on disk, keyed by plugin digest and engine compatibility.
 //!
-//! Loading a compiled artifact runs its machine code, so the cache lives in the user's
-//! cache directory, never in the store or anywhere a plugin is given.
+//! Loading a compiled artifact runs its machine code. So:
+//! - The cache lives in the user's cache directory. A cache that any job could write (in
+//!   the store, or in a project directory, which impure jobs of any run have at `/work`)
+//!   is not used; the rule is `cli::run::plugin_cache`'s.
+//! - Each artifact ends with the BLAKE3 digest of the bytes before it (and a tag), written
+//!   with it in one file, and is loaded only from bytes read once and found to match. A
+//!   damaged artifact (a bad disk, a copy cut short, bytes overwritten) is recompiled and
+//!   replaced, with a [`Recompiled`] note, never run: wasmtime trusts what it deserializes,
+//!   and damaged code crashes the process. The digest guards against damage; against an
+//!   attacker the place does (the digest lies beside the artifact, equally out of reach).
+//! - An artifact is written to a temporary file `.<host>.<pid>.<name>`, flushed, renamed
+//!   into place, and the directory flushed. Temporary files that a killed compile left
+//!   (this host's, whose process is gone) are removed when the cache is opened.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 use super::Plugin;
+
+/// Ends every artifact, after its digest.
+const TAG: &[u8; 8] = b"repxsum1";
+/// The digest and the tag.
+const TRAILER: usize = 32 + TAG.len();
 
 /// The default cache directory: `$REPX_CACHE_DIR`, else `$XDG_CACHE_HOME/repx`, else `~/.cache/repx`.
 pub fn default_dir() -> Option<PathBuf> {
@@ -22,23 +40,67 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("repx"))
 }
 
-fn artifact(engine: &Engine, dir: &Path, plugin: &Plugin) -> PathBuf {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join("wasm")
-        .join(format!("{}-{:016x}.cwasm", plugin.digest, h.finish()))
+/// A compiled artifact found damaged, and compiled again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recompiled {
+    pub plugin: String,
+    pub artifact: PathBuf,
+    pub why: String,
+}
+
+impl std::fmt::Display for Recompiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the compiled plugin {} in the cache is damaged ({}): not loaded; {} was compiled again",
+            self.artifact.display(),
+            self.why,
+            self.plugin
+        )
+    }
+}
+
+/// The cache directory, and what loading from it found.
+pub struct Cache {
+    dir: PathBuf,
+    recompiled: Mutex<Vec<Recompiled>>,
+}
+
+impl Cache {
+    /// The cache in `dir`; removes the temporary files of compiles killed on this host.
+    pub fn open(dir: PathBuf) -> Cache {
+        remove_stale_temporaries(&dir.join("wasm"));
+        Cache {
+            dir,
+            recompiled: Mutex::default(),
+        }
+    }
+
+    /// The damaged artifacts recompiled since the last call, each once.
+    pub fn take_recompiled(&self) -> Vec<Recompiled> {
+        std::mem::take(&mut *self.recompiled.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn artifact(&self, engine: &Engine, plugin: &Plugin) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        self.dir
+            .join("wasm")
+            .join(format!("{}-{:016x}.cwasm", plugin.digest, h.finish()))
+    }
 }
 
 pub fn component(
     engine: &Engine,
-    dir: Option<&Path>,
+    cache: Option<&Cache>,
     plugin: &Plugin,
 ) -> wasmtime::Result<Component> {
     load(
         engine,
-        dir,
+        cache,
         plugin,
-        |path| unsafe { Component::deserialize_file(engine, path) },
+        // SAFETY: the bytes are an artifact this cache wrote, checked against its digest.
+        |bytes| unsafe { Component::deserialize(engine, bytes) },
         || {
             let component = Component::new(engine, &plugin.bytes)?;
             Ok((component.serialize()?, component))
@@ -46,12 +108,13 @@ pub fn component(
     )
 }
 
-pub fn module(engine: &Engine, dir: Option<&Path>, plugin: &Plugin) -> wasmtime::Result<Module> {
+pub fn module(engine: &Engine, cache: Option<&Cache>, plugin: &Plugin) -> wasmtime::Result<Module> {
     load(
         engine,
-        dir,
+        cache,
         plugin,
-        |path| unsafe { Module::deserialize_file(engine, path) },
+        // SAFETY: as for components.
+        |bytes| unsafe { Module::deserialize(engine, bytes) },
         || {
             let module = Module::new(engine, &plugin.bytes)?;
             Ok((module.serialize()?, module))
@@ -61,20 +124,36 @@ pub fn module(engine: &Engine, dir: Option<&Path>, plugin: &Plugin) -> wasmtime:
 
 fn load<T>(
     engine: &Engine,
-    dir: Option<&Path>,
+    cache: Option<&Cache>,
     plugin: &Plugin,
-    deserialize: impl FnOnce(&Path) -> wasmtime::Result<T>,
+    deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
     compile: impl FnOnce() -> wasmtime::Result<(Vec<u8>, T)>,
 ) -> wasmtime::Result<T> {
-    let Some(dir) = dir else {
+    let Some(cache) = cache else {
         return compile().map(|(_, t)| t);
     };
-    let path = artifact(engine, dir, plugin);
-    if path.is_file() {
-        // A damaged artifact is recompiled rather than trusted or fatal.
-        if let Ok(loaded) = deserialize(&path) {
-            return Ok(loaded);
-        }
+    let path = cache.artifact(engine, plugin);
+    let damage = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(e.to_string()),
+        Ok(bytes) => match checked(&bytes) {
+            Err(why) => Some(why.to_string()),
+            Ok(code) => match deserialize(code) {
+                Ok(loaded) => return Ok(loaded),
+                Err(e) => Some(format!("{e}")),
+            },
+        },
+    };
+    if let Some(why) = damage {
+        cache
+            .recompiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Recompiled {
+                plugin: plugin.name.clone(),
+                artifact: path.clone(),
+                why,
+            });
     }
     let (bytes, compiled) = compile()?;
     // The cache is an optimisation: failing to write it costs time, not correctness.
@@ -82,14 +161,102 @@ fn load<T>(
     Ok(compiled)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// The artifact's code, if its trailer holds the digest of it.
+fn checked(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    let Some(split) = bytes.len().checked_sub(TRAILER) else {
+        return Err("too short to be an artifact");
+    };
+    let (code, trailer) = bytes.split_at(split);
+    let (digest, tag) = trailer.split_at(32);
+    if tag != TAG {
+        return Err("no digest at its end");
+    }
+    if blake3::hash(code).as_bytes() != digest {
+        return Err("its content does not match its digest");
+    }
+    Ok(code)
+}
+
+fn write_atomically(path: &Path, code: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
-        ".{}.{}",
+        ".{}.{}.{}",
+        host(),
         std::process::id(),
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(code)?;
+        file.write_all(blake3::hash(code).as_bytes())?;
+        file.write_all(TAG)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// This host's name, as temporary files carry it: a cache in a shared home directory is
+/// written from several hosts, whose pids say nothing here.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+        .unwrap_or_default()
+}
+
+/// Removes the temporary artifacts in `dir` of this host's processes that are gone.
+fn remove_stale_temporaries(dir: &Path) {
+    let prefix = format!(".{}.", host());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_loads_only_when_its_digest_matches() {
+        let code = vec![7u8; 1000];
+        let mut artifact = code.clone();
+        artifact.extend_from_slice(blake3::hash(&code).as_bytes());
+        artifact.extend_from_slice(TAG);
+        assert_eq!(checked(&artifact), Ok(&code[..]));
+        let mut zeroed = artifact.clone();
+        zeroed[100..200].fill(0);
+        assert!(checked(&zeroed).is_err());
+        assert!(checked(&artifact[..500]).is_err());
+        assert!(checked(&artifact[..10]).is_err());
+    }
+
+    #[test]
+    fn temporaries_of_gone_processes_are_removed() {
+        let dir = std::env::temp_dir().join(format!("repx-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Far above any pid the kernel hands out (pid_max is at most 2^22).
+        let gone = dir.join(format!(".{}.{}.x.cwasm", host(), u32::MAX));
+        let live = dir.join(format!(".{}.{}.x.cwasm", host(), std::process::id()));
+        let other_host = dir.join(format!(".elsewhere-{}.{}.x.cwasm", host(), u32::MAX));
+        for path in [&gone, &live, &other_host] {
+            std::fs::write(path, "partial").unwrap();
+        }
+        remove_stale_temporaries(&dir);
+        assert!(!gone.exists());
+        assert!(live.exists() && other_host.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -321,7 +321,7 @@ pub struct Runtime {
     engine: Engine,
     components: component::Linker<ComponentState>,
     modules: wasmtime::Linker<ModuleState>,
-    cache: Option<PathBuf>,
+    cache: Option<cache::Cache>,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     bubblewrap: Option<Arc<Path>>,
     interrupt: deadline::Interrupt,
@@ -398,13 +398,22 @@ impl Runtime {
             engine,
             components,
             modules,
-            cache,
+            cache: cache.map(cache::Cache::open),
             prepared: Mutex::new(HashMap::new()),
             bubblewrap: tools::bubblewrap().map(Arc::from),
             interrupt: deadline::Interrupt::default(),
             watchdog,
             stop_ticker,
         })
+    }
+
+    /// The compiled plugins found damaged in the cache and compiled again since the last
+    /// call, each once.
+    pub fn take_recompiled(&self) -> Vec<cache::Recompiled> {
+        self.cache
+            .as_ref()
+            .map(cache::Cache::take_recompiled)
+            .unwrap_or_default()
     }
 
     /// Compiles (or loads from the cache) and links a plugin, once per digest. An error is
@@ -431,7 +440,7 @@ impl Runtime {
         let err = |e: wasmtime::Error| refused(refusal::reason(&e, component));
         let prepared = if component {
             let component =
-                cache::component(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
+                cache::component(&self.engine, self.cache.as_ref(), plugin).map_err(err)?;
             let pre = self.components.instantiate_pre(&component).map_err(err)?;
             Prepared::Component(CommandPre::new(pre).map_err(|e| {
                 refused(format!(
@@ -440,7 +449,7 @@ impl Runtime {
                 ))
             })?)
         } else {
-            let module = cache::module(&self.engine, self.cache.as_deref(), plugin).map_err(err)?;
+            let module = cache::module(&self.engine, self.cache.as_ref(), plugin).map_err(err)?;
             if module.get_export("_start").is_none() {
                 return Err(refused(
                     "the core module has no `_start` export: build it as a WASI command".into(),
@@ -614,4 +623,4 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
     Ending::Trap(cause)
 }
 
-pub use cache::default_dir as cache_dir;
+pub use cache::{Recompiled, default_dir as cache_dir};

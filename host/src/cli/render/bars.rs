@@ -184,7 +184,7 @@ impl Bars {
         self.main.finish_and_clear();
         let _ = self.multi.clear();
         drop(state);
-        eprintln!("{}", summary_line(summary));
+        errln!("{}", summary_line(summary));
     }
 }
 
