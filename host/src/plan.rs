@@ -297,7 +297,12 @@ fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
             let _ = store::remove_tree(&tmp);
             return Err(e);
         }
-        if let Err(e) = std::fs::rename(&tmp, &target) {
+        // Moving a directory to another parent rewrites its `..`, which needs write
+        // permission on it (root is not asked): the sealed root opens for the move only.
+        let renamed = set_mode(&tmp, 0o755)
+            .and_then(|()| std::fs::rename(&tmp, &target))
+            .and_then(|()| set_mode(&target, 0o555));
+        if let Err(e) = renamed {
             // Another process put the same content there first.
             let _ = store::remove_tree(&tmp);
             if !target.is_dir() {
@@ -306,6 +311,11 @@ fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
         }
     }
     Ok(hash)
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Where the store lies inside `input`, relative to it (empty when it is the input);
