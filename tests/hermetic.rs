@@ -154,7 +154,7 @@ fn a_second_run_realises_nothing() {
     assert_eq!(builds_since(before_second, &ids), 0);
 
     // Without it, Nix finds every derivation valid and builds none.
-    common::remove_tree(&lab.path().join(".repx"));
+    common::remove_tree(&common::default_store(lab.path()));
     let third = hermetic(lab.path(), &["run", "--hermetic"]);
     third.expect_code(0);
     assert_eq!(third.ran(), ["generate", "plot", "sum"]);
@@ -456,7 +456,7 @@ fn a_binary_cache_stands_in_for_building() {
         "{}",
         String::from_utf8_lossy(&copied.stderr)
     );
-    common::remove_tree(&lab.path().join(".repx"));
+    common::remove_tree(&common::default_store(lab.path()));
     let deleted = Command::new("nix-store")
         .arg("--delete")
         .args(&paths)
