@@ -686,6 +686,32 @@ fn tool_children_end_at_the_time_limit() {
     }
 }
 
+#[test]
+fn tool_kills_its_reaper() {
+    // A host tool that kills its reaper leaves its `setsid` child to no one, which writes
+    // into the job's output after it was committed. The job fails and nothing is kept.
+    let lab = tool_lab(
+        r#"tool = "sh", args = ["-c", "(setsid sh -c 'sleep 3; echo late > late-in-out' >/dev/null 2>&1 </dev/null &) ; kill -9 $PPID"], cwd = "/out""#,
+        &["sh"],
+        "impure",
+    );
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(1);
+    let message = failure(&out, "t");
+    assert!(message.contains("must not signal its reaper"), "{message}");
+    assert_eq!(
+        crate::common::job_dirs(lab.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "committed"
+    );
+    assert_no_late_writes(&lab, 3);
+    assert_eq!(
+        crate::common::job_dirs(lab.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "committed"
+    );
+}
+
 /// Limits for the floods: the log limit of [`LIMITS`], and time enough to flood.
 const FLOOD_LIMITS: &str =
     r#"limits = { memory = "64M", time = "120s", output = "1M", log = "64K", files = 64 }"#;

@@ -12,7 +12,7 @@ use crate::lab::Mode;
 use crate::wasm::deadline::Deadline;
 use crate::wasm::log::LogPipe;
 use crate::wasm::policy::Policy;
-use crate::wasm::tools::{self, Invocation};
+use crate::wasm::tools::{self, Invocation, ToolError};
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
@@ -43,6 +43,9 @@ pub struct HostState {
     /// When the job's wall time is up, or the run interrupted: a tool still running then
     /// is killed.
     pub deadline: Deadline,
+    /// Why the job fails whatever the plugin does next (a tool killed its reaper), if it
+    /// must.
+    pub failed: Option<String>,
 }
 
 impl self::repx::stage::host::Host for HostState {
@@ -54,31 +57,40 @@ impl self::repx::stage::host::Host for HostState {
             request.cwd
         );
         self.log.push(line.as_bytes());
-        let outcome = self.invocation(&request).and_then(|invocation| {
-            if let Some(program) = &invocation.guest_program
-                && self.policy.mode != Mode::Hermetic
-            {
-                let line = format!("[`{program}` is no granted tool: it runs in the sandbox]\n");
-                self.log.push(line.as_bytes());
-            }
-            tools::run(
-                invocation,
-                &self.policy,
-                &self.grants,
-                self.bubblewrap.as_deref(),
-                &self.deadline,
-                &self.log,
-            )
-        });
+        let outcome = self
+            .invocation(&request)
+            .map_err(ToolError::Refused)
+            .and_then(|invocation| {
+                if let Some(program) = &invocation.guest_program
+                    && self.policy.mode != Mode::Hermetic
+                {
+                    let line =
+                        format!("[`{program}` is no granted tool: it runs in the sandbox]\n");
+                    self.log.push(line.as_bytes());
+                }
+                tools::run(
+                    invocation,
+                    &self.policy,
+                    &self.grants,
+                    self.bubblewrap.as_deref(),
+                    &self.deadline,
+                    &self.log,
+                )
+            });
         match outcome {
             Ok(status) => {
                 self.log
                     .push(format!("[exit status {status}]\n").as_bytes());
                 Ok(status)
             }
-            Err(refusal) => {
+            Err(ToolError::Refused(refusal)) => {
                 self.log.push(format!("[refused: {refusal}]\n").as_bytes());
                 Err(refusal)
+            }
+            Err(ToolError::ReaperKilled(why)) => {
+                self.log.push(format!("[failed: {why}]\n").as_bytes());
+                self.failed.get_or_insert_with(|| why.clone());
+                Err(why)
             }
         }
     }

@@ -528,6 +528,7 @@ impl Runtime {
                         log: LogPipe::new(job.limits.log),
                         gate: host::Gate::default(),
                         deadline: deadline.clone(),
+                        failed: None,
                     },
                     memory,
                     output,
@@ -540,10 +541,11 @@ impl Runtime {
                     .instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store));
                 let mut log = store.data().host.log.contents();
-                let ending = match result {
-                    Ok(Ok(())) => Ending::Exit(0),
-                    Ok(Err(())) => Ending::Exit(1),
-                    Err(e) => ending_of(e, &job.limits, &mut log),
+                let ending = match (result, &store.data().host.failed) {
+                    (_, Some(why)) => Ending::Trap(why.clone()),
+                    (Ok(Ok(())), None) => Ending::Exit(0),
+                    (Ok(Err(())), None) => Ending::Exit(1),
+                    (Err(e), None) => ending_of(e, &job.limits, &mut log),
                 };
                 (ending, log)
             }

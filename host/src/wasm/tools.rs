@@ -126,8 +126,9 @@ pub(crate) fn run(
     bubblewrap: Option<&Path>,
     deadline: &Deadline,
     log: &LogPipe,
-) -> Result<i32, String> {
+) -> Result<i32, ToolError> {
     let path = search_path(grants);
+    let reaped = policy.mode == Mode::Impure && invocation.guest_program.is_none();
     let mut command = match (policy.mode, &invocation.guest_program) {
         // A hermetic job is inside the Nix sandbox already, which holds only its inputs
         // and the store paths it was given: its tools run there as they are, and what
@@ -200,16 +201,47 @@ pub(crate) fn run(
         format!("`{}` was killed: {why}", invocation.program.display())
     };
     let status = wait_until(&mut child, deadline).ok_or_else(time_up)?;
+    // The reaper never dies of a signal of its own accord (it blocks those that stop it):
+    // killed, it no longer ends what the tool left, which may go on writing the job's output.
+    if reaped && let Some(signal) = status.signal() {
+        return Err(ToolError::ReaperKilled(format!(
+            "the reaper of `{}` was killed by signal {signal}: a tool must not signal its \
+             reaper, which ends what the tool leaves running; the job fails and keeps nothing",
+            invocation.program.display()
+        )));
+    }
     for _ in 0..2 {
         match drained_rx.recv_timeout(deadline.remaining()) {
             Ok(()) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => return Err(time_up()),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(time_up().into()),
         }
     }
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Why a tool's run gave no exit status.
+#[derive(Debug)]
+pub(crate) enum ToolError {
+    /// Refused, not started, or stopped at the deadline: the plugin is told why.
+    Refused(String),
+    /// The tool's reaper was killed: what the tool started may have escaped it, so the job
+    /// fails, whatever the plugin makes of it.
+    ReaperKilled(String),
+}
+
+impl From<String> for ToolError {
+    fn from(message: String) -> ToolError {
+        ToolError::Refused(message)
+    }
+}
+
+impl From<&str> for ToolError {
+    fn from(message: &str) -> ToolError {
+        ToolError::Refused(message.to_string())
+    }
 }
 
 /// How much of a tool's output is read at once.
