@@ -1,5 +1,7 @@
 //! Impure mode against what must stay out of a plugin's reach though it writes the project
-//! at `/work`: the store, outside the project, shown by the `.repx` link.
+//! at `/work`: the store (outside the project, shown by the `.repx` link), and the files that
+//! decide grants (the lab file, the `.nix` files it reads, plugins and tools), which no job
+//! may change during a run.
 
 use std::fs;
 use std::path::Path;
@@ -156,4 +158,86 @@ fn a_store_inside_the_project_is_refused_when_a_stage_is_impure() {
         &["--store", "inner/store", "run", "a", "--pure"],
     )
     .expect_code(0);
+}
+
+/// `a-attack` (impure) rewrites `file` as `how` says; `b-after` reads its output;
+/// `c-indep` is independent of it and queued after it.
+fn rewrite_lab(file: &str, how: &str, pin: bool) -> crate::common::TempDir {
+    let toml = format!(
+        r#"
+[stages.a-attack]
+plugin = "plugins/rewrite-lab.wasm"
+mode = "impure"
+params = {{ file = "{file}", how = "{how}", text = "\n# changed\n" }}
+{LIMITS}
+
+[stages.b-after]
+plugin = "plugins/generate.wasm"
+inputs = {{ up = "a-attack" }}
+params = {{ n = 3 }}
+
+[stages.c-indep]
+plugin = "plugins/generate.wasm"
+params = {{ n = 4 }}
+
+[pipelines.p]
+stages = ["a-attack", "b-after", "c-indep"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    let lab = attack_lab(&toml, &["generate", "rewrite-lab"]);
+    if pin {
+        repx(lab.path(), &["plugin", "pin"]).expect_code(0);
+        let pinned = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+        assert_eq!(pinned.matches("sha256").count(), 3, "{pinned}");
+    }
+    lab
+}
+
+/// Runs the lab, one job at a time and past failures, and checks that the attack's job
+/// failed naming `file`, and that nothing at all was committed.
+fn assert_stopped_at(lab: &Path, file: &str) {
+    let out = repx(lab, &["run", "-j", "1", "--continue-on-failure"]);
+    out.expect_code(1).expect_stderr(&[
+        "FAILED a-attack",
+        &format!("{file} changed while this impure job ran"),
+    ]);
+    assert!(out.ran().is_empty(), "jobs ran after it: {:?}", out.ran());
+    assert!(job_dirs(lab).is_empty(), "committed: {:?}", job_dirs(lab));
+}
+
+#[test]
+fn an_impure_job_that_grants_itself_a_shell_fails_and_nothing_runs_after_it() {
+    let lab = rewrite_lab("repx.toml", "grant-shell", false);
+    assert_stopped_at(lab.path(), "repx.toml");
+    let changed = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    assert!(changed.contains("tools = [\"sh\"]"), "{changed}");
+}
+
+#[test]
+fn an_impure_job_that_drops_the_pins_fails() {
+    let lab = rewrite_lab("repx.toml", "drop-pins", true);
+    assert_stopped_at(lab.path(), "repx.toml");
+}
+
+#[test]
+fn an_impure_job_that_changes_a_plugin_fails() {
+    let lab = rewrite_lab("plugins/generate.wasm", "append", false);
+    assert_stopped_at(lab.path(), "plugins/generate.wasm");
+}
+
+#[test]
+fn files_that_decide_no_grant_and_the_users_own_edits_are_normal() {
+    let lab = rewrite_lab("notes.txt", "create", false);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert_eq!(out.ran().len(), 3, "{}", out.stderr);
+    // The user edits the lab and a plugin between runs: read as usual.
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(lab.path().join("repx.toml"), toml.replace("n = 4", "n = 6")).unwrap();
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(0);
+    assert!(out.ran().contains(&"c-indep".to_string()), "{}", out.stderr);
 }

@@ -17,7 +17,7 @@
 //!   least 50 must interrupt one), each resumed; nothing reported done is lost.
 //! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
 //! - `impure`: an impure plugin against what stays out of its reach: the store behind the
-//!   project's `.repx` link.
+//!   project's `.repx` link, and the files that decide grants.
 //! - `nix`: Nix settings that would weaken hermetic mode, and the builder outside a sandbox.
 //!
 //! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)

@@ -69,6 +69,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
     let setup = started.elapsed();
     let options = Options {
         nix: None,
+        guard: None,
         jobs,
         continue_on_failure: false,
         force: Force::None,

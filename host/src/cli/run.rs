@@ -133,6 +133,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
     let options = Options {
         nix: crate::nix::Nix::for_plan(&plan, &store, nix_settings)?,
+        guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
         jobs,
         continue_on_failure: args.continue_on_failure,
         force,

@@ -239,6 +239,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         runtime: &runtime,
         nix,
         batch: &batch,
+        guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
         runnable,
     };
     let summary = slurm::worker::run(work, events, interrupted, emit);

@@ -7,6 +7,7 @@
 //! loaded lab are absolute.
 
 pub mod cluster;
+pub mod guard;
 mod json;
 pub mod limits;
 mod locate;
@@ -48,7 +49,7 @@ pub struct Lab {
     pub evaluated: Option<String>,
 }
 
-/// How a stage's plugin sees the world; see the plugin contract in docs/design.md.
+/// How a stage's plugin sees the world; see the plugin contract in DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     Pure,

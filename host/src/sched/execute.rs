@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::contract::{self, Gathered, Source};
 use crate::graph::{JobIndex, JobInput};
 use crate::lab::Mode;
+use crate::lab::guard::Guard;
 use crate::nix::Nix;
 use crate::plan::Plan;
 use crate::store::{self, Logs, Record, Sealed, Staging, Store};
@@ -25,6 +26,9 @@ pub struct Attempt<'a> {
     /// upstream of its hermetic upstream jobs (see [`crate::nix::spec::closure`]).
     pub upstream_ids: BTreeMap<JobIndex, String>,
     pub observer: Arc<dyn Observer>,
+    /// What decides grants, checked once an impure job is over, before anything of it is
+    /// committed.
+    pub guard: Option<&'a Guard>,
 }
 
 /// Runs the job and seals its output, ready for [`Store::commit_sealed`]; the error is the
@@ -39,6 +43,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
         id,
         upstream_ids,
         observer,
+        guard,
     } = attempt;
     let job = &plan.graph.jobs[index];
     let stage = &plan.lab.stages[&job.stage];
@@ -66,6 +71,19 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             observer,
         ),
     };
+    // Whether it succeeded or not, an impure job that changed what decides grants fails,
+    // naming the file, and nothing of it is kept.
+    if let Some(changed) = guard
+        .filter(|_| job.mode == Mode::Impure)
+        .and_then(|g| g.check().err())
+    {
+        let logs = match &ran {
+            Ok(ran) => &ran.logs,
+            Err(failed) => &failed.logs,
+        };
+        store.discard(staging, logs).map_err(|e| e.to_string())?;
+        return Err(changed.to_string());
+    }
     let ran = match ran {
         Ok(ran) => ran,
         Err(failed) => {

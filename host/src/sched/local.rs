@@ -3,7 +3,8 @@
 //! One coordinator owns all job states. A job's id is computed once its upstream keys are
 //! known; if the store already has it the job is cached, otherwise it is queued for the
 //! workers. A failure skips everything downstream of it and, unless
-//! `--continue-on-failure`, stops new jobs from starting. Impure jobs run one at a time,
+//! `--continue-on-failure`, stops new jobs from starting; an impure job that changed what
+//! decides grants (see [`crate::lab::guard`]) stops them in any case. Impure jobs run one at a time,
 //! beside any pure ones: they all work in the one project directory, where two builds at
 //! once would write the same files.
 //!
@@ -173,6 +174,7 @@ pub fn run(
                         id: &id,
                         upstream_ids,
                         observer,
+                        guard: options.guard.as_deref(),
                     };
                     match execute(attempt) {
                         // The coordinator hears of it before the committer can finish it.
@@ -181,7 +183,7 @@ pub fn run(
                             let _ = sealed_tx.send((index, sealed));
                         }
                         Err(failure) => {
-                            if stop_on_failure {
+                            if stop_on_failure || tripped(options) {
                                 stop.store(true, Ordering::Relaxed);
                             }
                             let _ = results_tx.send((index, Report::Done(Err(failure))));
@@ -334,7 +336,7 @@ pub fn run(
                         stage,
                         failure,
                     });
-                    stopping |= !options.continue_on_failure;
+                    stopping |= !options.continue_on_failure || tripped(options);
                 }
             }
             if options.interrupted.load(Ordering::Relaxed) {
@@ -348,6 +350,12 @@ pub fn run(
     summary.not_run =
         selected.len() - summary.ran - summary.cached - summary.failed - summary.skipped;
     summary
+}
+
+/// Whether an impure job changed what decides grants: then no further job starts, even
+/// with `--continue-on-failure`.
+fn tripped(options: &Options) -> bool {
+    options.guard.as_ref().is_some_and(|g| g.tripped())
 }
 
 /// The ids of the job's upstream jobs; for a hermetic job, also of those its hermetic

@@ -13,7 +13,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::graph::JobIndex;
-use crate::lab::{Format, PluginRef};
+use crate::lab::guard::{Guard, GuardError};
+use crate::lab::{Format, Mode, PluginRef};
 use crate::plan::{Plan, PlanError};
 use crate::wasm::Runtime;
 
@@ -98,6 +99,21 @@ pub struct Options {
     pub interrupted: Arc<AtomicBool>,
     /// The Nix backend, when the plan has hermetic jobs.
     pub nix: Option<Arc<crate::nix::Nix>>,
+    /// What decides grants, checked after each impure job (see [`guard`]).
+    pub guard: Option<Arc<Guard>>,
+}
+
+/// The guard of the files that decide `plan`'s grants, when it has impure jobs: the only
+/// jobs that may write the project, where those files are.
+pub fn guard(plan: &Plan) -> Result<Option<Arc<Guard>>, GuardError> {
+    if !plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure) {
+        return Ok(None);
+    }
+    let tools = plan
+        .stages
+        .values()
+        .flat_map(|s| s.tools.iter().map(|t| t.path.as_path()));
+    Guard::record(&plan.lab, tools).map(|g| Some(Arc::new(g)))
 }
 
 /// How a run ended, by count.

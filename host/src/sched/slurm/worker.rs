@@ -122,6 +122,7 @@ pub struct Work<'a> {
     pub runtime: &'a Runtime,
     pub nix: Option<Arc<crate::nix::Nix>>,
     pub batch: &'a Batch,
+    pub guard: Option<Arc<crate::lab::guard::Guard>>,
     /// The jobs of the batch that [`check`] found runnable.
     pub runnable: Vec<JobIndex>,
 }
@@ -139,6 +140,7 @@ pub fn run(
         runtime,
         nix,
         batch,
+        guard,
         runnable,
     } = work;
     let ours: HashMap<JobIndex, String> =
@@ -181,6 +183,7 @@ pub fn run(
         targets: Some(runnable),
         interrupted,
         nix,
+        guard,
     };
     local::run(plan, store, runtime, &options, forward)
 }
