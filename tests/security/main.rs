@@ -16,6 +16,7 @@
 //! - `crash`: `repx run` SIGKILLed at 64 moments spread over runs of a few hundred jobs (at
 //!   least 50 must interrupt one), each resumed; nothing reported done is lost.
 //! - `hermetic`: filesystem attacks built by Nix, refused as in pure mode.
+//! - `lab_file`: a sweep too large to expand, a `lab.json` with a key twice or a huge integer.
 //! - `impure`: an impure plugin against what stays out of its reach: the store behind the
 //!   project's `.repx` link, and the files that decide grants.
 //! - `nix`: Nix settings that would weaken hermetic mode, and the builder outside a sandbox.
@@ -33,6 +34,7 @@ mod handmade;
 mod hermetic;
 mod impure;
 mod integrity;
+mod lab_file;
 mod limits;
 mod nix;
 mod tools;

@@ -6,9 +6,107 @@
 //! key: a problem the parser reports by line (a value of the wrong type) is then named by
 //! its key, since the lines of a generated document mean nothing to the user.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use super::Problem;
+
+/// What a JSON parser accepts but a lab must not say, found in `text` (valid JSON): a key
+/// given twice in one object (a parser keeps the last, silently) and an integer that no
+/// 64-bit signed integer holds, as TOML's (a parser makes it a float, silently). Each problem has the line
+/// and the dotted key.
+pub(super) fn strict(text: &str) -> Vec<Problem> {
+    enum Frame {
+        Object {
+            key: Option<String>,
+            seen: BTreeSet<String>,
+        },
+        Array,
+    }
+    let path = |stack: &[Frame]| {
+        stack
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Object { key, .. } => key.clone(),
+                Frame::Array => None,
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let mut problems = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut line = 1;
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '{' => stack.push(Frame::Object {
+                key: None,
+                seen: BTreeSet::new(),
+            }),
+            '[' => stack.push(Frame::Array),
+            '}' | ']' => _ = stack.pop(),
+            '"' => {
+                let mut raw = String::from('"');
+                while let Some((_, c)) = chars.next() {
+                    raw.push(c);
+                    match c {
+                        '\\' => raw.extend(chars.next().map(|(_, c)| c)),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                // A string followed by `:` is a key.
+                while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+                    if chars.next().is_some_and(|(_, c)| c == '\n') {
+                        line += 1;
+                    }
+                }
+                if chars.peek().is_none_or(|(_, c)| *c != ':') {
+                    continue;
+                }
+                let name: String = serde_json::from_str(&raw).unwrap_or(raw);
+                if let Some(Frame::Object { key, seen }) = stack.last_mut() {
+                    *key = Some(name.clone());
+                    if !seen.insert(name) {
+                        problems.push(Problem {
+                            line: Some(line),
+                            key: path(&stack),
+                            message: "is given twice in one object: keep one".into(),
+                        });
+                    }
+                }
+            }
+            '-' | '0'..='9' => {
+                let mut end = start + c.len_utf8();
+                while let Some((i, c)) = chars.peek().copied() {
+                    if !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')) {
+                        break;
+                    }
+                    end = i + c.len_utf8();
+                    chars.next();
+                }
+                let number = &text[start..end];
+                let integer = !number.contains(['.', 'e', 'E']);
+                if integer && number.parse::<i64>().is_err() {
+                    problems.push(Problem {
+                        line: Some(line),
+                        key: path(&stack),
+                        message: format!(
+                            "{number} is out of range: an integer of a lab is at most \
+                             {} and at least {}",
+                            i64::MAX,
+                            i64::MIN
+                        ),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
+}
 
 /// The TOML text and the dotted key each of its lines stands for.
 pub(super) struct Document {
@@ -220,6 +318,35 @@ mod tests {
         assert_eq!(
             (located.line, located.key.as_str()),
             (None, "stages.s.outputs")
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_and_integers_out_of_range_are_named_by_line_and_key() {
+        let text = "{\"stages\": {\"s\": {\n  \"mode\": \"pure\",\n  \"mode\": \"impure\",\n  \
+                    \"params\": {\"n\": 18446744073709551616, \"l\": [1, -9223372036854775809],\n  \
+                    \"f\": 1.5e300, \"k\": \"a\\\"b:\", \"m\": \"mode\"}}}}";
+        let problems = strict(text);
+        let found: Vec<(Option<usize>, &str)> =
+            problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(3), "stages.s.mode"),
+                (Some(4), "stages.s.params.n"),
+                (Some(4), "stages.s.params.l")
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1]
+                .message
+                .contains("18446744073709551616 is out of range")
+        );
+        // What is within range, in an array or not, is fine.
+        assert!(
+            strict("{\"a\": [9223372036854775807, -9223372036854775808, 0.5], \"b\": {\"a\": 1}}")
+                .is_empty()
         );
     }
 

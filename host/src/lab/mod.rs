@@ -14,6 +14,7 @@ mod locate;
 mod parse;
 mod source;
 mod suggest;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::fmt;

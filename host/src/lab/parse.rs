@@ -11,7 +11,7 @@ use toml::de::DeTable;
 use super::suggest::{closest, fields};
 use super::{
     Input, Lab, LabError, Limits, Mode, Pipeline, PluginRef, Problem, Run, Stage, did_you_mean,
-    locate,
+    locate, sweep,
 };
 use crate::wasm::builtin;
 
@@ -31,6 +31,8 @@ struct RawLab {
 #[derive(Deserialize, Default)]
 struct RawLabTable {
     name: Option<String>,
+    /// The most jobs one run may expand to; see [`super::sweep`].
+    max_jobs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +156,8 @@ pub(super) fn parse(
         runs.insert(name.clone(), run(name, raw_run, &raw, &mut problems));
     }
 
+    check_sweep_sizes(&raw, &runs, &pipelines, &mut problems);
+
     let slurm = match &raw.slurm {
         Some(table) => {
             for problem in table.get_ref().problems() {
@@ -274,6 +278,7 @@ fn expected(path: &[String]) -> Option<&'static str> {
         | ["stages" | "pipelines" | "runs", _]
         | ["stages", _, "limits" | "resources"] => "a table",
         ["lab", "name"] | ["stages", _, "sha256"] => "a string",
+        ["lab", "max_jobs"] => "a positive integer: the most jobs one run may expand to",
         ["stages", _, "plugin"] => "a string: a .wasm file or `builtin:NAME`",
         ["stages", _, "mode"] => "a string: `pure`, `impure` or `hermetic`",
         ["stages", _, "inputs"] => "a table of input names to `STAGE`, `STAGE[*]` or `path:DIR`",
@@ -709,6 +714,48 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
         pipelines,
         params,
         zip,
+    }
+}
+
+/// Refuses a run whose sweep expands to more jobs than `max_jobs` (see [`super::sweep`]),
+/// counted without expanding it.
+fn check_sweep_sizes(
+    raw: &RawLab,
+    runs: &BTreeMap<String, Run>,
+    pipelines: &BTreeMap<String, Pipeline>,
+    problems: &mut Problems,
+) {
+    let max = match &raw.lab.max_jobs {
+        Some(max) if *max.get_ref() == 0 => {
+            problems.at(
+                max.span(),
+                "lab.max_jobs",
+                "is 0: give the most jobs one run may expand to, at least 1".into(),
+            );
+            return;
+        }
+        Some(max) => *max.get_ref(),
+        None => sweep::DEFAULT_MAX_JOBS,
+    };
+    for (name, run) in runs {
+        let size = sweep::Size::of(run, |p| pipelines.get(p));
+        if size.jobs.is_some_and(|jobs| jobs <= max) {
+            continue;
+        }
+        let count = match size.jobs {
+            Some(jobs) => sweep::thousands(jobs),
+            None => "more than 18 billion billion".into(),
+        };
+        problems.at(
+            raw.runs[name].span(),
+            format!("runs.{name}"),
+            format!(
+                "the sweep expands to {count} jobs ({}), more than the {} one run may have: \
+                 make the sweep smaller, or raise `max_jobs` in `[lab]`",
+                size.describe(),
+                sweep::thousands(max)
+            ),
+        );
     }
 }
 

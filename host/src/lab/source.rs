@@ -299,6 +299,18 @@ fn from_json(file: &Path, text: &str) -> Result<Lab, LabError> {
             message: format!("not valid JSON: {e}"),
         }])
     })?;
+    let strict = json::strict(text);
+    if !strict.is_empty() {
+        let json = Format::of(file) == Format::Json;
+        let strict = strict
+            .into_iter()
+            .map(|p| Problem {
+                line: p.line.filter(|_| json),
+                ..p
+            })
+            .collect();
+        return Err(invalid(strict));
+    }
     let doc = json::to_toml(&value).map_err(invalid)?;
     parse::parse(file, &doc.text, |problem| doc.locate(problem))
 }
