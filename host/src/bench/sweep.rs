@@ -181,6 +181,10 @@ pub fn noop(
         let output = Command::new(exe)
             .args(["run", "--lab"])
             .arg(dir)
+            // The store the sweep filled, in the bench's own directory: not the default
+            // store, which lies outside the project.
+            .arg("--store")
+            .arg(dir.join(store::DEFAULT_DIR))
             .args(["-j", &jobs.to_string()])
             .env("REPX_CACHE_DIR", cache)
             .stdin(Stdio::null())
