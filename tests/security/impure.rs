@@ -139,6 +139,30 @@ fn a_forged_store_in_place_of_the_link_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_default_store_inside_the_project_is_refused_when_a_stage_is_impure() {
+    // The cache directory, and with it the default store, may lie in the project
+    // (`HOME=$PWD`, or XDG_CACHE_HOME there), where impure jobs write at /work.
+    let lab = attack_lab(&store_lab(""), &["generate", "reach-store-link"]);
+    let cache = lab.path().join("cache");
+    let out = crate::common::repx_with_env(
+        lab.path(),
+        &["run", "b"],
+        &[("XDG_CACHE_HOME", cache.to_str().unwrap())],
+    );
+    out.expect_code(2).expect_stderr(&[
+        "the default store",
+        "impure stage `attack`",
+        "XDG_CACHE_HOME",
+        "--store",
+    ]);
+    assert!(!cache.exists(), "the store was made");
+    assert!(
+        fs::symlink_metadata(lab.path().join(".repx")).is_err(),
+        "the link was made"
+    );
+}
+
+#[test]
 fn a_store_inside_the_project_is_refused_when_a_stage_is_impure() {
     let lab = attack_lab(&store_lab(""), &["generate", "reach-store-link"]);
     let out = repx(lab.path(), &["--store", "inner/store", "run", "b"]);

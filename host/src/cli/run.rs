@@ -247,27 +247,44 @@ pub fn store_path(cli: &Cli, lab: &Lab) -> Result<PathBuf, CliError> {
     Ok(store)
 }
 
-/// An explicit `--store` inside the project is writable by impure jobs at `/work`: refused,
-/// before the store is touched, when a stage of the lab is impure in this run's mode.
+/// A store inside the project is writable by impure jobs at `/work`: refused, before the
+/// store is touched, when a stage of the lab is impure in this run's mode. So is the
+/// default store, which lies inside the project when the cache directory does (`HOME` or
+/// `XDG_CACHE_HOME` in the project).
 fn check_store_out_of_reach(cli: &Cli, lab: &Lab, mode: Option<Mode>) -> Result<(), CliError> {
-    let Some(dir) = &cli.store else {
-        return Ok(());
-    };
     let impure = lab
         .stages
         .values()
         .find(|stage| mode.unwrap_or(stage.mode) == Mode::Impure);
-    match impure {
-        Some(stage) if location::inside(dir, &lab.dir) => Err(invalid(format!(
-            "--store {}: the store lies inside the project directory {}, which impure \
-             stage `{}` may write at /work, outputs and records included; name a store \
-             outside the project, or leave --store out to use the project's own",
-            dir.display(),
-            lab.dir.display(),
-            stage.name
-        ))),
-        _ => Ok(()),
+    let Some(stage) = impure else {
+        return Ok(());
+    };
+    let (dir, what, fix) = match &cli.store {
+        Some(dir) => (
+            dir.clone(),
+            format!("--store {}", dir.display()),
+            "name a store outside the project, or leave --store out to use the project's own",
+        ),
+        None => {
+            let dir = location::default_store(&lab.dir).map_err(invalid)?;
+            let what = format!("the default store {}", dir.display());
+            (
+                dir,
+                what,
+                "set XDG_CACHE_HOME to a directory outside the project, or pass --store DIR \
+                 outside it",
+            )
+        }
+    };
+    if !location::inside(&dir, &lab.dir) {
+        return Ok(());
     }
+    Err(invalid(format!(
+        "{what}: the store lies inside the project directory {}, which impure stage `{}` may \
+         write at /work, outputs and records included; {fix}",
+        lab.dir.display(),
+        stage.name
+    )))
 }
 
 /// Splits targets into run names and job-id prefixes; returns the runs to expand and,
