@@ -163,6 +163,23 @@ fn a_default_store_inside_the_project_is_refused_when_a_stage_is_impure() {
 }
 
 #[test]
+fn a_project_with_a_long_name_has_a_store() {
+    // A directory's name may be 255 bytes; the store's name adds a digest to it.
+    let lab = attack_lab(&store_lab(""), &["generate", "reach-store-link"]);
+    let project = lab.path().join("l".repeat(250));
+    fs::create_dir(&project).unwrap();
+    for entry in fs::read_dir(lab.path()).unwrap().flatten() {
+        if entry.path() != project {
+            fs::rename(entry.path(), project.join(entry.file_name())).unwrap();
+        }
+    }
+    repx(&project, &["run", "a"]).expect_code(0);
+    assert_eq!(job_dirs(&project).len(), 1);
+    let store = default_store(&project);
+    assert!(store.join("jobs").is_dir(), "{}", store.display());
+}
+
+#[test]
 fn a_store_inside_the_project_is_refused_when_a_stage_is_impure() {
     let lab = attack_lab(&store_lab(""), &["generate", "reach-store-link"]);
     let out = repx(lab.path(), &["--store", "inner/store", "run", "b"]);

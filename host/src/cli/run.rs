@@ -235,6 +235,9 @@ pub fn store_path(cli: &Cli, lab: &Lab) -> Result<PathBuf, CliError> {
         return Ok(store.clone());
     }
     let store = location::default_store(&lab.dir).map_err(invalid)?;
+    // Before the link: a store that cannot be made leaves no link that leads nowhere.
+    std::fs::create_dir_all(&store)
+        .map_err(|e| invalid(format!("store {}: {e}", store.display())))?;
     if let location::Linked::Moved { from } = location::link(&lab.dir, &store).map_err(invalid)? {
         eprintln!(
             "note: {} led to {}, the store of the project's former place; it now leads to \

@@ -83,13 +83,21 @@ pub fn default_store(project: &Path) -> Result<PathBuf, LocationError> {
     Ok(stores_dir()?.join(store_name(&canonical)))
 }
 
+/// Bytes of the project's name kept in the store's name: a name of 255 bytes, the most a
+/// directory's may have, must leave room for the digest, which alone keeps stores apart.
+const NAME_BYTES: usize = 64;
+
 fn store_name(canonical: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let digest = blake3::hash(canonical.as_os_str().as_bytes()).to_hex();
     let name = canonical
         .file_name()
         .map_or("root".into(), |n| n.to_string_lossy());
-    format!("{name}-{}", &digest[..DIGEST_CHARS])
+    let mut cut = name.len().min(NAME_BYTES);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{}", &name[..cut], &digest[..DIGEST_CHARS])
 }
 
 /// What [`link`] did to `.repx`.
@@ -189,6 +197,9 @@ mod tests {
         assert_ne!(a, b, "two projects of one name share no store");
         assert_eq!(a, store_name(Path::new("/home/u/lab")));
         assert!(store_name(Path::new("/")).starts_with("root-"));
+        let long = store_name(Path::new(&format!("/home/u/{}", "é".repeat(200))));
+        assert_eq!(long, format!("{}-{}", "é".repeat(32), &long[65..]));
+        assert_eq!(long.len(), NAME_BYTES + 1 + DIGEST_CHARS);
     }
 
     #[test]
