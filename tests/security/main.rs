@@ -20,6 +20,8 @@
 //! - `impure`: an impure plugin against what stays out of its reach: the store behind the
 //!   project's `.repx` link, and the files that decide grants.
 //! - `nix`: Nix settings that would weaken hermetic mode, and the builder outside a sandbox.
+//! - `hygiene`: plugin and lab text escaped for terminals, CSV and the report; files the CLI
+//!   writes replaced whole, never written through a link; `--input` names checked.
 //!
 //! Needs the plugins (`scripts/build-plugins`); `hermetic` also needs Nix (`scripts/nix-setup`)
 //! and the static repx that `scripts/test` builds.
@@ -32,6 +34,7 @@ mod filesystem;
 mod grants;
 mod handmade;
 mod hermetic;
+mod hygiene;
 mod impure;
 mod integrity;
 mod lab_file;

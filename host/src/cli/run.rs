@@ -365,6 +365,13 @@ fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, 
         let (input, path) = spec
             .split_once('=')
             .ok_or_else(|| invalid(format!("--input {spec}: write it as NAME=PATH")))?;
+        // The name becomes `/in/NAME` and a directory of the job: checked as a lab's are.
+        if !crate::lab::valid_name(input) {
+            return Err(invalid(format!(
+                "--input {spec}: `{input}` is not a valid input name: {}",
+                crate::lab::VALID_NAME_HINT
+            )));
+        }
         let path = std::path::absolute(path)?;
         if !path.is_dir() {
             return Err(invalid(format!(

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 pub use cluster::{Resources, SlurmSettings};
 pub use limits::Limits;
+pub use parse::{VALID_NAME_HINT, valid_name};
 pub use source::{Format, LAB_FILES};
 pub use suggest::did_you_mean;
 

@@ -804,19 +804,26 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
     }
 }
 
-/// Stage, input, pipeline and run names become directory and key names.
-fn check_name(name: &str, span: std::ops::Range<usize>, key: &str, problems: &mut Problems) {
-    let ok = !name.is_empty()
+/// Whether `name` may name a stage, an input, a pipeline or a run: these become directory
+/// and key names (`/in/<input>`), so one path component, never `.` or `..`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && name != "."
-        && name != "..";
-    if !ok {
+        && name != ".."
+}
+
+/// What to do about a name that is not [`valid_name`].
+pub const VALID_NAME_HINT: &str = "use letters, digits, `-`, `_` and `.`";
+
+fn check_name(name: &str, span: std::ops::Range<usize>, key: &str, problems: &mut Problems) {
+    if !valid_name(name) {
         problems.at(
             span,
             key,
-            format!("`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"),
+            format!("`{name}` is not a valid name: {VALID_NAME_HINT}"),
         );
     }
 }
