@@ -43,3 +43,134 @@ fn ad_hoc_input_names_are_checked_as_lab_input_names() {
     )
     .expect_code(0);
 }
+
+/// Asserts that `text`, which `what` printed, holds nothing that drives a terminal: no
+/// ESC, no C1 CSI, no carriage return, and no line forged to look like repx's own.
+#[track_caller]
+fn assert_inert(what: &str, text: &str) {
+    for (bad, name) in [
+        ('\u{1b}', "ESC"),
+        ('\u{9b}', "C1 CSI"),
+        ('\r', "carriage return"),
+        ('\u{7}', "BEL"),
+    ] {
+        assert!(
+            !text.contains(bad),
+            "{what} printed a raw {name}:\n{}",
+            text.escape_debug()
+        );
+    }
+    for line in text.lines() {
+        let forged = ["   ran forged-stage", "FAILED forged-stage", "  forged.txt"];
+        assert!(
+            !forged.iter().any(|f| line.starts_with(f)),
+            "{what} printed a forged line {line:?}:\n{text}"
+        );
+    }
+}
+
+const ESCAPES_LAB: &str = r#"
+[stages.ok]
+plugin = "plugins/terminal-escapes.wasm"
+
+[stages.bad]
+plugin = "plugins/terminal-escapes.wasm"
+params = { fail = "yes" }
+
+[pipelines.main]
+stages = ["ok", "bad"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+
+/// The full id of `stage`'s one job, from `repx list jobs`'s short id.
+fn job_of(lab: &std::path::Path, stage: &str) -> String {
+    let list = repx(lab, &["list", "jobs"]);
+    list.expect_code(0);
+    list.stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some(stage))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no job of {stage} in:\n{}", list.stdout))
+        .to_string()
+}
+
+#[test]
+fn plugin_text_reaches_the_terminal_escaped() {
+    let lab = attack_lab(ESCAPES_LAB, &["terminal-escapes"]);
+    let run = repx(lab.path(), &["run", "--continue-on-failure"]);
+    run.expect_code(1);
+    assert_inert("repx run", &run.stderr);
+    assert_inert("repx run", &run.stdout);
+    // The failure is still shown, its tail escaped under the margin.
+    run.expect_stderr(&["FAILED bad", "    | first line\\u{1b}]52;c;cHduZWQ=\\u{7}"]);
+
+    let (ok, bad) = (job_of(lab.path(), "ok"), job_of(lab.path(), "bad"));
+    for args in [
+        vec!["results", "--stage", "ok"],
+        vec!["results", "--stage", "ok", "--format", "csv"],
+        vec!["show", "output", &ok],
+        vec!["show", "job", &ok],
+        vec!["show", "job", &bad],
+        vec!["list", "jobs", "--output-paths"],
+    ] {
+        let out = repx(lab.path(), &args);
+        out.expect_code(0);
+        assert_inert(&args.join(" "), &out.stdout);
+        assert_inert(&args.join(" "), &out.stderr);
+    }
+    // Four files: the listing has four lines under the directory, whatever their names.
+    let listing = repx(lab.path(), &["show", "output", &ok]).stdout;
+    assert_eq!(listing.lines().count(), 5, "{listing}");
+    assert!(
+        listing.contains("  a\\n  forged.txt  999 bytes  1 bytes"),
+        "{listing}"
+    );
+
+    // `repx log` into a pipe: the bytes as the job wrote them; on a terminal: escaped.
+    let piped = repx(lab.path(), &["log", &bad]);
+    assert!(piped.stdout.contains("first line\u{1b}]52;c;cHduZWQ=\u{7}"));
+    let on_terminal = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} log {bad}", env!("CARGO_BIN_EXE_repx")),
+            "/dev/null",
+        ])
+        .current_dir(lab.path())
+        .env("REPX_CACHE_DIR", crate::common::cache_dir())
+        .env("XDG_CACHE_HOME", crate::common::cache_home(lab.path()))
+        .output()
+        .expect("running `script` (util-linux)");
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains("first line\\u{1b}]52"), "{shown}");
+    // The pty turns newlines into CR LF; no other carriage return may come through.
+    assert_inert("repx log on a terminal", &shown.replace("\r\n", "\n"));
+}
+
+#[test]
+fn csv_cells_cannot_become_spreadsheet_formulas() {
+    let lab = attack_lab(ESCAPES_LAB, &["terminal-escapes"]);
+    repx(lab.path(), &["run", "--continue-on-failure"]).expect_code(1);
+    let csv = repx(lab.path(), &["results", "--stage", "ok", "--format", "csv"]);
+    csv.expect_code(0);
+    let lines: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", csv.stdout);
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    for neutralised in ["'+1+2", "'@SUM(A1)", "'-2+3", "'\tx"] {
+        assert!(
+            cells.contains(&neutralised),
+            "no cell {neutralised:?} in {cells:?}"
+        );
+    }
+    // A quoted field is neutralised inside its quotes; a negative number stays a number.
+    assert!(lines[1].contains("\"'=HYPERLINK("), "{}", lines[1]);
+    assert!(cells.contains(&"-1.5"), "{cells:?}");
+    for cell in &cells {
+        let cell = cell.trim_start_matches('"');
+        assert!(
+            !cell.starts_with(['=', '+', '@', '\t', '\r']),
+            "a formula cell: {cell:?}"
+        );
+    }
+}

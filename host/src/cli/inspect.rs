@@ -1,8 +1,14 @@
 //! `repx list`, `repx show` and `repx log`: reading the lab and the store, running nothing.
+//!
+//! Names of files a plugin wrote, and what the store recorded, are printed through
+//! [`escape::terminal`]. `repx log` prints a job's logs as they are when its output is not a
+//! terminal (`repx log ID > file` keeps its text as it is), escaped when it is.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use super::error::{CliError, invalid};
+use super::escape::{self, terminal};
 use super::render::{label, short};
 use super::run::store_path;
 use super::{Cli, ListWhat, ShowWhat, exit};
@@ -66,9 +72,11 @@ pub fn list(
                 let output = match &ids[index] {
                     // A hermetic job's output also names the Nix path it was built at.
                     Some(id) if output_paths && state == "done" => {
+                        let dir = store.output_dir(id);
+                        let dir = dir.to_string_lossy();
                         match store.record(id).and_then(|r| r.nix) {
-                            Some(nix) => format!("  {}  {nix}", store.output_dir(id).display()),
-                            None => format!("  {}", store.output_dir(id).display()),
+                            Some(nix) => format!("  {}  {}", terminal(&dir), terminal(&nix)),
+                            None => format!("  {}", terminal(&dir)),
                         }
                     }
                     _ if output_paths => "  -".to_string(),
@@ -136,15 +144,17 @@ pub fn show(cli: &Cli, what: ShowWhat, name: &str, mode: Option<Mode>) -> Result
                     short(&id)
                 )));
             }
-            outln!("{}", out.display());
+            outln!("{}", terminal(&out.to_string_lossy()));
             for entry in walkdir::WalkDir::new(&out).sort_by_file_name().min_depth(1) {
                 let entry = entry.map_err(|e| CliError::Failed(e.into()))?;
                 let size = entry.metadata().map(|m| m.len()).unwrap_or_default();
                 let relative = entry.path().strip_prefix(&out).unwrap_or(entry.path());
+                // The plugin named these files: a newline in a name would forge a line.
+                let relative = terminal(&relative.to_string_lossy()).into_owned();
                 if entry.file_type().is_dir() {
-                    outln!("  {}/", relative.display());
+                    outln!("  {relative}/");
                 } else {
-                    outln!("  {}  {size} bytes", relative.display());
+                    outln!("  {relative}  {size} bytes");
                 }
             }
         }
@@ -177,10 +187,16 @@ pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
         store.job_dir(&id)
     };
     let mut printed = false;
+    // As written is what a file or a pipe asks for; a terminal gets the text escaped.
+    let raw = !std::io::stdout().is_terminal();
     for name in ["stdout", "stderr", "host.log"] {
         if let Some(text) = read(&dir.join(name)) {
             outln!("==> {name} <==");
-            out!("{text}");
+            if raw {
+                out!("{text}");
+            } else {
+                out!("{}", escape::terminal_lines(&text));
+            }
             if !text.ends_with('\n') {
                 outln!();
             }

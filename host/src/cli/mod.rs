@@ -10,6 +10,7 @@ mod print;
 mod bench;
 mod completions;
 mod error;
+mod escape;
 pub mod exit;
 mod gc;
 mod grants;
@@ -83,6 +84,10 @@ pub enum Command {
         hermetic: bool,
     },
     /// Print a job's logs: stdout, stderr and what the host did for it.
+    ///
+    /// Into a file or a pipe the logs go as the job wrote them (as UTF-8); on a
+    /// terminal, control characters (escape sequences, carriage returns) are shown escaped
+    /// (`\u{1b}`, `\r`), so that a plugin's output cannot drive the terminal.
     Log {
         /// A job id or a unique prefix of one.
         job: String,

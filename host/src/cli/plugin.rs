@@ -3,7 +3,8 @@
 //! `new` makes a Rust crate on `repx-guest` that builds for wasm32-wasip2, with a lab to
 //! try it. `inspect` reads a `.wasm` without running it (with `wasmparser`): its digests,
 //! whether it is a component or a core module, what it imports and exports, whether it is
-//! a valid plugin, and what a stage using it would need to be granted.
+//! a valid plugin, and what a stage using it would need to be granted. Import and export
+//! names are the file's own text, printed through [`terminal`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use sha2::Digest;
 use wasmparser::{Parser, Payload};
 
 use super::error::{CliError, invalid};
+use super::escape::terminal;
 use super::exit;
 
 /// The SDK beside this binary's sources, when they are still where it was built from.
@@ -255,16 +257,16 @@ pub fn inspect(file: &Path) -> Result<i32, CliError> {
             let _ = writeln!(out, "plugin:   yes, a WASI command the host can run");
         }
         Err(why) => {
-            let _ = writeln!(out, "plugin:   no: {why}");
+            let _ = writeln!(out, "plugin:   no: {}", terminal(&why));
         }
     }
     let _ = writeln!(out, "imports:  {}", inspection.imports.len());
     for import in &inspection.imports {
-        let _ = writeln!(out, "  {import}");
+        let _ = writeln!(out, "  {}", terminal(import));
     }
     let _ = writeln!(out, "exports:  {}", inspection.exports.len());
     for export in &inspection.exports {
-        let _ = writeln!(out, "  {export}");
+        let _ = writeln!(out, "  {}", terminal(export));
     }
     let _ = writeln!(out, "a stage using it:");
     for need in inspection.needs() {

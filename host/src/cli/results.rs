@@ -5,6 +5,11 @@
 //! parameter or metric has an empty cell there, so one table holds a sweep's points and the
 //! job that gathers them. Nothing runs: rows of jobs not done yet have a state and
 //! parameters but no metrics.
+//!
+//! A plugin names its metrics and chooses their values, so in the table and in CSV every
+//! cell goes through [`escape::terminal`] (control characters shown as `\u{1b}`, `\n`), and
+//! in CSV also through [`escape::csv_cell`] (no cell a spreadsheet takes for a formula);
+//! `--format json` has the exact strings, escaped by JSON itself.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,6 +18,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::error::{CliError, invalid};
+use super::escape;
 use super::inspect::open;
 use super::render::short;
 use super::{Cli, TableFormat, exit};
@@ -252,15 +258,10 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
-/// `cells` as CSV (RFC 4180: fields with commas, quotes or newlines quoted).
+/// `cells` as CSV (RFC 4180: fields with commas, quotes or newlines quoted), each field
+/// safe for a terminal and for a spreadsheet.
 pub fn csv(header: &[String], cells: &[Vec<String>]) -> String {
-    let field = |f: &String| {
-        if f.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", f.replace('"', "\"\""))
-        } else {
-            f.clone()
-        }
-    };
+    let field = |f: &String| escape::csv_cell(&escape::terminal(f)).into_owned();
     let mut out = String::new();
     for line in std::iter::once(header).chain(cells.iter().map(Vec::as_slice)) {
         out.push_str(&line.iter().map(field).collect::<Vec<_>>().join(","));
@@ -269,8 +270,15 @@ pub fn csv(header: &[String], cells: &[Vec<String>]) -> String {
     out
 }
 
-/// `cells` as aligned columns; numbers right-aligned.
+/// `cells` as aligned columns, safe for a terminal; numbers right-aligned.
 pub fn table(header: &[String], cells: &[Vec<String>]) -> String {
+    let shown = |line: &[String]| -> Vec<String> {
+        line.iter()
+            .map(|cell| escape::terminal(cell).into_owned())
+            .collect()
+    };
+    let header = &shown(header)[..];
+    let cells: &Vec<Vec<String>> = &cells.iter().map(|row| shown(row)).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in cells {
         for (w, cell) in widths.iter_mut().zip(row) {

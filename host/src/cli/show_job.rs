@@ -1,9 +1,13 @@
 //! `repx show job`: everything about one job in one place: what it is (stage,
 //! parameters, inputs), where it stands (state, output, timings) and the end of its log.
+//!
+//! Every value is printed through [`terminal`]: the log tail is the plugin's own text, and
+//! the record, which names the parameters and the Nix path, is a file in the store.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::escape::terminal;
 use super::render::short;
 use crate::graph::{JobGraph, JobIndex, JobInput};
 use crate::lab::{Lab, Mode};
@@ -51,7 +55,9 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
         (Some(_), false, false) => "output deleted",
         (None, false, false) => "not run",
     };
-    let row = |key: &str, value: &dyn std::fmt::Display| outln!("{:<10}{value}", format!("{key}:"));
+    let row = |key: &str, value: &dyn std::fmt::Display| {
+        outln!("{:<10}{}", format!("{key}:"), terminal(&value.to_string()))
+    };
     row("id", &id);
     let stage = record.as_ref().map(|r| r.stage.clone()).or_else(|| {
         found
@@ -119,12 +125,15 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
                     )
                 };
                 match input {
-                    JobInput::Path(path) => match plan.snapshots.get(path) {
-                        Some(hash) => {
-                            outln!("  {name} <- {} (snapshot {})", path.display(), short(hash))
+                    JobInput::Path(path) => {
+                        let shown = terminal(&path.to_string_lossy()).into_owned();
+                        match plan.snapshots.get(path) {
+                            Some(hash) => {
+                                outln!("  {name} <- {shown} (snapshot {})", short(hash))
+                            }
+                            None => outln!("  {name} <- {shown} (live)"),
                         }
-                        None => outln!("  {name} <- {} (live)", path.display()),
-                    },
+                    }
                     JobInput::Job(up) => outln!("  {name} <- {}", upstream(up)),
                     JobInput::Gather(ups) => {
                         outln!(
@@ -168,7 +177,7 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
         if let Some(tail) = tail(&dir.join(name)) {
             outln!("{name} (last lines):");
             for line in tail {
-                outln!("    | {line}");
+                outln!("    | {}", terminal(&line));
             }
             break;
         }

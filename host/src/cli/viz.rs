@@ -166,11 +166,16 @@ impl Graph {
     }
 }
 
-/// `text` as a DOT string literal.
+/// `text` as a DOT string literal; other control characters than newlines are shown as
+/// escapes, since DOT goes to stdout, often a terminal.
 fn quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
-    for c in text.chars() {
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| super::escape::terminal(line).into_owned())
+        .collect();
+    for c in lines.join("\n").chars() {
         match c {
             '"' => quoted.push_str("\\\""),
             '\\' => quoted.push_str("\\\\"),

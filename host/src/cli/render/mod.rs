@@ -9,7 +9,10 @@
 //! - [`Format::Json`]: one JSON object per line on stdout, for other tools.
 //!
 //! Failures are shown in full in the two human forms: stage and parameters, exit status,
-//! the tail of the plugin's stderr, and the command that prints the whole log.
+//! the tail of the plugin's stderr, and the command that prints the whole log. What a
+//! plugin wrote (its stderr, its warnings) is shown through [`escape::terminal`], a line
+//! at a time under a `|` margin, so it can neither drive the terminal nor pass for a line
+//! of repx's own.
 
 mod bars;
 mod json;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::escape;
 use crate::sched::{Event, Summary};
 
 /// How run events are shown.
@@ -107,13 +111,14 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// `stage` plus its parameters as `key=value`, for a line that tells jobs apart.
+/// `stage` plus its parameters as `key=value`, for a line that tells jobs apart; fit for a
+/// terminal (values are JSON, keys escaped).
 pub fn label(stage: &str, params: &BTreeMap<String, Value>) -> String {
     if params.is_empty() {
-        return stage.to_string();
+        return escape::terminal(stage).into_owned();
     }
     let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{stage} [{}]", params.join(" "))
+    escape::terminal(&format!("{stage} [{}]", params.join(" "))).into_owned()
 }
 
 /// The line a human form prints for an event; `None` for events shown otherwise.
@@ -138,10 +143,10 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
                 "FAILED {} {}: {}",
                 jobs[*job].label,
                 short(id),
-                lines.next().unwrap_or_default()
+                escape::terminal(lines.next().unwrap_or_default())
             );
             for line in lines {
-                text.push_str(&format!("\n    | {line}"));
+                text.push_str(&format!("\n    | {}", escape::terminal(line)));
             }
             text.push_str(&format!("\n    whole log: repx log {}", short(id)));
             text
@@ -156,7 +161,11 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
                 jobs[*job].label
             )
         }
-        Event::Warning { job, message, .. } => format!("warning: {}: {message}", jobs[*job].label),
+        Event::Warning { job, message, .. } => format!(
+            "warning: {}: {}",
+            jobs[*job].label,
+            escape::terminal(message)
+        ),
         Event::Started { .. } | Event::JobStarted { .. } | Event::Progress { .. } => return None,
     };
     Some(line)
