@@ -2,8 +2,97 @@
 //! report page only escaped, files the CLI writes never follow a link planted where they
 //! go, and names given on the command line are checked as the lab's are.
 
+use std::fs;
+
 use crate::attack_lab;
 use crate::common::repx;
+
+/// The tags of an HTML page, each as its name and the names of its attributes; quoted
+/// attribute values are skipped whole, as a browser reads them.
+fn tags(page: &str) -> Vec<(String, Vec<String>)> {
+    let mut tags = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            continue;
+        }
+        let name_end = rest
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+            .unwrap_or(rest.len());
+        let name = rest[..name_end].to_ascii_lowercase();
+        rest = &rest[name_end..];
+        let mut attributes = Vec::new();
+        loop {
+            rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '/');
+            if rest.is_empty() || rest.starts_with('>') {
+                break;
+            }
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '=' || c == '>')
+                .unwrap_or(rest.len());
+            attributes.push(rest[..end].to_ascii_lowercase());
+            rest = &rest[end..];
+            if let Some(value) = rest.strip_prefix('=') {
+                rest = match value.chars().next() {
+                    Some(quote @ ('"' | '\'')) => match value[1..].find(quote) {
+                        Some(close) => &value[close + 2..],
+                        None => "",
+                    },
+                    _ => value.trim_start_matches(|c: char| !c.is_whitespace() && c != '>'),
+                };
+            }
+        }
+        tags.push((name, attributes));
+    }
+    tags
+}
+
+#[test]
+fn report_escapes_lab_parameters_in_attributes_and_text() {
+    // A parameter named like the state column once became the cell's class attribute.
+    let toml = r#"
+[stages.gen]
+plugin = "plugins/terminal-escapes.wasm"
+params = { note = "", state = "\" onmouseover=\"alert(1)\" data-pwned=\"", id = "'><script>alert(2)</script>" }
+
+[pipelines.main]
+stages = ["gen"]
+
+[runs.main]
+pipelines = ["main"]
+params = { note = ["\"><img src=x onerror=alert(3)>", "plain"] }
+"#;
+    let lab = attack_lab(toml, &["terminal-escapes"]);
+    repx(lab.path(), &["run"]).expect_code(0);
+    repx(lab.path(), &["report", "-o", "page.html"]).expect_code(0);
+    let page = fs::read_to_string(lab.path().join("page.html")).unwrap();
+
+    // The values are on the page, as text.
+    for shown in [
+        "&quot; onmouseover=&quot;alert(1)&quot;",
+        "&lt;script&gt;alert(2)&lt;/script&gt;",
+        "&lt;img src=x onerror=alert(3)&gt;",
+    ] {
+        assert!(page.contains(shown), "the page does not show {shown}");
+    }
+    let tags = tags(&page);
+    let names: Vec<&str> = tags.iter().map(|(n, _)| n.as_str()).collect();
+    for injected in ["script", "img"] {
+        let allowed =
+            usize::from(injected == "img") * names.iter().filter(|n| **n == "figure").count();
+        let found = names.iter().filter(|n| **n == injected).count();
+        assert_eq!(found, allowed, "<{injected}> elements on the page: {found}");
+    }
+    for (name, attributes) in &tags {
+        for attribute in attributes {
+            assert!(
+                !attribute.starts_with("on") && attribute != "data-pwned",
+                "<{name}> has an injected attribute `{attribute}`"
+            );
+        }
+    }
+}
 
 #[test]
 fn ad_hoc_input_names_are_checked_as_lab_input_names() {

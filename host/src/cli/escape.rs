@@ -1,5 +1,5 @@
 //! Text that a plugin (or a lab) controls, made safe for where the CLI puts it: a
-//! terminal or a CSV file.
+//! terminal, an HTML page, a CSV file.
 //!
 //! A plugin chooses its log lines, failure messages, metric names and values, and the names
 //! of the files it writes. Printed raw, such text drives the reader's terminal (`ESC ]52`
@@ -10,6 +10,7 @@
 //!   override written as a visible escape (`\u{1b}`, `\n`); tabs kept;
 //! - [`terminal_lines`]: the same, keeping the newlines, for text shown as whole lines
 //!   (a log on a terminal);
+//! - [`html`]: for HTML text and quoted attribute values alike;
 //! - [`csv_cell`]: a CSV field that a spreadsheet cannot take for a formula.
 //!
 //! Invariant: nothing a plugin wrote is printed, or written into a page or a table,
@@ -51,6 +52,26 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
 /// `text` as lines on a terminal: as [`terminal`], but newlines stay newlines.
 pub fn terminal_lines(text: &str) -> Cow<'_, str> {
     escape_where(text, |c| c == '\n')
+}
+
+/// `text` as HTML: fit for element content and for attribute values in double or single
+/// quotes.
+pub fn html(text: &str) -> Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `field` as one CSV field (RFC 4180: quoted when it holds a comma, a quote or a line
@@ -95,6 +116,15 @@ mod tests {
             terminal_lines("one\r\ntwo\u{1b}[A\n"),
             "one\\r\ntwo\\u{1b}[A\n"
         );
+    }
+
+    #[test]
+    fn html_escapes_markup_and_both_quotes() {
+        assert_eq!(
+            html("\" onmouseover='x' ><script>&"),
+            "&quot; onmouseover=&#39;x&#39; &gt;&lt;script&gt;&amp;"
+        );
+        assert_eq!(html("plain"), "plain");
     }
 
     #[test]

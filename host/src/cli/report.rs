@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::error::CliError;
+use super::escape::html;
 use super::inspect::open;
 use super::render::{label, short};
 use super::results::{self, pick_run};
@@ -87,25 +88,25 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
         })
         .collect();
 
-    let mut html = String::new();
+    let mut page = String::new();
     let title = format!("{} · {run}", lab.name);
     let _ = writeln!(
-        html,
+        page,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title><style>{STYLE}</style></head><body>",
-        escape(&title)
+        html(&title)
     );
     let _ = writeln!(
-        html,
+        page,
         "<h1>{}</h1><p class=\"sub\">lab {} · store {}</p>",
-        escape(&title),
-        escape(&lab.file.display().to_string()),
-        escape(&store.root().display().to_string())
+        html(&title),
+        html(&lab.file.display().to_string()),
+        html(&store.root().display().to_string())
     );
     let count = |state: &str| all.iter().filter(|j| j.state == state).count();
     let _ = writeln!(
-        html,
+        page,
         "<p class=\"counts\"><span>{} jobs</span><span class=\"done\">{} done</span>\
          <span class=\"failed\">{} failed</span><span class=\"todo\">{} to do</span></p>",
         all.len(),
@@ -114,45 +115,47 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
         count("todo")
     );
 
-    html.push_str("<h2>Stages</h2>\n<div class=\"graph\">");
-    html.push_str(&inline_svg(
+    page.push_str("<h2>Stages</h2>\n<div class=\"graph\">");
+    page.push_str(&inline_svg(
         &stage_graph(&lab, std::slice::from_ref(&run)).to_svg(),
         "stages-",
     ));
-    html.push_str("</div>\n");
+    page.push_str("</div>\n");
     if all.len() <= MAX_JOB_GRAPH {
-        html.push_str("<h2>Jobs</h2>\n<div class=\"graph\">");
-        html.push_str(&inline_svg(
+        page.push_str("<h2>Jobs</h2>\n<div class=\"graph\">");
+        page.push_str(&inline_svg(
             &job_graph(&lab, &store, std::slice::from_ref(&run))?.to_svg(),
             "jobs-",
         ));
-        html.push_str("</div>\n");
+        page.push_str("</div>\n");
     }
 
-    html.push_str("<h2>Results</h2>\n");
+    page.push_str("<h2>Results</h2>\n");
     let header = results.header();
     let cells = results.cells();
-    html.push_str("<table><thead><tr>");
+    page.push_str("<table><thead><tr>");
     for column in &header {
-        let _ = write!(html, "<th>{}</th>", escape(column));
+        let _ = write!(page, "<th>{}</th>", html(column));
     }
-    html.push_str("</tr></thead><tbody>\n");
+    page.push_str("</tr></thead><tbody>\n");
     for row in &cells {
-        html.push_str("<tr>");
+        page.push_str("<tr>");
         for (c, cell) in row.iter().enumerate() {
-            let class = match header[c].as_str() {
-                "id" => "id".to_string(),
-                "state" => cell.clone(),
-                _ if cell.parse::<f64>().is_ok() => "num".to_string(),
-                _ => String::new(),
+            // By position, not by name: a parameter may be called `state` or `id`, and its
+            // value is no class name.
+            let class = match c {
+                results::ID_COLUMN => "id",
+                results::STATE_COLUMN => cell.as_str(),
+                _ if cell.parse::<f64>().is_ok() => "num",
+                _ => "",
             };
-            let _ = write!(html, "<td class=\"{class}\">{}</td>", escape(cell));
+            let _ = write!(page, "<td class=\"{}\">{}</td>", html(class), html(cell));
         }
-        html.push_str("</tr>\n");
+        page.push_str("</tr>\n");
     }
-    html.push_str("</tbody></table>\n");
+    page.push_str("</tbody></table>\n");
 
-    html.push_str("<h2>Plots</h2>\n");
+    page.push_str("<h2>Plots</h2>\n");
     let mut plots = 0;
     let mut listed = Vec::new();
     let mut figures = String::new();
@@ -179,27 +182,27 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
             let _ = writeln!(
                 figures,
                 "<figure><img alt=\"{0}\" src=\"data:{media_type};base64,{1}\"><figcaption>{0}</figcaption></figure>",
-                escape(&caption),
+                html(&caption),
                 base64(&bytes)
             );
         }
     }
     if plots == 0 && listed.is_empty() {
-        html.push_str(
+        page.push_str(
             "<p class=\"todo\">No job of this run wrote an .svg or .png file (yet).</p>\n",
         );
     } else {
-        let _ = writeln!(html, "<div class=\"plots\">{figures}</div>");
+        let _ = writeln!(page, "<div class=\"plots\">{figures}</div>");
         if !listed.is_empty() {
-            html.push_str("<p>Not embedded (too large or too many):</p><ul>");
+            page.push_str("<p>Not embedded (too large or too many):</p><ul>");
             for item in &listed {
-                let _ = write!(html, "<li>{}</li>", escape(item));
+                let _ = write!(page, "<li>{}</li>", html(item));
             }
-            html.push_str("</ul>\n");
+            page.push_str("</ul>\n");
         }
     }
 
-    html.push_str(
+    page.push_str(
         "<h2>Timings</h2>\n<table><thead><tr><th>job</th><th>id</th><th>state</th>\
                    <th>seconds</th><th style=\"width:40%\"></th></tr></thead><tbody>\n",
     );
@@ -220,21 +223,21 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
             .duration_ms
             .map_or(0.0, |ms| ms as f64 * 100.0 / longest as f64);
         let _ = writeln!(
-            html,
+            page,
             "<tr><td>{}</td><td class=\"id\">{}</td><td class=\"{2}\">{2}</td><td class=\"num\">{3}</td>\
              <td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>",
-            escape(&job.label),
-            job.id.as_deref().map_or("-", short),
-            job.state,
+            html(&job.label),
+            html(job.id.as_deref().map_or("-", short)),
+            html(job.state),
             seconds
         );
     }
-    html.push_str("</tbody></table>\n</body></html>\n");
+    page.push_str("</tbody></table>\n</body></html>\n");
 
     let path = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
-    std::fs::write(&path, html)
+    std::fs::write(&path, page)
         .map_err(|e| CliError::Failed(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     outln!("{}", path.display());
     Ok(exit::SUCCESS)
@@ -268,21 +271,6 @@ fn inline_svg(svg: &str, prefix: &str) -> String {
         .replace("id=\"", &format!("id=\"{prefix}"))
         .replace("href=\"#", &format!("href=\"#{prefix}"))
         .replace("url(#", &format!("url(#{prefix}"))
-}
-
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Standard base64 with padding.

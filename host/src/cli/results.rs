@@ -30,6 +30,10 @@ use crate::store::Store;
 /// The file in a job's output whose numbers become columns.
 pub const METRICS_FILE: &str = "metrics.json";
 
+/// Where [`Results::header`] puts the job's short id and its state.
+pub const ID_COLUMN: usize = 0;
+pub const STATE_COLUMN: usize = 2;
+
 /// One job of a run, as the results table shows it.
 pub struct Row {
     /// The full id, when it follows from the store (not downstream of an impure job that
