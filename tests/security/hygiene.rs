@@ -263,3 +263,141 @@ fn csv_cells_cannot_become_spreadsheet_formulas() {
         );
     }
 }
+
+#[test]
+fn files_the_cli_writes_replace_a_planted_link_instead_of_following_it() {
+    // The project lies in `project/`; the victims beside it, outside.
+    let dir = crate::common::TempDir::new();
+    let (project, outside) = (dir.path().join("project"), dir.path().join("outside"));
+    fs::create_dir_all(project.join("plugins")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::copy(
+        crate::hostile("plant-work-link"),
+        project.join("plugins/plant-work-link.wasm"),
+    )
+    .unwrap();
+    for victim in ["victim.txt", "victim-pin.txt"] {
+        fs::write(outside.join(victim), "the host's own file\n").unwrap();
+    }
+    // An impure stage plants a link where `repx report` writes by default, and one where
+    // `repx plugin pin` once wrote the lab file aside.
+    fs::write(
+        project.join("repx.toml"),
+        r#"
+[stages.plant]
+plugin = "plugins/plant-work-link.wasm"
+mode = "impure"
+params = { link = "main-report.html", target = "../outside/victim.txt" }
+
+[stages.plant-pin]
+plugin = "plugins/plant-work-link.wasm"
+mode = "impure"
+params = { link = "repx.toml.pinning", target = "../outside/victim-pin.txt" }
+
+[pipelines.main]
+stages = ["plant", "plant-pin"]
+
+[runs.main]
+pipelines = ["main"]
+"#,
+    )
+    .unwrap();
+    repx(&project, &["run"]).expect_code(0);
+    for link in ["main-report.html", "repx.toml.pinning"] {
+        let planted = fs::symlink_metadata(project.join(link)).unwrap();
+        assert!(planted.is_symlink(), "the attack did not plant {link}");
+    }
+
+    repx(&project, &["report"]).expect_code(0);
+    repx(&project, &["plugin", "pin"]).expect_code(0);
+
+    for victim in ["victim.txt", "victim-pin.txt"] {
+        assert_eq!(
+            fs::read_to_string(outside.join(victim)).unwrap(),
+            "the host's own file\n",
+            "{victim} was written through the planted link"
+        );
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 2);
+    // The report took the link's place, as a file of its own.
+    let report = project.join("main-report.html");
+    assert!(fs::symlink_metadata(&report).unwrap().is_file());
+    assert!(
+        fs::read_to_string(&report)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
+    assert!(
+        fs::read_to_string(project.join("repx.toml"))
+            .unwrap()
+            .contains("sha256 = ")
+    );
+}
+
+/// Whether `path` holds a whole report page.
+fn complete_page(path: &std::path::Path) -> Result<(), String> {
+    let page = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if page.starts_with("<!DOCTYPE html>") && page.ends_with("</body></html>\n") {
+        Ok(())
+    } else {
+        Err(format!("a partial page of {} bytes", page.len()))
+    }
+}
+
+#[test]
+fn a_kill_during_report_leaves_the_old_page_or_the_new_one() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Instant;
+
+    // A large page: a sweep of many jobs, none run, each a row of two tables.
+    let values: Vec<String> = (0..4000).map(|i| i.to_string()).collect();
+    let toml = format!(
+        r#"
+[stages.gen]
+plugin = "plugins/generate.wasm"
+params = {{ n = 1 }}
+
+[pipelines.main]
+stages = ["gen"]
+
+[runs.main]
+pipelines = ["main"]
+params = {{ n = [{}] }}
+"#,
+        values.join(", ")
+    );
+    let lab = attack_lab(&toml, &["generate"]);
+    let page = lab.path().join("page.html");
+    let started = Instant::now();
+    repx(lab.path(), &["report", "-o", "page.html"]).expect_code(0);
+    let whole = started.elapsed();
+    complete_page(&page).unwrap();
+    let size = fs::metadata(&page).unwrap().len();
+    assert!(size > 1 << 20, "the page is only {size} bytes");
+
+    // Killed at moments spread over a whole report, and at the first sign of a write to
+    // the page (its file replaced, or its size changed).
+    let moments = 12;
+    for moment in 0..=moments {
+        let before = fs::metadata(&page).unwrap();
+        let mut child = crate::common::repx_command(lab.path(), &["report", "-o", "page.html"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + whole * moment / moments;
+        loop {
+            let now = fs::metadata(&page).ok();
+            let touched = now.is_none_or(|m| m.ino() != before.ino() || m.len() != before.len());
+            if touched || Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(e) = complete_page(&page) {
+            panic!("killed at moment {moment}/{moments}: {e}");
+        }
+    }
+}

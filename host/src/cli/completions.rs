@@ -58,7 +58,12 @@ fn write_pages(
         .filter(|s| !s.is_hide_set())
         .cloned()
         .collect();
-    written.push(man_page(command).generate_to(dir)?);
+    let page = man_page(command);
+    let mut roff = Vec::new();
+    page.render(&mut roff)?;
+    let path = dir.join(page.get_filename());
+    super::atomic::write(&path, &roff)?;
+    written.push(path);
     for subcommand in subcommands {
         write_pages(subcommand, dir, written)?;
     }

@@ -109,8 +109,10 @@ pub fn init(dir: Option<&Path>, template: Template) -> Result<i32, CliError> {
             std::fs::create_dir_all(parent)?;
         }
         match content {
-            Content::Text(text) => std::fs::write(&target, text.replace("{name}", &name))?,
-            Content::Bytes(bytes) => std::fs::write(&target, bytes)?,
+            Content::Text(text) => {
+                super::atomic::write(&target, text.replace("{name}", &name).as_bytes())?
+            }
+            Content::Bytes(bytes) => super::atomic::write(&target, bytes)?,
         }
     }
     let template_name = match template {

@@ -7,6 +7,7 @@
 #[macro_use]
 mod print;
 
+mod atomic;
 mod bench;
 mod completions;
 mod error;

@@ -61,9 +61,7 @@ pub fn pin(cli: &Cli, stages: &[String]) -> Result<i32, CliError> {
     }
     if pinned > 0 {
         // Written aside and renamed, so the lab file is never half-written.
-        let tmp = lab.file.with_extension("toml.pinning");
-        std::fs::write(&tmp, doc.to_string())?;
-        std::fs::rename(&tmp, &lab.file)?;
+        super::atomic::write(&lab.file, doc.to_string().as_bytes())?;
     }
     Ok(exit::SUCCESS)
 }

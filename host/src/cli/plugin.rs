@@ -77,7 +77,8 @@ pub fn new(name: &str, parent: Option<&Path>) -> Result<i32, CliError> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&target, text.replace("{name}", name).replace("{sdk}", &sdk))?;
+        let text = text.replace("{name}", name).replace("{sdk}", &sdk);
+        super::atomic::write(&target, text.as_bytes())?;
     }
     outln!("made plugin crate {}:", dir.display());
     for (path, _) in files {

@@ -237,7 +237,8 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     let path = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(format!("{run}-report.html")));
-    std::fs::write(&path, page)
+    // Replaced whole, never written through a link planted at the name.
+    super::atomic::write(&path, page.as_bytes())
         .map_err(|e| CliError::Failed(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     outln!("{}", path.display());
     Ok(exit::SUCCESS)

@@ -449,7 +449,9 @@ fn copy_ad_hoc_output(plan: &Plan, store: &Store, out: &Path) -> Result<(), CliE
     if store.done(id).is_none() {
         return Ok(());
     }
-    store::copy_tree(&store.output_dir(id), out)
+    // Filled beside and renamed into place: a link planted at `out` during the run (an
+    // impure plugin may write there) is not followed.
+    super::atomic::write_dir(out, |tmp| store::copy_tree(&store.output_dir(id), tmp))
         .with_context(|| {
             format!(
                 "copying the output of job {} to {}",
