@@ -256,6 +256,26 @@ pub struct Store {
     io_failed: AtomicBool,
 }
 
+/// A process that wrote into the store leaves none of its own scratch or staging
+/// directories in `tmp/` when it is done with the store: what a failed or interrupted
+/// attempt staged is discarded, and nothing waits for the next writer to clear it.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self._lock.is_none() {
+            return;
+        }
+        let suffix = format!(".{}", self.tag);
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = remove_tree(&entry.path());
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root` and takes its lock exclusively.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
