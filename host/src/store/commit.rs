@@ -261,19 +261,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> Record {
-        Record {
-            id: id.into(),
-            stage: "s".into(),
-            mode: crate::lab::Mode::Pure,
-            params: Default::default(),
-            hash: String::new(),
-            fingerprint: None,
-            finished_ms: 0,
-            duration_ms: 0,
-            nix: None,
-            out_mtime_ns: None,
-            inputs: None,
-        }
+        Record::for_test(id)
     }
 
     fn store(name: &str) -> (PathBuf, Store) {

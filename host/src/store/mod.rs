@@ -180,6 +180,26 @@ pub struct Record {
     pub inputs: Option<String>,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A record of a pure job of stage `s` with nothing else set, for the store's unit tests.
+    pub(crate) fn for_test(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            stage: "s".into(),
+            mode: crate::lab::Mode::Pure,
+            params: Default::default(),
+            hash: String::new(),
+            fingerprint: None,
+            finished_ms: 0,
+            duration_ms: 0,
+            nix: None,
+            out_mtime_ns: None,
+            inputs: None,
+        }
+    }
+}
+
 /// The digest a job's [`Record::inputs`] holds: each upstream job's id and output hash, in
 /// the job's order of upstream jobs; `None` when one of them has no record.
 pub fn inputs_digest<'a>(
