@@ -1,6 +1,9 @@
 //! `repx verify`: re-hash every committed output and read every record; with `--repair`,
 //! remove the bad ones.
 //!
+//! Exit 1 when something is damaged and stays so; `--repair` that removed it exits 0, since
+//! the store then holds only what verifies.
+//!
 //! A check of the store alone: with `--store` no lab is read, so a store whose lab is gone
 //! or broken can still be checked. Without `--repair` it only reads (under a shared lock),
 //! so it works on a store it cannot write.
@@ -72,9 +75,10 @@ pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
                 n => format!(" and {n} unreadable record lines"),
             }
         );
-    } else {
-        outln!("run `repx verify --repair` to remove them so the next run recomputes them");
+        // What was wrong is gone: the store holds only what verifies, so this succeeded.
+        return Ok(exit::SUCCESS);
     }
+    outln!("run `repx verify --repair` to remove them so the next run recomputes them");
     Ok(exit::FAILED)
 }
 

@@ -171,6 +171,13 @@ pub enum LabError {
         source: std::io::Error,
     },
     #[error(
+        "no lab at {}: there is no such file or directory\n  pass --lab a lab file or a \
+         directory holding one of {}, or make one with `repx init`",
+        path.display(),
+        LAB_FILES.join(", ")
+    )]
+    Missing { path: PathBuf },
+    #[error(
         "no lab in {}: it has none of {}\n  make one with `repx init`, or pass --lab FILE",
         dir.display(),
         LAB_FILES.join(", ")

@@ -89,15 +89,14 @@ impl Problems<'_> {
         });
     }
 
-    /// ` (found `plugn`: did you mean `plugin`?)` when an unknown key of the table at
-    /// `table` is `key` misspelt.
-    fn misspelt(&self, table: &[&str], key: &str) -> String {
+    /// Whether an unknown key of the table at `table` is `key` misspelt: its own problem
+    /// (unknown key, did you mean) then says what is wrong, and "has no `key`" would say it
+    /// twice.
+    fn misspelt(&self, table: &[&str], key: &str) -> bool {
         self.unknown
             .iter()
             .filter_map(|path| path.split_last())
-            .find(|(name, parent)| *parent == table && closest(name, [key]).is_some())
-            .map(|(name, _)| format!(" (found `{name}`: did you mean `{key}`?)"))
-            .unwrap_or_default()
+            .any(|(name, parent)| parent == table && closest(name, [key]).is_some())
     }
 }
 
@@ -134,6 +133,11 @@ pub(super) fn parse(
         list: Vec::new(),
         unknown: &unknown,
     };
+    // A key nobody reads is a mistake more often than not (`inptus`, `[run.x]`), and
+    // ignoring it silently runs something other than what the file says.
+    for path in &unknown {
+        problems.list.push(unknown_key(root.get_ref(), text, path));
+    }
     let stage_names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
 
     let mut stages = BTreeMap::new();
@@ -157,6 +161,15 @@ pub(super) fn parse(
     }
 
     check_sweep_sizes(&raw, &runs, &pipelines, &mut problems);
+    if raw.runs.is_empty() && !problems.misspelt(&[], "runs") {
+        problems.list.push(Problem {
+            line: None,
+            key: "runs".into(),
+            message: "this lab has no runs, so nothing would run: add one, like \
+                      `[runs.main]` with `pipelines = [\"main\"]`"
+                .into(),
+        });
+    }
 
     let slurm = match &raw.slurm {
         Some(table) => {
@@ -169,22 +182,24 @@ pub(super) fn parse(
     };
 
     if !problems.list.is_empty() {
+        // In file order, those without a line last; the sort is stable, so an unknown key
+        // comes before what its absence caused on the same line.
+        problems.list.sort_by_key(|p| (p.line.is_none(), p.line));
         return Err(invalid(problems.list));
     }
-    let name = raw.lab.name.unwrap_or_else(|| {
+    let name = raw.lab.name.clone().unwrap_or_else(|| {
         dir.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let warnings = unknown
-        .iter()
-        .map(|path| {
-            let (key, table) = path.split_last().expect("an ignored key has a name");
-            let hint = did_you_mean(key, known_keys(table).iter().copied());
+    let warnings = unused(&raw)
+        .into_iter()
+        .map(|(path, message)| {
+            let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
             let warning = for_user(Problem {
-                line: locate::line_of(root.get_ref(), text, path),
+                line: locate::line_of(root.get_ref(), text, &path),
                 key: path.join("."),
-                message: format!("unknown key `{}` is ignored{hint}", path.join(".")),
+                message,
             });
             match warning.line {
                 Some(line) => format!("{}:{line}: {}", file.display(), warning.message),
@@ -232,6 +247,66 @@ fn segments(path: &serde_ignored::Path) -> Vec<String> {
     }
 }
 
+/// The problem of a key no part of the lab reads: its line, and the key it may be.
+fn unknown_key(root: &DeTable, text: &str, path: &[String]) -> Problem {
+    let (key, table) = path.split_last().expect("an ignored key has a name");
+    let known = known_keys(table);
+    let hint = did_you_mean(key, known.iter().copied());
+    let takes = match known {
+        _ if !hint.is_empty() => String::new(),
+        [] => String::new(),
+        keys => format!(
+            "; {} takes {}",
+            if table.is_empty() {
+                "a lab file".to_string()
+            } else {
+                format!("`{}`", table.join("."))
+            },
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Problem {
+        line: locate::line_of(root, text, path),
+        key: path.join("."),
+        message: format!("unknown key{hint}{takes}"),
+    }
+}
+
+/// What is declared but used by no run: odd, not wrong (a stage kept for later).
+fn unused(raw: &RawLab) -> Vec<(Vec<&str>, String)> {
+    let mut warnings = Vec::new();
+    let in_pipelines: BTreeSet<&str> = raw
+        .pipelines
+        .values()
+        .flat_map(|p| p.get_ref().stages.iter().map(|s| s.get_ref().as_str()))
+        .collect();
+    for name in raw.stages.keys() {
+        if !in_pipelines.contains(name.as_str()) {
+            warnings.push((
+                vec!["stages", name],
+                format!("stage `{name}` is in no pipeline, so it never runs"),
+            ));
+        }
+    }
+    let in_runs: BTreeSet<&str> = raw
+        .runs
+        .values()
+        .flat_map(|r| r.get_ref().pipelines.iter().map(|p| p.get_ref().as_str()))
+        .collect();
+    for name in raw.pipelines.keys() {
+        if !in_runs.contains(name.as_str()) {
+            warnings.push((
+                vec!["pipelines", name],
+                format!("pipeline `{name}` is in no run, so it never runs"),
+            ));
+        }
+    }
+    warnings
+}
+
 /// The keys the table at `path` takes.
 fn known_keys(path: &[String]) -> &'static [&'static str] {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -261,6 +336,22 @@ fn toml_problem(text: &str, root: &DeTable, error: &toml::de::Error) -> Problem 
         Some((found, rust)) if found.starts_with("invalid type: ") => {
             format!("{found}, expected {}", expected(&path).unwrap_or(rust))
         }
+        // toml reads a bare word by its first letter: `t…` as a boolean gone wrong,
+        // `n…` as `nan`; the user meant a string.
+        _ if [
+            "invalid boolean",
+            "invalid float",
+            "string values must be quoted",
+        ]
+        .iter()
+        .any(|m| error.message().starts_with(m))
+            && bare_word(text, span.start).is_some() =>
+        {
+            let word = bare_word(text, span.start).unwrap_or_default();
+            format!(
+                "`{word}` is not a value: quote a string (\"{word}\"), or write `true` or `false`"
+            )
+        }
         _ => error.message().to_string(),
     };
     Problem {
@@ -268,6 +359,17 @@ fn toml_problem(text: &str, root: &DeTable, error: &toml::de::Error) -> Problem 
         key: path.join("."),
         message,
     }
+}
+
+/// The unquoted word at byte `offset` of `text`, when a value there is one (`mode = impure`).
+fn bare_word(text: &str, offset: usize) -> Option<&str> {
+    let rest = text.get(offset..)?;
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || "-_.:/".contains(c)))
+        .unwrap_or(rest.len());
+    let word = &rest[..end];
+    let is_literal = ["true", "false", "inf", "nan"].contains(&word);
+    (word.starts_with(|c: char| c.is_alphabetic()) && !is_literal).then_some(word)
 }
 
 /// What the key at `path` takes, in the words of the lab file.
@@ -309,13 +411,13 @@ fn stage(
 
     let plugin = match &raw_stage.plugin {
         None => {
-            let message = match problems.misspelt(&["stages", name], "plugin") {
-                hint if hint.is_empty() => {
-                    "has no `plugin`: name a .wasm file or `builtin:make`".to_string()
-                }
-                hint => format!("has no `plugin`{hint}"),
-            };
-            problems.at(raw.span(), &key, message);
+            if !problems.misspelt(&["stages", name], "plugin") {
+                problems.at(
+                    raw.span(),
+                    &key,
+                    "has no `plugin`: name a .wasm file or `builtin:make`".into(),
+                );
+            }
             None
         }
         Some(p) => plugin(p, dir, &format!("{key}.plugin"), problems),
@@ -581,12 +683,11 @@ fn pipeline(
 ) -> Pipeline {
     let key = format!("pipelines.{name}.stages");
     check_name(name, raw.span(), &format!("pipelines.{name}"), problems);
-    if raw.get_ref().stages.is_empty() {
-        let hint = problems.misspelt(&["pipelines", name], "stages");
+    if raw.get_ref().stages.is_empty() && !problems.misspelt(&["pipelines", name], "stages") {
         problems.at(
             raw.span(),
             &key,
-            format!("is empty{hint}: list the stages of this pipeline"),
+            "is empty: list the stages of this pipeline".into(),
         );
     }
     let stages = unique(&raw.get_ref().stages, &key, problems);
@@ -624,12 +725,11 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
     let key = format!("runs.{name}");
     check_name(name, raw.span(), &key, problems);
     let raw_run = raw.get_ref();
-    if raw_run.pipelines.is_empty() {
-        let hint = problems.misspelt(&["runs", name], "pipelines");
+    if raw_run.pipelines.is_empty() && !problems.misspelt(&["runs", name], "pipelines") {
         problems.at(
             raw.span(),
             format!("{key}.pipelines"),
-            format!("is empty{hint}: name the pipelines this run runs"),
+            "is empty: name the pipelines this run runs".into(),
         );
     }
     let pipelines = unique(&raw_run.pipelines, &format!("{key}.pipelines"), problems);

@@ -49,6 +49,11 @@ impl Format {
 /// The lab file `path` names: itself, or the first of [`LAB_FILES`] in the directory
 /// `path`, with the others that are there too.
 pub(super) fn find(path: &Path) -> Result<(PathBuf, Vec<PathBuf>), LabError> {
+    if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Err(LabError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
     if !path.is_dir() {
         return Ok((path.to_path_buf(), Vec::new()));
     }

@@ -1,0 +1,16 @@
+//! Day to day use, as a new user meets it: the real `repx` binary on small labs.
+//!
+//! - `strict`: a lab file says what it means or is refused: unknown keys, no runs.
+//! - `docs`: the README's commands, the lab reference against the parser's keys, the help.
+//! - `errors`: errors said once and rightly.
+//!
+//! Needs the plugins (`scripts/build-plugins`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod strict;
+
+/// `repx`'s exit code for an invalid lab or command line.
+const INVALID: i32 = 2;
