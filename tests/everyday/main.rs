@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod docs;
 mod errors;
 mod strict;
 

@@ -159,6 +159,7 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run one batch of jobs on this SLURM allocation, as `repx run --scheduler slurm`
     /// submits it (its `worker.sh` calls this).
+    #[command(hide = true)]
     Worker {
         /// The batch file (`<store>/slurm/<run>/batch-N-T.json`).
         batch: PathBuf,

@@ -100,6 +100,9 @@ impl SlurmSettings {
     }
 }
 
+/// The keys of a stage's `resources` table.
+pub const RESOURCE_NAMES: [&str; 3] = ["cpus", "mem", "time"];
+
 /// One problem with a `resources` table: where, which key, what.
 pub type ResourceProblem = (Range<usize>, String, String);
 
@@ -129,7 +132,7 @@ pub fn resources(
                 .filter(|t| !t.is_zero())
                 .map(|t| resources.time = Some(t)),
             other => {
-                let hint = did_you_mean(other, ["cpus", "mem", "time"]);
+                let hint = did_you_mean(other, RESOURCE_NAMES);
                 problems.push((
                     value.span(),
                     format!("{key}.{other}"),

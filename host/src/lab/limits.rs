@@ -38,6 +38,9 @@ impl Default for Limits {
 /// The largest memory limit a stage may ask for; the runtime reserves address space for it.
 pub const MAX_MEMORY: u64 = 4 << 30;
 
+/// The keys of a stage's `limits` table.
+pub const NAMES: [&str; 5] = ["memory", "time", "output", "log", "files"];
+
 /// What every entry of an output (file, directory, link) costs against the output limit
 /// beyond its path and content: its inode and its directory entry, about.
 pub const ENTRY: u64 = 512;

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 pub use cluster::{Resources, SlurmSettings};
 pub use limits::Limits;
-pub use parse::{VALID_NAME_HINT, valid_name};
+pub use parse::{VALID_NAME_HINT, keys, valid_name};
 pub use source::{Format, LAB_FILES};
 pub use suggest::did_you_mean;
 
@@ -51,7 +51,7 @@ pub struct Lab {
     pub evaluated: Option<String>,
 }
 
-/// How a stage's plugin sees the world; see the plugin contract in DESIGN.md.
+/// How a stage's plugin sees the world; see the plugin contract in docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     Pure,
@@ -300,5 +300,29 @@ impl Lab {
         names.sort_unstable();
         names.dedup();
         names.iter().map(|n| &self.stages[*n]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `docs/lab-reference.md` has one table row per key [`super::keys`] lists, and none
+    /// for a key the parser does not take: the reference cannot drift from the parser.
+    #[test]
+    fn the_reference_documents_every_key() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/lab-reference.md");
+        let text = std::fs::read_to_string(path).expect("docs/lab-reference.md");
+        let mut documented: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split_once('`'))
+            .map(|(key, _)| key)
+            .collect();
+        documented.sort_unstable();
+        let mut keys = super::keys();
+        keys.sort();
+        assert_eq!(
+            documented, keys,
+            "docs/lab-reference.md against the parser's keys"
+        );
     }
 }

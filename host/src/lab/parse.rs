@@ -307,6 +307,31 @@ fn unused(raw: &RawLab) -> Vec<(Vec<&str>, String)> {
     warnings
 }
 
+/// Every key a lab file takes, dotted, with `NAME` for a name the lab chooses (a stage's,
+/// a parameter's): what `docs/lab-reference.md` documents, one entry each.
+pub fn keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for (table, fields) in [
+        ("lab", fields::<RawLabTable>()),
+        ("stages.NAME", fields::<RawStage>()),
+        ("pipelines.NAME", fields::<RawPipeline>()),
+        ("runs.NAME", fields::<RawRun>()),
+        ("slurm", fields::<super::SlurmSettings>()),
+    ] {
+        for field in fields {
+            keys.push(format!("{table}.{field}"));
+        }
+    }
+    let tables: [(&str, &[&str]); 2] = [
+        ("stages.NAME.limits", &super::limits::NAMES),
+        ("stages.NAME.resources", &super::cluster::RESOURCE_NAMES),
+    ];
+    for (table, names) in tables {
+        keys.extend(names.iter().map(|name| format!("{table}.{name}")));
+    }
+    keys
+}
+
 /// The keys the table at `path` takes.
 fn known_keys(path: &[String]) -> &'static [&'static str] {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -555,7 +580,7 @@ fn limits(
                 .filter(|f| *f > 0)
                 .map(|f| limits.files = f),
             other => {
-                let hint = did_you_mean(other, ["memory", "time", "output", "log", "files"]);
+                let hint = did_you_mean(other, super::limits::NAMES);
                 problems.at(
                     value.span(),
                     format!("{key}.{other}"),
