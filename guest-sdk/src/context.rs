@@ -163,7 +163,8 @@ fn missing_input(stage: &str, name: &str, given: &[String]) -> String {
     };
     format!(
         "stage `{stage}` has no input `{name}` (it was given {given_list}{hint}); \
-         name it in `stages.{stage}.inputs` of the lab"
+         name it in `stages.{stage}.inputs` of the lab, or with `repx run --plugin`, \
+         pass `--input {name}=DIR`"
     )
 }
 
@@ -182,7 +183,8 @@ fn unknown_params(stage: &str, unknown: &[&str], known: &[&str]) -> String {
     };
     format!(
         "stage `{stage}` has no parameter{} {}: it takes {takes}; \
-         fix `stages.{stage}.params` (or the run's `params`) in the lab",
+         fix `stages.{stage}.params` (or the run's `params`) in the lab, or the \
+         `--param KEY=VALUE` of `repx run --plugin`",
         if unknown.len() == 1 { "" } else { "s" },
         named.join(", ")
     )
@@ -205,7 +207,8 @@ mod tests {
         assert_eq!(
             missing_input("sum", "data", &["dta".into()]),
             "stage `sum` has no input `data` (it was given `dta`: did you mean `data`?); \
-             name it in `stages.sum.inputs` of the lab"
+             name it in `stages.sum.inputs` of the lab, or with `repx run --plugin`, \
+             pass `--input data=DIR`"
         );
         assert!(
             missing_input("sum", "data", &["src".into(), "dat".into()])
@@ -219,7 +222,8 @@ mod tests {
         assert_eq!(
             unknown_params("generate", &["nn"], &["n"]),
             "stage `generate` has no parameter `nn` (did you mean `n`?): it takes `n`; \
-             fix `stages.generate.params` (or the run's `params`) in the lab"
+             fix `stages.generate.params` (or the run's `params`) in the lab, or the \
+             `--param KEY=VALUE` of `repx run --plugin`"
         );
         assert!(
             unknown_params("sum", &["a", "b"], &[])

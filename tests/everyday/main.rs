@@ -3,12 +3,14 @@
 //! - `strict`: a lab file says what it means or is refused: unknown keys, no runs.
 //! - `docs`: the README's commands, the lab reference against the parser's keys, the help.
 //! - `errors`: errors said once and rightly.
+//! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! Needs the plugins (`scripts/build-plugins`).
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adhoc;
 mod docs;
 mod errors;
 mod strict;

@@ -1,4 +1,5 @@
 //! `repx list`, `repx show` and `repx log`: reading the lab and the store, running nothing.
+//! `log` and `show job|output` need only the store, and work without a lab.
 //!
 //! Names of files a plugin wrote, and what the store recorded, are printed through
 //! [`escape::terminal`]. `repx log` prints a job's logs as they are when its output is not a
@@ -13,9 +14,9 @@ use super::render::{label, short};
 use super::run::store_path;
 use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
-use crate::lab::{Lab, Mode, did_you_mean};
+use crate::lab::{Lab, LabError, Mode, did_you_mean};
 use crate::plan::Plan;
-use crate::store::Store;
+use crate::store::{Store, location};
 
 /// The lab and its store, opened for reading: these commands work while a run is going.
 pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
@@ -26,6 +27,38 @@ pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     let store = Store::open_reader(&store_path(cli, &lab)?)?;
     super::verify::warn(&store);
     Ok((lab, store))
+}
+
+/// The store of a job, and the lab when there is one: `log` and `show job|output` need only
+/// the store. With no lab at `--lab` (an ad hoc `repx run --plugin` has none), the store is
+/// `--store`, else the one that directory's runs use, when it exists.
+fn open_for_job(cli: &Cli) -> Result<(Option<Lab>, Store), CliError> {
+    let dir = match Lab::load(&cli.lab) {
+        Ok(lab) => {
+            for warning in &lab.warnings {
+                errln!("warning: {warning}");
+            }
+            let store = Store::open_reader(&store_path(cli, &lab)?)?;
+            super::verify::warn(&store);
+            return Ok((Some(lab), store));
+        }
+        Err(LabError::NotFound { dir }) => dir,
+        Err(e) => return Err(e.into()),
+    };
+    let root = match &cli.store {
+        Some(root) => root.clone(),
+        None => {
+            let dir = std::path::absolute(&dir)?;
+            let store = location::default_store(&dir).map_err(invalid)?;
+            if !store.is_dir() {
+                return Err(LabError::NotFound { dir }.into());
+            }
+            store
+        }
+    };
+    let store = Store::open_reader(&root)?;
+    super::verify::warn(&store);
+    Ok((None, store))
 }
 
 pub fn list(
@@ -131,11 +164,11 @@ pub fn show(cli: &Cli, what: ShowWhat, name: &str, mode: Option<Mode>) -> Result
             "--{mode} goes with `repx show stage` only: a job's mode is part of it"
         )));
     }
-    let (lab, store) = open(cli)?;
+    let (lab, store) = open_for_job(cli)?;
     let id = find(&store, name)?;
     match what {
         ShowWhat::Stage => unreachable!("shown above"),
-        ShowWhat::Job => super::show_job::show(&lab, &store, &id),
+        ShowWhat::Job => super::show_job::show(lab.as_ref(), &store, &id),
         ShowWhat::Output => {
             let out = store.output_dir(&id);
             if !out.is_dir() {
@@ -179,7 +212,7 @@ fn show_stage(cli: &Cli, name: &str, mode: Option<Mode>) -> Result<i32, CliError
 }
 
 pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
-    let (_lab, store) = open(cli)?;
+    let (_lab, store) = open_for_job(cli)?;
     let id = find(&store, prefix)?;
     let dir = if store.failed_dir(&id).is_dir() && store.done(&id).is_none() {
         store.failed_dir(&id)

@@ -7,6 +7,7 @@
 #[macro_use]
 mod print;
 
+mod adhoc;
 mod atomic;
 mod bench;
 mod completions;
@@ -287,9 +288,12 @@ pub struct RunArgs {
     /// With --plugin: a parameter; the value is JSON, or else a string.
     #[arg(long = "param", value_name = "KEY=VALUE", requires = "plugin")]
     pub params: Vec<String>,
-    /// With --plugin: copy the output here.
+    /// With --plugin: copy the output here (a missing or empty directory).
     #[arg(long, value_name = "DIR", requires = "plugin")]
     pub out: Option<PathBuf>,
+    /// With --out: replace what DIR holds.
+    #[arg(long, requires = "out")]
+    pub force_out: bool,
     /// With --plugin: show what the plugin would be granted, and run nothing.
     #[arg(long, requires = "plugin")]
     pub dry_run: bool,

@@ -1,17 +1,14 @@
 //! `repx run`: a lab's runs or jobs, or one plugin ad hoc.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
-
 use super::error::{CliError, invalid};
-use super::render::{self, Format, JobInfo, Reporter, label, short};
+use super::render::{self, Format, JobInfo, Reporter, label};
 use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
-use crate::lab::{Input, Lab, Mode, Pipeline, PluginRef, Run, Stage, did_you_mean};
+use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
 use crate::sched::{Force, Options, local};
 use crate::store::{self, Store, location};
@@ -30,7 +27,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     super::slurm::check_args(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
     let lab = match &args.plugin {
-        Some(plugin) => ad_hoc_lab(plugin, args, mode)?,
+        Some(plugin) => super::adhoc::lab(plugin, args, mode)?,
         None => Lab::load(&cli.lab)?,
     };
     for warning in &lab.warnings {
@@ -152,8 +149,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     };
     reporter.summary(&summary);
 
-    if let (Some(out), Some(_)) = (&args.out, &args.plugin) {
-        copy_ad_hoc_output(&plan, &store, out)?;
+    if args.plugin.is_some() {
+        super::adhoc::deliver(&plan, &store, args.out.as_deref(), args.force_out)?;
     }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
@@ -339,129 +336,6 @@ fn select(
         }
     }
     Ok((all_runs, Some(chosen)))
-}
-
-/// A one-stage lab around a plugin file, in the current directory.
-fn ad_hoc_lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<Lab, CliError> {
-    let dir = std::env::current_dir()?;
-    let plugin = std::path::absolute(plugin)?;
-    if !plugin.is_file() {
-        return Err(invalid(format!(
-            "--plugin {}: no such file",
-            plugin.display()
-        )));
-    }
-    let name = plugin
-        .file_stem()
-        .map(|s| {
-            s.to_string_lossy().replace(
-                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
-                "-",
-            )
-        })
-        .unwrap_or_else(|| "plugin".into());
-    let mut inputs = BTreeMap::new();
-    for spec in &args.inputs {
-        let (input, path) = spec
-            .split_once('=')
-            .ok_or_else(|| invalid(format!("--input {spec}: write it as NAME=PATH")))?;
-        // The name becomes `/in/NAME` and a directory of the job: checked as a lab's are.
-        if !crate::lab::valid_name(input) {
-            return Err(invalid(format!(
-                "--input {spec}: `{input}` is not a valid input name: {}",
-                crate::lab::VALID_NAME_HINT
-            )));
-        }
-        let path = std::path::absolute(path)?;
-        if !path.is_dir() {
-            return Err(invalid(format!(
-                "--input {spec}: {} is not a directory",
-                path.display()
-            )));
-        }
-        inputs.insert(input.to_string(), Input::Path(path));
-    }
-    let mut params = BTreeMap::new();
-    for spec in &args.params {
-        let (key, value) = spec
-            .split_once('=')
-            .ok_or_else(|| invalid(format!("--param {spec}: write it as KEY=VALUE")))?;
-        let value =
-            serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
-        params.insert(key.to_string(), value);
-    }
-    if let Some(out) = &args.out
-        && out.read_dir().is_ok_and(|mut d| d.next().is_some())
-    {
-        return Err(invalid(format!(
-            "--out {}: the directory is not empty",
-            out.display()
-        )));
-    }
-    let stage = Stage {
-        name: name.clone(),
-        plugin: PluginRef::File(plugin.clone()),
-        // Naming the file on the command line trusts it as it is now.
-        sha256: Some(crate::wasm::sha256_hex(&std::fs::read(&plugin)?)),
-        mode: mode.unwrap_or(Mode::Pure),
-        inputs,
-        params,
-        outputs: Vec::new(),
-        tools: Vec::new(),
-        sources: Vec::new(),
-        limits: Default::default(),
-        resources: Default::default(),
-    };
-    Ok(Lab {
-        name: name.clone(),
-        file: plugin,
-        dir,
-        stages: [(name.clone(), stage)].into(),
-        pipelines: [(
-            name.clone(),
-            Pipeline {
-                name: name.clone(),
-                stages: vec![name.clone()],
-            },
-        )]
-        .into(),
-        runs: [(
-            name.clone(),
-            Run {
-                name: name.clone(),
-                pipelines: vec![name],
-                params: BTreeMap::new(),
-                zip: vec![],
-            },
-        )]
-        .into(),
-        slurm: Default::default(),
-        warnings: Vec::new(),
-        evaluated: None,
-    })
-}
-
-fn copy_ad_hoc_output(plan: &Plan, store: &Store, out: &Path) -> Result<(), CliError> {
-    let ids = plan.static_ids(store);
-    let Some(Some(id)) = ids.first() else {
-        return Ok(());
-    };
-    if store.done(id).is_none() {
-        return Ok(());
-    }
-    // Filled beside and renamed into place: a link planted at `out` during the run (an
-    // impure plugin may write there) is not followed.
-    super::atomic::write_dir(out, |tmp| store::copy_tree(&store.output_dir(id), tmp))
-        .with_context(|| {
-            format!(
-                "copying the output of job {} to {}",
-                short(id),
-                out.display()
-            )
-        })
-        .map_err(CliError::Failed)?;
-    errln!("output copied to {}", out.display());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -32,19 +32,22 @@ fn find(
     Some((plan, index, ids))
 }
 
-pub fn show(lab: &Lab, store: &Store, id: &str) {
+/// Shows job `id`; without a lab (an ad hoc run's job), what its record and logs say.
+pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
     let record = store.record(id);
-    let found = find(lab, store, id, None)
-        .or_else(|| {
-            record
-                .as_ref()
-                .and_then(|r| find(lab, store, id, Some(r.mode)))
-        })
-        .or_else(|| {
-            [Mode::Pure, Mode::Impure]
-                .into_iter()
-                .find_map(|m| find(lab, store, id, Some(m)))
-        });
+    let found = lab.and_then(|lab| {
+        find(lab, store, id, None)
+            .or_else(|| {
+                record
+                    .as_ref()
+                    .and_then(|r| find(lab, store, id, Some(r.mode)))
+            })
+            .or_else(|| {
+                [Mode::Pure, Mode::Impure]
+                    .into_iter()
+                    .find_map(|m| find(lab, store, id, Some(m)))
+            })
+    });
     let state = match (
         &record,
         store.done(id).is_some(),
@@ -148,6 +151,7 @@ pub fn show(lab: &Lab, store: &Store, id: &str) {
                 }
             }
         }
+        None if lab.is_none() => row("inputs", &"(no lab here to say)"),
         None => row("inputs", &"(the job is not in the lab's current runs)"),
     }
 
