@@ -3,6 +3,7 @@
 //! - `strict`: a lab file says what it means or is refused: unknown keys, no runs.
 //! - `docs`: the README's commands, the lab reference against the parser's keys, the help.
 //! - `errors`: errors said once and rightly.
+//! - `stages`: stages as targets, and `--stage`, `--status`, `--param` filters.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! Needs the plugins (`scripts/build-plugins`).
@@ -13,6 +14,7 @@ mod common;
 mod adhoc;
 mod docs;
 mod errors;
+mod stages;
 mod strict;
 
 /// `repx`'s exit code for an invalid lab or command line.

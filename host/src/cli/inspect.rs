@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::error::{CliError, invalid};
 use super::escape::{self, terminal};
+use super::filter::{JobFilter, Status};
 use super::render::{label, short};
 use super::run::store_path;
 use super::{Cli, ListWhat, ShowWhat, exit};
@@ -66,8 +67,10 @@ pub fn list(
     what: ListWhat,
     run: Option<&str>,
     output_paths: bool,
+    filter: &JobFilter,
 ) -> Result<i32, CliError> {
     let (lab, store) = open(cli)?;
+    filter.check(&lab)?;
     if let ListWhat::Runs = what {
         for (name, run) in &lab.runs {
             outln!("{name}");
@@ -97,11 +100,15 @@ pub fn list(
     for (index, job) in plan.graph.jobs.iter().enumerate() {
         match what {
             ListWhat::Jobs => {
-                let state = match &ids[index] {
-                    Some(id) if store.done(id).is_some() => "done",
-                    Some(id) if store.failed_dir(id).is_dir() => "failed",
-                    _ => "todo",
+                let status = match &ids[index] {
+                    Some(id) if store.done(id).is_some() => Status::Done,
+                    Some(id) if store.failed_dir(id).is_dir() => Status::Failed,
+                    _ => Status::Todo,
                 };
+                if !filter.keep(job, status) {
+                    continue;
+                }
+                let state = status.as_str();
                 let output = match &ids[index] {
                     // A hermetic job's output also names the Nix path it was built at.
                     Some(id) if output_paths && state == "done" => {
@@ -122,6 +129,9 @@ pub fn list(
                 );
             }
             ListWhat::Deps => {
+                if filter.stage.as_ref().is_some_and(|s| *s != job.stage) {
+                    continue;
+                }
                 for dep in job.deps() {
                     outln!(
                         "{} {} -> {} {}",

@@ -14,6 +14,7 @@ mod completions;
 mod error;
 mod escape;
 pub mod exit;
+mod filter;
 mod gc;
 mod grants;
 mod init;
@@ -26,6 +27,7 @@ mod results;
 mod run;
 mod show_job;
 mod slurm;
+mod targets;
 mod verify;
 mod viz;
 
@@ -68,6 +70,8 @@ pub enum Command {
         /// With `jobs`: each done job's output directory.
         #[arg(long)]
         output_paths: bool,
+        #[command(flatten)]
+        filter: filter::JobFilter,
     },
     /// Show a job or its output, or what a stage is granted.
     Show {
@@ -152,6 +156,9 @@ pub enum Command {
     Report {
         /// The run (default: the lab's only run).
         run: Option<String>,
+        /// Only this stage's jobs in the results, plots and timings.
+        #[arg(long)]
+        stage: Option<String>,
         /// Where to write the page (default: RUN-report.html here).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -250,8 +257,13 @@ pub enum ShowWhat {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Run names or job-id prefixes (default: every run).
+    /// Runs, stages (their jobs and what they need) or job-id prefixes (default: every
+    /// run). A name that is both a run and a stage is the run; --stage names the stage.
     pub targets: Vec<String>,
+    /// Run this stage's jobs and what they need (repeatable); for a stage whose name is
+    /// also a run's.
+    #[arg(long = "stage", value_name = "STAGE")]
+    pub stages: Vec<String>,
     /// Jobs at once (default: the number of cores).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
@@ -337,7 +349,8 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             what,
             run,
             output_paths,
-        } => inspect::list(&cli, *what, run.as_deref(), *output_paths),
+            filter,
+        } => inspect::list(&cli, *what, run.as_deref(), *output_paths, filter),
         Command::Show {
             what,
             job,
@@ -365,7 +378,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             results::results(&cli, run.as_deref(), stage.as_deref(), *format)
         }
         Command::Viz { run, jobs, format } => viz::viz(&cli, run.as_deref(), *jobs, *format),
-        Command::Report { run, output } => report::report(&cli, run.as_deref(), output.as_deref()),
+        Command::Report { run, stage, output } => {
+            report::report(&cli, run.as_deref(), stage.as_deref(), output.as_deref())
+        }
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man { dir } => completions::man(dir.as_deref()),

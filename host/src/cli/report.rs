@@ -48,10 +48,17 @@ figure img { width: 100%; height: auto; }
 figcaption { font-size: .8rem; color: #59636e; margin-top: .3rem; word-break: break-all; }
 "#;
 
-pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32, CliError> {
+/// `stage`: only that stage's jobs in the counts, results, plots and timings; the graphs
+/// stay the run's.
+pub fn report(
+    cli: &Cli,
+    run: Option<&str>,
+    stage: Option<&str>,
+    output: Option<&Path>,
+) -> Result<i32, CliError> {
     let (lab, store) = open(cli)?;
     let run = pick_run(&lab, run)?;
-    let results = results::collect(&lab, &store, &run, None)?;
+    let results = results::collect(&lab, &store, &run, stage)?;
     let graph = JobGraph::expand(&lab, &[run.as_str()], None);
     let plan = Plan::new(lab.clone(), graph, &store)?;
     let ids = plan.static_ids(&store);
@@ -68,6 +75,7 @@ pub fn report(cli: &Cli, run: Option<&str>, output: Option<&Path>) -> Result<i32
     }
     let all: Vec<Job> = jobs
         .iter()
+        .filter(|&&index| stage.is_none_or(|s| plan.graph.jobs[index].stage == s))
         .map(|&index| {
             let job = &plan.graph.jobs[index];
             let id = ids[index].clone();

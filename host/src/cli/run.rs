@@ -49,7 +49,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         // `repx gc` keeps what this lab's runs reach, in this mode.
         store.add_root(&lab.file, mode)?;
     }
-    let (runs, targets) = select(&lab, &store, &args.targets, mode)?;
+    let (runs, targets) = super::targets::select(&lab, &store, &args.targets, &args.stages, mode)?;
     let graph = JobGraph::expand(
         &lab,
         &runs.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -91,14 +91,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
             "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
         );
     }
-    let targets = targets.map(|ids| {
-        let all = plan.static_ids(&store);
-        all.iter()
-            .enumerate()
-            .filter(|(_, id)| id.as_ref().is_some_and(|id| ids.contains(id)))
-            .map(|(i, _)| i)
-            .collect()
-    });
+    let targets = targets.map(|targets| targets.indices(&plan, &store));
 
     let jobs = args
         .jobs
@@ -285,57 +278,6 @@ fn check_store_out_of_reach(cli: &Cli, lab: &Lab, mode: Option<Mode>) -> Result<
         lab.dir.display(),
         stage.name
     )))
-}
-
-/// Splits targets into run names and job-id prefixes; returns the runs to expand and,
-/// when ids were named, the full ids of the jobs to run.
-fn select(
-    lab: &Lab,
-    store: &Store,
-    targets: &[String],
-    mode: Option<Mode>,
-) -> Result<(Vec<String>, Option<Vec<String>>), CliError> {
-    let all_runs: Vec<String> = lab.runs.keys().cloned().collect();
-    if targets.is_empty() {
-        return Ok((all_runs, None));
-    }
-    let (runs, prefixes): (Vec<&String>, Vec<&String>) =
-        targets.iter().partition(|t| lab.runs.contains_key(*t));
-    if prefixes.is_empty() {
-        return Ok((runs.into_iter().cloned().collect(), None));
-    }
-    // Job ids need the whole graph resolved; expand every run to find them.
-    let graph = JobGraph::expand(
-        lab,
-        &all_runs.iter().map(String::as_str).collect::<Vec<_>>(),
-        mode,
-    );
-    let plan = Plan::new(lab.clone(), graph, store)?;
-    let ids: Vec<String> = plan.static_ids(store).into_iter().flatten().collect();
-    let mut chosen = Vec::new();
-    for prefix in prefixes {
-        let matching: Vec<&String> = ids
-            .iter()
-            .filter(|id| id.starts_with(prefix.as_str()))
-            .collect();
-        match matching.as_slice() {
-            [one] => chosen.push((*one).clone()),
-            [] => {
-                let hint = did_you_mean(prefix, lab.runs.keys().map(String::as_str));
-                return Err(invalid(format!(
-                    "`{prefix}` is neither a run in {} nor the prefix of a job id{hint}; see `repx list runs` and `repx list jobs`",
-                    lab.file.display()
-                )));
-            }
-            many => {
-                return Err(invalid(format!(
-                    "job id prefix `{prefix}` matches {} jobs: give more digits",
-                    many.len()
-                )));
-            }
-        }
-    }
-    Ok((all_runs, Some(chosen)))
 }
 
 #[cfg(test)]
