@@ -4,6 +4,7 @@
 //! - `docs`: the README's commands, the lab reference against the parser's keys, the help.
 //! - `errors`: errors said once and rightly.
 //! - `stages`: stages as targets, and `--stage`, `--status`, `--param` filters.
+//! - `verbs`: `gc pin|unpin`, `cache list|stats|clear`, `log -f`.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! Needs the plugins (`scripts/build-plugins`).
@@ -16,6 +17,7 @@ mod docs;
 mod errors;
 mod stages;
 mod strict;
+mod verbs;
 
 /// `repx`'s exit code for an invalid lab or command line.
 const INVALID: i32 = 2;

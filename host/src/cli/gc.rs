@@ -3,17 +3,18 @@
 //! The live set is every job id (and source snapshot) of every run of every live root lab,
 //! in its declared modes and in each mode override it was run with; the lab at `--lab`
 //! counts as a root when it uses this store. A root lab that cannot be loaded or planned
-//! stops the collection: what it reaches is unknown, so nothing is removed.
+//! stops the collection: what it reaches is unknown, so nothing is removed. A pinned run's
+//! jobs (`repx gc pin RUN`) are live too, whatever reaches them.
 
 use super::error::{CliError, invalid};
 use super::render::short;
 use super::run::store_path;
-use super::{Cli, exit};
+use super::{Cli, GcPin, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode};
 use crate::plan::Plan;
-use crate::store::Store;
 use crate::store::gc::{Item, Live, Root};
+use crate::store::{Pin, Store};
 
 pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
     let current = Lab::load(&cli.lab);
@@ -44,6 +45,10 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
     let mut live = Live::default();
     for root in roots.iter().filter(|r| r.is_live()) {
         reach(&store, root, &mut live)?;
+    }
+    let pins = store.pins()?;
+    for pin in &pins {
+        live.jobs.extend(pin.jobs.iter().cloned());
     }
     let garbage = store.garbage(&live, &roots)?;
 
@@ -106,6 +111,65 @@ pub fn gc(cli: &Cli, dry_run: bool) -> Result<i32, CliError> {
             live_roots.join(", ")
         },
     );
+    for pin in &pins {
+        errln!(
+            "kept pinned run {} of {} ({} jobs, pinned {})",
+            pin.run,
+            pin.lab.display(),
+            pin.jobs.len(),
+            super::show_job::when(pin.since_ms)
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// `repx gc pin RUN` and `repx gc unpin RUN`, for a run of the lab at `--lab`.
+pub fn pin(cli: &Cli, action: &GcPin) -> Result<i32, CliError> {
+    let lab = Lab::load(&cli.lab)?;
+    let run = match action {
+        GcPin::Pin { run } | GcPin::Unpin { run } => run,
+    };
+    let store = Store::open(&store_path(cli, &lab)?)?;
+    super::verify::warn(&store);
+    let file = std::fs::canonicalize(&lab.file).unwrap_or_else(|_| lab.file.clone());
+    if let GcPin::Unpin { .. } = action {
+        if !store.unpin(&file, run)? {
+            return Err(invalid(format!(
+                "run `{run}` of {} is not pinned",
+                lab.file.display()
+            )));
+        }
+        errln!("unpinned run {run}: `repx gc` keeps its jobs only while a lab reaches them");
+        return Ok(exit::SUCCESS);
+    }
+    if !lab.runs.contains_key(run) {
+        let hint = crate::lab::did_you_mean(run, lab.runs.keys().map(String::as_str));
+        return Err(invalid(format!(
+            "no run `{run}` in {}{hint}",
+            lab.file.display()
+        )));
+    }
+    let graph = JobGraph::expand(&lab, &[run.as_str()], None);
+    let plan = Plan::new(lab.clone(), graph, &store)?;
+    let jobs: Vec<String> = plan
+        .static_ids(&store)
+        .into_iter()
+        .flatten()
+        .filter(|id| store.done(id).is_some())
+        .collect();
+    let total = plan.graph.jobs.len();
+    store.pin(&Pin {
+        lab: file,
+        run: run.clone(),
+        since_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        jobs: jobs.clone(),
+    })?;
+    errln!(
+        "pinned run {run}: {} of its {total} jobs are done and `repx gc` keeps them until          `repx gc unpin {run}`",
+        jobs.len()
+    );
     Ok(exit::SUCCESS)
 }
 
@@ -147,7 +211,7 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
             .is_some_and(|a| std::fs::canonicalize(b).is_ok_and(|b| a == b))
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

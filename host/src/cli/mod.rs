@@ -10,6 +10,7 @@ mod print;
 mod adhoc;
 mod atomic;
 mod bench;
+mod cache;
 mod completions;
 mod error;
 mod escape;
@@ -146,12 +147,17 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Remove from the store what no registered lab still reaches.
+    /// Remove from the store what no registered lab still reaches, nor a pin keeps.
     Gc {
         /// Only list what would go, and how much space it would free.
         #[arg(long)]
         dry_run: bool,
+        #[command(subcommand)]
+        pin: Option<GcPin>,
     },
+    /// The compiled-plugin cache: what it holds, and removing what is old.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Write one self-contained HTML page about a run: graph, results, plots, timings.
     Report {
         /// The run (default: the lab's only run).
@@ -187,6 +193,35 @@ pub enum Command {
         /// The tool and its arguments, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GcPin {
+    /// Keep a run's outputs as they are now, even when no lab reaches them any more.
+    Pin {
+        /// The run of the lab at --lab.
+        run: String,
+    },
+    /// Stop keeping what `repx gc pin RUN` kept.
+    Unpin {
+        /// The run of the lab at --lab.
+        run: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Each compiled plugin: its size and when it was last used.
+    List,
+    /// How many compiled plugins, how much space, how old.
+    Stats,
+    /// Remove compiled plugins (all, or those unused for a while); they are compiled again
+    /// when needed.
+    Clear {
+        /// Only those not used for this long: `30d`, `12h`, `90m`.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
     },
 }
 
@@ -381,7 +416,9 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Report { run, stage, output } => {
             report::report(&cli, run.as_deref(), stage.as_deref(), output.as_deref())
         }
-        Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
+        Command::Gc { dry_run, pin: None } => gc::gc(&cli, *dry_run),
+        Command::Gc { pin: Some(pin), .. } => gc::pin(&cli, pin),
+        Command::Cache(command) => cache::cache(command),
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man { dir } => completions::man(dir.as_deref()),
         Command::Bench(args) => bench::bench(args),

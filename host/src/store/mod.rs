@@ -11,6 +11,7 @@
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
 //! fingerprints/        what impure stages' scopes were when their jobs ran; see `sources`
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
+//! pins/<hash>          one per pinned run: the job ids `gc` keeps whatever reaches them
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! lock                 who holds the store's lock (the lock is on the directory, see [`lock`])
 //! records.lock         taken around each append to records.jsonl, see [`records`]
@@ -44,6 +45,7 @@ mod commit;
 pub mod gc;
 pub mod location;
 pub mod lock;
+mod pins;
 mod records;
 mod remove;
 mod tree;
@@ -60,6 +62,7 @@ use serde::{Deserialize, Serialize};
 
 pub use commit::{Sealed, declared_outputs_present, within_output_limit};
 pub use lock::{Access, Holder};
+pub use pins::Pin;
 use records::RecordLog;
 pub use remove::remove_tree;
 pub use tree::{

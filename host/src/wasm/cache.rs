@@ -139,7 +139,10 @@ fn load<T>(
         Ok(bytes) => match checked(&bytes) {
             Err(why) => Some(why.to_string()),
             Ok(code) => match deserialize(code) {
-                Ok(loaded) => return Ok(loaded),
+                Ok(loaded) => {
+                    mark_used(&path);
+                    return Ok(loaded);
+                }
                 Err(e) => Some(format!("{e}")),
             },
         },
@@ -159,6 +162,65 @@ fn load<T>(
     // The cache is an optimisation: failing to write it costs time, not correctness.
     let _ = write_atomically(&path, &bytes);
     Ok(compiled)
+}
+
+/// How stale an artifact's time may be before a load sets it again: its modification time
+/// says when it was last used (`repx cache clear --older-than`), and a day is fine enough
+/// for that without a write on every load.
+const USED_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Sets the artifact's modification time to now when it is older than a day.
+fn mark_used(path: &Path) {
+    let now = std::time::SystemTime::now();
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let stale = file.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+        now.duration_since(t)
+            .is_ok_and(|age| age > USED_GRANULARITY)
+    });
+    if stale {
+        // An optimisation's bookkeeping: failing costs a recompile after a `clear`, no more.
+        let _ = file.set_modified(now);
+    }
+}
+
+/// A compiled plugin in the cache.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// When it was last loaded or written, to a day.
+    pub used: std::time::SystemTime,
+}
+
+/// The compiled plugins in the cache at `dir`, oldest use first. A missing cache holds none.
+pub fn artifacts(dir: &Path) -> std::io::Result<Vec<Artifact>> {
+    let wasm = dir.join("wasm");
+    let entries = match std::fs::read_dir(&wasm) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "cwasm") {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        found.push(Artifact {
+            path,
+            bytes: meta.len(),
+            used: meta.modified()?,
+        });
+    }
+    found.sort_by_key(|a| a.used);
+    Ok(found)
 }
 
 /// The artifact's code, if its trailer holds the digest of it.
