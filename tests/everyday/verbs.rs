@@ -3,7 +3,7 @@
 use std::fs;
 
 use crate::INVALID;
-use crate::common::{TempDir, copy_example, job_dirs, repx, repx_with_env};
+use crate::common::{TempDir, copy_example, job_dirs, lab_dir, repx, repx_command, repx_with_env};
 
 fn job_names(lab: &std::path::Path) -> Vec<String> {
     job_dirs(lab)
@@ -136,4 +136,106 @@ fn cache_stats_and_clear_the_compiled_plugins() {
     let again = cached(&["run", "--force"]);
     again.expect_code(0);
     assert_eq!(fs::read_dir(cache.path().join("wasm")).unwrap().count(), 3);
+}
+
+const FOLLOW_LAB: &str = r#"
+[stages.slow]
+plugin = "plugins/test-follow.wasm"
+mode = "impure"
+
+[pipelines.main]
+stages = ["slow"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+
+/// Waits (at most a minute, so a hang fails the test) until `found` says yes.
+#[track_caller]
+fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no {what} after a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn log_follow_prints_a_running_job_as_it_writes_until_it_is_committed() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let lab = lab_dir(FOLLOW_LAB, &["test-follow"]);
+    let mut run = repx_command(lab.path(), &["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The job is running when its live stdout holds its first line.
+    let id = wait_for("live log", || {
+        let store = fs::canonicalize(lab.path().join(".repx")).ok()?;
+        let live = fs::read_dir(store.join("tmp/live"))
+            .ok()?
+            .flatten()
+            .next()?;
+        let text = fs::read_to_string(live.path().join("stdout")).ok()?;
+        text.contains("first line")
+            .then(|| live.file_name().to_string_lossy().into_owned())
+    });
+
+    let mut follower = repx_command(lab.path(), &["log", "-f", &id[..12]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    // The follower shows the first line while the job still waits for `go`.
+    let mut seen = Vec::new();
+    wait_for("first line from the follower", || {
+        seen.extend(received.try_iter());
+        seen.iter().any(|l| l == "first line").then_some(())
+    });
+    assert!(!seen.iter().any(|l| l == "second line"), "{seen:?}");
+    fs::write(lab.path().join("go"), "").unwrap();
+
+    let status = follower.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(received.try_iter());
+    assert!(status.success(), "{seen:?}");
+    assert_eq!(
+        seen,
+        [
+            "==> stdout <==",
+            "first line",
+            "second line",
+            "",
+            "==> stderr <==",
+            "to stderr"
+        ],
+        "each line once, in order"
+    );
+    assert!(run.wait().unwrap().success());
+    // Nothing is left of the live logs.
+    let store = fs::canonicalize(lab.path().join(".repx")).unwrap();
+    assert!(!store.join("tmp/live").exists());
+}
+
+#[test]
+fn log_follow_of_a_job_nothing_runs_says_so() {
+    let lab = lab_dir(FOLLOW_LAB, &["test-follow"]);
+    let listed = repx(lab.path(), &["list", "jobs"]);
+    let id = listed.stdout.split_whitespace().next().unwrap().to_string();
+    let out = repx(lab.path(), &["log", "-f", &id]);
+    out.expect_code(1).expect_stderr(&["is not running"]);
 }

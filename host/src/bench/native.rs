@@ -81,6 +81,7 @@ impl Subject<'_> {
             grants: Arc::from([]),
             observer: Arc::new(Quiet),
             limits: Limits::default(),
+            live: None,
         };
         let started = Instant::now();
         let finished = runtime

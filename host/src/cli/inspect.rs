@@ -164,6 +164,37 @@ fn find(store: &Store, prefix: &str) -> Result<String, CliError> {
     }
 }
 
+/// The one job starting with `prefix` that has logs, is running, or is a job of the lab's
+/// runs (which may not have started yet).
+fn find_to_follow(lab: Option<&Lab>, store: &Store, prefix: &str) -> Result<String, CliError> {
+    let mut ids = store.ids_with_prefix(prefix);
+    ids.extend(store.live_ids(prefix));
+    if let Some(lab) = lab {
+        let runs: Vec<&str> = lab.runs.keys().map(String::as_str).collect();
+        let graph = JobGraph::expand(lab, &runs, None);
+        let plan = Plan::new(lab.clone(), graph, store)?;
+        ids.extend(
+            plan.static_ids(store)
+                .into_iter()
+                .flatten()
+                .filter(|id| id.starts_with(prefix)),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(invalid(format!(
+            "no job in {} or its lab has an id starting with `{prefix}`; see `repx list jobs`",
+            store.root().display()
+        ))),
+        many => Err(invalid(format!(
+            "`{prefix}` matches {} jobs: give more digits",
+            many.len()
+        ))),
+    }
+}
+
 /// `mode`: a mode override (`--pure`, `--impure`, `--hermetic`), which only `stage` takes.
 pub fn show(cli: &Cli, what: ShowWhat, name: &str, mode: Option<Mode>) -> Result<i32, CliError> {
     if let ShowWhat::Stage = what {
@@ -221,8 +252,12 @@ fn show_stage(cli: &Cli, name: &str, mode: Option<Mode>) -> Result<i32, CliError
     Ok(exit::SUCCESS)
 }
 
-pub fn log(cli: &Cli, prefix: &str) -> Result<i32, CliError> {
-    let (_lab, store) = open_for_job(cli)?;
+pub fn log(cli: &Cli, prefix: &str, follow: bool) -> Result<i32, CliError> {
+    let (lab, store) = open_for_job(cli)?;
+    if follow {
+        let id = find_to_follow(lab.as_ref(), &store, prefix)?;
+        return super::follow::follow(&store, &id);
+    }
     let id = find(&store, prefix)?;
     let dir = if store.failed_dir(&id).is_dir() && store.done(&id).is_none() {
         store.failed_dir(&id)

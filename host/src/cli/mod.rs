@@ -16,6 +16,7 @@ mod error;
 mod escape;
 pub mod exit;
 mod filter;
+mod follow;
 mod gc;
 mod grants;
 mod init;
@@ -98,6 +99,10 @@ pub enum Command {
     Log {
         /// A job id or a unique prefix of one.
         job: String,
+        /// Follow the job: print its logs as it writes them, until it is committed or
+        /// fails (waiting for it to start while a run holds the store).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Work with plugins.
     #[command(subcommand)]
@@ -403,7 +408,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .find_map(|(given, mode)| given.then_some(mode));
             inspect::show(&cli, *what, job, mode)
         }
-        Command::Log { job } => inspect::log(&cli, job),
+        Command::Log { job, follow } => inspect::log(&cli, job, *follow),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
         Command::Plugin(PluginCommand::New { name, dir }) => plugin::new(name, dir.as_deref()),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),

@@ -89,6 +89,7 @@ fn run() -> Result<Option<String>, String> {
                 grants: spec.tools.clone().into(),
                 observer: Arc::new(Quiet),
                 limits,
+                live: None,
             },
         )
         .map_err(|e| e.to_string())?;

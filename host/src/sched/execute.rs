@@ -179,6 +179,7 @@ fn here(
         grants: resources.tools.clone(),
         observer,
         limits: plan.lab.stages[&job.stage].limits,
+        live: Some(store.live_logs(id)),
     };
     let finished = runtime
         .run(&resources.plugin, run)

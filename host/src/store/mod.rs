@@ -13,6 +13,7 @@
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
 //! pins/<hash>          one per pinned run: the job ids `gc` keeps whatever reaches them
 //! tmp/                 jobs being run; never trusted, cleared under the lock
+//! tmp/live/<id>/       a running job's logs as they come, for `repx log -f`; see [`live`]
 //! lock                 who holds the store's lock (the lock is on the directory, see [`lock`])
 //! records.lock         taken around each append to records.jsonl, see [`records`]
 //! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
@@ -43,6 +44,7 @@
 
 mod commit;
 pub mod gc;
+mod live;
 pub mod location;
 pub mod lock;
 mod pins;

@@ -5,7 +5,15 @@
 //! and its log ends with a marker saying how much was cut. Everything a job writes to a
 //! log goes through [`LogPipe::push`] as it comes, so a log never holds more than the
 //! limit in memory, and its file never more than the limit and the marker.
+//!
+//! A log may also be written as it comes to a live file (`repx log -f` reads it while the
+//! job runs): only what is kept, so the file too stays within the limit. The file is made
+//! at the first byte, so a job that writes nothing makes no file, and a live file that
+//! cannot be written is given up on in silence: it is a view, the log is the buffer.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -23,6 +31,15 @@ struct Buffer {
     kept: Vec<u8>,
     limit: usize,
     dropped: u64,
+    live: Live,
+}
+
+/// Where the kept bytes also go as they come.
+enum Live {
+    None,
+    /// Not made yet: made at the first byte.
+    At(PathBuf),
+    Open(File),
 }
 
 impl LogPipe {
@@ -33,8 +50,17 @@ impl LogPipe {
                 kept: Vec::new(),
                 limit,
                 dropped: 0,
+                live: Live::None,
             })),
         }
+    }
+
+    /// The same pipe, writing what it keeps to `path` too (its directory made as needed).
+    pub fn live(self, path: Option<PathBuf>) -> LogPipe {
+        if let Some(path) = path {
+            self.buffer.lock().unwrap_or_else(|e| e.into_inner()).live = Live::At(path);
+        }
+        self
     }
 
     /// Keeps what is left of `data` under the limit, and counts the rest.
@@ -44,6 +70,9 @@ impl LogPipe {
         let keep = data.len().min(room);
         buffer.kept.extend_from_slice(&data[..keep]);
         buffer.dropped += (data.len() - keep) as u64;
+        if keep > 0 {
+            buffer.live.write(&data[..keep]);
+        }
     }
 
     /// What was kept, with a marker at the end when anything was cut.
@@ -59,6 +88,30 @@ impl LogPipe {
             out.extend_from_slice(marker.as_bytes());
         }
         out
+    }
+}
+
+impl Live {
+    fn write(&mut self, data: &[u8]) {
+        if let Live::At(path) = self {
+            let make = || {
+                path.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| File::create_new(&*path))
+            };
+            // Another job's run, ending, removes the shared parent when it is empty: once
+            // more when it went between making it and the file.
+            let made = make().or_else(|_| make());
+            *self = match made {
+                Ok(file) => Live::Open(file),
+                Err(_) => Live::None,
+            };
+        }
+        if let Live::Open(file) = self
+            && file.write_all(data).is_err()
+        {
+            *self = Live::None;
+        }
     }
 }
 
@@ -116,6 +169,19 @@ impl tokio::io::AsyncWrite for LogPipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_file_gets_what_is_kept_and_is_made_at_the_first_byte() {
+        let dir = std::env::temp_dir().join(format!("repx-live-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("job/stdout");
+        let pipe = LogPipe::new(4).live(Some(path.clone()));
+        assert!(!dir.exists(), "made before anything was written");
+        pipe.push(b"abc");
+        pipe.push(b"defgh");
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcd");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn cuts_at_the_limit_with_a_marker() {

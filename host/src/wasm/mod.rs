@@ -269,6 +269,9 @@ pub struct JobRun {
     pub grants: Arc<[ToolIdentity]>,
     pub observer: Arc<dyn Observer>,
     pub limits: Limits,
+    /// A directory to write the job's logs into as they come (`stdout`, `stderr`,
+    /// `host.log`), for `repx log -f`; removed when the plugin's run is over.
+    pub live: Option<PathBuf>,
 }
 
 /// How a plugin run ended.
@@ -492,8 +495,11 @@ impl Runtime {
     /// Runs a plugin once under `job`'s policy.
     pub fn run(&self, plugin: &Plugin, job: JobRun) -> Result<Finished, RuntimeError> {
         let prepared = self.prepared(plugin)?;
-        let stdout = LogPipe::new(job.limits.log);
-        let stderr = LogPipe::new(job.limits.log);
+        let live = |name: &str| job.live.as_ref().map(|dir| dir.join(name));
+        let stdout = LogPipe::new(job.limits.log).live(live("stdout"));
+        let stderr = LogPipe::new(job.limits.log).live(live("stderr"));
+        let host_live = live("host.log");
+        let live_dir = job.live.clone();
         let memory = MemoryBudget::new(job.limits.memory);
         let started = Instant::now();
         let deadline = deadline::Deadline::new(started, job.limits.time, self.interrupt.clone());
@@ -525,7 +531,7 @@ impl Runtime {
                         grants: job.grants,
                         bubblewrap: self.bubblewrap.clone(),
                         observer: job.observer,
-                        log: LogPipe::new(job.limits.log),
+                        log: LogPipe::new(job.limits.log).live(host_live),
                         gate: host::Gate::default(),
                         deadline: deadline.clone(),
                         failed: None,
@@ -577,6 +583,14 @@ impl Runtime {
             }
         };
         drop(watching);
+        if let Some(dir) = live_dir {
+            // The logs go on from the job's own directory once it is committed or failed.
+            let _ = std::fs::remove_dir_all(&dir);
+            // The directory of all live logs goes with the last of them.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
         // An interrupt ends the plugin's host waits early, as if their time had passed: a
         // plugin woken so may finish on time it never had. What it made is not kept. A
         // plugin that ends past its deadline, whatever its ending (a host call the
