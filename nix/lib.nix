@@ -187,8 +187,9 @@ let
 
   # mkLab { name; runs = [ simple ]; }: the lab, with every stage and pipeline its runs
   # reach. `pipelines` and `stages` add ones no run reaches (or that are named by string
-  # only); `slurm` is the [slurm] table.
-  mkLab = { name ? null, runs ? [ ], pipelines ? [ ], stages ? [ ], slurm ? null }:
+  # only); `slurm` is the [slurm] table; `project` the project directory, for a lab built
+  # into the Nix store (a string: an absolute path).
+  mkLab = { name ? null, runs ? [ ], pipelines ? [ ], stages ? [ ], slurm ? null, project ? null }:
     let
       check = what: type: list:
         if isList list && all (is type) list then list
@@ -207,9 +208,11 @@ let
       model = _: value: removeAttrs value [ "_type" "name" "_upstream" "_stages" "_pipelines" ];
     in
     if name != null && !isString name then throw "repx.mkLab: `name` must be a string, not ${describe name}"
+    else if project != null && !isString project then
+      throw "repx.mkLab: `project` must be a string (an absolute path), not ${describe project}"
     else
       present {
-        lab = present { inherit name; };
+        lab = present { inherit name project; };
         stages = mapAttrs model allStages;
         pipelines = mapAttrs model (byName "mkLab" "pipeline" pipelineList);
         runs = mapAttrs model (byName "mkLab" "run" runList);

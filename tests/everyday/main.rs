@@ -7,7 +7,9 @@
 //! - `verbs`: `gc pin|unpin`, `cache list|stats|clear`, `log -f`.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
-//! Needs the plugins (`scripts/build-plugins`).
+//! - `flake`: the impure example built into a lab directory by Nix, and run from there.
+//!
+//! Needs the plugins (`scripts/build-plugins`); `flake` needs Nix and git (`scripts/nix-setup`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,6 +17,7 @@ mod common;
 mod adhoc;
 mod docs;
 mod errors;
+mod flake;
 mod stages;
 mod strict;
 mod verbs;

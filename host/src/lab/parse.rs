@@ -33,6 +33,9 @@ struct RawLabTable {
     name: Option<String>,
     /// The most jobs one run may expand to; see [`super::sweep`].
     max_jobs: Option<Spanned<u64>>,
+    /// The project directory, when it is not the lab file's (a lab that Nix built into
+    /// its store names the checkout it is about).
+    project: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -127,7 +130,7 @@ pub(super) fn parse(
         serde_ignored::deserialize(deserializer, |path| unknown.push(segments(&path)))
             .map_err(|e| invalid(vec![toml_problem(text, root.get_ref(), &e)]))?;
 
-    let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lab_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut problems = Problems {
         text,
         list: Vec::new(),
@@ -138,11 +141,16 @@ pub(super) fn parse(
     for path in &unknown {
         problems.list.push(unknown_key(root.get_ref(), text, path));
     }
+    let dir = project(&raw.lab.project, &lab_dir, &mut problems);
     let stage_names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
 
     let mut stages = BTreeMap::new();
     for (name, raw_stage) in &raw.stages {
-        if let Some(stage) = stage(name, raw_stage, &dir, &stage_names, &mut problems) {
+        let dirs = Dirs {
+            lab: &lab_dir,
+            project: &dir,
+        };
+        if let Some(stage) = stage(name, raw_stage, dirs, &stage_names, &mut problems) {
             stages.insert(name.clone(), stage);
         }
     }
@@ -406,6 +414,9 @@ fn expected(path: &[String]) -> Option<&'static str> {
         | ["stages", _, "limits" | "resources"] => "a table",
         ["lab", "name"] | ["stages", _, "sha256"] => "a string",
         ["lab", "max_jobs"] => "a positive integer: the most jobs one run may expand to",
+        ["lab", "project"] => {
+            "a string: the project directory, absolute or relative to the lab file"
+        }
         ["stages", _, "plugin"] => "a string: a .wasm file or `builtin:NAME`",
         ["stages", _, "mode"] => "a string: `pure`, `impure` or `hermetic`",
         ["stages", _, "inputs"] => "a table of input names to `STAGE`, `STAGE[*]` or `path:DIR`",
@@ -422,10 +433,40 @@ fn expected(path: &[String]) -> Option<&'static str> {
     })
 }
 
+/// Where a stage's paths are relative to: plugin files to the lab file, `path:` inputs to
+/// the project.
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    lab: &'a Path,
+    project: &'a Path,
+}
+
+/// The project directory: `[lab] project` (absolute, or relative to the lab file), which
+/// must be a directory, else the lab file's directory.
+fn project(raw: &Option<Spanned<String>>, lab_dir: &Path, problems: &mut Problems) -> PathBuf {
+    let Some(project) = raw else {
+        return lab_dir.to_path_buf();
+    };
+    let path = lab_dir.join(project.get_ref());
+    if !path.is_dir() {
+        problems.at(
+            project.span(),
+            "lab.project",
+            format!(
+                "{} is not a directory: name the project directory, absolute or relative to \
+                 the lab file",
+                path.display()
+            ),
+        );
+        return lab_dir.to_path_buf();
+    }
+    std::path::absolute(&path).unwrap_or(path)
+}
+
 fn stage(
     name: &str,
     raw: &Spanned<RawStage>,
-    dir: &Path,
+    dirs: Dirs,
     stage_names: &BTreeSet<&str>,
     problems: &mut Problems,
 ) -> Option<Stage> {
@@ -445,7 +486,7 @@ fn stage(
             }
             None
         }
-        Some(p) => plugin(p, dir, &format!("{key}.plugin"), problems),
+        Some(p) => plugin(p, dirs.lab, &format!("{key}.plugin"), problems),
     };
     if let Some(sha) = &raw_stage.sha256 {
         let s = sha.get_ref();
@@ -479,7 +520,7 @@ fn stage(
     for (input_name, value) in &raw_stage.inputs {
         let input_key = format!("{key}.inputs.{input_name}");
         check_name(input_name, value.span(), &input_key, problems);
-        if let Some(input) = input(name, value, dir, stage_names, &input_key, problems) {
+        if let Some(input) = input(name, value, dirs.project, stage_names, &input_key, problems) {
             inputs.insert(input_name.clone(), input);
         }
     }

@@ -116,6 +116,10 @@ pub enum Linked {
 /// (see the module's invariants). The link is only for the user's eyes: repx never
 /// follows it.
 pub fn link(project: &Path, store: &Path) -> Result<Linked, LocationError> {
+    // A lab Nix built into its store is not written, even by root, who could.
+    if in_nix_store(project) {
+        return Ok(Linked::Absent);
+    }
     let path = project.join(DEFAULT_DIR);
     let err = |source| LocationError::Link {
         path: path.clone(),
@@ -157,6 +161,14 @@ pub fn link(project: &Path, store: &Path) -> Result<Linked, LocationError> {
     std::os::unix::fs::symlink(store, &fresh).map_err(err)?;
     std::fs::rename(&fresh, &path).map_err(err)?;
     Ok(Linked::Moved { from: target })
+}
+
+/// Whether `path` lies in the Nix store (`$NIX_STORE_DIR`, else `/nix/store`), whose
+/// paths stand for one content each and are never written.
+pub fn in_nix_store(path: &Path) -> bool {
+    let store = std::env::var_os("NIX_STORE_DIR")
+        .map_or_else(|| PathBuf::from("/nix/store"), PathBuf::from);
+    real_path(path).starts_with(store)
 }
 
 /// Whether `dir` lies inside `project`, both taken with their links resolved as far as
