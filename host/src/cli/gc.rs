@@ -8,7 +8,7 @@
 
 use super::error::{CliError, invalid};
 use super::render::short;
-use super::run::store_path;
+use super::store_path::store_path;
 use super::{Cli, GcPin, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode};

@@ -12,7 +12,7 @@ use super::error::{CliError, invalid};
 use super::escape::{self, terminal};
 use super::filter::{JobFilter, Status};
 use super::render::{label, short};
-use super::run::store_path;
+use super::store_path::store_path;
 use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, LabError, Mode, did_you_mean};

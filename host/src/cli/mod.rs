@@ -12,6 +12,7 @@ mod atomic;
 mod bench;
 mod cache;
 mod completions;
+mod engine;
 mod error;
 mod escape;
 pub mod exit;
@@ -29,9 +30,11 @@ mod results;
 mod run;
 mod show_job;
 mod slurm;
+mod store_path;
 mod targets;
 mod verify;
 mod viz;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -427,7 +430,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man { dir } => completions::man(dir.as_deref()),
         Command::Bench(args) => bench::bench(args),
-        Command::Worker { batch } => slurm::worker(&cli, batch),
+        Command::Worker { batch } => worker::worker(&cli, batch),
         Command::ExecJob => Ok(crate::nix::exec::exec_job()),
         Command::CompilePlugin => Ok(crate::nix::exec::compile_plugin()),
         Command::ReapTool { parent, command } => Ok(crate::wasm::tools::reap(*parent, command)),

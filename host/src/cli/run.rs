@@ -1,18 +1,15 @@
 //! `repx run`: a lab's runs or jobs, or one plugin ad hoc.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
+use super::engine;
 use super::error::{CliError, invalid};
-use super::render::{self, Format, JobInfo, Reporter, label};
+use super::render::Format;
+use super::store_path::store_path;
 use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
-use crate::sched::{Force, Options, local};
-use crate::store::{self, Store, location};
-use crate::wasm::Runtime;
+use crate::sched::{Force, Options};
+use crate::store::{Store, location};
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let mode = if args.impure {
@@ -24,7 +21,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         None
     };
-    super::slurm::check_args(args.scheduler, &args.slurm, args.plugin.is_some())?;
+    engine::check_scheduler(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
     let lab = match &args.plugin {
         Some(plugin) => super::adhoc::lab(plugin, args, mode)?,
@@ -96,31 +93,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = Arc::new(Runtime::new(plugin_cache(&plan, &store), jobs)?);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
-        // A second handler cannot be set in one process; tests run one command per process.
-        let _ = ctrlc::set_handler(move || {
-            interrupted.store(true, Ordering::Relaxed);
-            runtime.interrupt();
-        });
-    }
-    crate::sched::prepare(&plan, &runtime)?;
-    for recompiled in runtime.take_recompiled() {
-        errln!("warning: {recompiled}");
-    }
-    let infos = plan.graph.jobs.iter().map(|j| JobInfo {
-        stage: j.stage.clone(),
-        params: j.params.clone(),
-        label: label(&j.stage, &j.params),
-    });
-    let context = render::Context {
-        jobs: infos.collect(),
-        jobs_dir: store.root().join("jobs"),
-        parallelism: jobs,
-    };
-    let reporter = Arc::new(Reporter::new(Format::detect(args.json), context));
+    let (runtime, interrupted) = engine::runtime(&plan, &store, jobs)?;
+    let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
     let options = Options {
         nix: crate::nix::Nix::for_plan(&plan, &store, nix_settings)?,
         guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
@@ -130,16 +104,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         targets,
         interrupted,
     };
-    let emit = {
-        let reporter = reporter.clone();
-        Arc::new(move |event: crate::sched::Event| reporter.event(&event))
+    let pick = engine::Pick {
+        scheduler: args.scheduler,
+        slurm: &args.slurm,
+        runs: &runs,
+        mode,
     };
-    let summary = match args.scheduler {
-        super::slurm::Scheduler::Local => local::run(&plan, &store, &runtime, &options, emit),
-        super::slurm::Scheduler::Slurm => {
-            super::slurm::run(&plan, &store, &options, &runs, mode, &args.slurm, emit)?
-        }
-    };
+    let summary = engine::run_jobs(&plan, &store, &runtime, &options, emit, pick)?;
     reporter.summary(&summary);
 
     if args.plugin.is_some() {
@@ -155,42 +126,6 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         exit::SUCCESS
     })
-}
-
-/// The compiled-plugin cache, unless a job could write it. Loading an artifact runs its
-/// machine code, so a cache inside the store (outputs, scratch) or inside the project
-/// directory is not used, whatever this run's modes: an impure job of any run has the
-/// project directory at `/work`, and a later pure run would load what it left. Plugins are
-/// then compiled in memory. `repx run` and `repx worker` both take their cache from here,
-/// so one rule holds for both.
-pub(crate) fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
-    let cache = crate::wasm::cache_dir()?;
-    match writable_by_jobs(&cache, store.root(), &plan.lab.dir) {
-        Some((what, dir)) => {
-            errln!(
-                "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
-                 plugins may write; set REPX_CACHE_DIR to a directory outside it",
-                cache.display(),
-                dir.display()
-            );
-            None
-        }
-        None => Some(cache),
-    }
-}
-
-/// What a job may write that contains `cache`, named, with its path: the store, or the
-/// project directory (impure jobs of any run have it at `/work`).
-fn writable_by_jobs<'a>(
-    cache: &Path,
-    store: &'a Path,
-    project: &'a Path,
-) -> Option<(&'static str, &'a Path)> {
-    let writable = [("the store", store), ("the project directory", project)];
-    let real = location::real_path(cache);
-    writable
-        .into_iter()
-        .find(|(_, dir)| real.starts_with(location::real_path(dir)))
 }
 
 /// `--nix-option NAME=VALUE`, each one a setting a run may pass (see [`crate::nix::settings`]).
@@ -216,28 +151,6 @@ fn nix_settings(
         options,
         publish_private,
     })
-}
-
-/// The store of `lab`: `--store`, else the project's own store outside it (see
-/// [`store::location`]), with the `.repx` link to it made or checked.
-pub fn store_path(cli: &Cli, lab: &Lab) -> Result<PathBuf, CliError> {
-    if let Some(store) = &cli.store {
-        return Ok(store.clone());
-    }
-    let store = location::default_store(&lab.dir).map_err(invalid)?;
-    // Before the link: a store that cannot be made leaves no link that leads nowhere.
-    std::fs::create_dir_all(&store)
-        .map_err(|e| invalid(format!("store {}: {e}", store.display())))?;
-    if let location::Linked::Moved { from } = location::link(&lab.dir, &store).map_err(invalid)? {
-        eprintln!(
-            "note: {} led to {}, the store of the project's former place; it now leads to \
-             this project's store, {}",
-            lab.dir.join(store::DEFAULT_DIR).display(),
-            from.display(),
-            store.display()
-        );
-    }
-    Ok(store)
 }
 
 /// A store inside the project is writable by impure jobs at `/work`: refused, before the
@@ -278,33 +191,4 @@ fn check_store_out_of_reach(cli: &Cli, lab: &Lab, mode: Option<Mode>) -> Result<
         lab.dir.display(),
         stage.name
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cache_jobs_could_write_is_named_with_what_contains_it() {
-        let dir = std::env::temp_dir().join(format!("repx-plugin-cache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let project = dir.join("project");
-        let store = project.join(".repx");
-        let outside = dir.join("home/.cache");
-        std::fs::create_dir_all(&store).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        // A link from outside into the project: where the cache really is decides.
-        std::os::unix::fs::symlink(&project, dir.join("home/linked")).unwrap();
-
-        let check = |cache: &Path| writable_by_jobs(cache, &store, &project).map(|(what, _)| what);
-        assert_eq!(check(&store.join("cache/repx")), Some("the store"));
-        assert_eq!(check(&outside.join("repx")), None);
-        // Whatever this run's modes: an impure job of another run may write the project.
-        let project_named = Some("the project directory");
-        assert_eq!(check(&project.join(".cache/repx")), project_named);
-        assert_eq!(check(&dir.join("home/linked/.cache/repx")), project_named);
-        // A sibling whose name merely starts like the project's is outside it.
-        assert_eq!(check(&dir.join("project-cache/repx")), None);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

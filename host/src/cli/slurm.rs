@@ -1,23 +1,11 @@
-//! `repx run --scheduler slurm` and `repx worker`: the SLURM flags, the coordinator's
-//! closing line, and the worker command an allocation runs.
-
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! `repx run --scheduler slurm`: the SLURM flags, the cluster they describe, and the
+//! coordinator's closing line.
 
 use clap::Args;
 
 use super::error::{CliError, invalid};
-use super::render::{self, Format, JobInfo, Reporter, label};
-use super::{Cli, exit};
-use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode, SlurmSettings};
-use crate::plan::Plan;
-use crate::sched::local::Emit;
-use crate::sched::slurm::{self, Batch, Cluster, EventWriter, WorkerEvent, config};
-use crate::sched::{Options, Summary};
-use crate::store::Store;
-use crate::wasm::Runtime;
+use crate::sched::slurm::{Cluster, Submitted, config};
 
 /// Where `repx run` runs its jobs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,145 +99,35 @@ pub fn check_args(scheduler: Scheduler, args: &SlurmArgs, ad_hoc: bool) -> Resul
     }
 }
 
-/// Runs the plan on SLURM; prints where its batches and logs are.
-pub fn run(
-    plan: &Plan,
-    store: &Store,
-    options: &Options,
+/// The cluster a SLURM run submits to: the flags, then the lab's `[slurm]`, then the
+/// user's settings.
+pub fn cluster(
+    lab: &Lab,
     runs: &[String],
     mode: Option<Mode>,
     args: &SlurmArgs,
-    emit: Emit,
-) -> Result<Summary, CliError> {
+) -> Result<Cluster, CliError> {
     let (user, warnings) = config::user_settings().map_err(|e| CliError::Invalid(e.into()))?;
     for warning in warnings {
         errln!("warning: {warning}");
     }
-    let cluster = Cluster {
-        config: config::resolve(&[&args.settings(), &plan.lab.slurm, &user]),
+    Ok(Cluster {
+        config: config::resolve(&[&args.settings(), &lab.slurm, &user]),
         exe: std::env::current_exe()?,
-        lab_file: plan.lab.file.clone(),
+        lab_file: lab.file.clone(),
         runs: runs.to_vec(),
         mode,
-    };
-    let (summary, report) =
-        slurm::run(plan, store, options, &cluster, emit).map_err(|e| CliError::Failed(e.into()))?;
-    if report.submissions > 0 {
+    })
+}
+
+/// Where a SLURM run's batches and logs are, once it submitted any.
+pub fn closing_line(submitted: &Submitted) {
+    if submitted.submissions > 0 {
         errln!(
             "slurm: {} allocation(s) from {} submission(s); batches and logs in {}",
-            report.allocations,
-            report.submissions,
-            report.dir.display()
+            submitted.allocations,
+            submitted.submissions,
+            submitted.dir.display()
         );
     }
-    Ok(summary)
-}
-
-/// `repx worker BATCH`: runs one batch on this allocation; exits 0 when every job of it
-/// is done.
-pub fn worker(cli: &Cli, batch: &Path) -> Result<i32, CliError> {
-    let events_path = Batch::events_path(batch);
-    let events = Arc::new(
-        EventWriter::create(&events_path)
-            .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", events_path.display())))?,
-    );
-    let result = run_batch(cli, batch, events.clone());
-    let code = match &result {
-        Ok(code) => *code,
-        Err(e) => {
-            events.write(&WorkerEvent::Error {
-                message: format!("repx worker: {}", e.render().trim_start_matches("error: ")),
-            });
-            e.exit_code()
-        }
-    };
-    events.write(&WorkerEvent::Exit { code });
-    result
-}
-
-fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, CliError> {
-    let batch = Batch::read(path).map_err(invalid)?;
-    let lab = match &batch.lab {
-        Some(evaluated) => {
-            let json = slurm::worker::read_evaluated(evaluated)
-                .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-            Lab::from_evaluated(&cli.lab, &json)?
-        }
-        // A lab.nix is evaluated by the coordinator only.
-        None if crate::lab::Format::of(&cli.lab) == crate::lab::Format::Nix => {
-            return Err(invalid(format!(
-                "{}: this batch carries no evaluated lab, and a worker does not evaluate a lab.nix; run `repx run` again",
-                path.display()
-            )));
-        }
-        None => Lab::load(&cli.lab)?,
-    };
-    for warning in &lab.warnings {
-        errln!("warning: {warning}");
-    }
-    let store = Store::open_worker(&super::run::store_path(cli, &lab)?)?;
-    super::verify::warn(&store);
-    let runs: Vec<&str> = batch.runs.iter().map(String::as_str).collect();
-    if let Some(run) = runs.iter().find(|r| !lab.runs.contains_key(**r)) {
-        return Err(invalid(format!(
-            "the lab changed since `repx run` submitted this batch: it has no run `{run}` now"
-        )));
-    }
-    let graph = JobGraph::expand(&lab, &runs, batch.mode);
-    let plan = Plan::new(lab, graph, &store)?;
-    let runnable = slurm::worker::check(&plan, &store, &batch, &events)
-        .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
-    let complete = runnable.len() == batch.jobs.len();
-    let nix = crate::nix::Nix::for_plan(&plan, &store, batch.nix.clone())?;
-
-    let cache = super::run::plugin_cache(&plan, &store);
-    let runtime = Arc::new(Runtime::new(cache, batch.parallel)?);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
-        // SIGTERM too: that is how `scancel` stops an allocation.
-        let _ = ctrlc::set_handler(move || {
-            interrupted.store(true, Ordering::Relaxed);
-            runtime.interrupt();
-        });
-    }
-    crate::sched::prepare(&plan, &runtime)?;
-    for recompiled in runtime.take_recompiled() {
-        errln!("warning: {recompiled}");
-    }
-    let infos = plan.graph.jobs.iter().map(|j| JobInfo {
-        stage: j.stage.clone(),
-        params: j.params.clone(),
-        label: label(&j.stage, &j.params),
-    });
-    let context = render::Context {
-        jobs: infos.collect(),
-        jobs_dir: store.root().join("jobs"),
-        parallelism: batch.parallel,
-    };
-    // The allocation's log is a file: plain lines.
-    let reporter = Arc::new(Reporter::new(Format::Lines, context));
-    let emit: Emit = {
-        let reporter = reporter.clone();
-        Arc::new(move |event| reporter.event(&event))
-    };
-    let work = slurm::worker::Work {
-        plan: &plan,
-        store: &store,
-        runtime: &runtime,
-        nix,
-        batch: &batch,
-        guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
-        runnable,
-    };
-    let summary = slurm::worker::run(work, events, interrupted, emit);
-    reporter.summary(&summary);
-    let all_ran = complete && summary.failed == 0 && summary.not_run == 0 && summary.skipped == 0;
-    Ok(if summary.interrupted {
-        exit::INTERRUPTED
-    } else if all_ran {
-        exit::SUCCESS
-    } else {
-        exit::FAILED
-    })
 }

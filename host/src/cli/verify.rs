@@ -10,7 +10,7 @@
 
 use super::error::{CliError, invalid};
 use super::render::short;
-use super::run::store_path;
+use super::store_path::store_path;
 use super::{Cli, exit};
 use crate::lab::Lab;
 use crate::store::{Store, verify};

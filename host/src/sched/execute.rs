@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::{Failure, FailureKind};
 use crate::contract::{self, Gathered, Source};
 use crate::graph::{JobIndex, JobInput};
 use crate::lab::Mode;
@@ -33,7 +34,7 @@ pub struct Attempt<'a> {
 
 /// Runs the job and seals its output, ready for [`Store::commit_sealed`]; the error is the
 /// failure to report.
-pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
+pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
     let Attempt {
         plan,
         store,
@@ -52,11 +53,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
         Mode::Impure => Some(&plan.sources[&job.stage]),
         _ => None,
     };
-    let unread = |sources, e| format!("reading the {sources}: {e}");
+    let unread = |sources, e| Failure::job(format!("reading the {sources}: {e}"));
     if let Some(sources) = sources {
         sources.before_job().map_err(|e| unread(sources, e))?;
     }
-    let staging = store.stage(id, 0).map_err(|e| e.to_string())?;
+    let staging = store.stage(id, 0).map_err(store_failure)?;
     let ran = match (job.mode, nix) {
         (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
         (Mode::Hermetic, None) => Err(Failed::plain("hermetic job, but no Nix backend".into())),
@@ -81,17 +82,20 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             Ok(ran) => &ran.logs,
             Err(failed) => &failed.logs,
         };
-        store.discard(staging, logs).map_err(|e| e.to_string())?;
-        return Err(changed.to_string());
+        store.discard(staging, logs).map_err(store_failure)?;
+        return Err(Failure::new(
+            FailureKind::GrantsChanged,
+            changed.to_string(),
+        ));
     }
     let ran = match ran {
         Ok(ran) => ran,
         Err(failed) => {
             // The job's own failure first, whether or not its logs could be kept.
-            return Err(match store.discard(staging, &failed.logs) {
+            return Err(Failure::job(match store.discard(staging, &failed.logs) {
                 Ok(()) => failed.message,
                 Err(e) => format!("{}\n(its logs were not kept: {e})", failed.message),
-            });
+            }));
         }
     };
     let fingerprint = match sources {
@@ -121,7 +125,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, String> {
             &ran.logs,
             record,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failure::job(e.to_string()))
+}
+
+fn store_failure(e: store::StoreError) -> Failure {
+    Failure::new(FailureKind::Store, e.to_string())
 }
 
 /// [`Record::inputs`] of a job that ran on the outputs of `upstream_ids`.

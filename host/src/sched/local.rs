@@ -1,94 +1,32 @@
-//! The local scheduler: jobs run in-process on `-j N` worker threads, in dependency order.
-//!
-//! One coordinator owns all job states. A job's id is computed once its upstream keys are
-//! known; if the store already has it the job is cached, otherwise it is queued for the
-//! workers. A failure skips everything downstream of it and, unless
-//! `--continue-on-failure`, stops new jobs from starting; an impure job that changed what
-//! decides grants (see [`crate::lab::guard`]) stops them in any case. Impure jobs run one at a time,
-//! beside any pure ones: they all work in the one project directory, where two builds at
-//! once would write the same files.
+//! The local executor: jobs run in-process on `-j N` worker threads, as the dispatcher
+//! hands them over (see [`super::dispatch`]).
 //!
 //! A worker that finished a job seals its output and hands it to one committer thread,
 //! then takes the next job at once; the committer commits whatever was sealed since its
 //! last round as one batch (see [`crate::store::Store::commit_sealed`]), so a run of many
 //! small jobs pays for one flush to disk per batch, not several per job. A job is done, and
 //! its dependents may start, only once its batch is committed.
+//!
+//! Workers keep one job queued each beyond the one they run, so that none waits for the
+//! dispatcher between jobs. A shared stop flag tells them not to start what is queued: the
+//! dispatcher sets it to stop the run, and, without `--continue-on-failure`, a failure sets
+//! it where it happens, before anyone hears of it, so that no job starts after one failed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use super::decide::PlanJobs;
+use super::dispatch::{self, Admission, Emit, Executor, Handoff, Report};
 use super::execute::{Attempt, execute};
-use super::{Event, Force, Options, Summary};
+use super::{Failure, FailureKind, Options, Summary};
 use crate::graph::JobIndex;
-use crate::lab::Mode;
 use crate::plan::Plan;
-use crate::store::{self, Record, Sealed, Store};
+use crate::store::{Sealed, Store};
 use crate::wasm::Runtime;
 use crate::wasm::host::Observer;
 
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Waiting,
-    Queued,
-    /// Ran, its output sealed and waiting for the committer.
-    Sealed,
-    /// Done, with the key downstream jobs see.
-    Done(String),
-    Failed,
-    Skipped,
-}
-
-/// A job handed to a worker.
-struct Work {
-    index: JobIndex,
-    id: String,
-    upstream_ids: BTreeMap<JobIndex, String>,
-}
-
-fn next_work(work: &Mutex<mpsc::Receiver<Work>>) -> Option<Work> {
-    work.lock().ok()?.recv().ok()
-}
-
-/// What the workers and the committer tell the coordinator about a job.
-enum Report {
-    /// The job ran and its output waits for the committer: its worker is free.
-    Sealed,
-    /// The run is stopping: the worker gave the job back without starting it.
-    NotStarted,
-    /// The job is over: committed, or failed (on its worker or in its commit). Boxed, as
-    /// the record is large beside the other reports.
-    Done(Result<Box<Record>, String>),
-}
-
-/// Where events go; shared with the plugins' observers on the worker threads.
-pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
-
-struct EventObserver {
-    job: JobIndex,
-    stage: String,
-    emit: Emit,
-}
-
-impl Observer for EventObserver {
-    fn progress(&self, done: u64, total: u64) {
-        (self.emit)(Event::Progress {
-            job: self.job,
-            done,
-            total,
-        });
-    }
-    fn warn(&self, message: &str) {
-        (self.emit)(Event::Warning {
-            job: self.job,
-            stage: self.stage.clone(),
-            message: message.into(),
-        });
-    }
-}
-
-/// Runs the plan's selected jobs; returns the counts.
+/// Runs the plan's selected jobs in this process; returns the counts.
 pub fn run(
     plan: &Plan,
     store: &Store,
@@ -96,290 +34,174 @@ pub fn run(
     options: &Options,
     emit: Emit,
 ) -> Summary {
-    let jobs = &plan.graph.jobs;
-    let selected = selection(plan, options.targets.as_deref());
-    let dependents = plan.graph.dependents();
-    let mut state = vec![State::Waiting; jobs.len()];
-    let mut ids: Vec<Option<String>> = vec![None; jobs.len()];
-    // The key of every done job, kept beside `state` so that resolving a job costs its
-    // inputs, not the whole graph. A failed or skipped job that is not impure has its id
-    // as key, as it would have had, so that the jobs skipped after it have ids too.
-    let mut keys: Vec<Option<String>> = vec![None; jobs.len()];
-    let mut summary = Summary::default();
-    emit(Event::Started {
-        jobs: selected.len(),
-    });
+    let jobs = PlanJobs { plan, store };
+    with_executor(plan, store, runtime, options, |executor| {
+        dispatch::run(&jobs, executor, options, emit)
+    })
+}
 
-    let (results_tx, results_rx) = mpsc::channel::<(JobIndex, Report)>();
+/// Starts the workers and the committer, gives `f` the executor over them, and waits for
+/// them once `f` is done.
+pub fn with_executor<R>(
+    plan: &Plan,
+    store: &Store,
+    runtime: &Runtime,
+    options: &Options,
+    f: impl FnOnce(&mut dyn Executor) -> R,
+) -> R {
+    let (reports_tx, reports) = mpsc::channel::<Report>();
     let (sealed_tx, sealed_rx) = mpsc::channel::<(JobIndex, Sealed)>();
-    let (work_tx, work_rx) = mpsc::channel::<Work>();
+    let (work_tx, work_rx) = mpsc::channel::<Handoff>();
     let work_rx = Arc::new(Mutex::new(work_rx));
-    // Jobs on the workers, and jobs sealed but not yet committed.
-    let mut running = 0usize;
-    let mut committing = 0usize;
-    let mut impure_running = false;
-    let mut stopping = false;
-    // Workers keep one job queued each beyond the one they run, so that none waits for
-    // the coordinator between jobs; `stop` tells them not to start what is queued. A
-    // failure sets it where it happens, before anyone hears of it, so that without
-    // `--continue-on-failure` no job starts after one failed.
     let stop = AtomicBool::new(false);
     let stop_on_failure = !options.continue_on_failure;
-    let in_flight = options.jobs.max(1) * 2;
-
+    let workers = options.jobs.max(1);
     std::thread::scope(|scope| {
         {
-            let results_tx = results_tx.clone();
+            let reports_tx = reports_tx.clone();
             let stop = &stop;
             scope.spawn(move || {
                 commit_batches(
                     store,
                     &sealed_rx,
-                    &results_tx,
+                    &reports_tx,
                     stop_on_failure.then_some(stop),
                 );
             });
         }
-        for _ in 0..options.jobs.max(1) {
-            let (work_rx, results_tx, emit) = (work_rx.clone(), results_tx.clone(), emit.clone());
+        for _ in 0..workers {
+            let (work_rx, reports_tx) = (work_rx.clone(), reports_tx.clone());
             let (sealed_tx, stop) = (sealed_tx.clone(), &stop);
             scope.spawn(move || {
                 // The lock is held only while waiting for the next job, not while running it.
-                while let Some(Work {
-                    index,
+                while let Some(Handoff {
+                    job,
                     id,
                     upstream_ids,
                 }) = next_work(&work_rx)
                 {
                     if stop.load(Ordering::Relaxed) {
-                        let _ = results_tx.send((index, Report::NotStarted));
+                        let _ = reports_tx.send(Report::NotStarted(job));
                         continue;
                     }
-                    emit(Event::JobStarted {
-                        job: index,
-                        id: id.clone(),
-                        stage: jobs[index].stage.clone(),
-                    });
-                    let observer = Arc::new(EventObserver {
-                        job: index,
-                        stage: jobs[index].stage.clone(),
-                        emit: emit.clone(),
+                    let _ = reports_tx.send(Report::Started(job));
+                    let observer = Arc::new(ReportObserver {
+                        job,
+                        reports: reports_tx.clone(),
                     });
                     let attempt = Attempt {
                         plan,
                         store,
                         runtime,
                         nix: options.nix.as_deref(),
-                        job: index,
+                        job,
                         id: &id,
                         upstream_ids,
                         observer,
                         guard: options.guard.as_deref(),
                     };
                     match execute(attempt) {
-                        // The coordinator hears of it before the committer can finish it.
+                        // The dispatcher hears of it before the committer can finish it.
                         Ok(sealed) => {
-                            let _ = results_tx.send((index, Report::Sealed));
-                            let _ = sealed_tx.send((index, sealed));
+                            let _ = reports_tx.send(Report::Sealed(job));
+                            let _ = sealed_tx.send((job, sealed));
                         }
                         Err(failure) => {
-                            if stop_on_failure || tripped(options) {
+                            if stop_on_failure || failure.kind.halts_run() {
                                 stop.store(true, Ordering::Relaxed);
                             }
-                            let _ = results_tx.send((index, Report::Done(Err(failure))));
+                            let _ = reports_tx.send(Report::Failed(job, failure));
                         }
                     }
                 }
             });
         }
-        drop(results_tx);
+        drop(reports_tx);
         drop(sealed_tx);
-
-        let mut pending: VecDeque<JobIndex> = selected.iter().copied().collect();
-        // Ready jobs wait here, and only a few in the workers' channel, so that stopping
-        // stops them.
-        let mut ready: VecDeque<Work> = VecDeque::new();
-        loop {
-            // Resolve whatever became resolvable: cached jobs cascade without running.
-            while let Some(index) = pending.pop_front() {
-                if state[index] != State::Waiting || !selected.contains(&index) {
-                    continue;
-                }
-                let deps = jobs[index].deps();
-                if deps
-                    .iter()
-                    .any(|d| matches!(state[*d], State::Failed | State::Skipped))
-                {
-                    let failed = deps
-                        .iter()
-                        .find(|d| matches!(state[**d], State::Failed | State::Skipped))
-                        .unwrap();
-                    state[index] = State::Skipped;
-                    summary.skipped += 1;
-                    let id = plan.id(index, &keys);
-                    if jobs[index].mode != Mode::Impure {
-                        keys[index] = id.clone();
-                    }
-                    emit(Event::JobSkipped {
-                        job: index,
-                        id,
-                        stage: jobs[index].stage.clone(),
-                        failed_upstream: jobs[*failed].stage.clone(),
-                    });
-                    pending.extend(&dependents[index]);
-                    continue;
-                }
-                if !deps.iter().all(|d| keys[*d].is_some()) {
-                    continue;
-                }
-                let id = plan.id(index, &keys).expect("upstream keys are known");
-                ids[index] = Some(id.clone());
-                if let Some(key) = cached(plan, store, index, &id, &ids, &options.force) {
-                    keys[index] = Some(key.clone());
-                    state[index] = State::Done(key);
-                    summary.cached += 1;
-                    emit(Event::JobCached {
-                        job: index,
-                        id,
-                        stage: jobs[index].stage.clone(),
-                    });
-                    pending.extend(&dependents[index]);
-                    continue;
-                }
-                let upstream_ids = upstream_ids(plan, index, &ids);
-                state[index] = State::Queued;
-                ready.push_back(Work {
-                    index,
-                    id,
-                    upstream_ids,
-                });
-            }
-            if stopping {
-                stop.store(true, Ordering::Relaxed);
-            }
-            while running < in_flight && !stopping {
-                // Impure jobs all build in the one project directory: one at a time.
-                let next = ready
-                    .iter()
-                    .position(|w| !(impure_running && jobs[w.index].mode == Mode::Impure));
-                let Some(work) = next.and_then(|n| ready.remove(n)) else {
-                    break;
-                };
-                impure_running |= jobs[work.index].mode == Mode::Impure;
-                let _ = work_tx.send(work);
-                running += 1;
-            }
-            if running == 0 && committing == 0 {
-                break;
-            }
-            let Ok((index, report)) = results_rx.recv_timeout(Duration::from_millis(100)) else {
-                if options.interrupted.load(Ordering::Relaxed) && !stopping {
-                    stopping = true;
-                    summary.interrupted = true;
-                    runtime.interrupt();
-                }
-                continue;
-            };
-            if jobs[index].mode == Mode::Impure && state[index] != State::Sealed {
-                // Off its worker: it no longer touches the project directory.
-                impure_running = false;
-            }
-            let result = match report {
-                Report::Sealed => {
-                    state[index] = State::Sealed;
-                    running -= 1;
-                    committing += 1;
-                    continue;
-                }
-                Report::NotStarted => {
-                    state[index] = State::Waiting;
-                    running -= 1;
-                    continue;
-                }
-                Report::Done(result) if state[index] == State::Sealed => {
-                    committing -= 1;
-                    result
-                }
-                Report::Done(result) => {
-                    running -= 1;
-                    result
-                }
-            };
-            let stage = jobs[index].stage.clone();
-            let id = ids[index].clone().unwrap_or_default();
-            match result {
-                Ok(record) => {
-                    let key = if jobs[index].mode == Mode::Impure {
-                        record.hash.clone()
-                    } else {
-                        id.clone()
-                    };
-                    keys[index] = Some(key.clone());
-                    state[index] = State::Done(key);
-                    summary.ran += 1;
-                    emit(Event::JobFinished {
-                        job: index,
-                        id,
-                        stage,
-                        duration: Duration::from_millis(record.duration_ms),
-                    });
-                }
-                Err(failure) => {
-                    state[index] = State::Failed;
-                    summary.failed += 1;
-                    if jobs[index].mode != Mode::Impure {
-                        keys[index] = Some(id.clone());
-                    }
-                    emit(Event::JobFailed {
-                        job: index,
-                        id,
-                        stage,
-                        failure,
-                    });
-                    stopping |= !options.continue_on_failure || tripped(options);
-                }
-            }
-            if options.interrupted.load(Ordering::Relaxed) {
-                stopping = true;
-                summary.interrupted = true;
-            }
-            pending.extend(&dependents[index]);
-        }
-        drop(work_tx);
-    });
-    summary.not_run =
-        selected.len() - summary.ran - summary.cached - summary.failed - summary.skipped;
-    summary
+        let mut executor = Local {
+            work: Some(work_tx),
+            reports,
+            stop: &stop,
+            runtime,
+            slots: workers * 2,
+        };
+        let result = f(&mut executor);
+        // The workers end once no more work can come.
+        executor.work = None;
+        result
+    })
 }
 
-/// Whether an impure job changed what decides grants: then no further job starts, even
-/// with `--continue-on-failure`.
-fn tripped(options: &Options) -> bool {
-    options.guard.as_ref().is_some_and(|g| g.tripped())
+struct Local<'a> {
+    work: Option<mpsc::Sender<Handoff>>,
+    reports: mpsc::Receiver<Report>,
+    stop: &'a AtomicBool,
+    runtime: &'a Runtime,
+    slots: usize,
 }
 
-/// The ids of the job's upstream jobs; for a hermetic job, also of those its hermetic
-/// upstream jobs read, all of which its derivation describes.
-fn upstream_ids(
-    plan: &Plan,
-    index: JobIndex,
-    ids: &[Option<String>],
-) -> BTreeMap<JobIndex, String> {
-    let jobs = &plan.graph.jobs;
-    let hermetic = jobs[index].mode == Mode::Hermetic;
-    let mut found = BTreeMap::new();
-    let mut stack = vec![index];
-    while let Some(job) = stack.pop() {
-        for dep in jobs[job].deps() {
-            let new = found
-                .insert(dep, ids[dep].clone().unwrap_or_default())
-                .is_none();
-            if new && hermetic && jobs[dep].mode == Mode::Hermetic {
-                stack.push(dep);
-            }
+impl Executor for Local<'_> {
+    fn admission(&self) -> Admission {
+        Admission {
+            slots: Some(self.slots),
+            // Impure jobs all build in the one project directory.
+            impure_alone: true,
+            chain: false,
         }
     }
-    found
+
+    fn start(&mut self, offered: Vec<Handoff>) -> Vec<Handoff> {
+        if let Some(work) = &self.work {
+            for handoff in offered {
+                let _ = work.send(handoff);
+            }
+        }
+        Vec::new()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Vec<Report> {
+        let Ok(first) = self.reports.recv_timeout(timeout) else {
+            return Vec::new();
+        };
+        let mut reports = vec![first];
+        reports.extend(self.reports.try_iter());
+        reports
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn interrupt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.runtime.interrupt();
+    }
+}
+
+fn next_work(work: &Mutex<mpsc::Receiver<Handoff>>) -> Option<Handoff> {
+    work.lock().ok()?.recv().ok()
+}
+
+/// A plugin's progress and warnings, on their way to the dispatcher.
+struct ReportObserver {
+    job: JobIndex,
+    reports: mpsc::Sender<Report>,
+}
+
+impl Observer for ReportObserver {
+    fn progress(&self, done: u64, total: u64) {
+        let _ = self.reports.send(Report::Progress {
+            job: self.job,
+            done,
+            total,
+        });
+    }
+    fn warn(&self, message: &str) {
+        let _ = self.reports.send(Report::Warning {
+            job: self.job,
+            message: message.into(),
+        });
+    }
 }
 
 /// The committer: commits every output sealed since its last round as one batch, until
@@ -387,84 +209,26 @@ fn upstream_ids(
 fn commit_batches(
     store: &Store,
     sealed: &mpsc::Receiver<(JobIndex, Sealed)>,
-    results: &mpsc::Sender<(JobIndex, Report)>,
+    reports: &mpsc::Sender<Report>,
     stop_on_failure: Option<&AtomicBool>,
 ) {
     while let Ok(first) = sealed.recv() {
         let (indices, batch): (Vec<JobIndex>, Vec<Sealed>) =
             std::iter::once(first).chain(sealed.try_iter()).unzip();
-        for (index, result) in indices.into_iter().zip(store.commit_sealed(batch)) {
-            match &result {
-                Ok(record) => store.clear_failure(&record.id),
-                Err(_) => {
+        for (job, result) in indices.into_iter().zip(store.commit_sealed(batch)) {
+            let report = match result {
+                Ok(record) => {
+                    store.clear_failure(&record.id);
+                    Report::Committed(job, Box::new(record))
+                }
+                Err(e) => {
                     if let Some(stop) = stop_on_failure {
                         stop.store(true, Ordering::Relaxed);
                     }
+                    Report::Failed(job, Failure::new(FailureKind::Store, e.to_string()))
                 }
-            }
-            let _ = results.send((
-                index,
-                Report::Done(result.map(Box::new).map_err(|e| e.to_string())),
-            ));
+            };
+            let _ = reports.send(report);
         }
     }
-}
-
-/// The key of the job's output when the store may stand in for running it.
-pub(super) fn cached(
-    plan: &Plan,
-    store: &Store,
-    index: JobIndex,
-    id: &str,
-    ids: &[Option<String>],
-    force: &Force,
-) -> Option<String> {
-    let job = &plan.graph.jobs[index];
-    if force.covers(index, &job.stage) {
-        return None;
-    }
-    if !store.has_declared(id, &plan.lab.stages[&job.stage].outputs) {
-        return None;
-    }
-    let deps = job.deps();
-    if job.mode == Mode::Pure && deps.is_empty() {
-        // Most jobs of a sweep: a `stat` of `out/` and of each declared output, and no copy
-        // of the record.
-        return store.is_done(id).then(|| id.to_string());
-    }
-    let record = store.done(id)?;
-    match job.mode {
-        Mode::Impure => {
-            let sources = plan.sources.get(&job.stage)?;
-            if !sources.up_to_date(record.fingerprint.as_deref()?) {
-                return None;
-            }
-        }
-        // A pure run's output stands in only once Nix has built the same.
-        Mode::Hermetic => _ = record.nix.as_ref()?,
-        Mode::Pure => {}
-    }
-    // Records written before jobs kept their inputs' digest are trusted as they are.
-    if let Some(read) = &record.inputs {
-        let upstream: Option<Vec<&str>> = deps.iter().map(|dep| ids[*dep].as_deref()).collect();
-        if store::inputs_digest(store, upstream?).as_ref() != Some(read) {
-            return None;
-        }
-    }
-    plan.key(index, id, store)
-}
-
-/// The targets and everything upstream of them.
-pub(super) fn selection(plan: &Plan, targets: Option<&[JobIndex]>) -> BTreeSet<JobIndex> {
-    let Some(targets) = targets else {
-        return (0..plan.graph.jobs.len()).collect();
-    };
-    let mut selected = BTreeSet::new();
-    let mut stack: Vec<JobIndex> = targets.to_vec();
-    while let Some(index) = stack.pop() {
-        if selected.insert(index) {
-            stack.extend(plan.graph.jobs[index].deps());
-        }
-    }
-    selected
 }

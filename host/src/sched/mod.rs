@@ -1,8 +1,12 @@
 //! Scheduling jobs: the order they run in, what is cached, what a failure skips.
 //!
-//! Schedulers never print. They report [`Event`]s through a callback and the CLI renders
-//! them, so the same run can feed a terminal, JSON lines or a test.
+//! [`dispatch`] decides all of it, once, for every executor: [`local`] runs jobs in this
+//! process, [`slurm`] on a cluster. [`decide`] is what the dispatcher asks of the plan and
+//! the store. None of them prints: the dispatcher reports [`Event`]s through a callback
+//! and the CLI renders them, so the same run can feed a terminal, JSON lines or a test.
 
+pub mod decide;
+pub mod dispatch;
 mod execute;
 pub mod local;
 pub mod slurm;
@@ -44,7 +48,7 @@ pub enum Event {
         job: JobIndex,
         id: String,
         stage: String,
-        failure: String,
+        failure: Failure,
     },
     JobSkipped {
         job: JobIndex,
@@ -64,6 +68,48 @@ pub enum Event {
         stage: String,
         message: String,
     },
+}
+
+/// Why a job failed: its kind, for what follows from it and for other tools, and the
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The job itself failed: its plugin, its tools, its output.
+    #[default]
+    Job,
+    /// The store could not take its result.
+    Store,
+    /// An impure job changed what decides grants: no further job starts.
+    GrantsChanged,
+    /// The executor would not take it (SLURM refused the batch): no further job starts.
+    Refused,
+}
+
+impl FailureKind {
+    /// Whether a failure of this kind stops the run even with `--continue-on-failure`.
+    pub fn halts_run(self) -> bool {
+        matches!(self, FailureKind::GrantsChanged | FailureKind::Refused)
+    }
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn job(message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Job, message)
+    }
 }
 
 /// Which jobs re-run even when their output is in the store.

@@ -1,22 +1,23 @@
-//! The SLURM scheduler: the same jobs as the local scheduler, run on a cluster in few
-//! allocations.
+//! The SLURM executor: the dispatcher's jobs (see [`super::dispatch`]), run on a cluster in
+//! few allocations.
 //!
-//! `repx run --scheduler slurm` is the coordinator. It resolves jobs as the local
-//! scheduler does (ids, cache hits, skips), packs the jobs it may submit into batches
-//! ([`pack`]) and submits them with `sbatch`, a wave's batches of one shape as one job
-//! array. Each allocation runs `repx worker` on a batch file in the store: the same binary
-//! running the batch's jobs in-process, several at once on the allocation's CPUs
-//! (`batch_cpus`), committing into the shared store
+//! `repx run --scheduler slurm` is the coordinator. The dispatcher decides (ids, cache
+//! hits, skips) and hands over jobs as soon as their ids are known; this executor packs
+//! them into batches ([`pack`]) and submits them with `sbatch`, a wave's batches of one
+//! shape as one job array. Each allocation runs `repx worker` on a batch file in the store:
+//! the same binary running the batch's jobs in-process with the local executor, several at
+//! once on the allocation's CPUs (`batch_cpus`), committing into the shared store
 //! ([`Store::open_worker`]) while the coordinator holds its lock. Jobs whose upstream is
 //! already submitted are chained with `afterok` rather than waiting a round; an allocation
-//! whose upstream failed is cancelled by SLURM and its jobs are resolved again.
+//! whose upstream failed is cancelled by SLURM and its jobs are given back to the
+//! dispatcher, which skips them.
 //!
-//! What is done is read from the store (records plus `jobs/<id>`), as the local scheduler
+//! What is done is read from the store (records plus `jobs/<id>`), as the local executor
 //! commits it; the workers' events files add progress and failure messages, and `squeue`
 //! (polled with back-off, `sacct` where accounting is on) catches allocations that ended
 //! without their worker finishing. Ctrl-C cancels every allocation of the run and waits
 //! until SLURM has stopped them; a worker interrupted mid-job discards it, so nothing
-//! half-written is committed. The coordinator never prints: it emits [`Event`]s.
+//! half-written is committed. The executor never prints and decides nothing: it reports.
 //!
 //! Layout: `<store>/slurm/<run>/` holds `worker.sh`, `batch-<submission>-<task>.json`,
 //! their `.events`, `slurm-<id>.log` (the allocations' output) and `submissions.jsonl`.
@@ -27,7 +28,7 @@ pub mod config;
 mod pack;
 pub mod worker;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -36,8 +37,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use batch::{Batch, EventWriter, WorkerEvent};
 pub use config::Config;
 
-use super::local::{Emit, cached, selection};
-use super::{Event, Options, Summary};
+use super::decide::PlanJobs;
+use super::dispatch::{self, Admission, Emit, Executor, Handoff, Report};
+use super::{Failure, FailureKind, Options, Summary};
 use crate::graph::JobIndex;
 use crate::lab::Mode;
 use crate::plan::Plan;
@@ -103,27 +105,13 @@ pub struct Cluster {
 
 /// What a SLURM run submitted, for the closing line.
 #[derive(Debug, Default, Clone)]
-pub struct Report {
+pub struct Submitted {
     /// `<store>/slurm/<run>`.
     pub dir: PathBuf,
     /// `sbatch` calls.
     pub submissions: usize,
     /// Allocations (array tasks count one each).
     pub allocations: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Waiting,
-    /// May be submitted now: its id is known, its upstream done or submitted.
-    Candidate,
-    Submitted(Alloc),
-    /// Done, with the key downstream jobs see.
-    Done(String),
-    Failed,
-    Skipped,
-    /// Not run: the run stopped first.
-    NotRun,
 }
 
 /// One allocation: a single job or one task of an array.
@@ -147,35 +135,35 @@ struct Allocation {
     finished: bool,
 }
 
-struct Coordinator<'a> {
+/// The SLURM executor.
+struct Slurm<'a> {
     plan: &'a Plan,
     store: &'a Store,
     options: &'a Options,
     cluster: &'a Cluster,
     /// The partition's nodes, which no allocation can outgrow; none when unknown.
     nodes: Vec<Node>,
-    emit: Emit,
     dir: PathBuf,
     name: String,
     script: PathBuf,
     /// The evaluated lab.nix the workers read, if the lab is one.
     evaluated: Option<batch::Evaluated>,
-    selected: BTreeSet<JobIndex>,
-    dependents: Vec<Vec<JobIndex>>,
-    state: Vec<State>,
-    ids: Vec<Option<String>>,
-    /// What downstream jobs see of each job, as soon as it is known: a pure job's id once
-    /// computed, an impure job's output hash once done.
-    keys: Vec<Option<String>>,
+    /// The jobs it holds, with their allocation and id.
+    held: HashMap<JobIndex, Held>,
     by_id: HashMap<String, JobIndex>,
-    pending: VecDeque<JobIndex>,
     allocations: Vec<Allocation>,
-    summary: Summary,
-    report: Report,
+    /// What it has to tell the dispatcher.
+    outbox: Vec<Report>,
+    submitted: Submitted,
     stopping: bool,
-    /// Pending allocations were cancelled after a failure.
-    stopped_pending: bool,
     changed: bool,
+    squeue_every: Duration,
+    squeue_last: Instant,
+}
+
+struct Held {
+    alloc: Alloc,
+    id: String,
 }
 
 /// Runs the plan's selected jobs on SLURM; returns the counts and what was submitted.
@@ -185,7 +173,7 @@ pub fn run(
     options: &Options,
     cluster: &Cluster,
     emit: Emit,
-) -> Result<(Summary, Report), SlurmError> {
+) -> Result<(Summary, Submitted), SlurmError> {
     command::check()?;
     // Without sizes, `batch_cpus` alone bounds an allocation; SLURM says if it is too big.
     let nodes = command::nodes(cluster.config.partition.as_deref()).unwrap_or_default();
@@ -201,181 +189,159 @@ pub fn run(
         Some(json) => Some(worker::write_evaluated(&dir, json).map_err(io(&dir))?),
         None => None,
     };
-
-    let selected = selection(plan, options.targets.as_deref());
-    let n = plan.graph.jobs.len();
-    let mut c = Coordinator {
+    let mut executor = Slurm {
         plan,
         store,
         options,
         cluster,
         nodes,
-        emit,
         name: format!("repx-{tag}"),
         script,
         evaluated,
-        pending: selected.iter().copied().collect(),
-        selected,
-        dependents: plan.graph.dependents(),
-        state: vec![State::Waiting; n],
-        ids: vec![None; n],
-        keys: vec![None; n],
+        held: HashMap::new(),
         by_id: HashMap::new(),
         allocations: Vec::new(),
-        summary: Summary::default(),
-        report: Report {
+        outbox: Vec::new(),
+        submitted: Submitted {
             dir: dir.clone(),
             ..Default::default()
         },
         dir,
         stopping: false,
-        stopped_pending: false,
         changed: false,
+        squeue_every: SQUEUE_FIRST,
+        squeue_last: Instant::now(),
     };
-    (c.emit)(Event::Started {
-        jobs: c.selected.len(),
-    });
-
-    let mut squeue_every = SQUEUE_FIRST;
-    let mut squeue_last = Instant::now();
-    loop {
-        c.resolve();
-        if !c.stopping {
-            c.submit_round()?;
-        }
-        if c.in_flight() == 0 && (c.stopping || !c.has_candidates()) {
-            break;
-        }
-        if c.options.interrupted.load(Ordering::Relaxed) {
-            c.cancel();
-            break;
-        }
-        if c.stopping && !c.stopped_pending {
-            c.stop_pending();
-        }
-        sleep_unless_interrupted(STORE_POLL, c.options);
-        c.changed = false;
-        if squeue_last.elapsed() >= squeue_every {
-            c.poll_squeue();
-            squeue_last = Instant::now();
-        }
-        c.poll_workers();
-        c.finish_ended();
-        squeue_every = if c.changed {
-            SQUEUE_FIRST
-        } else {
-            (squeue_every * 2).min(SQUEUE_LAST)
-        };
-    }
-    let s = &mut c.summary;
-    s.not_run = c.selected.len() - s.ran - s.cached - s.failed - s.skipped;
-    Ok((c.summary, c.report))
+    let jobs = PlanJobs { plan, store };
+    let summary = dispatch::run(&jobs, &mut executor, options, emit);
+    Ok((summary, executor.submitted))
 }
 
-impl Coordinator<'_> {
-    fn stage(&self, job: JobIndex) -> String {
-        self.plan.graph.jobs[job].stage.clone()
+impl Executor for Slurm<'_> {
+    fn admission(&self) -> Admission {
+        Admission {
+            // Bounded by `--max-submissions` allocations, not jobs: see `submit_round`.
+            slots: None,
+            // A batch with an impure job runs its jobs one at a time (see `pack`).
+            impure_alone: false,
+            chain: true,
+        }
     }
 
+    fn start(&mut self, offered: Vec<Handoff>) -> Vec<Handoff> {
+        self.submit_round(offered)
+    }
+
+    fn wait(&mut self, _timeout: Duration) -> Vec<Report> {
+        if self.outbox.is_empty() {
+            sleep_unless_interrupted(STORE_POLL, self.options);
+            self.changed = false;
+            if self.squeue_last.elapsed() >= self.squeue_every {
+                self.poll_squeue();
+                self.squeue_last = Instant::now();
+            }
+            self.poll_workers();
+            self.finish_ended();
+            self.squeue_every = if self.changed {
+                SQUEUE_FIRST
+            } else {
+                (self.squeue_every * 2).min(SQUEUE_LAST)
+            };
+        }
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// After a failure (without `--continue-on-failure`): allocations not started yet are
+    /// cancelled; running ones finish what they started.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let ids: Vec<String> = self
+            .allocations
+            .iter_mut()
+            .filter(|a| !a.finished)
+            .map(|a| {
+                a.cancelled_by_us = true;
+                a.slurm_id.clone()
+            })
+            .collect();
+        let _ = command::scancel(&ids, true);
+    }
+
+    /// Ctrl-C: cancels every allocation of the run and waits until SLURM has stopped them.
+    fn interrupt(&mut self) {
+        self.stopping = true;
+        let mut ids: Vec<String> = Vec::new();
+        for a in self.allocations.iter_mut().filter(|a| !a.finished) {
+            a.cancelled_by_us = true;
+            // A whole array at once: `123` for `123_4`.
+            let base = a.slurm_id.split('_').next().unwrap_or_default().to_string();
+            if !ids.contains(&base) {
+                ids.push(base);
+            }
+        }
+        let _ = command::scancel(&ids, false);
+        let deadline = Instant::now() + CANCEL_WAIT;
+        while Instant::now() < deadline {
+            match command::squeue(&self.name) {
+                Ok(states) if states.values().all(|s| s.is_over()) => break,
+                Err(_) => break,
+                Ok(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+        // What committed before the cancel counts; the rest did not run.
+        self.poll_workers();
+        for alloc in 0..self.allocations.len() {
+            self.allocations[alloc].finished = true;
+        }
+        let jobs: Vec<JobIndex> = self.held.keys().copied().collect();
+        for job in jobs {
+            self.give_back(job);
+        }
+    }
+}
+
+impl Slurm<'_> {
     fn in_flight(&self) -> usize {
         self.allocations.iter().filter(|a| !a.finished).count()
     }
 
-    fn has_candidates(&self) -> bool {
-        self.state.contains(&State::Candidate)
+    /// Whether the job is held on allocation `alloc`.
+    fn on(&self, job: JobIndex, alloc: Alloc) -> bool {
+        self.held.get(&job).is_some_and(|h| h.alloc == alloc)
     }
 
-    fn set_state(&mut self, job: JobIndex, state: State) {
-        self.state[job] = state;
-        self.changed = true;
-        let dependents = self.dependents[job].clone();
-        self.pending.extend(dependents);
+    fn release(&mut self, job: JobIndex) -> Option<Held> {
+        let held = self.held.remove(&job)?;
+        self.by_id.remove(&held.id);
+        Some(held)
     }
 
-    /// Settles whatever became settleable: skips, cache hits (cascading), candidates.
-    fn resolve(&mut self) {
-        let jobs = &self.plan.graph.jobs;
-        while let Some(index) = self.pending.pop_front() {
-            // A candidate is looked at again: its upstream may have failed meanwhile.
-            if !matches!(self.state[index], State::Waiting | State::Candidate)
-                || !self.selected.contains(&index)
-            {
-                continue;
-            }
-            let deps = jobs[index].deps();
-            if let Some(failed) = deps
-                .iter()
-                .find(|d| matches!(self.state[**d], State::Failed | State::Skipped))
-            {
-                let failed_upstream = self.stage(*failed);
-                self.summary.skipped += 1;
-                self.set_state(index, State::Skipped);
-                (self.emit)(Event::JobSkipped {
-                    job: index,
-                    id: self.plan.id(index, &self.keys),
-                    stage: self.stage(index),
-                    failed_upstream,
-                });
-                continue;
-            }
-            if !deps.iter().all(|d| self.keys[*d].is_some()) {
-                self.state[index] = State::Waiting;
-                continue;
-            }
-            let id = self
-                .plan
-                .id(index, &self.keys)
-                .expect("upstream keys known");
-            self.ids[index] = Some(id.clone());
-            let upstream_done = deps
-                .iter()
-                .all(|d| matches!(self.state[*d], State::Done(_)));
-            if upstream_done {
-                if let Some(key) = cached(
-                    self.plan,
-                    self.store,
-                    index,
-                    &id,
-                    &self.ids,
-                    &self.options.force,
-                ) {
-                    self.keys[index] = Some(key.clone());
-                    self.summary.cached += 1;
-                    self.set_state(index, State::Done(key));
-                    (self.emit)(Event::JobCached {
-                        job: index,
-                        id,
-                        stage: self.stage(index),
-                    });
-                    continue;
-                }
-            } else if self.store.done(&id).is_some()
-                && !self.options.force.covers(index, &jobs[index].stage)
-            {
-                // In the store already: wait for its upstream, then it is a cache hit.
-                self.state[index] = State::Waiting;
-                continue;
-            }
-            if jobs[index].mode != Mode::Impure {
-                self.keys[index] = Some(id);
-            }
-            if self.state[index] != State::Candidate {
-                self.set_state(index, State::Candidate);
-            }
+    fn give_back(&mut self, job: JobIndex) {
+        if self.release(job).is_some() {
+            self.outbox.push(Report::NotStarted(job));
         }
     }
 
-    /// Packs and submits what may be submitted, within `--max-submissions`.
-    fn submit_round(&mut self) -> Result<(), SlurmError> {
+    fn fail(&mut self, job: JobIndex, failure: Failure) {
+        if self.release(job).is_some() {
+            self.outbox.push(Report::Failed(job, failure));
+        }
+    }
+
+    /// Packs and submits what may be submitted, within `--max-submissions`; returns the
+    /// jobs it did not submit.
+    fn submit_round(&mut self, offered: Vec<Handoff>) -> Vec<Handoff> {
         let config = &self.cluster.config;
         let slots = config.max_submissions.saturating_sub(self.in_flight());
-        if slots == 0 || !self.has_candidates() {
-            return Ok(());
+        if slots == 0 {
+            return offered;
         }
         let jobs = &self.plan.graph.jobs;
-        let candidates: Vec<Candidate> = (0..jobs.len())
-            .filter(|j| self.state[*j] == State::Candidate)
-            .map(|j| {
+        let in_offer: BTreeSet<JobIndex> = offered.iter().map(|h| h.job).collect();
+        let candidates: Vec<Candidate> = offered
+            .iter()
+            .map(|h| {
+                let j = h.job;
                 let deps = jobs[j].deps();
                 let resources = self.plan.lab.stages[&jobs[j].stage].resources;
                 Candidate {
@@ -388,17 +354,10 @@ impl Coordinator<'_> {
                     impure: jobs[j].mode == Mode::Impure,
                     after: deps
                         .iter()
-                        .filter_map(|d| match self.state[*d] {
-                            State::Submitted(alloc) if !self.allocations[alloc].finished => {
-                                Some(alloc)
-                            }
-                            _ => None,
-                        })
+                        .filter_map(|d| self.held.get(d).map(|h| h.alloc))
+                        .filter(|alloc| !self.allocations[*alloc].finished)
                         .collect(),
-                    upstream: deps
-                        .into_iter()
-                        .filter(|d| self.state[*d] == State::Candidate)
-                        .collect(),
+                    upstream: deps.into_iter().filter(|d| in_offer.contains(d)).collect(),
                 }
             })
             .collect();
@@ -426,37 +385,68 @@ impl Coordinator<'_> {
                 None => groups.push(vec![batch]),
             }
         }
+        let mut offered: HashMap<JobIndex, Handoff> =
+            offered.into_iter().map(|h| (h.job, h)).collect();
         for group in groups {
-            self.submit(group)?;
+            let handoffs: Vec<Vec<Handoff>> = group
+                .iter()
+                .map(|p| {
+                    p.jobs
+                        .iter()
+                        .map(|j| offered.remove(j).expect("packed from the offer"))
+                        .collect()
+                })
+                .collect();
+            self.submit(group, handoffs);
         }
-        Ok(())
+        let mut rest: Vec<Handoff> = offered.into_values().collect();
+        rest.sort_by_key(|h| h.job);
+        rest
     }
 
-    /// Writes the group's batch files and submits them as one `sbatch`.
-    fn submit(&mut self, group: Vec<pack::Packed>) -> Result<(), SlurmError> {
-        let number = self.report.submissions;
+    /// Writes the group's batch files and submits them as one `sbatch`. A batch that cannot
+    /// go out fails its jobs, and the run stops.
+    fn submit(&mut self, group: Vec<pack::Packed>, handoffs: Vec<Vec<Handoff>>) {
+        if let Err(failure) = self.try_submit(&group, &handoffs) {
+            for handoff in handoffs.into_iter().flatten() {
+                self.outbox
+                    .push(Report::Failed(handoff.job, failure.clone()));
+            }
+        }
+    }
+
+    fn try_submit(
+        &mut self,
+        group: &[pack::Packed],
+        handoffs: &[Vec<Handoff>],
+    ) -> Result<(), Failure> {
+        let number = self.submitted.submissions;
         let jobs = &self.plan.graph.jobs;
         let config = &self.cluster.config;
-        for (task, packed) in group.iter().enumerate() {
-            let in_batch: BTreeSet<JobIndex> = packed.jobs.iter().copied().collect();
-            let entry = |j: JobIndex| BatchJob {
+        for (task, batch_jobs) in handoffs.iter().enumerate() {
+            let in_batch: BTreeSet<JobIndex> = batch_jobs.iter().map(|h| h.job).collect();
+            let entry = |j: JobIndex, id: &str| BatchJob {
                 index: j,
                 stage: jobs[j].stage.clone(),
-                id: self.ids[j].clone().expect("candidates have ids"),
+                id: id.to_string(),
             };
-            let upstream: BTreeSet<JobIndex> = packed
-                .jobs
+            let upstream: BTreeMap<JobIndex, &str> = batch_jobs
                 .iter()
-                .flat_map(|j| jobs[*j].deps())
-                .filter(|d| !in_batch.contains(d))
+                .flat_map(|h| {
+                    jobs[h.job]
+                        .deps()
+                        .into_iter()
+                        .map(|d| (d, h.upstream_ids[&d].as_str()))
+                })
+                .filter(|(d, _)| !in_batch.contains(d))
                 .collect();
             let batch = Batch {
                 version: batch::VERSION,
                 runs: self.cluster.runs.clone(),
                 mode: self.cluster.mode,
-                jobs: packed.jobs.iter().map(|j| entry(*j)).collect(),
-                upstream: upstream.into_iter().map(entry).collect(),
-                parallel: packed.parallel,
+                jobs: batch_jobs.iter().map(|h| entry(h.job, &h.id)).collect(),
+                upstream: upstream.into_iter().map(|(j, id)| entry(j, id)).collect(),
+                parallel: group[task].parallel,
                 continue_on_failure: self.options.continue_on_failure,
                 lab: self.evaluated.clone(),
                 nix: self
@@ -467,7 +457,9 @@ impl Coordinator<'_> {
                     .unwrap_or_default(),
             };
             let path = self.dir.join(format!("batch-{number}-{task}.json"));
-            batch.write(&path).map_err(io(&path))?;
+            batch.write(&path).map_err(|e| {
+                Failure::new(FailureKind::Refused, format!("{}: {e}", path.display()))
+            })?;
             for job in &batch.jobs {
                 // A failure left from an earlier attempt is not this one's.
                 self.store.clear_failure(&job.id);
@@ -501,23 +493,16 @@ impl Coordinator<'_> {
             qos: config.qos.clone(),
             flags: config.sbatch_flags.clone(),
         };
-        self.report.submissions += 1;
-        let slurm_id = match command::sbatch(&submission) {
-            Ok(id) => id,
-            Err(e) => {
-                // Refused (a bad partition, a limit): its jobs fail, and the run stops.
-                let failure = format!("sbatch refused the batch: {e}");
-                for packed in &group {
-                    for job in &packed.jobs {
-                        self.fail(*job, failure.clone());
-                    }
-                }
-                self.stopping = true;
-                return Ok(());
-            }
-        };
-        self.log_submission(&slurm_id, &group);
-        for (task, packed) in group.into_iter().enumerate() {
+        self.submitted.submissions += 1;
+        // Refused (a bad partition, a limit): its jobs fail, and the run stops.
+        let slurm_id = command::sbatch(&submission).map_err(|e| {
+            Failure::new(
+                FailureKind::Refused,
+                format!("sbatch refused the batch: {e}"),
+            )
+        })?;
+        self.log_submission(&slurm_id, group);
+        for (task, (packed, batch_jobs)) in group.iter().zip(handoffs).enumerate() {
             let (id, log) = match array {
                 Some(_) => (
                     format!("{slurm_id}_{task}"),
@@ -529,18 +514,23 @@ impl Coordinator<'_> {
                 ),
             };
             let alloc = self.allocations.len();
-            for job in &packed.jobs {
-                let job_id = self.ids[*job].clone().expect("candidates have ids");
-                self.by_id.insert(job_id, *job);
-                self.set_state(*job, State::Submitted(alloc));
+            for handoff in batch_jobs {
+                self.by_id.insert(handoff.id.clone(), handoff.job);
+                self.held.insert(
+                    handoff.job,
+                    Held {
+                        alloc,
+                        id: handoff.id.clone(),
+                    },
+                );
             }
             self.allocations.push(Allocation {
                 slurm_id: id,
                 log,
                 events: Batch::events_path(&self.dir.join(format!("batch-{number}-{task}.json"))),
                 reader: EventReader::default(),
-                jobs: packed.jobs,
-                after: packed.after,
+                jobs: packed.jobs.clone(),
+                after: packed.after.clone(),
                 submitted: Instant::now(),
                 started: false,
                 exited: None,
@@ -550,7 +540,7 @@ impl Coordinator<'_> {
                 cancelled_by_us: false,
                 finished: false,
             });
-            self.report.allocations += 1;
+            self.submitted.allocations += 1;
         }
         Ok(())
     }
@@ -573,18 +563,6 @@ impl Coordinator<'_> {
         }
     }
 
-    fn fail(&mut self, job: JobIndex, failure: String) {
-        self.summary.failed += 1;
-        self.set_state(job, State::Failed);
-        (self.emit)(Event::JobFailed {
-            job,
-            id: self.ids[job].clone().unwrap_or_default(),
-            stage: self.stage(job),
-            failure,
-        });
-        self.stopping |= !self.options.continue_on_failure;
-    }
-
     /// Where to look when a job failed on an allocation.
     fn place(&self, alloc: Alloc) -> String {
         let a = &self.allocations[alloc];
@@ -603,24 +581,18 @@ impl Coordinator<'_> {
             for event in events {
                 self.changed = true;
                 match event {
-                    WorkerEvent::Started { job } => {
-                        if self.state[job] == State::Submitted(alloc) {
-                            (self.emit)(Event::JobStarted {
-                                job,
-                                id: self.ids[job].clone().unwrap_or_default(),
-                                stage: self.stage(job),
-                            });
-                        }
+                    WorkerEvent::Started { job } if self.on(job, alloc) => {
+                        self.outbox.push(Report::Started(job));
                     }
-                    WorkerEvent::Failed { job, failure, .. } => {
-                        if self.state[job] == State::Submitted(alloc) {
-                            let failure = format!("{failure}\n{}", self.place(alloc));
-                            self.fail(job, failure);
-                        }
+                    WorkerEvent::Failed {
+                        job, failure, kind, ..
+                    } if self.on(job, alloc) => {
+                        let message = format!("{failure}\n{}", self.place(alloc));
+                        self.fail(job, Failure::new(kind, message));
                     }
-                    WorkerEvent::Finished { .. } | WorkerEvent::Skipped { .. } => {}
                     WorkerEvent::Error { message } => self.allocations[alloc].error = Some(message),
                     WorkerEvent::Exit { code } => self.allocations[alloc].exited = Some(code),
+                    _ => {}
                 }
             }
         }
@@ -632,25 +604,11 @@ impl Coordinator<'_> {
             let Some(&job) = self.by_id.get(&record.id) else {
                 continue;
             };
-            if !matches!(self.state[job], State::Submitted(_))
-                || self.store.done(&record.id).is_none()
-            {
+            if self.store.done(&record.id).is_none() {
                 continue;
             }
-            let key = if self.plan.graph.jobs[job].mode == Mode::Impure {
-                record.hash.clone()
-            } else {
-                record.id.clone()
-            };
-            self.keys[job] = Some(key.clone());
-            self.summary.ran += 1;
-            self.set_state(job, State::Done(key));
-            (self.emit)(Event::JobFinished {
-                job,
-                id: record.id,
-                stage: self.stage(job),
-                duration: Duration::from_millis(record.duration_ms),
-            });
+            self.release(job);
+            self.outbox.push(Report::Committed(job, Box::new(record)));
         }
     }
 
@@ -716,49 +674,28 @@ impl Coordinator<'_> {
             self.changed = true;
             let jobs = self.allocations[alloc].jobs.clone();
             for job in jobs {
-                if self.state[job] != State::Submitted(alloc) {
-                    continue;
+                if self.on(job, alloc) {
+                    self.settle_unfinished(alloc, job);
                 }
-                self.settle_unfinished(alloc, job);
             }
         }
     }
 
-    /// A job whose allocation ended without committing it or reporting its failure.
+    /// A job whose allocation ended without committing it or reporting its failure. The
+    /// dispatcher skips it if its upstream failed, whatever is said here.
     fn settle_unfinished(&mut self, alloc: Alloc, job: JobIndex) {
-        let deps = self.plan.graph.jobs[job].deps();
-        if let Some(failed) = deps
-            .iter()
-            .find(|d| matches!(self.state[**d], State::Failed | State::Skipped))
-        {
-            let failed_upstream = self.stage(*failed);
-            self.summary.skipped += 1;
-            self.set_state(job, State::Skipped);
-            (self.emit)(Event::JobSkipped {
-                job,
-                id: self.plan.id(job, &self.keys),
-                stage: self.stage(job),
-                failed_upstream,
-            });
-            return;
-        }
         let a = &self.allocations[alloc];
         let cancelled = a
             .over
             .as_ref()
             .is_some_and(|s| s.state.starts_with("CANCELLED"));
         let never_began = cancelled && !a.started && !a.cancelled_by_us && !a.after.is_empty();
-        if never_began && !self.stopping {
-            // Chained after an allocation that failed: SLURM cancelled it before it began.
-            // Resolve its jobs again; they go out once their upstream is settled.
-            self.state[job] = State::Waiting;
-            self.pending.push_back(job);
-            self.changed = true;
-            return;
-        }
+        // Chained after an allocation that failed: SLURM cancelled it before it began. Its
+        // jobs are decided again, and go out once their upstream is settled.
+        let requeue = never_began && !self.stopping;
         let stopped = self.stopping && a.error.is_none() && (a.exited.is_some() || never_began);
-        if a.cancelled_by_us || stopped {
-            self.set_state(job, State::NotRun);
+        if requeue || a.cancelled_by_us || stopped {
+            self.give_back(job);
             return;
         }
         let cause = if let Some(error) = &a.error {
@@ -778,60 +715,7 @@ impl Coordinator<'_> {
             cause
         };
         let failure = format!("{cause}\n{}", self.place(alloc));
-        self.fail(job, failure);
-    }
-
-    /// After a failure (without `--continue-on-failure`): allocations not started yet are
-    /// cancelled; running ones finish what they started.
-    fn stop_pending(&mut self) {
-        self.stopped_pending = true;
-        let ids: Vec<String> = self
-            .allocations
-            .iter_mut()
-            .filter(|a| !a.finished)
-            .map(|a| {
-                a.cancelled_by_us = true;
-                a.slurm_id.clone()
-            })
-            .collect();
-        let _ = command::scancel(&ids, true);
-    }
-
-    /// Ctrl-C: cancels every allocation of the run and waits until SLURM has stopped them.
-    fn cancel(&mut self) {
-        self.summary.interrupted = true;
-        self.stopping = true;
-        let mut ids: Vec<String> = Vec::new();
-        for a in self.allocations.iter_mut().filter(|a| !a.finished) {
-            a.cancelled_by_us = true;
-            // A whole array at once: `123` for `123_4`.
-            let base = a.slurm_id.split('_').next().unwrap_or_default().to_string();
-            if !ids.contains(&base) {
-                ids.push(base);
-            }
-        }
-        let _ = command::scancel(&ids, false);
-        let deadline = Instant::now() + CANCEL_WAIT;
-        while Instant::now() < deadline {
-            match command::squeue(&self.name) {
-                Ok(states) if states.values().all(|s| s.is_over()) => break,
-                Err(_) => break,
-                Ok(_) => std::thread::sleep(Duration::from_millis(250)),
-            }
-        }
-        // What committed before the cancel counts; the rest did not run.
-        self.poll_workers();
-        for alloc in 0..self.allocations.len() {
-            if !self.allocations[alloc].finished {
-                self.allocations[alloc].finished = true;
-                let jobs = self.allocations[alloc].jobs.clone();
-                for job in jobs {
-                    if self.state[job] == State::Submitted(alloc) {
-                        self.state[job] = State::NotRun;
-                    }
-                }
-            }
-        }
+        self.fail(job, Failure::job(failure));
     }
 }
 

@@ -563,8 +563,13 @@ impl Store {
             .collect()
     }
 
+    /// Where committed jobs are: `<jobs_dir>/<id>`.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
     pub fn job_dir(&self, id: &str) -> PathBuf {
-        self.root.join("jobs").join(id)
+        self.jobs_dir().join(id)
     }
 
     pub fn output_dir(&self, id: &str) -> PathBuf {

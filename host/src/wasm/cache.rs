@@ -3,7 +3,7 @@
 //! Loading a compiled artifact runs its machine code. So:
 //! - The cache lives in the user's cache directory. A cache that any job could write (in
 //!   the store, or in a project directory, which impure jobs of any run have at `/work`)
-//!   is not used; the rule is `cli::run::plugin_cache`'s.
+//!   is not used; the rule is `cli::engine::plugin_cache`'s.
 //! - Each artifact ends with the BLAKE3 digest of the bytes before it (and a tag), written
 //!   with it in one file, and is loaded only from bytes read once and found to match. A
 //!   damaged artifact (a bad disk, a copy cut short, bytes overwritten) is recompiled and

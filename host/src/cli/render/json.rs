@@ -106,7 +106,8 @@ impl Json {
                     .get(job)
                     .map(|(_, at)| at.elapsed().as_secs_f64());
                 object.insert("duration_s".into(), started.into());
-                object.insert("error".into(), failure.clone().into());
+                object.insert("error".into(), failure.message.clone().into());
+                object.insert("kind".into(), json!(failure.kind));
                 object.insert("log".into(), format!("repx log {}", short(id)).into());
                 object
             }

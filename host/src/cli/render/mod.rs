@@ -138,7 +138,7 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
         Event::JobFailed {
             job, id, failure, ..
         } => {
-            let mut lines = failure.lines();
+            let mut lines = failure.message.lines();
             let mut text = format!(
                 "FAILED {} {}: {}",
                 jobs[*job].label,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::JobIndex;
 use crate::lab::Mode;
+use crate::sched::FailureKind;
 
 /// The batch file format's version; a worker refuses others.
 pub const VERSION: u32 = 2;
@@ -100,6 +101,8 @@ pub enum WorkerEvent {
         job: JobIndex,
         id: String,
         failure: String,
+        #[serde(default)]
+        kind: FailureKind,
     },
     Skipped {
         job: JobIndex,
@@ -187,6 +190,7 @@ mod tests {
             job: 3,
             id: "ab".into(),
             failure: "exit status 1\nline".into(),
+            kind: FailureKind::Job,
         });
         let first = reader.read_new(&path);
         assert_eq!(first.len(), 2);

@@ -20,7 +20,8 @@ use super::batch::{Batch, Evaluated, EventWriter, WorkerEvent};
 use crate::graph::JobIndex;
 use crate::lab::Mode;
 use crate::plan::Plan;
-use crate::sched::local::{self, Emit};
+use crate::sched::dispatch::Emit;
+use crate::sched::local;
 use crate::sched::{Event, Force, Options, Summary};
 use crate::store::Store;
 use crate::wasm::Runtime;
@@ -90,6 +91,7 @@ pub fn check(
             events.write(&WorkerEvent::Failed {
                 job: job.index,
                 id: job.id.clone(),
+                kind: crate::sched::FailureKind::Job,
                 failure: format!(
                     "upstream job of stage `{}` is not in the store {}",
                     jobs[*missing].stage,
@@ -163,7 +165,8 @@ pub fn run(
             } if ours.contains_key(job) => Some(WorkerEvent::Failed {
                 job: *job,
                 id: id.clone(),
-                failure: failure.clone(),
+                failure: failure.message.clone(),
+                kind: failure.kind,
             }),
             Event::JobSkipped { job, .. } if ours.contains_key(job) => {
                 Some(WorkerEvent::Skipped { job: *job })

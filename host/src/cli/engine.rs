@@ -1,0 +1,175 @@
+//! What `repx run` and `repx worker` share to run jobs: the store, the plugin cache, the
+//! runtime with its Ctrl-C handler, the reporter, and the executor the command line picks
+//! (see [`crate::sched::dispatch`]). Commands set up here and never wire a scheduler
+//! themselves.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::CliError;
+use super::render::{self, Format, JobInfo, Reporter, label};
+use super::slurm::{self, Scheduler, SlurmArgs};
+use crate::lab::Mode;
+use crate::plan::Plan;
+use crate::sched::dispatch::Emit;
+use crate::sched::{Options, Summary};
+use crate::store::{Store, location};
+use crate::wasm::Runtime;
+
+/// Refuses SLURM flags on a local run, and a SLURM run of an ad hoc plugin.
+pub fn check_scheduler(
+    scheduler: Scheduler,
+    args: &SlurmArgs,
+    ad_hoc: bool,
+) -> Result<(), CliError> {
+    slurm::check_args(scheduler, args, ad_hoc)
+}
+
+/// The runtime for `parallel` jobs at once, with every plugin of the plan compiled, and
+/// the flag Ctrl-C (or SIGTERM, how `scancel` stops an allocation) sets.
+pub fn runtime(
+    plan: &Plan,
+    store: &Store,
+    parallel: usize,
+) -> Result<(Arc<Runtime>, Arc<AtomicBool>), CliError> {
+    let runtime = Arc::new(Runtime::new(plugin_cache(plan, store), parallel)?);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
+        // A second handler cannot be set in one process; tests run one command per process.
+        let _ = ctrlc::set_handler(move || {
+            interrupted.store(true, Ordering::Relaxed);
+            runtime.interrupt();
+        });
+    }
+    crate::sched::prepare(plan, &runtime)?;
+    for recompiled in runtime.take_recompiled() {
+        errln!("warning: {recompiled}");
+    }
+    Ok((runtime, interrupted))
+}
+
+/// The reporter of a run in `format`, and the callback that feeds it.
+pub fn reporter(
+    plan: &Plan,
+    store: &Store,
+    format: Format,
+    parallelism: usize,
+) -> (Arc<Reporter>, Emit) {
+    let infos = plan.graph.jobs.iter().map(|j| JobInfo {
+        stage: j.stage.clone(),
+        params: j.params.clone(),
+        label: label(&j.stage, &j.params),
+    });
+    let context = render::Context {
+        jobs: infos.collect(),
+        jobs_dir: store.jobs_dir(),
+        parallelism,
+    };
+    let reporter = Arc::new(Reporter::new(format, context));
+    let emit: Emit = {
+        let reporter = reporter.clone();
+        Arc::new(move |event| reporter.event(&event))
+    };
+    (reporter, emit)
+}
+
+/// Where the jobs of a `repx run` go.
+pub struct Pick<'a> {
+    pub scheduler: Scheduler,
+    pub slurm: &'a SlurmArgs,
+    /// The runs the plan was expanded from, and the mode override: a SLURM worker expands
+    /// the same.
+    pub runs: &'a [String],
+    pub mode: Option<Mode>,
+}
+
+/// Runs the plan's jobs on the executor `pick` names.
+pub fn run_jobs(
+    plan: &Plan,
+    store: &Store,
+    runtime: &Runtime,
+    options: &Options,
+    emit: Emit,
+    pick: Pick,
+) -> Result<Summary, CliError> {
+    match pick.scheduler {
+        Scheduler::Local => Ok(crate::sched::local::run(
+            plan, store, runtime, options, emit,
+        )),
+        Scheduler::Slurm => {
+            let cluster = slurm::cluster(&plan.lab, pick.runs, pick.mode, pick.slurm)?;
+            let (summary, submitted) =
+                crate::sched::slurm::run(plan, store, options, &cluster, emit)
+                    .map_err(|e| CliError::Failed(e.into()))?;
+            slurm::closing_line(&submitted);
+            Ok(summary)
+        }
+    }
+}
+
+/// The compiled-plugin cache, unless a job could write it. Loading an artifact runs its
+/// machine code, so a cache inside the store (outputs, scratch) or inside the project
+/// directory is not used, whatever this run's modes: an impure job of any run has the
+/// project directory at `/work`, and a later pure run would load what it left. Plugins are
+/// then compiled in memory. `repx run` and `repx worker` both take their cache from here,
+/// so one rule holds for both.
+pub fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
+    let cache = crate::wasm::cache_dir()?;
+    match writable_by_jobs(&cache, store.root(), &plan.lab.dir) {
+        Some((what, dir)) => {
+            errln!(
+                "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
+                 plugins may write; set REPX_CACHE_DIR to a directory outside it",
+                cache.display(),
+                dir.display()
+            );
+            None
+        }
+        None => Some(cache),
+    }
+}
+
+/// What a job may write that contains `cache`, named, with its path: the store, or the
+/// project directory (impure jobs of any run have it at `/work`).
+fn writable_by_jobs<'a>(
+    cache: &Path,
+    store: &'a Path,
+    project: &'a Path,
+) -> Option<(&'static str, &'a Path)> {
+    let writable = [("the store", store), ("the project directory", project)];
+    let real = location::real_path(cache);
+    writable
+        .into_iter()
+        .find(|(_, dir)| real.starts_with(location::real_path(dir)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_jobs_could_write_is_named_with_what_contains_it() {
+        let dir = std::env::temp_dir().join(format!("repx-plugin-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let project = dir.join("project");
+        let store = project.join(".repx");
+        let outside = dir.join("home/.cache");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // A link from outside into the project: where the cache really is decides.
+        std::os::unix::fs::symlink(&project, dir.join("home/linked")).unwrap();
+
+        let check = |cache: &Path| writable_by_jobs(cache, &store, &project).map(|(what, _)| what);
+        assert_eq!(check(&store.join("cache/repx")), Some("the store"));
+        assert_eq!(check(&outside.join("repx")), None);
+        // Whatever this run's modes: an impure job of another run may write the project.
+        let project_named = Some("the project directory");
+        assert_eq!(check(&project.join(".cache/repx")), project_named);
+        assert_eq!(check(&dir.join("home/linked/.cache/repx")), project_named);
+        // A sibling whose name merely starts like the project's is outside it.
+        assert_eq!(check(&dir.join("project-cache/repx")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

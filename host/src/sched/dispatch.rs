@@ -1,0 +1,1006 @@
+//! The dispatcher: the one place that decides what happens to each job of a run, whatever
+//! runs it.
+//!
+//! It owns every job's state, id and key, and applies the rules every executor shares:
+//! - a job's id follows from its upstream keys ([`Jobs::id`]); a pure or hermetic job's key
+//!   is its id, an impure job's the hash of its output once committed, so an identical
+//!   rebuild does not re-run what follows (the early cutoff);
+//! - a job whose upstream is done and whose output the store holds is cached
+//!   ([`Jobs::cached`]), unless forced; cache hits cascade without the executor;
+//! - a job whose upstream failed or was skipped is skipped, whatever its executor says of
+//!   it, and keeps the id it would have had (none only below a failed impure job, whose
+//!   output the id depends on);
+//! - after a failure no job is handed over, unless `--continue-on-failure`; a failure whose
+//!   kind halts the run (grants changed, the executor refused the job) stops it in any case;
+//! - Ctrl-C stops handing over jobs and tells the executor to interrupt what it runs;
+//! - at most [`Admission::slots`] jobs are on the executor at once, and impure jobs, which
+//!   all work in the one project directory, one at a time where the executor asks for it.
+//!
+//! It emits every [`Event`] of the run and counts the [`Summary`]. An [`Executor`] only runs
+//! what it is handed and reports back ([`Report`]); it decides nothing.
+//!
+//! Invariant: a job is handed over at most once per run, only once its id is known, and
+//! (unless its executor chains jobs, see [`Admission::chain`]) only once its upstream is
+//! done. A report about a job the executor does not hold is ignored.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Event, Failure, Options, Summary};
+use crate::graph::JobIndex;
+use crate::store::Record;
+
+/// Where events go; shared with the executors' threads.
+pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// What the dispatcher asks of the plan and the store about jobs.
+pub trait Jobs {
+    fn count(&self) -> usize;
+    fn stage(&self, job: JobIndex) -> &str;
+    /// Upstream jobs, each once.
+    fn deps(&self, job: JobIndex) -> Vec<JobIndex>;
+    /// Downstream jobs of each job.
+    fn dependents(&self) -> Vec<Vec<JobIndex>>;
+    fn impure(&self, job: JobIndex) -> bool;
+    /// The job's id, once the keys of its upstream jobs are known.
+    fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String>;
+    /// The key of the job's output when the store may stand in for running it; asked once
+    /// its upstream is done, never for a forced job.
+    fn cached(&self, job: JobIndex, id: &str, ids: &[Option<String>]) -> Option<String>;
+    /// Whether the store holds the job's output at all: a chaining executor waits for the
+    /// upstream of such a job rather than run it again (see [`Admission::chain`]).
+    fn in_store(&self, id: &str) -> bool;
+    /// The ids of the upstream jobs the job reads, by index (for a hermetic job, also
+    /// those of its hermetic upstream's upstream).
+    fn upstream_ids(&self, job: JobIndex, ids: &[Option<String>]) -> BTreeMap<JobIndex, String>;
+}
+
+/// A job handed to an executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handoff {
+    pub job: JobIndex,
+    pub id: String,
+    pub upstream_ids: BTreeMap<JobIndex, String>,
+}
+
+/// What an executor tells the dispatcher about a job it holds.
+#[derive(Debug)]
+pub enum Report {
+    Started(JobIndex),
+    /// The job ran and its output waits to be committed: it no longer holds a slot.
+    Sealed(JobIndex),
+    /// Boxed, as a record is large beside the other reports.
+    Committed(JobIndex, Box<Record>),
+    Failed(JobIndex, Failure),
+    /// Given back without running: the run is stopping, or the executor could not start it
+    /// yet. The dispatcher decides on it again.
+    NotStarted(JobIndex),
+    Progress {
+        job: JobIndex,
+        done: u64,
+        total: u64,
+    },
+    Warning {
+        job: JobIndex,
+        message: String,
+    },
+}
+
+/// How many jobs an executor takes, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// The most jobs it holds at once, not counting sealed ones; `None`: no bound here
+    /// (the executor returns from [`Executor::start`] what it cannot take).
+    pub slots: Option<usize>,
+    /// Impure jobs one at a time.
+    pub impure_alone: bool,
+    /// Jobs may be handed over before their upstream is done, once their id is known: the
+    /// executor runs them after it (SLURM's `afterok`).
+    pub chain: bool,
+}
+
+/// Runs jobs; reports on them.
+pub trait Executor {
+    fn admission(&self) -> Admission;
+    /// Starts what it can of `offered` (upstream before downstream); returns the rest.
+    fn start(&mut self, offered: Vec<Handoff>) -> Vec<Handoff>;
+    /// Waits up to `timeout` for reports; none when nothing happened.
+    fn wait(&mut self, timeout: Duration) -> Vec<Report>;
+    /// No job starts from now on; running ones finish.
+    fn stop(&mut self);
+    /// Ctrl-C: running jobs are interrupted, and every job held is reported on soon.
+    fn interrupt(&mut self);
+}
+
+/// How long the dispatcher waits for reports before it looks at Ctrl-C again.
+const WAIT: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    /// To run, not yet handed over.
+    Ready,
+    /// On the executor.
+    Handed,
+    /// Ran; its output waits to be committed.
+    Sealed,
+    Done,
+    Failed,
+    Skipped,
+}
+
+struct Dispatcher<'a> {
+    jobs: &'a dyn Jobs,
+    options: &'a Options,
+    emit: Emit,
+    selected: Vec<bool>,
+    dependents: Vec<Vec<JobIndex>>,
+    state: Vec<State>,
+    ids: Vec<Option<String>>,
+    /// What downstream jobs see of each job, as soon as it is known. A failed or skipped
+    /// job that is not impure keeps its id as key, so that the jobs skipped after it have
+    /// ids too.
+    keys: Vec<Option<String>>,
+    pending: VecDeque<JobIndex>,
+    ready: VecDeque<JobIndex>,
+    handed: usize,
+    sealed: usize,
+    impure_handed: usize,
+    stopping: bool,
+    stop_sent: bool,
+    summary: Summary,
+}
+
+/// Runs the selected jobs of `jobs` on `executor`; returns the counts.
+pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit: Emit) -> Summary {
+    let n = jobs.count();
+    let mut selected = vec![false; n];
+    for job in selection(jobs, options.targets.as_deref()) {
+        selected[job] = true;
+    }
+    let mut d = Dispatcher {
+        jobs,
+        options,
+        emit,
+        dependents: jobs.dependents(),
+        state: vec![State::Waiting; n],
+        ids: vec![None; n],
+        keys: vec![None; n],
+        pending: (0..n).filter(|j| selected[*j]).collect(),
+        selected,
+        ready: VecDeque::new(),
+        handed: 0,
+        sealed: 0,
+        impure_handed: 0,
+        stopping: false,
+        stop_sent: false,
+        summary: Summary::default(),
+    };
+    let total = d.pending.len();
+    (d.emit)(Event::Started { jobs: total });
+    let admission = executor.admission();
+    loop {
+        d.resolve(admission);
+        d.check_interrupt(executor);
+        if d.stopping && !d.stop_sent {
+            d.stop_sent = true;
+            executor.stop();
+        }
+        if !d.stopping {
+            d.hand_over(executor, admission);
+        }
+        if d.handed + d.sealed == 0 {
+            break;
+        }
+        for report in executor.wait(WAIT) {
+            d.report(report);
+        }
+    }
+    let s = &mut d.summary;
+    s.not_run = total - s.ran - s.cached - s.failed - s.skipped;
+    d.summary
+}
+
+impl Dispatcher<'_> {
+    fn check_interrupt(&mut self, executor: &mut dyn Executor) {
+        if !self.summary.interrupted && self.options.interrupted.load(Ordering::Relaxed) {
+            self.summary.interrupted = true;
+            self.stopping = true;
+            self.stop_sent = true;
+            executor.interrupt();
+        }
+    }
+
+    fn stage(&self, job: JobIndex) -> String {
+        self.jobs.stage(job).to_string()
+    }
+
+    fn settled(&mut self, job: JobIndex, state: State) {
+        self.state[job] = state;
+        self.pending.extend(&self.dependents[job]);
+    }
+
+    /// Settles whatever became settleable: skips, cache hits (cascading), jobs to run.
+    fn resolve(&mut self, admission: Admission) {
+        while let Some(job) = self.pending.pop_front() {
+            // A ready job is looked at again: its upstream may have failed meanwhile.
+            if !matches!(self.state[job], State::Waiting | State::Ready) || !self.selected[job] {
+                continue;
+            }
+            let deps = self.jobs.deps(job);
+            if let Some(&failed) = deps
+                .iter()
+                .find(|d| matches!(self.state[**d], State::Failed | State::Skipped))
+            {
+                self.skip(job, failed);
+                continue;
+            }
+            if self.state[job] == State::Ready || !deps.iter().all(|d| self.keys[*d].is_some()) {
+                continue;
+            }
+            let id = self
+                .jobs
+                .id(job, &self.keys)
+                .expect("upstream keys are known");
+            let forced = self.options.force.covers(job, self.jobs.stage(job));
+            if deps.iter().all(|d| self.state[*d] == State::Done) {
+                // Set before asking: the store is asked about the job by its id.
+                self.ids[job] = Some(id.clone());
+                if !forced && let Some(key) = self.jobs.cached(job, &id, &self.ids) {
+                    self.keys[job] = Some(key);
+                    self.summary.cached += 1;
+                    (self.emit)(Event::JobCached {
+                        job,
+                        id: id.clone(),
+                        stage: self.stage(job),
+                    });
+                    self.settled(job, State::Done);
+                    continue;
+                }
+            } else if !admission.chain || (!forced && self.jobs.in_store(&id)) {
+                // Once its upstream is done: to run, or (in the store) likely a cache hit.
+                self.ids[job] = Some(id);
+                continue;
+            }
+            if !self.jobs.impure(job) {
+                self.keys[job] = Some(id.clone());
+            }
+            self.ids[job] = Some(id);
+            self.state[job] = State::Ready;
+            self.ready.push_back(job);
+            if admission.chain {
+                self.pending.extend(&self.dependents[job]);
+            }
+        }
+    }
+
+    fn skip(&mut self, job: JobIndex, failed: JobIndex) {
+        self.summary.skipped += 1;
+        let id = self.jobs.id(job, &self.keys);
+        if !self.jobs.impure(job) {
+            self.keys[job] = id.clone();
+        }
+        self.ids[job] = id.clone();
+        if self.holds(job) {
+            self.leave(job);
+        }
+        (self.emit)(Event::JobSkipped {
+            job,
+            id,
+            stage: self.stage(job),
+            failed_upstream: self.stage(failed),
+        });
+        self.settled(job, State::Skipped);
+    }
+
+    /// Offers the ready jobs, in order, within the admission's bounds.
+    fn hand_over(&mut self, executor: &mut dyn Executor, admission: Admission) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let mut room = admission
+            .slots
+            .map_or(usize::MAX, |s| s.saturating_sub(self.handed));
+        let mut impure_room = !(admission.impure_alone && self.impure_handed > 0);
+        let mut offered = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(job) = self.ready.pop_front() {
+            if self.state[job] != State::Ready {
+                continue;
+            }
+            let impure = self.jobs.impure(job);
+            if room == 0 || (impure && admission.impure_alone && !impure_room) {
+                kept.push_back(job);
+                if room == 0 {
+                    break;
+                }
+                continue;
+            }
+            room -= 1;
+            impure_room &= !impure;
+            offered.push(Handoff {
+                job,
+                id: self.ids[job].clone().expect("ready jobs have ids"),
+                upstream_ids: self.jobs.upstream_ids(job, &self.ids),
+            });
+        }
+        kept.append(&mut self.ready);
+        self.ready = kept;
+        if offered.is_empty() {
+            return;
+        }
+        let taken: BTreeSet<JobIndex> = offered.iter().map(|h| h.job).collect();
+        let returned = executor.start(offered);
+        let back: BTreeSet<JobIndex> = returned.iter().map(|h| h.job).collect();
+        for job in taken.difference(&back) {
+            self.state[*job] = State::Handed;
+            self.handed += 1;
+            self.impure_handed += usize::from(self.jobs.impure(*job));
+        }
+        // Returned jobs go first next time, in their order.
+        for handoff in returned.into_iter().rev() {
+            self.ready.push_front(handoff.job);
+        }
+    }
+
+    /// The job leaves its executor slot.
+    fn release(&mut self, job: JobIndex) {
+        self.handed -= 1;
+        self.impure_handed -= usize::from(self.jobs.impure(job));
+    }
+
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Started(job) if self.state[job] == State::Handed => {
+                (self.emit)(Event::JobStarted {
+                    job,
+                    id: self.ids[job].clone().unwrap_or_default(),
+                    stage: self.stage(job),
+                });
+            }
+            Report::Sealed(job) if self.state[job] == State::Handed => {
+                self.release(job);
+                self.sealed += 1;
+                self.state[job] = State::Sealed;
+            }
+            Report::NotStarted(job) if self.state[job] == State::Handed => {
+                self.release(job);
+                self.state[job] = State::Waiting;
+                self.pending.push_back(job);
+            }
+            Report::Committed(job, record) if self.holds(job) => {
+                self.leave(job);
+                let key = if self.jobs.impure(job) {
+                    record.hash.clone()
+                } else {
+                    self.ids[job].clone().unwrap_or_default()
+                };
+                self.keys[job] = Some(key);
+                self.summary.ran += 1;
+                (self.emit)(Event::JobFinished {
+                    job,
+                    id: self.ids[job].clone().unwrap_or_default(),
+                    stage: self.stage(job),
+                    duration: Duration::from_millis(record.duration_ms),
+                });
+                self.settled(job, State::Done);
+            }
+            Report::Failed(job, failure) if self.holds(job) => {
+                let deps = self.jobs.deps(job);
+                let upstream_failed = deps
+                    .iter()
+                    .find(|d| matches!(self.state[**d], State::Failed | State::Skipped));
+                if let Some(&failed) = upstream_failed {
+                    self.skip(job, failed);
+                    return;
+                }
+                self.leave(job);
+                self.fail(job, failure);
+            }
+            Report::Progress { job, done, total } => {
+                (self.emit)(Event::Progress { job, done, total })
+            }
+            Report::Warning { job, message } => (self.emit)(Event::Warning {
+                job,
+                stage: self.stage(job),
+                message,
+            }),
+            // About a job the executor does not hold (any more).
+            _ => {}
+        }
+    }
+
+    fn holds(&self, job: JobIndex) -> bool {
+        matches!(self.state[job], State::Handed | State::Sealed)
+    }
+
+    /// The job is off the executor, done or failed.
+    fn leave(&mut self, job: JobIndex) {
+        match self.state[job] {
+            State::Sealed => self.sealed -= 1,
+            _ => self.release(job),
+        }
+    }
+
+    fn fail(&mut self, job: JobIndex, failure: Failure) {
+        self.summary.failed += 1;
+        if !self.jobs.impure(job) {
+            self.keys[job] = self.ids[job].clone();
+        }
+        self.stopping |= !self.options.continue_on_failure || failure.kind.halts_run();
+        (self.emit)(Event::JobFailed {
+            job,
+            id: self.ids[job].clone().unwrap_or_default(),
+            stage: self.stage(job),
+            failure,
+        });
+        self.settled(job, State::Failed);
+    }
+}
+
+/// The targets and everything upstream of them; every job without targets.
+pub fn selection(jobs: &dyn Jobs, targets: Option<&[JobIndex]>) -> BTreeSet<JobIndex> {
+    let Some(targets) = targets else {
+        return (0..jobs.count()).collect();
+    };
+    let mut selected = BTreeSet::new();
+    let mut stack: Vec<JobIndex> = targets.to_vec();
+    while let Some(index) = stack.pop() {
+        if selected.insert(index) {
+            stack.extend(jobs.deps(index));
+        }
+    }
+    selected
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher against a fake graph and a fake executor: no plugin, no store.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::sched::{FailureKind, Force};
+
+    /// A job of the fake graph: its stage, its upstream jobs, whether it is impure.
+    struct Job {
+        stage: &'static str,
+        deps: Vec<JobIndex>,
+        impure: bool,
+    }
+
+    /// Jobs whose id is their stage and upstream keys; the "store" maps ids to keys.
+    struct Graph {
+        jobs: Vec<Job>,
+        store: HashMap<String, String>,
+    }
+
+    fn job(stage: &'static str, deps: &[JobIndex]) -> Job {
+        Job {
+            stage,
+            deps: deps.to_vec(),
+            impure: false,
+        }
+    }
+
+    fn impure(stage: &'static str, deps: &[JobIndex]) -> Job {
+        Job {
+            impure: true,
+            ..job(stage, deps)
+        }
+    }
+
+    impl Graph {
+        fn new(jobs: Vec<Job>) -> Graph {
+            Graph {
+                jobs,
+                store: HashMap::new(),
+            }
+        }
+
+        /// Puts job `j` in the store as it would be with `keys` upstream, its key `key`.
+        fn stored(mut self, j: JobIndex, keys: &[Option<String>], key: &str) -> Graph {
+            let id = self.id(j, keys).unwrap();
+            self.store.insert(id, key.into());
+            self
+        }
+    }
+
+    impl Jobs for Graph {
+        fn count(&self) -> usize {
+            self.jobs.len()
+        }
+        fn stage(&self, job: JobIndex) -> &str {
+            self.jobs[job].stage
+        }
+        fn deps(&self, job: JobIndex) -> Vec<JobIndex> {
+            self.jobs[job].deps.clone()
+        }
+        fn dependents(&self) -> Vec<Vec<JobIndex>> {
+            let mut dependents = vec![Vec::new(); self.jobs.len()];
+            for (j, job) in self.jobs.iter().enumerate() {
+                for d in &job.deps {
+                    dependents[*d].push(j);
+                }
+            }
+            dependents
+        }
+        fn impure(&self, job: JobIndex) -> bool {
+            self.jobs[job].impure
+        }
+        fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String> {
+            let ups: Option<Vec<&str>> = self.jobs[job]
+                .deps
+                .iter()
+                .map(|d| keys[*d].as_deref())
+                .collect();
+            Some(format!("{}({})", self.jobs[job].stage, ups?.join(",")))
+        }
+        fn cached(&self, _job: JobIndex, id: &str, _ids: &[Option<String>]) -> Option<String> {
+            self.store.get(id).cloned()
+        }
+        fn in_store(&self, id: &str) -> bool {
+            self.store.contains_key(id)
+        }
+        fn upstream_ids(
+            &self,
+            job: JobIndex,
+            ids: &[Option<String>],
+        ) -> BTreeMap<JobIndex, String> {
+            self.jobs[job]
+                .deps
+                .iter()
+                .map(|d| (*d, ids[*d].clone().unwrap_or_default()))
+                .collect()
+        }
+    }
+
+    /// What the fake executor does with a job of a stage.
+    #[derive(Clone)]
+    enum Outcome {
+        /// Commits, with this output hash.
+        Commit(&'static str),
+        Fail(FailureKind),
+    }
+
+    /// Runs every job it holds in one step per `wait`: started, sealed, then committed or
+    /// failed. Records what it was handed and how many it held at once.
+    struct Fake {
+        admission: Admission,
+        outcomes: HashMap<&'static str, Outcome>,
+        stages: Vec<&'static str>,
+        held: Vec<Handoff>,
+        /// Sealed, committed at the next wait.
+        sealed: Vec<Handoff>,
+        handed: Vec<Handoff>,
+        most_held: usize,
+        most_impure: usize,
+        impure: Vec<bool>,
+        deps: Vec<Vec<JobIndex>>,
+        /// Committed and failed jobs: a chained job runs after its upstream committed and
+        /// is given back when it failed (SLURM's `afterok`).
+        committed: Vec<JobIndex>,
+        failed: Vec<JobIndex>,
+        /// Set during the wait that seals this job: Ctrl-C mid-commit.
+        interrupt_at: Option<(JobIndex, Arc<AtomicBool>)>,
+        stopped: bool,
+        interrupted: bool,
+        waits: usize,
+    }
+
+    impl Fake {
+        fn new(graph: &Graph, admission: Admission) -> Fake {
+            Fake {
+                admission,
+                outcomes: HashMap::new(),
+                stages: graph.jobs.iter().map(|j| j.stage).collect(),
+                held: Vec::new(),
+                sealed: Vec::new(),
+                handed: Vec::new(),
+                most_held: 0,
+                most_impure: 0,
+                impure: graph.jobs.iter().map(|j| j.impure).collect(),
+                deps: graph.jobs.iter().map(|j| j.deps.clone()).collect(),
+                committed: Vec::new(),
+                failed: Vec::new(),
+                interrupt_at: None,
+                stopped: false,
+                interrupted: false,
+                waits: 0,
+            }
+        }
+
+        fn outcome(mut self, stage: &'static str, outcome: Outcome) -> Fake {
+            self.outcomes.insert(stage, outcome);
+            self
+        }
+    }
+
+    impl Executor for Fake {
+        fn admission(&self) -> Admission {
+            self.admission
+        }
+        fn start(&mut self, offered: Vec<Handoff>) -> Vec<Handoff> {
+            self.handed.extend(offered.iter().cloned());
+            self.held.extend(offered);
+            self.most_held = self.most_held.max(self.held.len());
+            let impure = self.held.iter().filter(|h| self.impure[h.job]).count();
+            self.most_impure = self.most_impure.max(impure);
+            Vec::new()
+        }
+        fn wait(&mut self, _timeout: Duration) -> Vec<Report> {
+            self.waits += 1;
+            assert!(self.waits < 1000, "the run does not end");
+            let mut reports = Vec::new();
+            for h in std::mem::take(&mut self.sealed) {
+                let hash = match self.outcomes.get(self.stages[h.job]) {
+                    Some(Outcome::Commit(hash)) => hash,
+                    _ => "",
+                };
+                let mut record = Record::for_test(&h.id);
+                record.hash = hash.to_string();
+                self.committed.push(h.job);
+                reports.push(Report::Committed(h.job, Box::new(record)));
+            }
+            let held = std::mem::take(&mut self.held);
+            let waiting: Vec<JobIndex> = held.iter().map(|h| h.job).collect();
+            for h in held {
+                let deps = &self.deps[h.job];
+                // Its upstream failed or will never run: SLURM cancels it.
+                let never = |d: &JobIndex| {
+                    let ours = self.handed.iter().any(|h| h.job == *d);
+                    self.failed.contains(d)
+                        || (ours && !(self.committed.contains(d) || waiting.contains(d)))
+                };
+                if self.interrupted || self.stopped || deps.iter().any(never) {
+                    reports.push(Report::NotStarted(h.job));
+                    continue;
+                }
+                // Cache hits never come here: they are done.
+                let done = |d: &JobIndex| {
+                    self.committed.contains(d) || !self.handed.iter().any(|h| h.job == *d)
+                };
+                if !deps.iter().all(done) {
+                    self.held.push(h);
+                    continue;
+                }
+                reports.push(Report::Started(h.job));
+                match self.outcomes.get(self.stages[h.job]) {
+                    Some(Outcome::Fail(kind)) => {
+                        self.failed.push(h.job);
+                        reports.push(Report::Failed(h.job, Failure::new(*kind, "boom")))
+                    }
+                    _ => {
+                        if let Some((job, flag)) = &self.interrupt_at
+                            && *job == h.job
+                        {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                        reports.push(Report::Sealed(h.job));
+                        self.sealed.push(h);
+                    }
+                }
+            }
+            reports
+        }
+        fn stop(&mut self) {
+            self.stopped = true;
+        }
+        fn interrupt(&mut self) {
+            self.interrupted = true;
+        }
+    }
+
+    const LOCAL: Admission = Admission {
+        slots: Some(2),
+        impure_alone: true,
+        chain: false,
+    };
+    const CHAINED: Admission = Admission {
+        slots: None,
+        impure_alone: false,
+        chain: true,
+    };
+
+    fn options() -> Options {
+        Options {
+            jobs: 2,
+            continue_on_failure: false,
+            force: Force::None,
+            targets: None,
+            interrupted: Arc::new(AtomicBool::new(false)),
+            nix: None,
+            guard: None,
+        }
+    }
+
+    /// Runs and returns the summary and the events, as `(kind, stage, id)`.
+    fn run_fake(
+        graph: &Graph,
+        fake: &mut Fake,
+        options: &Options,
+    ) -> (Summary, Vec<(String, String, Option<String>)>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let emit: Emit = {
+            let events = events.clone();
+            Arc::new(move |event| {
+                let line = match event {
+                    Event::JobCached { stage, id, .. } => ("cached", stage, Some(id)),
+                    Event::JobFinished { stage, id, .. } => ("ran", stage, Some(id)),
+                    Event::JobFailed { stage, id, .. } => ("failed", stage, Some(id)),
+                    Event::JobSkipped { stage, id, .. } => ("skipped", stage, id),
+                    Event::JobStarted { stage, id, .. } => ("started", stage, Some(id)),
+                    _ => return,
+                };
+                events
+                    .lock()
+                    .unwrap()
+                    .push((line.0.to_string(), line.1, line.2));
+            })
+        };
+        let summary = run(graph, fake, options, emit);
+        let events = events.lock().unwrap().clone();
+        (summary, events)
+    }
+
+    fn outcome_of<'a>(events: &'a [(String, String, Option<String>)], stage: &str) -> Vec<&'a str> {
+        events
+            .iter()
+            .filter(|(kind, s, _)| s == stage && kind != "started")
+            .map(|(kind, _, _)| kind.as_str())
+            .collect()
+    }
+
+    fn id_of(events: &[(String, String, Option<String>)], stage: &str) -> Option<String> {
+        events
+            .iter()
+            .find(|(kind, s, _)| s == stage && kind != "started")
+            .and_then(|(_, _, id)| id.clone())
+    }
+
+    /// a → b → c, and d alone.
+    fn chain_and_one() -> Graph {
+        Graph::new(vec![
+            job("a", &[]),
+            job("b", &[0]),
+            job("c", &[1]),
+            job("d", &[]),
+        ])
+    }
+
+    #[test]
+    fn a_failure_skips_downstream_with_ids_and_stops_the_run_under_both_executors() {
+        for admission in [LOCAL, CHAINED] {
+            let graph = chain_and_one();
+            let mut fake =
+                Fake::new(&graph, admission).outcome("a", Outcome::Fail(FailureKind::Job));
+            // d goes out with a; nothing starts after the failure.
+            let mut options = options();
+            options.jobs = 1;
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert_eq!(outcome_of(&events, "a"), ["failed"]);
+            assert_eq!(outcome_of(&events, "b"), ["skipped"]);
+            assert_eq!(outcome_of(&events, "c"), ["skipped"]);
+            // A skipped job has the id it would have had, whichever executor ran the run.
+            assert_eq!(id_of(&events, "b").as_deref(), Some("b(a())"));
+            assert_eq!(id_of(&events, "c").as_deref(), Some("c(b(a()))"));
+            assert_eq!(summary.failed, 1);
+            assert_eq!(summary.skipped, 2);
+            assert_eq!(summary.ran + summary.not_run, 1, "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn with_continue_on_failure_the_rest_runs_under_both_executors() {
+        for admission in [LOCAL, CHAINED] {
+            let graph = chain_and_one();
+            let mut fake =
+                Fake::new(&graph, admission).outcome("b", Outcome::Fail(FailureKind::Job));
+            let mut options = options();
+            options.continue_on_failure = true;
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert_eq!(outcome_of(&events, "a"), ["ran"]);
+            assert_eq!(outcome_of(&events, "b"), ["failed"]);
+            assert_eq!(outcome_of(&events, "c"), ["skipped"]);
+            assert_eq!(outcome_of(&events, "d"), ["ran"]);
+            assert_eq!(
+                (
+                    summary.ran,
+                    summary.failed,
+                    summary.skipped,
+                    summary.not_run
+                ),
+                (2, 1, 1, 0)
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_that_halts_stops_even_with_continue_on_failure() {
+        let graph = Graph::new(vec![job("a", &[]), job("b", &[])]);
+        let mut fake =
+            Fake::new(&graph, LOCAL).outcome("a", Outcome::Fail(FailureKind::GrantsChanged));
+        let mut options = options();
+        options.continue_on_failure = true;
+        options.jobs = 1;
+        // One slot: b waits for a, and a's failure stops the run.
+        fake.admission.slots = Some(1);
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!(outcome_of(&events, "b"), Vec::<&str>::new());
+        assert_eq!((summary.failed, summary.not_run), (1, 1));
+    }
+
+    #[test]
+    fn below_a_failed_impure_job_a_skipped_job_has_no_id_under_both_executors() {
+        for admission in [LOCAL, CHAINED] {
+            let graph = Graph::new(vec![impure("build", &[]), job("test", &[0])]);
+            let mut fake =
+                Fake::new(&graph, admission).outcome("build", Outcome::Fail(FailureKind::Job));
+            let (_, events) = run_fake(&graph, &mut fake, &options());
+            assert_eq!(outcome_of(&events, "test"), ["skipped"]);
+            assert_eq!(id_of(&events, "test"), None);
+        }
+    }
+
+    #[test]
+    fn cache_hits_cascade_and_the_first_miss_runs_what_follows() {
+        for admission in [LOCAL, CHAINED] {
+            let k = |s: &str| Some(s.to_string());
+            // a and b are in the store; c is not, so c and d run.
+            let graph = Graph::new(vec![
+                job("a", &[]),
+                job("b", &[0]),
+                job("c", &[1]),
+                job("d", &[2]),
+            ])
+            .stored(0, &[], "a()")
+            .stored(1, &[k("a()")], "b(a())");
+            let mut fake = Fake::new(&graph, admission);
+            let (summary, events) = run_fake(&graph, &mut fake, &options());
+            assert_eq!(outcome_of(&events, "a"), ["cached"]);
+            assert_eq!(outcome_of(&events, "b"), ["cached"]);
+            assert_eq!(outcome_of(&events, "c"), ["ran"]);
+            assert_eq!(outcome_of(&events, "d"), ["ran"]);
+            assert_eq!((summary.cached, summary.ran), (2, 2));
+            // Cache hits never reach the executor.
+            let handed: Vec<&str> = fake
+                .handed
+                .iter()
+                .map(|h| graph.jobs[h.job].stage)
+                .collect();
+            assert_eq!(handed, ["c", "d"]);
+        }
+    }
+
+    #[test]
+    fn an_impure_rebuild_with_the_same_output_keeps_downstream_cached() {
+        let stored = |hash: &'static str| {
+            let graph = Graph::new(vec![impure("build", &[]), job("test", &[0])]).stored(
+                1,
+                &[Some("h1".into())],
+                "test(h1)",
+            );
+            let mut fake = Fake::new(&graph, LOCAL).outcome("build", Outcome::Commit(hash));
+            run_fake(&graph, &mut fake, &options()).1
+        };
+        // The build is not in the store: it runs; its output decides the test's id.
+        let same = stored("h1");
+        assert_eq!(outcome_of(&same, "build"), ["ran"]);
+        assert_eq!(outcome_of(&same, "test"), ["cached"]);
+        let changed = stored("h2");
+        assert_eq!(outcome_of(&changed, "test"), ["ran"]);
+        assert_eq!(id_of(&changed, "test").as_deref(), Some("test(h2)"));
+    }
+
+    #[test]
+    fn forced_jobs_run_though_in_the_store() {
+        let graph = Graph::new(vec![job("a", &[]), job("b", &[0])])
+            .stored(0, &[], "a()")
+            .stored(1, &[Some("a()".into())], "b(a())");
+        let mut fake = Fake::new(&graph, LOCAL);
+        let mut options = options();
+        options.force = Force::Stage("b".into());
+        let (_, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!(outcome_of(&events, "a"), ["cached"]);
+        assert_eq!(outcome_of(&events, "b"), ["ran"]);
+    }
+
+    #[test]
+    fn admission_bounds_jobs_held_and_impure_jobs_run_alone() {
+        let mut jobs: Vec<Job> = (0..6).map(|_| job("p", &[])).collect();
+        jobs.extend((0..3).map(|_| impure("i", &[])));
+        let graph = Graph::new(jobs);
+        let mut fake = Fake::new(&graph, LOCAL);
+        let (summary, _) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(summary.ran, 9);
+        assert_eq!(fake.most_held, 2);
+        assert_eq!(fake.most_impure, 1);
+    }
+
+    #[test]
+    fn a_chaining_executor_gets_jobs_before_their_upstream_is_done() {
+        let graph = Graph::new(vec![job("a", &[]), job("b", &[0]), job("c", &[1])]);
+        let mut fake = Fake::new(&graph, CHAINED);
+        let (summary, _) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(summary.ran, 3);
+        // All three in the first hand-over.
+        assert_eq!(fake.most_held, 3);
+    }
+
+    #[test]
+    fn a_chaining_executor_waits_for_the_upstream_of_a_job_in_the_store() {
+        // b is in the store for a's id: once a is done, b is a cache hit, not a run.
+        let graph = Graph::new(vec![job("a", &[]), job("b", &[0])]).stored(
+            1,
+            &[Some("a()".into())],
+            "b(a())",
+        );
+        let mut fake = Fake::new(&graph, CHAINED);
+        let (_, events) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(outcome_of(&events, "a"), ["ran"]);
+        assert_eq!(outcome_of(&events, "b"), ["cached"]);
+    }
+
+    #[test]
+    fn an_interrupt_mid_commit_keeps_the_committed_job_and_starts_nothing_more() {
+        for admission in [LOCAL, CHAINED] {
+            // a is sealed when Ctrl-C comes; it still commits. b and c never start.
+            let graph = Graph::new(vec![job("a", &[]), job("b", &[0]), job("c", &[1])]);
+            let options = options();
+            let mut fake = Fake::new(&graph, admission);
+            fake.admission.slots = Some(1);
+            fake.interrupt_at = Some((0, options.interrupted.clone()));
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert!(fake.interrupted);
+            assert!(summary.interrupted);
+            assert_eq!(outcome_of(&events, "a"), ["ran"]);
+            assert_eq!(outcome_of(&events, "b"), Vec::<&str>::new());
+            assert_eq!((summary.ran, summary.not_run), (1, 2), "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn reports_about_jobs_not_held_are_ignored() {
+        let graph = Graph::new(vec![job("a", &[])]);
+        let mut fake = Fake::new(&graph, LOCAL);
+        let options = options();
+        let emit: Emit = Arc::new(|_| {});
+        let mut d = Dispatcher {
+            jobs: &graph,
+            options: &options,
+            emit,
+            selected: vec![true],
+            dependents: graph.dependents(),
+            state: vec![State::Waiting],
+            ids: vec![None],
+            keys: vec![None],
+            pending: VecDeque::new(),
+            ready: VecDeque::new(),
+            handed: 0,
+            sealed: 0,
+            impure_handed: 0,
+            stopping: false,
+            stop_sent: false,
+            summary: Summary::default(),
+        };
+        d.report(Report::Failed(0, Failure::job("late")));
+        d.report(Report::Committed(0, Box::new(Record::for_test("x"))));
+        assert_eq!(d.summary, Summary::default());
+        let _ = fake.wait(WAIT);
+    }
+
+    #[test]
+    fn targets_select_their_upstream_only() {
+        let graph = chain_and_one();
+        let mut fake = Fake::new(&graph, LOCAL);
+        let mut options = options();
+        options.targets = Some(vec![1]);
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!(summary.ran, 2);
+        assert_eq!(outcome_of(&events, "c"), Vec::<&str>::new());
+    }
+}
