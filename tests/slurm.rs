@@ -991,6 +991,8 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         duration_ms: 0,
         nix: None,
         out_mtime_ns: None,
+        stamps: Vec::new(),
+        sealed_ns: None,
         inputs: None,
     };
     let dir = common::TempDir::new();

@@ -1,15 +1,27 @@
 //! A run plan: the lab, its job graph, and what each stage resolves to on this host
-//! (plugin bytes, granted tools, snapshots of `path:` inputs, what impure stages depend on).
+//! (plugin bytes, granted tools, the content hashes of `path:` inputs, what impure stages
+//! depend on).
 //!
-//! Resolving touches the filesystem but runs nothing; ids of jobs whose upstream keys are
-//! known follow from it (see [`Plan::id`]).
+//! Resolving reads the filesystem but writes nothing and runs nothing; ids of jobs whose
+//! upstream keys are known follow from it (see [`Plan::id`]). The store's copy of a `path:`
+//! input (its snapshot) is taken only when a job is about to read it ([`Plan::snapshot`]).
+//!
+//! `path:` inputs and links follow one rule: repx follows no link in a `path:` input. The
+//! input's own directory, and every directory between the project directory and it, must be
+//! a directory and not a link (one is refused before anything runs, naming it); a link
+//! inside the input is an entry like a file, copied as a link with its target text and
+//! never followed, by the snapshot of a pure or hermetic job and by the sandbox of an
+//! impure one. An input named outside the project (`repx run --input`) is checked from its
+//! own directory down. So what a job reads of an input is always inside that input, however
+//! an earlier job left the project: an impure job that swaps `data/` for a link to a
+//! directory outside makes the next run stop with an error, not read the outside.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::graph::id::{Identity, InputKey, ToolIdentity};
-use crate::graph::{JobGraph, JobIndex, JobInput};
+use crate::graph::{Job, JobGraph, JobIndex, JobInput};
 use crate::lab::{Format, Lab, Mode, PluginRef};
 use crate::sources::Sources;
 use crate::store::{self, Store};
@@ -41,10 +53,13 @@ pub struct Plan {
     pub lab: Lab,
     pub graph: JobGraph,
     pub stages: BTreeMap<String, StageResources>,
-    /// Content hash of each `path:` input of a pure job, snapshotted in the store.
+    /// Content hash of each `path:` input of a pure or hermetic job, as it lies in the
+    /// project: the name of its snapshot in the store (see [`Plan::snapshot`]).
     pub snapshots: HashMap<PathBuf, String>,
     /// What each impure stage depends on, and which of its jobs are up to date.
     pub sources: HashMap<String, Sources>,
+    /// The snapshots this process has found or put in the store.
+    taken: Mutex<HashSet<String>>,
 }
 
 impl Plan {
@@ -103,6 +118,22 @@ impl Plan {
                 },
             );
         }
+        // Inputs first: a link on an input's way stops the plan before anything reads it.
+        let mut live = HashSet::new();
+        for job in &graph.jobs {
+            for input in job.inputs.values() {
+                let JobInput::Path(path) = input else {
+                    continue;
+                };
+                if job.mode == Mode::Impure {
+                    if live.insert(path) {
+                        open_input(&lab, path)?;
+                    }
+                } else if !snapshots.contains_key(path) {
+                    snapshots.insert(path.clone(), content_hash(&lab, path, store)?);
+                }
+            }
+        }
         for job in &graph.jobs {
             let stage = &lab.stages[&job.stage];
             if job.mode == Mode::Impure && !sources.contains_key(&job.stage) {
@@ -119,16 +150,6 @@ impl Plan {
                 })?;
                 sources.insert(job.stage.clone(), loaded);
             }
-            if job.mode == Mode::Impure {
-                continue;
-            }
-            for input in job.inputs.values() {
-                if let JobInput::Path(path) = input
-                    && !snapshots.contains_key(path)
-                {
-                    snapshots.insert(path.clone(), snapshot(path, store)?);
-                }
-            }
         }
         Ok(Plan {
             lab,
@@ -136,7 +157,91 @@ impl Plan {
             stages,
             snapshots,
             sources,
+            taken: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The hash of `path`, a `path:` input of `job`, that the job reads a snapshot of;
+    /// `None` for an impure job, which reads the live directory.
+    pub fn snapshot_hash(&self, job: &Job, path: &Path) -> Option<&str> {
+        match job.mode {
+            Mode::Impure => None,
+            _ => self.snapshots.get(path).map(String::as_str),
+        }
+    }
+
+    /// The directory a job of `mode` reads for its `path:` input `path`: for an impure job
+    /// the live directory, checked again to have no link on its way (an earlier job of the
+    /// run may have made one); otherwise its snapshot in the store, taken now if it is not
+    /// there yet (see [`Plan::snapshot`]).
+    pub fn input_dir(&self, mode: Mode, path: &Path, store: &Store) -> Result<PathBuf, PlanError> {
+        match mode {
+            Mode::Impure => open_input(&self.lab, path).map(|_| path.to_path_buf()),
+            _ => self.snapshot(path, store),
+        }
+    }
+
+    /// The snapshot of the `path:` input `path` in the store, `snapshots/<hash>`: found
+    /// there, or copied now. The copy is hashed from the bytes it copies, in one pass, and
+    /// kept only if that hash is the one the job ids were made with: an input changed since
+    /// it was hashed is an error (run again), never bytes under another content's name.
+    pub fn snapshot(&self, path: &Path, store: &Store) -> Result<PathBuf, PlanError> {
+        let err = |message: String| PlanError::Input {
+            path: path.to_path_buf(),
+            message,
+        };
+        let hash = self
+            .snapshots
+            .get(path)
+            .ok_or_else(|| err("no job of the plan snapshots it".into()))?;
+        let target = store.snapshots().join(hash);
+        // One job at a time takes a snapshot; the others wait for it.
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let present = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+        if taken.contains(hash) || present {
+            taken.insert(hash.clone());
+            return Ok(target);
+        }
+        let tree = open_input(&self.lab, path)?;
+        let inner = store_inside(path, store.root());
+        // Staged under a name of this process's own: SLURM workers may snapshot at once.
+        let tmp = store.tmp_path(&format!("snapshot-{hash}"));
+        store::remove_tree(&tmp).map_err(|e| err(e.to_string()))?;
+        let copied = match tree.snapshot(&tmp, inner.as_deref()) {
+            Ok(copied) => copied,
+            Err(e) => {
+                // A failed snapshot leaves nothing in the store.
+                let _ = store::remove_tree(&tmp);
+                return Err(err(e.to_string()));
+            }
+        };
+        if copied.hash != *hash {
+            let _ = store::remove_tree(&tmp);
+            return Err(err(format!(
+                "it changed while this run used it (hashed {}, then copied as {}); \
+                 no job read the changed copy: run again",
+                &hash[..12],
+                &copied.hash[..12]
+            )));
+        }
+        // Renamed before its root is sealed: moving a directory needs write permission on
+        // it, which only root has without.
+        match std::fs::rename(&tmp, &target) {
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o555))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Err(e) => {
+                // Another process put the same content there first.
+                let _ = store::remove_tree(&tmp);
+                if !target.is_dir() {
+                    return Err(err(e.to_string()));
+                }
+            }
+        }
+        taken.insert(hash.clone());
+        Ok(target)
     }
 
     /// The job's id, once the keys of its upstream jobs are known.
@@ -147,7 +252,7 @@ impl Plan {
         let mut inputs = Vec::with_capacity(job.inputs.len());
         for (name, input) in &job.inputs {
             let key = match input {
-                JobInput::Path(path) => match self.snapshots.get(path) {
+                JobInput::Path(path) => match self.snapshot_hash(job, path) {
                     Some(hash) => InputKey::Path(hash),
                     // An impure job reads the live directory; see `crate::sources`.
                     None => InputKey::Path(path.to_str().unwrap_or_default()),
@@ -255,11 +360,38 @@ fn inside(path: &Path, dir: &Path) -> bool {
     }
 }
 
-/// Copies a `path:` input into the store by content (once) and returns its hash. A store
-/// inside the input (`--store` in `--input data=.`), or the project's `.repx` link to its
-/// store, is left out of both: it is no part of the source, and copying a store into
-/// itself would never end.
-fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
+/// Opens the `path:` input `path` by the rule of this module: from the project directory
+/// down (for an input outside it, from the input's own directory), no directory on the way
+/// may be a link.
+fn open_input(lab: &Lab, path: &Path) -> Result<store::Tree, PlanError> {
+    let (base, relative) = match path.strip_prefix(&lab.dir) {
+        Ok(relative) => (lab.dir.as_path(), relative),
+        Err(_) => match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => (parent, Path::new(name)),
+            _ => (path, Path::new("")),
+        },
+    };
+    store::Tree::open_beneath(base, relative).map_err(|e| match e {
+        store::TreeError::Link { path: link } => PlanError::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "{} is a link (to {:?}), and repx follows no link in a `path:` input's way: \
+                 name the directory it stands for instead, inside the project, or copy it there",
+                link.display(),
+                std::fs::read_link(&link).unwrap_or_default()
+            ),
+        },
+        other => PlanError::Input {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    })
+}
+
+/// The content hash of a `path:` input as it lies, what its snapshot will be named. A store
+/// inside the input (`--input data=.` beside `.repx`) is left out: it is no part of the
+/// source, and copying it into itself would never end.
+fn content_hash(lab: &Lab, path: &Path, store: &Store) -> Result<String, PlanError> {
     let err = |e: &dyn std::fmt::Display| PlanError::Input {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -275,47 +407,8 @@ fn snapshot(path: &Path, store: &Store) -> Result<String, PlanError> {
     {
         return Err(err(&"it is the store itself; name a directory of sources"));
     }
-    let hash = match &inner {
-        Some(inner) => store::hash_tree_except(path, inner),
-        None => store::hash_tree(path),
-    }
-    .map_err(|e| err(&e))?
-    .hash;
-    let target = store.snapshots().join(&hash);
-    if !target.is_dir() {
-        // Staged under a name of this process's own: SLURM workers may snapshot at once.
-        let tmp = store.tmp_path(&format!("snapshot-{hash}"));
-        store::remove_tree(&tmp).map_err(|e| err(&e))?;
-        let copied = match &inner {
-            Some(inner) => store::copy_tree_except(path, &tmp, inner),
-            None => store::copy_tree(path, &tmp),
-        }
-        .map_err(|e| err(&e))
-        .and_then(|()| store::seal_tree(&tmp).map_err(|e| err(&e)));
-        if let Err(e) = copied {
-            // A failed snapshot leaves nothing in the store.
-            let _ = store::remove_tree(&tmp);
-            return Err(e);
-        }
-        // Moving a directory to another parent rewrites its `..`, which needs write
-        // permission on it (root is not asked): the sealed root opens for the move only.
-        let renamed = set_mode(&tmp, 0o755)
-            .and_then(|()| std::fs::rename(&tmp, &target))
-            .and_then(|()| set_mode(&target, 0o555));
-        if let Err(e) = renamed {
-            // Another process put the same content there first.
-            let _ = store::remove_tree(&tmp);
-            if !target.is_dir() {
-                return Err(err(&e));
-            }
-        }
-    }
-    Ok(hash)
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    let tree = open_input(lab, path)?;
+    Ok(tree.hash(inner.as_deref()).map_err(|e| err(&e))?.hash)
 }
 
 /// Where the store lies inside `input`, relative to it (empty when it is the input);

@@ -519,3 +519,361 @@ params = {{ v = [1, 2, 3] }}
     points.sort();
     assert_eq!(listed, points);
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|path| {
+            fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+                && String::from_utf8_lossy(&fs::read(path).unwrap()).contains(needle)
+        })
+        .collect()
+}
+
+#[test]
+fn input_swapped_for_a_link_out_of_the_project() {
+    // An impure stage replaces the project's `data/` with `data -> ../<outside>`, a directory
+    // beside the project holding a secret. The next run must not read it: not by the pure
+    // stage's snapshot (into the store), not by the impure stage's live `/in/data`.
+    const SECRET: &str = "outside-secret-5b1e";
+    let outside = crate::common::TempDir::new();
+    fs::write(outside.path().join("secret.txt"), SECRET).unwrap();
+    let target = format!(
+        "../{}",
+        outside.path().file_name().unwrap().to_str().unwrap()
+    );
+    let toml = format!(
+        r#"
+[stages.swap]
+plugin = "plugins/swap-input-for-link.wasm"
+mode = "impure"
+inputs = {{ data = "path:data" }}
+params = {{ target = "{target}" }}
+
+[stages.pure]
+plugin = "plugins/generate.wasm"
+inputs = {{ data = "path:data" }}
+params = {{ n = 3 }}
+
+[stages.impure]
+plugin = "plugins/swap-input-for-link.wasm"
+mode = "impure"
+inputs = {{ data = "path:data" }}
+
+[pipelines.swap]
+stages = ["swap"]
+
+[pipelines.read]
+stages = ["pure", "impure"]
+
+[runs.swap]
+pipelines = ["swap"]
+
+[runs.read]
+pipelines = ["read"]
+"#
+    );
+    let lab = attack_lab(&toml, &["generate", "swap-input-for-link"]);
+    repx(lab.path(), &["run", "swap"]).expect_code(0);
+    let data = lab.path().join("data");
+    assert!(
+        fs::symlink_metadata(&data)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the attack did not make its link"
+    );
+    assert_eq!(fs::read_to_string(data.join("secret.txt")).unwrap(), SECRET);
+
+    let out = repx(lab.path(), &["run", "read"]);
+    let leaked = files_holding(&lab.path().join(".repx"), SECRET);
+    assert_eq!(
+        leaked,
+        Vec::<std::path::PathBuf>::new(),
+        "the secret reached the store"
+    );
+    // Refused before anything ran, naming the input and the link.
+    out.expect_code(2);
+    out.expect_stderr(&["data", "is a link", "follows no link"]);
+    assert!(out.ran().is_empty(), "{}", out.stderr);
+    // The same for a link deeper on the way: `data/` real again, `data/sub` a link.
+    fs::remove_file(&data).unwrap();
+    fs::rename(lab.path().join("data-moved"), &data).unwrap();
+    crate::common::remove_tree(&data.join("sub"));
+    symlink(outside.path(), data.join("sub")).unwrap();
+    let toml = toml.replace("path:data", "path:data/sub");
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    let out = repx(lab.path(), &["run", "read"]);
+    out.expect_code(2);
+    out.expect_stderr(&["data/sub", "is a link"]);
+    let leaked = files_holding(&lab.path().join(".repx"), SECRET);
+    assert_eq!(
+        leaked,
+        Vec::<std::path::PathBuf>::new(),
+        "the secret reached the store"
+    );
+}
+
+#[test]
+fn an_impure_stage_reads_the_live_input_beside_a_pure_stage_of_the_same_run() {
+    // `pure` snapshots `data/` for itself; `impure`, in the same run and after it, must
+    // still see the live directory at /in/data, as impure mode promises.
+    let toml = r#"
+[stages.pure]
+plugin = "plugins/generate.wasm"
+inputs = { data = "path:data" }
+params = { n = 3 }
+
+[stages.impure]
+plugin = "plugins/swap-input-for-link.wasm"
+mode = "impure"
+inputs = { data = "path:data", after = "pure" }
+
+[pipelines.main]
+stages = ["pure", "impure"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+    let lab = attack_lab(toml, &["generate", "swap-input-for-link"]);
+    repx(lab.path(), &["run"]).expect_code(0);
+    assert_eq!(
+        crate::common::read_output(lab.path(), "in-data.txt"),
+        "live\n"
+    );
+    // The pure job's input is still the snapshot, taken by content.
+    let snapshots: Vec<_> = fs::read_dir(lab.path().join(".repx/snapshots"))
+        .unwrap()
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+}
+
+#[test]
+fn a_snapshot_is_named_by_the_bytes_it_holds_though_its_input_changes_meanwhile() {
+    // A writer rewrites a file of a `path:` input in place, over and over, while repx
+    // hashes and snapshots it. Whatever the run does, no snapshot may hold other bytes
+    // than its name says: later runs would reuse it for the name's content.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let toml = r#"
+[stages.pure]
+plugin = "plugins/generate.wasm"
+inputs = { data = "path:data" }
+params = { n = 3 }
+
+[pipelines.main]
+stages = ["pure"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+    let lab = attack_lab(toml, &["generate"]);
+    let file = lab.path().join("data/big.bin");
+    const SIZE: usize = 8 << 20;
+    fs::write(&file, vec![b'A'; SIZE]).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), file.clone());
+        std::thread::spawn(move || {
+            use std::io::{Seek, Write};
+            let mut f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+            let (a, b) = (vec![b'A'; SIZE], vec![b'B'; SIZE]);
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                f.rewind().unwrap();
+                f.write_all(if rounds.is_multiple_of(2) { &b } else { &a })
+                    .unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut failures = 0;
+    for _ in 0..3 {
+        let out = repx(lab.path(), &["run"]);
+        if out.code != 0 {
+            failures += 1;
+            out.expect_stderr(&["changed while this run used it"]);
+        }
+        for entry in fs::read_dir(lab.path().join(".repx/snapshots")).unwrap() {
+            let entry = entry.unwrap();
+            let hash = repx::store::hash_tree(&entry.path()).unwrap().hash;
+            assert_eq!(
+                hash,
+                entry.file_name().to_string_lossy(),
+                "snapshot {} holds other bytes than its name",
+                entry.path().display()
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    assert!(
+        failures > 0,
+        "the input never changed under a run: the test proves nothing"
+    );
+    // Once the input holds still, the run takes its snapshot and succeeds.
+    repx(lab.path(), &["run"]).expect_code(0);
+}
+
+#[test]
+fn an_output_rewritten_in_place_is_not_cached() {
+    // An impure stage whose project holds the store rewrites a pure job's committed
+    // `data.csv` in place, same length: `out/`'s time does not change. `repx run` must
+    // notice and run the job again, and so must it after a user's in-place edit.
+    let toml = r#"
+[stages.victim]
+plugin = "plugins/generate.wasm"
+params = { n = 3 }
+outputs = ["data.csv"]
+
+[stages.tamper]
+plugin = "plugins/rewrite-store-output.wasm"
+mode = "impure"
+params = { file = "data.csv" }
+
+[pipelines.victim]
+stages = ["victim"]
+
+[pipelines.tamper]
+stages = ["tamper"]
+
+[runs.victim]
+pipelines = ["victim"]
+
+[runs.tamper]
+pipelines = ["tamper"]
+"#;
+    let lab = attack_lab(toml, &["generate", "rewrite-store-output"]);
+    repx(lab.path(), &["run", "victim"]).expect_code(0);
+    let job = job_with_output(lab.path(), "data.csv");
+    let csv = job.join("out/data.csv");
+    let sealed = fs::read(&csv).unwrap();
+
+    repx(lab.path(), &["run", "tamper"]).expect_code(0);
+    assert_ne!(
+        fs::read(&csv).unwrap(),
+        sealed,
+        "the attack did not rewrite the output"
+    );
+    let rerun = repx(lab.path(), &["run", "victim"]);
+    rerun.expect_code(0);
+    assert_eq!(rerun.ran(), ["victim"], "{}", rerun.stderr);
+    assert_eq!(fs::read(&csv).unwrap(), sealed);
+
+    // A user's edit in place, same length: a byte no CSV holds.
+    use std::io::Write;
+    crate::common::make_writable(&job);
+    let mut file = fs::OpenOptions::new().write(true).open(&csv).unwrap();
+    file.write_all(b"\x01").unwrap();
+    drop(file);
+    let rerun = repx(lab.path(), &["run", "victim"]);
+    assert_eq!(rerun.ran(), ["victim"], "{}", rerun.stderr);
+    assert_eq!(fs::read(&csv).unwrap(), sealed);
+    // Touched, same bytes: the stamp differs, the bytes do not; still cached.
+    crate::common::make_writable(&csv);
+    let file = fs::File::options().write(true).open(&csv).unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(file);
+    let again = repx(lab.path(), &["run", "victim"]);
+    assert_eq!(again.cached(), ["victim"], "{}", again.stderr);
+}
+
+#[test]
+fn a_user_who_is_not_root_runs_a_pure_job_with_a_path_input() {
+    // A snapshot is renamed into `snapshots/` and only then sealed: moving a directory
+    // needs write permission on it, which root alone does without, so a run as root
+    // cannot show it. The binary and the lab go into a fresh 0755 directory, since the
+    // checkout may lie under a 0700 home.
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    const USER: &str = "repx-test";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a case as another user; CI runs this as root");
+        return;
+    }
+    if !Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd {USER}");
+    }
+    let dir = crate::common::TempDir::new();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let repx_bin = dir.path().join("repx");
+    fs::copy(env!("CARGO_BIN_EXE_repx"), &repx_bin).unwrap();
+    let lab = dir.path().join("lab");
+    fs::create_dir_all(lab.join("plugins")).unwrap();
+    fs::create_dir_all(lab.join("data")).unwrap();
+    fs::write(lab.join("data/file.txt"), "input file\n").unwrap();
+    fs::copy(
+        crate::common::built("examples/simple/plugins/generate.wasm"),
+        lab.join("plugins/generate.wasm"),
+    )
+    .unwrap();
+    fs::write(
+        lab.join("repx.toml"),
+        r#"
+[stages.pure]
+plugin = "plugins/generate.wasm"
+inputs = { data = "path:data" }
+params = { n = 3 }
+
+[pipelines.main]
+stages = ["pure"]
+
+[runs.main]
+pipelines = ["main"]
+"#,
+    )
+    .unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", USER])
+        .arg(&lab)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let run = Command::new("runuser")
+        .args(["-u", USER, "--"])
+        .arg(&repx_bin)
+        .args(["run", "--pure"])
+        .current_dir(&lab)
+        .env("HOME", &lab)
+        .env("REPX_CACHE_DIR", lab.join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "as {USER}: {}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let snapshots: Vec<_> = fs::read_dir(lab.join(".repx/snapshots"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    let sealed = fs::metadata(snapshots[0].path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        sealed & 0o777,
+        0o555,
+        "the snapshot is sealed once in place"
+    );
+}

@@ -159,7 +159,12 @@ pub(super) fn deliver(
         return Ok(());
     };
     let copy = |to: &Path| {
-        super::atomic::write_dir(to, |tmp| store::copy_tree(&output, tmp)).with_context(|| {
+        super::atomic::write_dir(to, |tmp| {
+            store::copy_tree(&output, tmp)
+                .map(drop)
+                .map_err(std::io::Error::other)
+        })
+        .with_context(|| {
             format!(
                 "copying the output of job {} to {}",
                 short(id),

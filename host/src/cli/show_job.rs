@@ -130,7 +130,7 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
                 match input {
                     JobInput::Path(path) => {
                         let shown = terminal(&path.to_string_lossy()).into_owned();
-                        match plan.snapshots.get(path) {
+                        match plan.snapshot_hash(job, path) {
                             Some(hash) => {
                                 outln!("  {name} <- {shown} (snapshot {})", short(hash))
                             }

@@ -105,10 +105,9 @@ pub fn closure(
         for (name, input) in &job.inputs {
             let input = match input {
                 JobInput::Path(path) => {
-                    let host = match plan.snapshots.get(path) {
-                        Some(hash) => store.snapshots().join(hash),
-                        None => path.clone(),
-                    };
+                    let host = plan
+                        .input_dir(job.mode, path, store)
+                        .map_err(|e| e.to_string())?;
                     Input::Dir(Dir {
                         path: Some(nix.add(&host)?),
                         ..Dir::default()

@@ -115,6 +115,8 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         duration_ms: started.elapsed().as_millis() as u64,
         nix: ran.nix,
         out_mtime_ns: None,
+        stamps: Vec::new(),
+        sealed_ns: None,
         inputs: read_inputs(job, store, &upstream_ids),
     };
     store
@@ -227,8 +229,9 @@ fn in_nix(
                 ..Logs::default()
             },
         })?;
-    let read = |name: &str| std::fs::read(built.log.join(name)).unwrap_or_default();
-    let mut host = read("host.log");
+    let limit = plan.lab.stages[&plan.graph.jobs[index].stage].limits.log;
+    let logs = read_build_logs(&built.log, limit).map_err(Failed::plain)?;
+    let mut host = logs.host;
     host.extend_from_slice(
         format!(
             "[nix] {} {}\n",
@@ -241,11 +244,9 @@ fn in_nix(
         )
         .as_bytes(),
     );
-    let logs = Logs {
-        stdout: read("stdout"),
-        stderr: read("stderr"),
-        host,
-    };
+    let logs = Logs { host, ..logs };
+    // A link as the output's root is refused, not followed: a tool of the build may have
+    // left `$out` a link to a host directory.
     if let Err(e) = store::copy_tree(&built.out, &staging.out) {
         return Err(Failed {
             message: format!("copying {}: {e}", built.out.display()),
@@ -273,6 +274,38 @@ fn in_nix(
     })
 }
 
+/// The logs a hermetic build left in its log output, each at most `limit` bytes. What the
+/// build left there is the build's, and its tools may have run anything: each log is opened
+/// without following a link, from the directory opened without following one, and must be
+/// a regular file. A missing log is empty; a link or anything else fails the job.
+fn read_build_logs(dir: &std::path::Path, limit: u64) -> Result<Logs, String> {
+    use std::io::Read;
+    let dir_fd = store::Tree::open(dir).map_err(|e| format!("the build's logs: {e}"))?;
+    let read = |name: &str| -> Result<Vec<u8>, String> {
+        let path = dir.join(name);
+        let file = match store::open_regular(&dir_fd, name) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(format!(
+                    "the build's log {}: {e}; a hermetic job's tools must leave its logs as files",
+                    path.display()
+                ));
+            }
+        };
+        let mut bytes = Vec::new();
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(bytes)
+    };
+    Ok(Logs {
+        stdout: read("stdout")?,
+        stderr: read("stderr")?,
+        host: read("host.log")?,
+    })
+}
+
 fn policy(
     plan: &Plan,
     store: &Store,
@@ -287,10 +320,10 @@ fn policy(
         .iter()
         .map(|(name, input)| {
             let source = match input {
-                JobInput::Path(path) => match plan.snapshots.get(path) {
-                    Some(hash) => Source::Dir(store.snapshots().join(hash)),
-                    None => Source::Dir(path.clone()),
-                },
+                JobInput::Path(path) => Source::Dir(
+                    plan.input_dir(job.mode, path, store)
+                        .map_err(|e| e.to_string())?,
+                ),
                 JobInput::Job(up) => Source::Dir(store.output_dir(&upstream_ids[up])),
                 JobInput::Gather(ups) => Source::Gather(
                     ups.iter()
@@ -302,9 +335,9 @@ fn policy(
                         .collect(),
                 ),
             };
-            (name.as_str(), source)
+            Ok((name.as_str(), source))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let listing = if job.inputs.is_empty() {
         None
     } else {

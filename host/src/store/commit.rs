@@ -12,6 +12,14 @@
 //! Every job of a batch keeps the store's invariant: its record is appended only after its
 //! output is durably in place. A crash before the append leaves unrecorded outputs, which
 //! the next run replaces; a crash during it leaves a torn last line, which is not a record.
+//!
+//! Done means the bytes match. The record stamps every entry of the output as sealed (its
+//! size, times and inode, see [`tree::Stamp`]), as git's index does the files of a work
+//! tree: whether a job is still done is one `fstatat` per entry ([`Store::stamped`]). A
+//! stamp that differs (a file rewritten in place, by a user or by a stage that could reach
+//! the store; a store copied elsewhere) or is racy (modified no earlier than the seal, so
+//! its times could not show a later write) is settled by hashing the output and comparing
+//! it with the record's hash: the output then counts as done exactly when its bytes match.
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -93,6 +101,8 @@ impl Store {
             }
         };
         record.hash = summary.hash;
+        record.stamps = summary.stamps;
+        record.sealed_ns = Some(summary.sealed_ns);
         let sealed = fs::symlink_metadata(&staging.out).map_err(io(&staging.out))?;
         record.out_mtime_ns = Some(super::mtime_ns(sealed.mtime(), sealed.mtime_nsec()));
         let manifest = serde_json::to_vec(&summary.entries).expect("entries serialise");
@@ -191,6 +201,71 @@ impl Store {
         }
         let _ = super::remove_tree(&sealed.staging.dir);
         self.failed_write(again(error))
+    }
+}
+
+/// Whether a committed output is as its record stamped it, by `stat` alone.
+pub(super) enum Stamped {
+    /// Every entry is as sealed.
+    Yes,
+    /// The output is gone, or an entry is.
+    No,
+    /// Some entry's `stat` differs or cannot tell: only its bytes can say.
+    Unsure,
+}
+
+impl Store {
+    /// Whether `jobs/<id>/out` holds the output `record` sealed: every entry as stamped,
+    /// or else its bytes hash to the record's hash.
+    pub(super) fn as_sealed(&self, record: &Record) -> bool {
+        match self.stamped(record) {
+            Stamped::Yes => true,
+            Stamped::No => false,
+            Stamped::Unsure => self.hashes_to(&record.id, &record.hash),
+        }
+    }
+
+    /// Compares `jobs/<id>/out`, not following a link there, and each entry the record
+    /// stamped with their `stat` now. A record older than stamps has only the time of
+    /// `out/` to go by.
+    pub(super) fn stamped(&self, record: &Record) -> Stamped {
+        let out = Path::new(&record.id).join("out");
+        let Some(stat) = self.stat(&out) else {
+            return Stamped::No;
+        };
+        if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Stamped::No;
+        }
+        let out_as_sealed = record
+            .out_mtime_ns
+            .is_none_or(|sealed| sealed == super::mtime_ns(stat.st_mtime, stat.st_mtime_nsec));
+        let Some(sealed_ns) = record.sealed_ns else {
+            return if out_as_sealed {
+                Stamped::Yes
+            } else {
+                Stamped::No
+            };
+        };
+        let mut answer = if out_as_sealed {
+            Stamped::Yes
+        } else {
+            Stamped::Unsure
+        };
+        for stamp in &record.stamps {
+            match self.stat(&out.join(stamp.path())) {
+                None => return Stamped::No,
+                Some(stat) if !stamp.matches(&stat) || stamp.racy(sealed_ns) => {
+                    answer = Stamped::Unsure;
+                }
+                Some(_) => {}
+            }
+        }
+        answer
+    }
+
+    /// Whether the job's output, read whole, hashes to `hash`.
+    pub(super) fn hashes_to(&self, id: &str, hash: &str) -> bool {
+        tree::hash_tree(&self.output_dir(id)).is_ok_and(|summary| summary.hash == hash)
     }
 }
 

@@ -19,9 +19,10 @@
 //! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
 //! slurm/<run>/         batches, worker events and SLURM logs of `--scheduler slurm` runs
 //! ```
-//! Invariant: a job is done only when its record exists *and* `jobs/<id>/out` exists as it
-//! was sealed (its time is in the record; the scheduler also checks the declared outputs
-//! and, for a job with upstream jobs, that their outputs are those it read). An output
+//! Invariant: a job is done only when its record exists *and* `jobs/<id>/out` holds what
+//! was sealed: each entry's `stat` is as the record stamped it, or else the output hashes
+//! to the record's hash (see [`Store::done`]; the scheduler also checks the declared
+//! outputs and, for a job with upstream jobs, that their outputs are those it read). An output
 //! is staged in `tmp/`, hashed, made read-only, fsynced, then renamed into `jobs/`, and only
 //! then recorded; a crash at any point leaves either no output or an unrecorded one, which
 //! the next run replaces. Outputs are committed in batches that share the flushes and the
@@ -68,8 +69,7 @@ pub use pins::Pin;
 use records::RecordLog;
 pub use remove::remove_tree;
 pub use tree::{
-    Entry, TreeError, TreeSummary, copy_tree, copy_tree_except, hash_tree, hash_tree_except,
-    seal_tree,
+    Entry, Stamp, Tree, TreeError, TreeSummary, copy_tree, hash_tree, open_regular, seal_tree,
 };
 
 /// The file beside a job's `out/` listing every entry and its digest.
@@ -174,10 +174,17 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nix: Option<String>,
     /// The modification time of `out/` once sealed, in nanoseconds: adding or removing a
-    /// file there changes it, so a run notices with the one `stat` it makes anyway. (A file
-    /// changed in place is for `repx verify`, which reads every byte.)
+    /// file there changes it, so a run notices with the one `stat` it makes anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_mtime_ns: Option<i64>,
+    /// Each entry of `out/` as sealed (see [`Stamp`]): a run notices an entry changed in
+    /// place with one `fstatat` per entry, and hashes the output only when a stamp differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stamps: Vec<Stamp>,
+    /// The filesystem clock's time when the output was sealed, in nanoseconds (see
+    /// [`TreeSummary::sealed_ns`]); absent from records older than stamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_ns: Option<i64>,
     /// For a job with upstream jobs: a digest of their ids and output hashes as it read
     /// them, see [`inputs_digest`]. When an upstream output is recomputed into other bytes,
     /// the job no longer matches its record and runs again; into the same bytes, it stays.
@@ -483,24 +490,27 @@ impl Store {
         &self.root
     }
 
-    /// The job's record, if it is done: recorded and its output still on disk as sealed.
+    /// The job's record, if it is done: recorded and its output still on disk as sealed
+    /// (see [`Store::as_sealed`]).
     pub fn done(&self, id: &str) -> Option<Record> {
         let record = self.record(id)?;
-        self.has_output(id, record.out_mtime_ns).then_some(record)
+        self.as_sealed(&record).then_some(record)
     }
 
     /// Whether the job is done, as [`Store::done`], without copying its record.
     pub fn is_done(&self, id: &str) -> bool {
-        let sealed = match self
-            .records
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-        {
-            Some(record) => record.out_mtime_ns,
-            None => return false,
+        let hash = {
+            let records = self.records.read().unwrap_or_else(|e| e.into_inner());
+            let Some(record) = records.get(id) else {
+                return false;
+            };
+            match self.stamped(record) {
+                commit::Stamped::Yes => return true,
+                commit::Stamped::No => return false,
+                commit::Stamped::Unsure => record.hash.clone(),
+            }
         };
-        self.has_output(id, sealed)
+        self.hashes_to(id, &hash)
     }
 
     /// Whether each of `outputs` (a stage's declared outputs) is in the job's `out/`; a
@@ -510,17 +520,6 @@ impl Store {
             let path = Path::new(id).join("out").join(output);
             self.stat(&path).is_some()
         })
-    }
-
-    /// Whether `jobs/<id>/out` is a directory (not following a link there), modified last
-    /// when it was sealed if that time is known.
-    fn has_output(&self, id: &str, sealed_mtime_ns: Option<i64>) -> bool {
-        let Some(stat) = self.stat(&Path::new(id).join("out")) else {
-            return false;
-        };
-        stat.st_mode & libc::S_IFMT == libc::S_IFDIR
-            && sealed_mtime_ns
-                .is_none_or(|sealed| sealed == mtime_ns(stat.st_mtime, stat.st_mtime_nsec))
     }
 
     /// `fstatat` of a path under `jobs/`, not following a final link: one system call, where

@@ -1,22 +1,41 @@
 //! Directory trees as the store sees them: hashed, sealed, copied and removed without ever
 //! following a symbolic link.
 //!
+//! Every walk goes by file descriptor. Its root is opened with `O_NOFOLLOW` ([`Tree::open`]:
+//! a root that is a link is refused, [`TreeError::Link`]), or one directory at a time from a
+//! trusted directory with no link on the way ([`Tree::open_beneath`]); each entry is then
+//! opened relative to its directory's descriptor, again with `O_NOFOLLOW`. So no name is
+//! resolved through a link however the tree changes while it is walked (an entry swapped for
+//! a link after it was listed is refused, not followed), and a FIFO swapped in cannot block
+//! the walk (files are opened non-blocking, then checked to be regular).
+//!
 //! A tree's hash covers, in path order, each entry's kind, relative path, executable bit
 //! and content (file bytes, or a link's target text), so it changes with any flipped byte,
-//! added, removed or renamed file.
+//! added, removed or renamed file. A copy ([`Tree::snapshot`], [`copy_tree`]) is hashed from
+//! the bytes it copies, in the same pass: its hash is the hash of what it holds, whatever
+//! the source did meanwhile.
 //!
 //! Sealing makes every entry read-only, so it must change nothing outside the tree: a file
 //! that has other links (a project file that a tool hard-linked into `/out`) is first
 //! replaced by a copy of its own, and the file behind the other links keeps its mode.
+//!
+//! Sealing also records each entry's `stat` ([`Stamp`]), so that the store notices an entry
+//! changed in place with one `fstatat` instead of a hash (see [`super::Store::done`]). A
+//! write gets a modification time no earlier than the filesystem clock's current tick, so
+//! an entry sealed within the tick it was last written could be written again without its
+//! time changing. Such an entry's modification time is set back to just before the seal
+//! ([`TreeSummary::sealed_ns`]): every later write then changes it.
 
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
-use std::io::{self, Read, Seek};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
-use walkdir::WalkDir;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
 use crate::lab::limits;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -30,6 +49,8 @@ pub enum TreeError {
     Special { path: PathBuf },
     #[error("the files hold more than the limit ({bytes} bytes and more)")]
     OverLimit { bytes: u64 },
+    #[error("{}: is a symbolic link where a directory or file must be; it is not followed", path.display())]
+    Link { path: PathBuf },
 }
 
 /// What hashing a tree found.
@@ -40,6 +61,11 @@ pub struct TreeSummary {
     pub bytes: u64,
     /// Every entry, in path order: what `repx verify` compares against.
     pub entries: Vec<Entry>,
+    /// When sealed: every entry's `stat` once sealed, in path order (the root not included).
+    pub stamps: Vec<Stamp>,
+    /// When sealed: the filesystem clock's time at the seal, in nanoseconds; every stamp's
+    /// modification time is older.
+    pub sealed_ns: i64,
 }
 
 /// One entry of a tree: `kind` is `D`irectory, `F`ile, e`X`ecutable or `L`ink; `content`
@@ -51,17 +77,59 @@ pub struct Entry {
     pub content: String,
 }
 
+/// An entry's `stat` as sealed: relative path, size, modification and change times (ns)
+/// and inode. A write in place, a rename over it, a `chmod` or a `touch` changes one of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp(pub String, pub u64, pub i64, pub i64, pub u64);
+
+impl Stamp {
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `stat` (of the same entry, now) is as sealed.
+    pub fn matches(&self, stat: &libc::stat) -> bool {
+        self.1 == stat.st_size as u64
+            && self.2 == nanoseconds(stat.st_mtime, stat.st_mtime_nsec)
+            && self.3 == nanoseconds(stat.st_ctime, stat.st_ctime_nsec)
+            && self.4 == stat.st_ino
+    }
+
+    /// Whether the entry was modified no earlier than `sealed_ns`: its times cannot tell a
+    /// later write from the one before the seal.
+    pub fn racy(&self, sealed_ns: i64) -> bool {
+        self.2 >= sealed_ns
+    }
+}
+
+fn nanoseconds(seconds: i64, nanoseconds: i64) -> i64 {
+    seconds * 1_000_000_000 + nanoseconds
+}
+
 /// What a walk does besides hashing.
 #[derive(Clone, Copy)]
 struct Walk<'a> {
-    /// Make every entry read-only.
+    /// Make every entry read-only and stamp it.
     seal: bool,
-    /// Flush each sealed file to disk.
+    /// Flush each sealed file (or sealed copy) to disk.
     sync: bool,
-    /// Stop with [`TreeError::OverLimit`] before reading past this many bytes of files.
+    /// Stop with [`TreeError::OverLimit`] once the tree costs more than this: every
+    /// entry's cost ([`limits::entry_cost`]) and files' bytes.
     most: u64,
-    /// A directory inside the tree to leave out, relative to its root.
-    except: Option<&'a Path>,
+    /// A directory inside the tree to leave out, relative to its root (`a/b`).
+    except: Option<&'a [u8]>,
+    /// Copy every entry into a directory, and leave the copies so.
+    copy: Option<Copies>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copies {
+    /// Read-only, flushed as `sync` says, the copy's root left writable (so that it can
+    /// still be renamed into place by a user who is not root) for the caller to seal.
+    Sealed,
+    /// The user's to change: files `0644` (or `0755`), directories `0755`, over what a
+    /// directory already holds.
+    Writable,
 }
 
 const HASH: Walk = Walk {
@@ -69,34 +137,133 @@ const HASH: Walk = Walk {
     sync: false,
     most: u64::MAX,
     except: None,
+    copy: None,
 };
+
+/// A directory open for walking; its root is not a link.
+pub struct Tree {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+const DIRECTORY: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl Tree {
+    /// Opens the directory at `path`, refusing a link there ([`TreeError::Link`]).
+    pub fn open(path: &Path) -> Result<Tree, TreeError> {
+        let fd = rustix::fs::open(path, DIRECTORY, Mode::empty())
+            .map_err(|e| opening(rustix::fs::CWD, path, path, e))?;
+        Ok(Tree {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens `base` (trusted, as the caller resolved it), then each directory of `relative`
+    /// in turn, refusing a link at any of them ([`TreeError::Link`], naming the first).
+    pub fn open_beneath(base: &Path, relative: &Path) -> Result<Tree, TreeError> {
+        let mut fd = rustix::fs::open(base, DIRECTORY.difference(OFlags::NOFOLLOW), Mode::empty())
+            .map_err(|e| io_at(base, e))?;
+        let mut path = base.to_path_buf();
+        for component in relative.components() {
+            let Component::Normal(name) = component else {
+                return Err(TreeError::Io {
+                    path: base.join(relative),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a plain relative path",
+                    ),
+                });
+            };
+            path.push(name);
+            fd = rustix::fs::openat(&fd, name, DIRECTORY, Mode::empty())
+                .map_err(|e| opening(&fd, name.as_ref(), &path, e))?;
+        }
+        Ok(Tree { fd, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hashes the tree without changing it, leaving out the directory `except` (relative
+    /// to the root) and everything in it.
+    pub fn hash(&self, except: Option<&Path>) -> Result<TreeSummary, TreeError> {
+        let except = except.map(relative_bytes);
+        self.walk(
+            Walk {
+                except: except.as_deref(),
+                ..HASH
+            },
+            None,
+        )
+    }
+
+    /// Copies the tree into a new directory `to` (its parent must exist), leaving out
+    /// `except` as [`Tree::hash`] does, and hashes what it copies in the same pass. The
+    /// copy is read-only and flushed, but for its root, which the caller seals once it is
+    /// in place.
+    pub fn snapshot(&self, to: &Path, except: Option<&Path>) -> Result<TreeSummary, TreeError> {
+        rustix::fs::mkdir(to, Mode::from_raw_mode(0o700)).map_err(|e| io_at(to, e))?;
+        let target = Tree::open(to)?;
+        let except = except.map(relative_bytes);
+        self.walk(
+            Walk {
+                except: except.as_deref(),
+                copy: Some(Copies::Sealed),
+                sync: true,
+                ..HASH
+            },
+            Some(target.fd),
+        )
+    }
+
+    fn walk(&self, walk: Walk, copy: Option<OwnedFd>) -> Result<TreeSummary, TreeError> {
+        let fd = self.fd.try_clone().map_err(|e| TreeError::Io {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        run(&self.path, fd, walk, copy)
+    }
+}
+
+/// Opens the file `name` of `dir` to read it, not following a link: `None` when there is
+/// none; an error when it is a link or anything but a regular file (a FIFO does not block).
+pub fn open_regular(dir: &Tree, name: &str) -> io::Result<Option<File>> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat(&dir.fd, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => {
+            return Err(io::Error::other("a symbolic link, which is not followed"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stat = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(Some(File::from(fd)))
+}
 
 /// Hashes `root` without changing it.
 pub fn hash_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(root, HASH)
-}
-
-/// Hashes `root` without changing it, leaving out the directory `except` (relative to
-/// `root`) and everything in it.
-pub fn hash_tree_except(root: &Path, except: &Path) -> Result<TreeSummary, TreeError> {
-    walk(
-        root,
-        Walk {
-            except: Some(except),
-            ..HASH
-        },
-    )
+    Tree::open(root)?.hash(None)
 }
 
 /// Hashes `root`, makes every entry read-only and flushes file contents to disk.
 pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
-    walk(
-        root,
+    Tree::open(root)?.walk(
         Walk {
             seal: true,
             sync: true,
             ..HASH
         },
+        None,
     )
 }
 
@@ -104,170 +271,445 @@ pub fn seal_tree(root: &Path) -> Result<TreeSummary, TreeError> {
 /// makes a whole batch durable at once (see [`super::Store::commit_sealed`]). Refuses a
 /// tree whose files hold more than `most` bytes before reading past that.
 pub fn seal_tree_unsynced(root: &Path, most: u64) -> Result<TreeSummary, TreeError> {
-    walk(
-        root,
+    Tree::open(root)?.walk(
         Walk {
             seal: true,
             most,
             ..HASH
         },
+        None,
     )
 }
 
-/// Whether `entry` is the directory a walk of `root` leaves out.
-fn left_out(entry: &walkdir::DirEntry, root: &Path, except: Option<&Path>) -> bool {
-    except.is_some_and(|except| {
-        entry.depth() == except.components().count()
-            && entry.path().strip_prefix(root).is_ok_and(|p| p == except)
-    })
+/// Copies `from` into the directory `to` (made if missing): files with their executable
+/// bit, links as links; a link at `from`, at `to` or in the way of a copied entry is
+/// refused, never followed.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<TreeSummary, TreeError> {
+    let tree = Tree::open(from)?;
+    fs::create_dir_all(to).map_err(|source| TreeError::Io {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    let target = Tree::open(to)?;
+    tree.walk(
+        Walk {
+            copy: Some(Copies::Writable),
+            ..HASH
+        },
+        Some(target.fd),
+    )
 }
 
-fn walk(root: &Path, walk: Walk) -> Result<TreeSummary, TreeError> {
+/// `a/b` for a relative path, as a walk spells the entries it visits.
+fn relative_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for part in path.components() {
+        if !bytes.is_empty() {
+            bytes.push(b'/');
+        }
+        bytes.extend_from_slice(part.as_os_str().as_bytes());
+    }
+    bytes
+}
+
+fn io_at(path: &Path, e: Errno) -> TreeError {
+    TreeError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// The error of opening `name` in `dir` (at `path`) with `O_NOFOLLOW`: [`TreeError::Link`]
+/// when it is a link.
+fn opening(dir: impl AsFd, name: &Path, path: &Path, e: Errno) -> TreeError {
+    let link = e == Errno::LOOP
+        || (e == Errno::NOTDIR
+            && rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink));
+    if link {
+        TreeError::Link {
+            path: path.to_path_buf(),
+        }
+    } else {
+        io_at(path, e)
+    }
+}
+
+/// A directory being walked.
+struct Frame {
+    dir: OwnedFd,
+    /// Its copy, when the walk copies.
+    copy: Option<OwnedFd>,
+    /// Its entries not visited yet, in name order.
+    names: std::vec::IntoIter<(CString, FileType)>,
+    /// Its path relative to the root (empty for the root).
+    prefix: Vec<u8>,
+    /// Where its stamp goes in the summary; `None` for the root.
+    stamp: Option<usize>,
+}
+
+impl Frame {
+    fn new(
+        root: &Path,
+        dir: OwnedFd,
+        copy: Option<OwnedFd>,
+        prefix: Vec<u8>,
+        stamp: Option<usize>,
+    ) -> Result<Frame, TreeError> {
+        let path = || root.join(OsStr::from_bytes(&prefix));
+        let mut names = Vec::new();
+        let entries = rustix::fs::Dir::read_from(&dir).map_err(|e| io_at(&path(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_at(&path(), e))?;
+            let name = entry.file_name();
+            if name != c"." && name != c".." {
+                names.push((name.to_owned(), entry.file_type()));
+            }
+        }
+        // In byte order, as a path-sorted listing is.
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Ok(Frame {
+            dir,
+            copy,
+            names: names.into_iter(),
+            prefix,
+            stamp,
+        })
+    }
+}
+
+fn run(
+    root: &Path,
+    fd: OwnedFd,
+    walk: Walk,
+    copy: Option<OwnedFd>,
+) -> Result<TreeSummary, TreeError> {
     let mut listing = blake3::Hasher::new();
     let mut summary = TreeSummary {
         hash: String::new(),
         files: 0,
         bytes: 0,
         entries: Vec::new(),
+        stamps: Vec::new(),
+        sealed_ns: if walk.seal { coarse_now() } else { 0 },
     };
-    let mut dirs = Vec::new();
     // What the tree counts against `walk.most`: every entry's cost, and files' bytes.
     let mut counted: u64 = 0;
-    let entries = WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !left_out(e, root, walk.except));
-    for entry in entries {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            TreeError::Io {
-                path,
-                source: e.into(),
+    let mut stack = vec![Frame::new(root, fd, copy, Vec::new(), None)?];
+    while let Some(top) = stack.last_mut() {
+        let Some((name, kind)) = top.names.next() else {
+            let frame = stack.pop().expect("the top frame");
+            let root_copy = stack.is_empty();
+            finish_dir(root, &frame, walk, root_copy, &mut summary)?;
+            continue;
+        };
+        let top = stack.last().expect("the top frame");
+        let mut relative = top.prefix.clone();
+        if !relative.is_empty() {
+            relative.push(b'/');
+        }
+        relative.extend_from_slice(name.as_bytes());
+        if walk.except == Some(relative.as_slice()) {
+            continue;
+        }
+        let path = root.join(OsStr::from_bytes(&relative));
+        let err = |e: Errno| io_at(&path, e);
+        let kind = match kind {
+            FileType::Unknown => FileType::from_raw_mode(
+                rustix::fs::statat(&top.dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(err)?
+                    .st_mode,
+            ),
+            kind => kind,
+        };
+        let shown = String::from_utf8_lossy(&relative).into_owned();
+        let target = match kind {
+            FileType::Symlink => {
+                Some(rustix::fs::readlinkat(&top.dir, &name, Vec::new()).map_err(err)?)
             }
-        })?;
-        let path = entry.path();
-        let err = |source| TreeError::Io {
-            path: path.to_path_buf(),
-            source,
+            _ => None,
         };
-        let relative = path
-            .strip_prefix(root)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned();
-        let kind = entry.file_type();
-        let target = if kind.is_symlink() {
-            Some(fs::read_link(path).map_err(err)?)
-        } else {
-            None
-        };
-        let target_len = target.as_ref().map_or(0, |t| t.as_os_str().len() as u64);
+        let target_len = target.as_ref().map_or(0, |t| t.as_bytes().len() as u64);
         counted = counted.saturating_add(limits::entry_cost(relative.len() as u64, target_len));
         if counted > walk.most {
             return Err(TreeError::OverLimit { bytes: counted });
         }
-        if let Some(target) = target {
-            let target = target.to_string_lossy();
-            field(&mut listing, "L", &relative, target.as_bytes());
-            summary.entries.push(Entry {
-                kind: "L".into(),
-                path: relative,
-                content: target.into_owned(),
-            });
-        } else if kind.is_dir() {
-            field(&mut listing, "D", &relative, b"");
-            dirs.push(path.to_path_buf());
-            summary.entries.push(Entry {
-                kind: "D".into(),
-                path: relative,
-                content: String::new(),
-            });
-        } else if kind.is_file() {
-            let mut file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(err)?;
-            let meta = file.metadata().map_err(err)?;
-            if counted.saturating_add(meta.len()) > walk.most {
-                return Err(TreeError::OverLimit {
-                    bytes: counted.saturating_add(meta.len()),
+        match kind {
+            FileType::Symlink => {
+                let target = target.expect("read above");
+                if let Some(copy) = &top.copy {
+                    rustix::fs::symlinkat(&target, copy, &name).map_err(err)?;
+                }
+                if walk.seal {
+                    let stat = settle_link(&top.dir, &name, summary.sealed_ns).map_err(err)?;
+                    summary.stamps.push(stamp(shown.clone(), &stat));
+                }
+                let target = target.to_string_lossy().into_owned();
+                field(&mut listing, "L", &shown, target.as_bytes());
+                summary.entries.push(Entry {
+                    kind: "L".into(),
+                    path: shown,
+                    content: target,
                 });
             }
-            if walk.seal && meta.nlink() > 1 {
-                file = unshare(path, &mut file).map_err(err)?;
+            FileType::Directory => {
+                let dir =
+                    rustix::fs::openat(&top.dir, &name, DIRECTORY, Mode::empty()).map_err(|e| {
+                        opening(
+                            &top.dir,
+                            Path::new(OsStr::from_bytes(name.as_bytes())),
+                            &path,
+                            e,
+                        )
+                    })?;
+                let copy = match &top.copy {
+                    Some(copy) => Some(copy_dir(copy, &name, walk).map_err(err)?),
+                    None => None,
+                };
+                field(&mut listing, "D", &shown, b"");
+                summary.entries.push(Entry {
+                    kind: "D".into(),
+                    path: shown.clone(),
+                    content: String::new(),
+                });
+                let slot = walk.seal.then(|| {
+                    summary.stamps.push(Stamp(shown, 0, 0, 0, 0));
+                    summary.stamps.len() - 1
+                });
+                stack.push(Frame::new(root, dir, copy, relative, slot)?);
             }
-            let mode = meta.permissions().mode();
-            let mut content = blake3::Hasher::new();
-            let (bytes, magic) = copy_into(&mut file, &mut content).map_err(err)?;
-            summary.bytes += bytes;
-            counted = counted.saturating_add(bytes);
-            // WASI cannot set permission bits, so a program a plugin copied into /out is
-            // recognised by its first bytes (ELF or `#!`) instead.
-            let executable =
-                mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
-            summary.files += 1;
-            let kind = if executable { "X" } else { "F" };
-            let digest = content.finalize();
-            field(&mut listing, kind, &relative, digest.as_bytes());
-            summary.entries.push(Entry {
-                kind: kind.into(),
-                path: relative,
-                content: digest.to_hex().to_string(),
-            });
-            if walk.seal {
-                let sealed = if executable { 0o555 } else { 0o444 };
-                file.set_permissions(fs::Permissions::from_mode(sealed))
-                    .map_err(err)?;
-                if walk.sync {
-                    file.sync_all().map_err(err)?;
-                }
+            FileType::RegularFile => {
+                let entry = file(top, &name, &path, shown, walk, &mut counted, &mut summary)?;
+                field(&mut listing, &entry.kind, &entry.path, &entry.digest);
+                summary.entries.push(Entry {
+                    kind: entry.kind,
+                    path: entry.path,
+                    content: entry.content,
+                });
             }
-        } else if kind.is_fifo()
-            || kind.is_socket()
-            || kind.is_block_device()
-            || kind.is_char_device()
-        {
-            return Err(TreeError::Special {
-                path: path.to_path_buf(),
-            });
-        }
-    }
-    if walk.seal {
-        // Deepest first, so a directory is still writable while its children are sealed.
-        for dir in dirs
-            .iter()
-            .rev()
-            .chain(std::iter::once(&root.to_path_buf()))
-        {
-            let err = |source| TreeError::Io {
-                path: dir.clone(),
-                source,
-            };
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).map_err(err)?;
+            _ => return Err(TreeError::Special { path }),
         }
     }
     summary.hash = listing.finalize().to_hex().to_string();
     Ok(summary)
 }
 
-/// Replaces the file at `path`, one of several links to its inode, with a copy of its own
-/// under the same name; the inode behind the other links loses this link and nothing else.
-/// Returns the copy, open at its start.
-fn unshare(path: &Path, shared: &mut File) -> io::Result<File> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".repx-unshared");
-    let aside = path.with_file_name(name);
-    let mut copy = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&aside)?;
-    let copied = io::copy(shared, &mut copy).and_then(|_| fs::rename(&aside, path));
+/// A file's entry, before it joins the listing.
+struct FileEntry {
+    kind: String,
+    path: String,
+    content: String,
+    digest: [u8; 32],
+}
+
+/// Reads (copies, seals) the regular file `name` of the directory `top`.
+fn file(
+    top: &Frame,
+    name: &CString,
+    path: &Path,
+    shown: String,
+    walk: Walk,
+    counted: &mut u64,
+    summary: &mut TreeSummary,
+) -> Result<FileEntry, TreeError> {
+    let err = |e: io::Error| TreeError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = rustix::fs::openat(&top.dir, name, flags, Mode::empty()).map_err(|e| {
+        opening(
+            &top.dir,
+            Path::new(OsStr::from_bytes(name.as_bytes())),
+            path,
+            e,
+        )
+    })?;
+    let mut file = File::from(fd);
+    let stat = rustix::fs::fstat(&file).map_err(|e| err(e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        // Swapped for a special file since it was listed.
+        return Err(TreeError::Special {
+            path: path.to_path_buf(),
+        });
+    }
+    let len = stat.st_size as u64;
+    if counted.saturating_add(len) > walk.most {
+        return Err(TreeError::OverLimit {
+            bytes: counted.saturating_add(len),
+        });
+    }
+    if walk.seal && stat.st_nlink > 1 {
+        file = unshare(&top.dir, name, &mut file).map_err(err)?;
+    }
+    let mut copy = match &top.copy {
+        Some(dir) => {
+            let mut flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            flags |= match walk.copy {
+                Some(Copies::Writable) => OFlags::TRUNC,
+                _ => OFlags::EXCL,
+            };
+            let fd =
+                rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+                    opening(dir, Path::new(OsStr::from_bytes(name.as_bytes())), path, e)
+                })?;
+            Some(File::from(fd))
+        }
+        None => None,
+    };
+    let mut content = blake3::Hasher::new();
+    let (bytes, magic) = copy_into(&mut file, &mut content, copy.as_mut()).map_err(err)?;
+    summary.bytes += bytes;
+    *counted = counted.saturating_add(bytes);
+    summary.files += 1;
+    // WASI cannot set permission bits, so a program a plugin copied into /out is
+    // recognised by its first bytes (ELF or `#!`) instead.
+    let executable =
+        stat.st_mode & 0o111 != 0 || magic.starts_with(b"\x7fELF") || magic.starts_with(b"#!");
+    let sealed = Mode::from_raw_mode(if executable { 0o555 } else { 0o444 });
+    if walk.seal {
+        rustix::fs::fchmod(&file, sealed).map_err(|e| err(e.into()))?;
+        let stat = settle(&file, summary.sealed_ns).map_err(|e| err(e.into()))?;
+        summary.stamps.push(stamp(shown.clone(), &stat));
+        if walk.sync {
+            file.sync_all().map_err(err)?;
+        }
+    }
+    if let Some(copy) = &copy {
+        let mode = match walk.copy {
+            Some(Copies::Writable) => Mode::from_raw_mode((stat.st_mode & 0o111) | 0o644),
+            _ => sealed,
+        };
+        rustix::fs::fchmod(copy, mode).map_err(|e| err(e.into()))?;
+        if walk.sync {
+            copy.sync_all().map_err(err)?;
+        }
+    }
+    let kind = if executable { "X" } else { "F" };
+    let digest = content.finalize();
+    Ok(FileEntry {
+        kind: kind.into(),
+        path: shown,
+        content: digest.to_hex().to_string(),
+        digest: *digest.as_bytes(),
+    })
+}
+
+/// Makes the copy of the directory `name` inside `copy`, and opens it.
+fn copy_dir(copy: &OwnedFd, name: &CString, walk: Walk) -> Result<OwnedFd, Errno> {
+    match rustix::fs::mkdirat(copy, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) if walk.copy == Some(Copies::Writable) => {}
+        Err(e) => return Err(e),
+    }
+    rustix::fs::openat(copy, name, DIRECTORY, Mode::empty())
+}
+
+/// Once every entry of a directory is done: seals and stamps it, and leaves its copy.
+fn finish_dir(
+    root: &Path,
+    frame: &Frame,
+    walk: Walk,
+    is_root: bool,
+    summary: &mut TreeSummary,
+) -> Result<(), TreeError> {
+    let err = |e: Errno| io_at(&root.join(OsStr::from_bytes(&frame.prefix)), e);
+    if walk.seal {
+        rustix::fs::fchmod(&frame.dir, Mode::from_raw_mode(0o555)).map_err(err)?;
+        let stat = settle(&frame.dir, summary.sealed_ns).map_err(err)?;
+        if let Some(slot) = frame.stamp {
+            let path = std::mem::take(&mut summary.stamps[slot].0);
+            summary.stamps[slot] = stamp(path, &stat);
+        }
+    }
+    if let Some(copy) = &frame.copy {
+        let mode = match walk.copy {
+            Some(Copies::Writable) => Some(0o755),
+            Some(Copies::Sealed) if !is_root => Some(0o555),
+            _ => None,
+        };
+        if let Some(mode) = mode {
+            rustix::fs::fchmod(copy, Mode::from_raw_mode(mode)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The filesystem clock's time now (its current tick), in nanoseconds.
+fn coarse_now() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+    nanoseconds(now.tv_sec, now.tv_nsec)
+}
+
+/// The times to set back an entry modified no earlier than `sealed_ns`: just before it.
+fn set_back(sealed_ns: i64) -> Timestamps {
+    let before = sealed_ns - 1;
+    Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: before.div_euclid(1_000_000_000),
+            tv_nsec: before.rem_euclid(1_000_000_000) as _,
+        },
+    }
+}
+
+/// The `stat` of an open entry once its modification time is older than `sealed_ns`.
+fn settle(fd: impl AsFd, sealed_ns: i64) -> Result<rustix::fs::Stat, Errno> {
+    let stat = rustix::fs::fstat(&fd)?;
+    if nanoseconds(stat.st_mtime, stat.st_mtime_nsec as i64) < sealed_ns {
+        return Ok(stat);
+    }
+    rustix::fs::futimens(&fd, &set_back(sealed_ns))?;
+    rustix::fs::fstat(&fd)
+}
+
+/// [`settle`] for the link `name` in `dir`.
+fn settle_link(dir: &OwnedFd, name: &CString, sealed_ns: i64) -> Result<rustix::fs::Stat, Errno> {
+    let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if nanoseconds(stat.st_mtime, stat.st_mtime_nsec as i64) < sealed_ns {
+        return Ok(stat);
+    }
+    rustix::fs::utimensat(dir, name, &set_back(sealed_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+fn stamp(path: String, stat: &rustix::fs::Stat) -> Stamp {
+    Stamp(
+        path,
+        stat.st_size as u64,
+        nanoseconds(stat.st_mtime, stat.st_mtime_nsec as i64),
+        nanoseconds(stat.st_ctime, stat.st_ctime_nsec as i64),
+        stat.st_ino,
+    )
+}
+
+/// Replaces the file `name` of `dir`, one of several links to its inode, with a copy of its
+/// own under the same name; the inode behind the other links loses this link and nothing
+/// else. Returns the copy, open at its start.
+fn unshare(dir: &OwnedFd, name: &CString, shared: &mut File) -> io::Result<File> {
+    let mut aside = name.as_bytes().to_vec();
+    aside.extend_from_slice(b".repx-unshared");
+    let aside = CString::new(aside).expect("no NUL in a file name");
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut copy = File::from(rustix::fs::openat(
+        dir,
+        &aside,
+        flags,
+        Mode::from_raw_mode(0o600),
+    )?);
+    let copied =
+        io::copy(shared, &mut copy).and_then(|_| Ok(rustix::fs::renameat(dir, &aside, dir, name)?));
     if let Err(e) = copied {
-        let _ = fs::remove_file(&aside);
+        let _ = rustix::fs::unlinkat(dir, &aside, AtFlags::empty());
         return Err(e);
     }
     copy.rewind()?;
@@ -281,8 +723,13 @@ fn field(listing: &mut blake3::Hasher, kind: &str, path: &str, content: &[u8]) {
     }
 }
 
-/// Feeds the file to `hasher`; returns its length and its first four bytes.
-fn copy_into(file: &mut File, hasher: &mut blake3::Hasher) -> io::Result<(u64, Vec<u8>)> {
+/// Feeds the file to `hasher`, and to `copy` if given; returns its length and its first
+/// four bytes.
+fn copy_into(
+    file: &mut File,
+    hasher: &mut blake3::Hasher,
+    mut copy: Option<&mut File>,
+) -> io::Result<(u64, Vec<u8>)> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0;
     let mut magic = Vec::new();
@@ -295,44 +742,11 @@ fn copy_into(file: &mut File, hasher: &mut blake3::Hasher) -> io::Result<(u64, V
             return Ok((total, magic));
         }
         hasher.update(&buf[..n]);
+        if let Some(copy) = copy.as_mut() {
+            copy.write_all(&buf[..n])?;
+        }
         total += n as u64;
     }
-}
-
-/// Copies `from` into a new directory `to`: files with their executable bit, links as links.
-pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    copy_walk(from, to, None)
-}
-
-/// Copies `from` into a new directory `to` as [`copy_tree`] does, leaving out the directory
-/// `except` (relative to `from`) and everything in it.
-pub fn copy_tree_except(from: &Path, to: &Path, except: &Path) -> io::Result<()> {
-    copy_walk(from, to, Some(except))
-}
-
-fn copy_walk(from: &Path, to: &Path, except: Option<&Path>) -> io::Result<()> {
-    fs::create_dir_all(to)?;
-    let entries = WalkDir::new(from)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !left_out(e, from, except));
-    for entry in entries {
-        let entry = entry?;
-        let target = to.join(entry.path().strip_prefix(from).unwrap_or(entry.path()));
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            fs::create_dir_all(&target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &target)?;
-        } else if kind.is_file() {
-            fs::copy(entry.path(), &target)?;
-            let mode = entry.metadata()?.permissions().mode();
-            // Copies are the user's to change, whatever the store's seal said.
-            fs::set_permissions(&target, fs::Permissions::from_mode((mode & 0o111) | 0o644))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -375,5 +789,40 @@ mod tests {
         );
         remove_tree(&dir).unwrap();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn links_are_never_followed_at_the_root_or_on_the_way() {
+        let dir = tempdir("links");
+        fs::create_dir_all(dir.join("real/sub")).unwrap();
+        fs::write(dir.join("real/sub/a"), "a").unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        assert!(matches!(
+            hash_tree(&dir.join("link")),
+            Err(TreeError::Link { .. })
+        ));
+        let beneath = Tree::open_beneath(&dir, Path::new("link/sub"));
+        assert!(matches!(beneath, Err(TreeError::Link { path }) if path == dir.join("link")));
+        let tree = Tree::open_beneath(&dir, Path::new("real")).unwrap();
+        let copied = tree.snapshot(&dir.join("copy"), None).unwrap();
+        assert_eq!(copied.hash, hash_tree(&dir.join("real")).unwrap().hash);
+        assert_eq!(copied.hash, hash_tree(&dir.join("copy")).unwrap().hash);
+        remove_tree(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_sealed_entry_is_stamped_older_than_the_seal() {
+        let dir = tempdir("stamps");
+        fs::write(dir.join("fresh"), "just written").unwrap();
+        let sealed = seal_tree(&dir).unwrap();
+        assert_eq!(sealed.stamps.len(), 1);
+        assert!(!sealed.stamps[0].racy(sealed.sealed_ns));
+        let meta = fs::symlink_metadata(dir.join("fresh")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            sealed.stamps[0].2,
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        );
+        remove_tree(&dir).unwrap();
     }
 }

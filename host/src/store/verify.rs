@@ -6,6 +6,10 @@
 //! Lines of the record log that are no record are reported by line number and dropped by
 //! a repair. An output without a record (left by a crash, or by a `repx gc` killed after
 //! it rewrote the records) is no damage: no run trusts it, and `repx gc` removes it.
+//!
+//! Snapshots of `path:` inputs are checked too: each is named by the hash of its content,
+//! and one that no longer hashes to its name would give later jobs other bytes under the
+//! same job id.
 
 use std::collections::BTreeMap;
 
@@ -43,9 +47,13 @@ impl std::fmt::Display for Problem {
 /// One committed output that does not match its record.
 #[derive(Debug, Clone)]
 pub struct Damage {
+    /// The job's id, or the snapshot's hash.
     pub id: String,
+    /// The job's stage, or `snapshot`.
     pub stage: String,
     pub problems: Vec<Problem>,
+    /// Whether this is a snapshot (`snapshots/<id>`), not a job's output.
+    pub snapshot: bool,
 }
 
 /// What a verification looked at.
@@ -101,6 +109,27 @@ pub fn verify(store: &Store) -> Report {
             id: record.id.clone(),
             stage: record.stage.clone(),
             problems,
+            snapshot: false,
+        });
+    }
+    let mut snapshots: Vec<_> = std::fs::read_dir(store.snapshots())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    snapshots.sort_by_key(|entry| entry.file_name());
+    for entry in snapshots {
+        let hash = entry.file_name().to_string_lossy().into_owned();
+        let problems = match hash_tree(&entry.path()) {
+            Ok(summary) if summary.hash == hash => continue,
+            Ok(_) => vec![Problem::Unexplained],
+            Err(e) => vec![Problem::Unreadable(e.to_string())],
+        };
+        report.damaged.push(Damage {
+            id: hash,
+            stage: "snapshot".into(),
+            problems,
+            snapshot: true,
         });
     }
     report
@@ -146,6 +175,12 @@ pub fn repair(store: &Store, report: &Report) -> Result<(), StoreError> {
         .damaged
         .iter()
         .map(|damage| {
+            if damage.snapshot {
+                let snapshot = Item::Snapshot {
+                    hash: damage.id.clone(),
+                };
+                return (snapshot, store.snapshots().join(&damage.id), 0);
+            }
             let job = Item::Job {
                 id: damage.id.clone(),
                 stage: Some(damage.stage.clone()),
