@@ -98,8 +98,7 @@ fn run() -> Result<Option<String>, String> {
         ("stderr", &finished.stderr),
         ("host.log", &finished.host_log),
     ] {
-        let path = log.join(name);
-        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_log(&log.join(name), bytes)?;
     }
     if let Some(failure) = finished.failure() {
         // The build's log is all Nix keeps of a failed build.
@@ -193,6 +192,27 @@ fn refused_output(spec: &Spec, out: &Path, limit: u64) -> Option<String> {
             .map(|e| e.to_string()),
         Err(e) => Some(format!("reading the output: {e}")),
     }
+}
+
+/// Writes a new log file at `path`, never through what stands there: the job's tools run
+/// in this build and may have left a link in `$log` (to `/proc/self/cwd/…`, which is this
+/// build's directory here but the host repx's own directory when it reads the log back).
+fn write_log(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|e| {
+            format!(
+                "{}: {e}; something of the job (a tool it ran?) made it before the job's log \
+                 was written, and it is not written through",
+                path.display()
+            )
+        })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
