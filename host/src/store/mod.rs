@@ -207,6 +207,8 @@ impl Record {
             duration_ms: 0,
             nix: None,
             out_mtime_ns: None,
+            stamps: Vec::new(),
+            sealed_ns: None,
             inputs: None,
         }
     }

@@ -753,6 +753,7 @@ fn copy_into(
 mod tests {
     use super::*;
     use crate::store::remove_tree;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tempdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("repx-tree-{name}-{}", std::process::id()));
