@@ -718,44 +718,40 @@ pipelines = ["main"]
 
 #[test]
 fn an_output_rewritten_in_place_is_not_cached() {
-    // An impure stage whose project holds the store rewrites a pure job's committed
-    // `data.csv` in place, same length: `out/`'s time does not change. `repx run` must
-    // notice and run the job again, and so must it after a user's in-place edit.
+    // Another process rewrites a committed `data.csv` in place, same length, and sets its
+    // time back: `out/`'s time, the file's size and its mtime are all as sealed. `repx run`
+    // must notice (the change time and the bytes say) and run the job again; so must it
+    // after a plain edit in place.
     let toml = r#"
 [stages.victim]
 plugin = "plugins/generate.wasm"
 params = { n = 3 }
 outputs = ["data.csv"]
 
-[stages.tamper]
-plugin = "plugins/rewrite-store-output.wasm"
-mode = "impure"
-params = { file = "data.csv" }
-
 [pipelines.victim]
 stages = ["victim"]
 
-[pipelines.tamper]
-stages = ["tamper"]
-
 [runs.victim]
 pipelines = ["victim"]
-
-[runs.tamper]
-pipelines = ["tamper"]
 "#;
-    let lab = attack_lab(toml, &["generate", "rewrite-store-output"]);
+    let lab = attack_lab(toml, &["generate"]);
     repx(lab.path(), &["run", "victim"]).expect_code(0);
     let job = job_with_output(lab.path(), "data.csv");
     let csv = job.join("out/data.csv");
     let sealed = fs::read(&csv).unwrap();
+    let mtime = fs::metadata(&csv).unwrap().modified().unwrap();
 
-    repx(lab.path(), &["run", "tamper"]).expect_code(0);
-    assert_ne!(
-        fs::read(&csv).unwrap(),
-        sealed,
-        "the attack did not rewrite the output"
-    );
+    crate::common::make_writable(&job);
+    let file = fs::OpenOptions::new().write(true).open(&csv).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &file,
+        &b"PWNED".repeat(sealed.len())[..sealed.len()],
+        0,
+    )
+    .unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_ne!(fs::read(&csv).unwrap(), sealed);
     let rerun = repx(lab.path(), &["run", "victim"]);
     rerun.expect_code(0);
     assert_eq!(rerun.ran(), ["victim"], "{}", rerun.stderr);
@@ -847,13 +843,19 @@ pipelines = ["main"]
         .status()
         .unwrap();
     assert!(chown.success());
+    // runuser sets the user's own HOME (which this system user lacks): the environment
+    // goes through `env`.
     let run = Command::new("runuser")
-        .args(["-u", USER, "--"])
+        .args(["-u", USER, "--", "env"])
+        .arg(format!("HOME={}", lab.display()))
+        .arg(format!(
+            "XDG_CACHE_HOME={}",
+            lab.join("cache-home").display()
+        ))
+        .arg(format!("REPX_CACHE_DIR={}", lab.join("cache").display()))
         .arg(&repx_bin)
         .args(["run", "--pure"])
         .current_dir(&lab)
-        .env("HOME", &lab)
-        .env("REPX_CACHE_DIR", lab.join("cache"))
         .output()
         .unwrap();
     assert!(

@@ -393,7 +393,9 @@ fn tool_ungranted_program_from_an_input() {
 /// read-only directory it sees writable, then write an upstream job's committed output, the
 /// `path:` snapshot, a file beside itself, `/usr` and a global kernel setting, make a disk
 /// device, and take capabilities back in a user namespace of its own. Everything it
-/// managed is an `ESCAPED` line in `/out/attack.txt`.
+/// managed is an `ESCAPED` line in `/out/attack.txt`. It also leaves a set-user-id copy of
+/// the shell in `/out`: on the host that file is the running user's (root's, in a root
+/// run), so no other user may reach it while it lies in staging, and none once committed.
 const PURE_TOOL_ATTACK: &str = r#"#!/bin/sh
 exec > /out/attack.txt 2>&1
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -409,6 +411,7 @@ touch /usr/PWNED-tool-usr && echo "ESCAPED /usr"
 echo 1 > /proc/sys/vm/drop_caches && echo "ESCAPED /proc/sys"
 mknod /tmp/disk b 8 0 && echo "ESCAPED mknod"
 unshare --user --map-root-user true && echo "ESCAPED user namespace"
+cp /bin/sh /out/suid && chmod 4755 /out/suid
 exit 0
 "#;
 
@@ -479,6 +482,19 @@ fn assert_pure_tool_held(lab: &TempDir, out: &Output, who: &str) {
         .filter(|l| l.starts_with("ESCAPED"))
         .collect();
     assert!(escapes.is_empty(), "{who}: {escapes:?}\n{report}");
+    let out_dir = output_of(lab.path(), "t");
+    let suid = fs::symlink_metadata(out_dir.join("suid")).unwrap();
+    assert_eq!(
+        suid.permissions().mode() & 0o7000,
+        0,
+        "{who}: committed set-user-id"
+    );
+    let tmp = out_dir.ancestors().nth(3).unwrap().join("tmp");
+    let mode = fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o700,
+        "{who}: the store's tmp/ is open to other users"
+    );
 }
 
 #[test]

@@ -45,7 +45,10 @@ pub fn runtime(
     }
     crate::sched::prepare(plan, &runtime)?;
     for recompiled in runtime.take_recompiled() {
-        errln!("warning: {recompiled}");
+        errln!(
+            "warning: {}",
+            super::escape::terminal(&recompiled.to_string())
+        );
     }
     Ok((runtime, interrupted))
 }

@@ -23,7 +23,7 @@ use crate::store::{Store, location};
 pub(super) fn open(cli: &Cli) -> Result<(Lab, Store), CliError> {
     let lab = Lab::load(&cli.lab)?;
     for warning in &lab.warnings {
-        errln!("warning: {warning}");
+        errln!("warning: {}", super::escape::terminal(&warning.to_string()));
     }
     let store = Store::open_reader(&store_path(cli, &lab)?)?;
     super::verify::warn(&store);
@@ -37,7 +37,7 @@ fn open_for_job(cli: &Cli) -> Result<(Option<Lab>, Store), CliError> {
     let dir = match Lab::load(&cli.lab) {
         Ok(lab) => {
             for warning in &lab.warnings {
-                errln!("warning: {warning}");
+                errln!("warning: {}", super::escape::terminal(&warning.to_string()));
             }
             let store = Store::open_reader(&store_path(cli, &lab)?)?;
             super::verify::warn(&store);

@@ -2,6 +2,7 @@
 
 use super::engine;
 use super::error::{CliError, invalid};
+use super::escape::terminal;
 use super::render::Format;
 use super::store_path::store_path;
 use super::{Cli, RunArgs, exit};
@@ -28,7 +29,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         None => Lab::load(&cli.lab)?,
     };
     for warning in &lab.warnings {
-        errln!("warning: {warning}");
+        errln!("warning: {}", terminal(&warning.to_string()));
     }
     if args.dry_run {
         for stage in lab.stages.values() {

@@ -109,7 +109,7 @@ pub fn cluster(
 ) -> Result<Cluster, CliError> {
     let (user, warnings) = config::user_settings().map_err(|e| CliError::Invalid(e.into()))?;
     for warning in warnings {
-        errln!("warning: {warning}");
+        errln!("warning: {}", super::escape::terminal(&warning.to_string()));
     }
     Ok(Cluster {
         config: config::resolve(&[&args.settings(), &lab.slurm, &user]),

@@ -9,6 +9,7 @@
 //! so it works on a store it cannot write.
 
 use super::error::{CliError, invalid};
+use super::escape::terminal;
 use super::render::short;
 use super::store_path::store_path;
 use super::{Cli, exit};
@@ -42,7 +43,7 @@ pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
     for damage in &report.damaged {
         outln!("DAMAGED {} {}", damage.stage, short(&damage.id));
         for problem in &damage.problems {
-            outln!("    {problem}");
+            outln!("    {}", terminal(&problem.to_string()));
         }
     }
     let unreadable = match report.unparsable.len() {
@@ -85,6 +86,6 @@ pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
 /// Says what is wrong with a store that did not stop it from opening, once.
 pub(super) fn warn(store: &Store) {
     for warning in store.take_warnings() {
-        errln!("warning: {warning}");
+        errln!("warning: {}", terminal(&warning.to_string()));
     }
 }

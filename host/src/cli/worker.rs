@@ -54,7 +54,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         None => Lab::load(&cli.lab)?,
     };
     for warning in &lab.warnings {
-        errln!("warning: {warning}");
+        errln!("warning: {}", super::escape::terminal(&warning.to_string()));
     }
     let store = Store::open_worker(&super::store_path::store_path(cli, &lab)?)?;
     super::verify::warn(&store);

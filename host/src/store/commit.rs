@@ -230,7 +230,7 @@ impl Store {
     /// `out/` to go by.
     pub(super) fn stamped(&self, record: &Record) -> Stamped {
         let out = Path::new(&record.id).join("out");
-        let Some(stat) = self.stat(&out) else {
+        let Ok(stat) = self.stat(&out) else {
             return Stamped::No;
         };
         if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -253,11 +253,13 @@ impl Store {
         };
         for stamp in &record.stamps {
             match self.stat(&out.join(stamp.path())) {
-                None => return Stamped::No,
-                Some(stat) if !stamp.matches(&stat) || stamp.racy(sealed_ns) => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stamped::No,
+                // A path past PATH_MAX, say: the bytes still can tell, by descriptor.
+                Err(_) => answer = Stamped::Unsure,
+                Ok(stat) if !stamp.matches(&stat) || stamp.racy(sealed_ns) => {
                     answer = Stamped::Unsure;
                 }
-                Some(_) => {}
+                Ok(_) => {}
             }
         }
         answer

@@ -56,7 +56,7 @@ pub mod verify;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -310,14 +310,25 @@ impl Drop for Store {
     }
 }
 
+/// Makes the store's directories where missing. `tmp/` is its owner's alone: a job's
+/// staging and scratch lie there unsealed, with whatever modes a tool gave them (a set-user-id
+/// file made by a tool of a root run would be root's), so no other user may reach them.
+fn lay_out(root: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    for sub in ["jobs", "failed", "snapshots", "tmp"] {
+        fs::create_dir_all(root.join(sub)).map_err(io(root))?;
+    }
+    let tmp = root.join("tmp");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io(&tmp))?;
+    spread_subdirectories(&tmp);
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root` and takes its lock exclusively.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(io(root))?;
-        for sub in ["jobs", "failed", "snapshots", "tmp"] {
-            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
-        }
-        spread_subdirectories(&root.join("tmp"));
+        lay_out(&root)?;
         let lock = lock::lock(&root, Access::Exclusive)?;
         let log = RecordLog::open(&root, true).map_err(io(&root.join(records::FILE)))?;
         // Holding the lock, nothing in tmp/ belongs to a live job, unless workers of an
@@ -374,10 +385,7 @@ impl Store {
     /// exclusive lock, nothing cleared.
     pub fn open_worker(root: &Path) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(io(root))?;
-        for sub in ["jobs", "failed", "snapshots", "tmp"] {
-            fs::create_dir_all(root.join(sub)).map_err(io(&root))?;
-        }
-        spread_subdirectories(&root.join("tmp"));
+        lay_out(&root)?;
         let workers = workers_lock(&root)?;
         workers
             .lock_shared()
@@ -520,17 +528,21 @@ impl Store {
     pub fn has_declared(&self, id: &str, outputs: &[PathBuf]) -> bool {
         outputs.iter().all(|output| {
             let path = Path::new(id).join("out").join(output);
-            self.stat(&path).is_some()
+            self.stat(&path).is_ok()
         })
     }
 
     /// `fstatat` of a path under `jobs/`, not following a final link: one system call, where
     /// a path walk from the root would be one per component.
-    fn stat(&self, path: &Path) -> Option<libc::stat> {
+    fn stat(&self, path: &Path) -> io::Result<libc::stat> {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-        let jobs = self.jobs.as_ref()?;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `jobs` is an open directory, `path` a NUL-terminated string, and `stat`
         // is only read once the call has filled it.
@@ -542,7 +554,11 @@ impl Store {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         } == 0;
-        found.then(|| unsafe { stat.assume_init() })
+        if !found {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: filled by the successful call.
+        Ok(unsafe { stat.assume_init() })
     }
 
     /// The record, whether or not its output still exists.

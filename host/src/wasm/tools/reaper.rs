@@ -92,7 +92,7 @@ fn stop_signals() -> libc::sigset_t {
 /// Waits up to `wait` for one of the blocked `signals`.
 fn next_signal(signals: &libc::sigset_t, wait: Duration) -> Option<libc::c_int> {
     let timeout = libc::timespec {
-        tv_sec: wait.as_secs() as libc::time_t,
+        tv_sec: wait.as_secs() as _,
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `signals` and `timeout` are valid; no siginfo is asked for.
