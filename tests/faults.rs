@@ -192,7 +192,7 @@ fn a_full_disk_at_the_record_append_or_in_outputs_loses_nothing() {
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
         let line = log[start..].to_vec();
-        let spaces = (4096 - 100 - (log.len() + line.len()) % 4096) % 4096;
+        let spaces = (2 * 4096 - 100 - (log.len() + line.len()) % 4096) % 4096;
         log.push(b'{');
         log.extend(std::iter::repeat_n(b' ', spaces));
         log.extend_from_slice(&line[1..]);

@@ -5,15 +5,20 @@
 //!   the store, or in a project directory, which impure jobs of any run have at `/work`)
 //!   is not used; the rule is `cli::engine::plugin_cache`'s.
 //! - Each artifact ends with the BLAKE3 digest of the bytes before it (and a tag), written
-//!   with it in one file, and is loaded only from bytes read once and found to match. A
-//!   damaged artifact (a bad disk, a copy cut short, bytes overwritten) is recompiled and
-//!   replaced, with a [`Recompiled`] note, never run: wasmtime trusts what it deserializes,
-//!   and damaged code crashes the process. The digest guards against damage; against an
+//!   with it in one file, and is loaded only once its bytes are found to match. A damaged
+//!   artifact (a bad disk, a copy cut short, bytes overwritten) is recompiled and replaced,
+//!   with a [`Recompiled`] note, never run: wasmtime trusts what it deserializes, and
+//!   damaged code crashes the process. The digest guards against damage; against an
 //!   attacker the place does (the digest lies beside the artifact, equally out of reach).
+//! - A checked artifact is loaded by mapping its file, as wasmtime's `deserialize_file`
+//!   does, not copied: the check reads a mapping of the same file, so the bytes are read
+//!   from disk once and never copied. Artifacts are only ever replaced by a rename, never
+//!   written in place, so the file wasmtime maps is the one checked or another whole one.
 //! - An artifact is written to a temporary file `.<host>.<pid>.<name>`, flushed, renamed
 //!   into place, and the directory flushed. Temporary files that a killed compile left
 //!   (this host's, whose process is gone) are removed when the cache is opened.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,8 +104,9 @@ pub fn component(
         engine,
         cache,
         plugin,
-        // SAFETY: the bytes are an artifact this cache wrote, checked against its digest.
-        |bytes| unsafe { Component::deserialize(engine, bytes) },
+        // SAFETY: the file is an artifact this cache wrote, checked against its digest, and
+        // replaced only by a rename.
+        |path| unsafe { Component::deserialize_file(engine, path) },
         || {
             let component = Component::new(engine, &plugin.bytes)?;
             Ok((component.serialize()?, component))
@@ -114,7 +120,7 @@ pub fn module(engine: &Engine, cache: Option<&Cache>, plugin: &Plugin) -> wasmti
         cache,
         plugin,
         // SAFETY: as for components.
-        |bytes| unsafe { Module::deserialize(engine, bytes) },
+        |path| unsafe { Module::deserialize_file(engine, path) },
         || {
             let module = Module::new(engine, &plugin.bytes)?;
             Ok((module.serialize()?, module))
@@ -126,24 +132,24 @@ fn load<T>(
     engine: &Engine,
     cache: Option<&Cache>,
     plugin: &Plugin,
-    deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+    deserialize: impl FnOnce(&Path) -> wasmtime::Result<T>,
     compile: impl FnOnce() -> wasmtime::Result<(Vec<u8>, T)>,
 ) -> wasmtime::Result<T> {
     let Some(cache) = cache else {
         return compile().map(|(_, t)| t);
     };
     let path = cache.artifact(engine, plugin);
-    let damage = match std::fs::read(&path) {
+    let damage = match File::open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(e.to_string()),
-        Ok(bytes) => match checked(&bytes) {
-            Err(why) => Some(why.to_string()),
-            Ok(code) => match deserialize(code) {
+        Ok(file) => match check_file(&file) {
+            Err(why) => Some(why),
+            Ok(()) => match deserialize(&path) {
                 Ok(loaded) => {
-                    mark_used(&path);
+                    mark_used(&file);
                     return Ok(loaded);
                 }
-                Err(e) => Some(format!("{e}")),
+                Err(e) => Some(format!("{e:#}")),
             },
         },
     };
@@ -170,11 +176,8 @@ fn load<T>(
 const USED_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Sets the artifact's modification time to now when it is older than a day.
-fn mark_used(path: &Path) {
+fn mark_used(file: &File) {
     let now = std::time::SystemTime::now();
-    let Ok(file) = std::fs::File::open(path) else {
-        return;
-    };
     let stale = file.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
         now.duration_since(t)
             .is_ok_and(|age| age > USED_GRANULARITY)
@@ -223,6 +226,36 @@ pub fn artifacts(dir: &Path) -> std::io::Result<Vec<Artifact>> {
     Ok(found)
 }
 
+/// Whether the artifact open as `file` holds the digest of its code in its trailer, read
+/// through a mapping of the file.
+fn check_file(file: &File) -> Result<(), String> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let len = usize::try_from(len).map_err(|e| e.to_string())?;
+    if len == 0 {
+        return Err("too short to be an artifact".into());
+    }
+    // SAFETY: a fresh read-only private mapping of the whole file, read below only as
+    // bytes and unmapped before returning; no reference to it outlives this function.
+    let map = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::PRIVATE,
+            file,
+            0,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    // SAFETY: `map` is `len` readable bytes, alive until the munmap below.
+    let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), len) };
+    let result = checked(bytes).map(drop).map_err(str::to_string);
+    // SAFETY: the mapping made above, no longer borrowed.
+    let _ = unsafe { rustix::mm::munmap(map, len) };
+    result
+}
+
 /// The artifact's code, if its trailer holds the digest of it.
 fn checked(bytes: &[u8]) -> Result<&[u8], &'static str> {
     let Some(split) = bytes.len().checked_sub(TRAILER) else {
@@ -233,7 +266,14 @@ fn checked(bytes: &[u8]) -> Result<&[u8], &'static str> {
     if tag != TAG {
         return Err("no digest at its end");
     }
-    if blake3::hash(code).as_bytes() != digest {
+    // Artifacts run to tens of MiB (an interpreter compiled to wasm); hashing is the cost
+    // of a cached load, so it takes every core.
+    if blake3::Hasher::new()
+        .update_rayon(code)
+        .finalize()
+        .as_bytes()
+        != digest
+    {
         return Err("its content does not match its digest");
     }
     Ok(code)
