@@ -203,7 +203,7 @@ impl Plan {
             return Ok(target);
         }
         let tree = open_input(&self.lab, path)?;
-        let inner = store_inside(path, store.root());
+        let inner = left_out(path, store);
         // Staged under a name of this process's own: SLURM workers may snapshot at once.
         let tmp = store.tmp_path(&format!("snapshot-{hash}"));
         store::remove_tree(&tmp).map_err(|e| err(e.to_string()))?;
@@ -396,11 +396,7 @@ fn content_hash(lab: &Lab, path: &Path, store: &Store) -> Result<String, PlanErr
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let link = path.join(store::DEFAULT_DIR);
-    let inner = store_inside(path, store.root()).or_else(|| {
-        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink());
-        is_link.then(|| store::DEFAULT_DIR.into())
-    });
+    let inner = left_out(path, store);
     if inner
         .as_ref()
         .is_some_and(|inner| inner.as_os_str().is_empty())
@@ -409,6 +405,16 @@ fn content_hash(lab: &Lab, path: &Path, store: &Store) -> Result<String, PlanErr
     }
     let tree = open_input(lab, path)?;
     Ok(tree.hash(inner.as_deref()).map_err(|e| err(&e))?.hash)
+}
+
+/// What of the input `path` is no part of it, relative to it: the store, when it lies
+/// inside (empty when it is the input), else the project's `.repx` link to its store.
+fn left_out(path: &Path, store: &Store) -> Option<PathBuf> {
+    store_inside(path, store.root()).or_else(|| {
+        let link = path.join(store::DEFAULT_DIR);
+        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink());
+        is_link.then(|| store::DEFAULT_DIR.into())
+    })
 }
 
 /// Where the store lies inside `input`, relative to it (empty when it is the input);
