@@ -5,6 +5,7 @@
 //! - `errors`: errors said once and rightly.
 //! - `stages`: stages as targets, and `--stage`, `--status`, `--param` filters.
 //! - `verbs`: `gc pin|unpin`, `cache list|stats|clear`, `log -f`.
+//! - `debug`: `repx debug JOB`, its trace and what it leaves alone.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! - `flake`: the impure example built into a lab directory by Nix, and run from there.
@@ -15,6 +16,7 @@
 mod common;
 
 mod adhoc;
+mod debug;
 mod docs;
 mod errors;
 mod flake;

@@ -12,6 +12,7 @@ mod atomic;
 mod bench;
 mod cache;
 mod completions;
+mod debug;
 mod engine;
 mod error;
 mod escape;
@@ -106,6 +107,16 @@ pub enum Command {
         /// fails (waiting for it to start while a run holds the store).
         #[arg(short, long)]
         follow: bool,
+    },
+    /// Run one job again into a directory of its own, outside the store, and print every
+    /// file access and tool run of its plugin (what was refused, and why).
+    Debug {
+        /// A job id or a unique prefix of one.
+        job: String,
+        /// Where its output, scratch and logs go (default: a new directory in $TMPDIR);
+        /// missing or empty.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Work with plugins.
     #[command(subcommand)]
@@ -412,6 +423,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
             inspect::show(&cli, *what, job, mode)
         }
         Command::Log { job, follow } => inspect::log(&cli, job, *follow),
+        Command::Debug { job, dir } => debug::debug(&cli, job, dir.as_deref()),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
         Command::Plugin(PluginCommand::New { name, dir }) => plugin::new(name, dir.as_deref()),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),

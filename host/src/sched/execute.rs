@@ -306,7 +306,9 @@ fn read_build_logs(dir: &std::path::Path, limit: u64) -> Result<Logs, String> {
     })
 }
 
-fn policy(
+/// Job `index`'s policy, its output and scratch where `staging` says: the store's
+/// staging for a run, a directory of its own for `repx debug`.
+pub(crate) fn policy(
     plan: &Plan,
     store: &Store,
     index: JobIndex,

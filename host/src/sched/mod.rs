@@ -8,6 +8,7 @@
 pub mod decide;
 pub mod dispatch;
 mod execute;
+pub(crate) use execute::policy;
 pub mod local;
 pub mod slurm;
 

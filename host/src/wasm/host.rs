@@ -46,6 +46,8 @@ pub struct HostState {
     /// Why the job fails whatever the plugin does next (a tool killed its reaper), if it
     /// must.
     pub failed: Option<String>,
+    /// Where each tool run is told, in a traced runtime (`repx debug`).
+    pub tracer: Option<Arc<dyn super::Tracer>>,
 }
 
 impl self::repx::stage::host::Host for HostState {
@@ -77,6 +79,21 @@ impl self::repx::stage::host::Host for HostState {
                     &self.log,
                 )
             });
+        if let Some(tracer) = &self.tracer {
+            tracer.call(super::Call {
+                what: "run-tool",
+                subject: std::iter::once(&request.tool)
+                    .chain(&request.args)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                outcome: match &outcome {
+                    Ok(status) => format!("exit status {status}"),
+                    Err(ToolError::Refused(why)) => format!("refused: {why}"),
+                    Err(ToolError::ReaperKilled(why)) => format!("failed: {why}"),
+                },
+            });
+        }
         match outcome {
             Ok(status) => {
                 self.log

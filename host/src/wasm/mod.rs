@@ -16,6 +16,7 @@ pub mod policy;
 mod refusal;
 mod streams;
 pub mod tools;
+mod trace;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,27 @@ struct ComponentState {
     /// When the job's wall time is up or the run is interrupted; host calls that wait
     /// end there.
     deadline: deadline::Deadline,
+    /// What the plugin asks of the host, in a traced runtime (`repx debug`) only.
+    trace: Option<trace::Trace>,
+}
+
+impl trace::TraceView for ComponentState {
+    fn traced(
+        &mut self,
+    ) -> (
+        wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_>,
+        &mut trace::Trace,
+    ) {
+        (
+            wasmtime_wasi::filesystem::WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            self.trace
+                .as_mut()
+                .expect("a traced runtime gives every job a trace"),
+        )
+    }
 }
 
 impl streams::StreamsView for ComponentState {
@@ -331,6 +353,8 @@ pub struct Runtime {
     watchdog: deadline::Watchdog,
     /// Tells the epoch ticker thread to stop.
     stop_ticker: Arc<AtomicBool>,
+    /// Where a traced runtime's calls go (see [`trace`]).
+    tracer: Option<Arc<dyn Tracer>>,
 }
 
 impl Drop for Runtime {
@@ -342,6 +366,23 @@ impl Drop for Runtime {
 impl Runtime {
     /// `cache` is where compiled plugins are kept; it must be a directory no plugin is given.
     pub fn new(cache: Option<PathBuf>, concurrency: usize) -> Result<Runtime, RuntimeError> {
+        Runtime::build(cache, concurrency, None)
+    }
+
+    /// A runtime for one job at a time that tells `tracer` every file access and tool run of
+    /// a component plugin (see [`trace`]).
+    pub fn traced(
+        cache: Option<PathBuf>,
+        tracer: Arc<dyn Tracer>,
+    ) -> Result<Runtime, RuntimeError> {
+        Runtime::build(cache, 1, Some(tracer))
+    }
+
+    fn build(
+        cache: Option<PathBuf>,
+        concurrency: usize,
+        tracer: Option<Arc<dyn Tracer>>,
+    ) -> Result<Runtime, RuntimeError> {
         let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         // A job holds one component instance (none for a core module) and at most the
@@ -373,6 +414,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut components).map_err(engine_err)?;
         streams::shadow(&mut components).map_err(engine_err)?;
         open::shadow(&mut components).map_err(engine_err)?;
+        if tracer.is_some() {
+            trace::shadow(&mut components).map_err(engine_err)?;
+        }
         host::repx::stage::host::add_to_linker::<_, component::HasSelf<HostState>>(
             &mut components,
             |state: &mut ComponentState| &mut state.host,
@@ -407,6 +451,7 @@ impl Runtime {
             interrupt: deadline::Interrupt::default(),
             watchdog,
             stop_ticker,
+            tracer,
         })
     }
 
@@ -535,10 +580,12 @@ impl Runtime {
                         gate: host::Gate::default(),
                         deadline: deadline.clone(),
                         failed: None,
+                        tracer: self.tracer.clone(),
                     },
                     memory,
                     output,
                     deadline: deadline.clone(),
+                    trace: self.tracer.clone().map(trace::Trace::new),
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
@@ -640,3 +687,4 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
 }
 
 pub use cache::{Artifact, Recompiled, artifacts, default_dir as cache_dir};
+pub use trace::{Call, Tracer};

@@ -60,7 +60,7 @@ pub fn shadow<T: OpenView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
 }
 
 /// wasmtime-wasi's `open-at`, once the path is known to name no special file.
-fn open_at(
+pub(super) fn open_at(
     mut files: WasiFilesystemCtxView<'_>,
     fd: Resource<Descriptor>,
     path_flags: PathFlags,
