@@ -997,27 +997,23 @@ fn plugin_new_builds_for_wasm_and_runs_in_its_lab() {
     repx(dir.path(), &["plugin", "new", "squares"]).expect_code(0);
     let krate = dir.path().join("squares");
     let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("repx-guest = { path = "), "{manifest}");
-    // A target directory kept between test runs, so that only the crate itself compiles.
-    let target = common::repo_root().join("target").join("plugin-new-test");
-    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--offline"])
-        .current_dir(&krate)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .expect("running cargo");
+    // The SDK goes with the crate: no path into this checkout.
     assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
+        manifest.contains("repx-guest = { path = \"repx-guest\" }"),
+        "{manifest}"
     );
-    let wasm = target.join("wasm32-wasip2/release/squares.wasm");
-    let expected = krate.join("target/wasm32-wasip2/release/squares.wasm");
-    std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
-    std::fs::copy(&wasm, &expected).unwrap();
+    assert!(krate.join("repx-guest/wit/stage.wit").is_file());
+    // A target directory kept between test runs, so that only the crate itself compiles;
+    // `repx plugin build` finds the component there through CARGO_TARGET_DIR.
+    let target = common::repo_root().join("target").join("plugin-new-test");
+    let build = common::repx_with_env(
+        &krate,
+        &["plugin", "build"],
+        &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+    );
+    build.expect_code(0);
+    let expected = krate.join("plugin.wasm");
+    assert!(expected.is_file(), "{}", build.stdout);
 
     let run = repx(&krate, &["run"]);
     run.expect_code(0);
@@ -1038,7 +1034,8 @@ fn plugin_new_builds_for_wasm_and_runs_in_its_lab() {
     sums.sort();
     assert_eq!(
         sums,
-        [("10".into(), "285".into()), ("100".into(), "328350".into())]
+        // Squares plus 12, the sum of the numbers in the input data/data.txt.
+        [("10".into(), "405".into()), ("100".into(), "329550".into())]
     );
 
     let inspect = repx(&krate, &["plugin", "inspect", expected.to_str().unwrap()]);

@@ -18,7 +18,7 @@
 //! ```
 
 mod bindings {
-    wit_bindgen::generate!({ world: "stage", path: "wit" });
+    wit_bindgen::generate!({ world: "stage", path: "wit", generate_all });
 }
 
 mod context;
@@ -43,9 +43,19 @@ pub fn run(stage: impl FnOnce(&Context) -> Result<()>) -> ! {
         Ok(()) => std::process::exit(0),
         Err(error) => {
             eprintln!("error: {error}");
-            std::process::exit(1)
+            exit(1)
         }
     }
+}
+
+/// Ends the job with exit status `code`, which `repx run` reports as is. (`std::process::exit`
+/// reports any failure as 1: WASI 0.2's `exit` carries only success or failure.)
+pub fn exit(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    bindings::wasi::cli::exit::exit_with_code(code);
+    unreachable!("exit-with-code returned")
 }
 
 /// Log levels of [`log`].

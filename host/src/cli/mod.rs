@@ -276,12 +276,21 @@ pub enum PluginCommand {
         /// Only these stages (default: every stage with a plugin file).
         stages: Vec<String>,
     },
-    /// Make a plugin crate on repx-guest that builds for wasm32-wasip2, with a lab to try it.
+    /// Make a plugin in Rust, C, Python or JavaScript, with a lab to try it.
     New {
-        /// The crate's (and its stage's) name.
+        /// The plugin's (and its stage's) name.
         name: String,
+        /// Its language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: plugin::Lang,
         /// The directory to make it in (default: here).
         #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin in DIR (default: here) with its language's toolchain, into
+    /// DIR/plugin.wasm. Never downloads; says what is missing and how to install it.
+    Build {
+        #[arg(value_name = "DIR")]
         dir: Option<PathBuf>,
     },
     /// Show a .wasm file's digests, kind, imports and exports, and what a stage needs for it.
@@ -425,7 +434,10 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Log { job, follow } => inspect::log(&cli, job, *follow),
         Command::Debug { job, dir } => debug::debug(&cli, job, dir.as_deref()),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
-        Command::Plugin(PluginCommand::New { name, dir }) => plugin::new(name, dir.as_deref()),
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            plugin::new(name, dir.as_deref(), *lang)
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => plugin::build::build(dir.as_deref()),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),
         Command::Init { dir, template } => init::init(dir.as_deref(), *template),
         Command::Verify { repair } => verify::verify(&cli, *repair),

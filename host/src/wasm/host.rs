@@ -17,6 +17,8 @@ use crate::wasm::tools::{self, Invocation, ToolError};
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
     world: "stage",
+    // The world's one WASI import (`exit-with-code`) is wasmtime-wasi's, linked with the rest.
+    with: { "wasi:cli/exit": wasmtime_wasi::p2::bindings::cli::exit },
 });
 
 // `self::` because the crate is also called `repx`, which doc tests see as an extern crate.

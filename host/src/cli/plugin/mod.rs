@@ -1,14 +1,15 @@
-//! `repx plugin new` and `repx plugin inspect`: starting a plugin, and looking inside one.
+//! `repx plugin new`, `build` and `inspect`: starting a plugin, building it, and looking
+//! inside one.
 //!
-//! `new` makes a Rust crate on `repx-guest` that builds for wasm32-wasip2, with a lab to
-//! try it. `inspect` reads a `.wasm` without running it (with `wasmparser`): its digests,
+//! `new` makes a plugin in Rust, C, Python or JavaScript with a lab to try it; `build`
+//! ([`build`]) runs its language's toolchain. `inspect` reads a `.wasm` without running it (with `wasmparser`): its digests,
 //! whether it is a component or a core module, what it imports and exports, whether it is
 //! a valid plugin, and what a stage using it would need to be granted. Import and export
 //! names are the file's own text, printed through [`terminal`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::Digest;
 use wasmparser::{Parser, Payload};
@@ -17,15 +18,60 @@ use super::error::{CliError, invalid};
 use super::escape::terminal;
 use super::exit;
 
-/// The SDK beside this binary's sources, when they are still where it was built from.
-fn local_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-    sdk.join("Cargo.toml")
-        .is_file()
-        .then(|| std::fs::canonicalize(&sdk).unwrap_or(sdk))
+pub mod build;
+pub mod sdk;
+
+pub use build::Lang;
+
+/// Text written into a new plugin: its path, and its text with `{name}` to fill in.
+type Template = (&'static str, &'static str);
+
+/// What every new plugin has: the lab that runs it, and its input.
+const COMMON: &[Template] = &[
+    (
+        "repx.toml",
+        include_str!("../../../templates/plugin/repx.toml"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../../templates/plugin/gitignore"),
+    ),
+    (
+        "data/data.txt",
+        include_str!("../../../templates/plugin/data.txt"),
+    ),
+];
+
+/// The sources of a new plugin in `lang`.
+fn sources(lang: Lang) -> &'static [Template] {
+    match lang {
+        Lang::Rust => &[
+            (
+                "Cargo.toml",
+                include_str!("../../../templates/plugin/rust/Cargo.toml"),
+            ),
+            (
+                ".cargo/config.toml",
+                include_str!("../../../templates/plugin/rust/cargo-config.toml"),
+            ),
+            (
+                "src/main.rs",
+                include_str!("../../../templates/plugin/rust/main.rs"),
+            ),
+        ],
+        Lang::C => &[("main.c", include_str!("../../../templates/plugin/c/main.c"))],
+        Lang::Python => &[(
+            "app.py",
+            include_str!("../../../templates/plugin/python/app.py"),
+        )],
+        Lang::Js => &[(
+            "plugin.js",
+            include_str!("../../../templates/plugin/js/plugin.js"),
+        )],
+    }
 }
 
-pub fn new(name: &str, parent: Option<&Path>) -> Result<i32, CliError> {
+pub fn new(name: &str, parent: Option<&Path>, lang: Lang) -> Result<i32, CliError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
             .chars()
@@ -39,56 +85,44 @@ pub fn new(name: &str, parent: Option<&Path>) -> Result<i32, CliError> {
     if dir.exists() {
         return Err(invalid(format!("{} already exists", dir.display())));
     }
-    let sdk = match local_sdk() {
-        Some(path) => {
-            let path = path
-                .display()
-                .to_string()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
-            format!("repx-guest = {{ path = \"{path}\" }}")
-        }
-        None => format!("repx-guest = \"{}\"", env!("CARGO_PKG_VERSION")),
-    };
-    let files: [(&str, &str); 5] = [
-        (
-            "Cargo.toml",
-            include_str!("../../templates/plugin/Cargo.toml"),
-        ),
-        (
-            ".cargo/config.toml",
-            include_str!("../../templates/plugin/cargo-config.toml"),
-        ),
-        (
-            "src/main.rs",
-            include_str!("../../templates/plugin/main.rs"),
-        ),
-        (
-            "repx.toml",
-            include_str!("../../templates/plugin/repx.toml"),
-        ),
-        (
-            ".gitignore",
-            include_str!("../../templates/plugin/gitignore"),
-        ),
-    ];
-    for (path, text) in files {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let text = text.replace("{name}", name).replace("{sdk}", &sdk);
-        super::atomic::write(&target, text.as_bytes())?;
+    let mut written = Vec::new();
+    for (path, text) in COMMON.iter().chain(sources(lang)) {
+        let text = text.replace("{name}", name);
+        write_new(&dir, path, text.as_bytes())?;
+        written.push(path.to_string());
     }
-    outln!("made plugin crate {}:", dir.display());
-    for (path, _) in files {
+    if lang == Lang::Rust {
+        // The SDK goes with the crate, so that it builds wherever it lies, offline: no path
+        // into the sources repx was built from, no registry.
+        let sdk_dir = Path::new("repx-guest");
+        write_new(&dir, "repx-guest/Cargo.toml", sdk::RUST_MANIFEST.as_bytes())?;
+        for (path, text) in sdk::RUST {
+            write_new(&dir, &sdk_dir.join(path).to_string_lossy(), text.as_bytes())?;
+        }
+        for (path, text) in sdk::WIT {
+            let path = sdk_dir.join("wit").join(path);
+            write_new(&dir, &path.to_string_lossy(), text.as_bytes())?;
+        }
+        written.push("repx-guest/   (the Rust SDK)".to_string());
+    }
+    outln!("made a {} plugin in {}:", lang.name(), dir.display());
+    for path in written {
         outln!("  {path}");
     }
     outln!(
-        "next: cd {} && cargo build --release && repx run   (needs: rustup target add wasm32-wasip2)",
+        "next: cd {} && repx plugin build && repx run",
         dir.display()
     );
     Ok(exit::SUCCESS)
+}
+
+fn write_new(dir: &Path, path: &str, bytes: &[u8]) -> Result<(), CliError> {
+    let target = dir.join(path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    super::atomic::write(&target, bytes)?;
+    Ok(())
 }
 
 /// What a `.wasm` file is and asks for.

@@ -1,0 +1,256 @@
+//! Plugins in Rust, C, Python and JavaScript against one contract: the conformance plugin
+//! of each language (`plugins/conformance`) is built by the real toolchain through the
+//! real `repx plugin build`, run by the real `repx`, and held to the same expectations,
+//! written once here. Also: scaffolds (`repx plugin new`) built and run outside the
+//! checkout, and builds that give the same bytes twice.
+//!
+//! The toolchains come from `scripts/setup-plugins`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use common::{TempDir, repo_root, repx};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lang {
+    Rust,
+    C,
+    Python,
+    Js,
+}
+
+impl Lang {
+    fn flag(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::C => "c",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::C => "C",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        }
+    }
+}
+
+/// Where this test binary builds plugins: under the repository's `target/`, so that a
+/// build is not repeated for each test of the process.
+fn build_root() -> PathBuf {
+    repo_root().join("target").join("polyglot")
+}
+
+/// A fresh copy of `source` at `build_root()/name`, built by `repx plugin build`.
+fn build_copy(source: &Path, name: &str) -> PathBuf {
+    let dir = build_root().join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    common::copy_dir(source, &dir);
+    let build = repx(&dir, &["plugin", "build"]);
+    build.expect_code(0);
+    assert!(
+        build.stdout.starts_with("built "),
+        "{}\n{}",
+        build.stdout,
+        build.stderr
+    );
+    dir.join("plugin.wasm")
+}
+
+/// The conformance plugin of `lang`, built once per test process (Rust by
+/// scripts/build-plugins, as a member of the plugins workspace).
+fn conformance_plugin(lang: Lang) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<&'static str, PathBuf>>> = OnceLock::new();
+    if lang == Lang::Rust {
+        return common::plugin_wasm("conformance");
+    }
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(lang.flag())
+        .or_insert_with(|| {
+            let source = repo_root().join("plugins/conformance").join(lang.flag());
+            build_copy(&source, &format!("conformance-{}", lang.flag()))
+        })
+        .clone()
+}
+
+/// A lab of one stage on `plugin`, with input `data` (holding `a.txt`), the tool `echo`
+/// granted, and the jobs `x = 1` and `x = 2`; `extra` goes into the stage's params.
+fn conformance_lab(plugin: &Path, extra: &str) -> TempDir {
+    let lab = TempDir::new();
+    fs::create_dir_all(lab.path().join("data")).unwrap();
+    fs::write(lab.path().join("data/a.txt"), "hello\n").unwrap();
+    fs::copy(plugin, lab.path().join("plugin.wasm")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        format!(
+            r#"[lab]
+name = "conformance"
+
+[stages.check]
+plugin = "plugin.wasm"
+inputs = {{ data = "path:data" }}
+tools = ["echo"]
+params = {{ x = 1{extra} }}
+
+[pipelines.main]
+stages = ["check"]
+
+[runs.main]
+pipelines = ["main"]
+params = {{ x = [1, 2] }}
+"#
+        ),
+    )
+    .unwrap();
+    lab
+}
+
+/// The reports of the jobs committed in `store`, by their `x`.
+fn reports(store: &Path) -> BTreeMap<i64, (String, serde_json::Value)> {
+    let mut reports = BTreeMap::new();
+    for job in fs::read_dir(store.join("jobs")).unwrap().flatten() {
+        let Ok(text) = fs::read_to_string(job.path().join("out/report.json")) else {
+            continue;
+        };
+        let report: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("report.json: {e}\n{text}"));
+        let params: serde_json::Value =
+            serde_json::from_str(report["params"].as_str().expect("REPX_PARAMS is set")).unwrap();
+        let tool = fs::read_to_string(job.path().join("out/tool.txt")).unwrap_or_default();
+        assert_eq!(tool, "granted\n", "the granted tool's stdout");
+        let id = job.file_name().to_string_lossy().into_owned();
+        reports.insert(params["x"].as_i64().unwrap(), (id, report));
+    }
+    reports
+}
+
+/// Every check of the contract, the same for every language.
+fn conformance(lang: Lang) {
+    let plugin = conformance_plugin(lang);
+    let lab = conformance_lab(&plugin, "");
+    let store1 = lab.path().join("store1");
+    let run = repx(
+        lab.path(),
+        &["run", "--json", "--store", store1.to_str().unwrap()],
+    );
+    run.expect_code(0);
+
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let warning = format!("conformance: {} warns", lang.name());
+    let warnings = events
+        .iter()
+        .filter(|e| e["event"] == "warning" && e["message"] == warning.as_str())
+        .count();
+    assert_eq!(warnings, 2, "one warning per job: {}", run.stdout);
+    for done in [1, 2] {
+        let progress = events
+            .iter()
+            .filter(|e| e["event"] == "progress" && e["done"] == done && e["total"] == 2)
+            .count();
+        assert_eq!(progress, 2, "progress {done}/2 of each job: {}", run.stdout);
+    }
+
+    let first = reports(&store1);
+    assert_eq!(first.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    let (id, report) = &first[&1];
+    for (key, expected) in [
+        ("out_empty_at_start", serde_json::json!(true)),
+        ("inputs", serde_json::json!(["data"])),
+        ("input_write_refused", serde_json::json!(true)),
+        (
+            "env_names",
+            serde_json::json!(["REPX_JOB_ID", "REPX_MODE", "REPX_PARAMS", "REPX_STAGE"]),
+        ),
+        // The fixed clock: 2020-01-01T00:00:00Z.
+        ("clock_s", serde_json::json!(1577836800)),
+        ("tool_granted", serde_json::json!(0)),
+    ] {
+        assert_eq!(
+            report[key],
+            expected,
+            "{key} of {} in {report:#}",
+            lang.name()
+        );
+    }
+    let params: serde_json::Value =
+        serde_json::from_str(report["params"].as_str().unwrap()).unwrap();
+    assert_eq!(params, serde_json::json!({ "x": 1 }));
+    let refused = report["tool_refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("no grant for tool `nope`"),
+        "the refusal comes back as an error value: {report:#}"
+    );
+    assert_eq!(
+        fs::read_to_string(lab.path().join("data/a.txt")).unwrap(),
+        "hello\n"
+    );
+    assert!(!lab.path().join("data/new-file").exists());
+
+    // The log line is in the job's log.
+    let log = repx(
+        lab.path(),
+        &["log", &id[..12], "--store", store1.to_str().unwrap()],
+    );
+    log.expect_code(0);
+    assert!(log.stdout.contains(&warning), "{}", log.stdout);
+
+    // The same jobs in another store: the same bytes (fixed clock, seeded random), and the
+    // random source differs between jobs.
+    let store2 = lab.path().join("store2");
+    repx(lab.path(), &["run", "--store", store2.to_str().unwrap()]).expect_code(0);
+    let second = reports(&store2);
+    assert_eq!(
+        second[&1].1, first[&1].1,
+        "the same job differs between stores"
+    );
+    assert_ne!(
+        first[&1].1["random"], first[&2].1["random"],
+        "two jobs drew the same random bytes"
+    );
+
+    // The exit status arrives as the plugin gave it.
+    let failing = conformance_lab(&plugin, ", exit = 3");
+    let run = repx(failing.path(), &["run"]);
+    run.expect_code(1);
+    let failed = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("FAILED check ") && l.ends_with("exit status 3"))
+        .count();
+    assert_eq!(failed, 2, "{}", run.stderr);
+}
+
+#[test]
+fn conformance_rust() {
+    conformance(Lang::Rust);
+}
+
+#[test]
+fn conformance_c() {
+    conformance(Lang::C);
+}
+
+#[test]
+fn conformance_python() {
+    conformance(Lang::Python);
+}
+
+#[test]
+fn conformance_js() {
+    conformance(Lang::Js);
+}
