@@ -136,6 +136,101 @@ fn the_edit_run_loop_rebuilds_only_what_changed() {
     assert_eq!(mtime(&src.join("main.o")), main_o);
 }
 
+/// Makes the example's link step say it started (`../linking`, outside the stage's sources)
+/// and wait until `../go` exists, so that a test can edit a source while `make` runs, after
+/// it compiled that source.
+fn hold_the_link(lab: &Path) {
+    let makefile = lab.join("src/Makefile");
+    let text = fs::read_to_string(&makefile).unwrap().replace(
+        "\t$(CC) -o $@ $(OBJS)\n",
+        "\t$(CC) -o $@ $(OBJS)\n\ttouch ../linking; i=0; \\\n\t\
+         while [ ! -e ../go ] && [ $$i -lt 6000 ]; do sleep 0.01; i=$$((i+1)); done\n",
+    );
+    fs::write(&makefile, text).unwrap();
+}
+
+/// Every committed `run.log`.
+fn run_logs(lab: &Path) -> Vec<String> {
+    common::job_dirs(lab)
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("out/run.log")).ok())
+        .collect()
+}
+
+/// Waits for `path` to exist, failing after a long while instead of hanging.
+#[track_caller]
+fn wait_for(path: &Path) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_edit_saved_while_make_runs_is_built_by_the_next_run() {
+    let lab = example();
+    let src = lab.path().join("src");
+    hold_the_link(lab.path());
+    let tools = "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]";
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replace("tools = [\"make\", \"cc\"]", tools),
+    )
+    .unwrap();
+    // A first build, so that the edit below makes make rebuild one object only.
+    fs::write(lab.path().join("go"), "").unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+    fs::remove_file(lab.path().join("go")).unwrap();
+    fs::remove_file(lab.path().join("linking")).unwrap();
+
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    let edit = |to: &str| {
+        fs::write(
+            src.join("file1.c"),
+            file1.replace("\"F1\\n\"", &format!("\"{to}\\n\"")),
+        )
+        .unwrap()
+    };
+    edit("F1 first");
+    let running = common::repx_command(lab.path(), &["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // make compiled file1.c and waits in the link step: the edit comes after make read it.
+    wait_for(&lab.path().join("linking"));
+    edit("F1 second");
+    fs::write(lab.path().join("go"), "").unwrap();
+    let during = running.wait_with_output().unwrap();
+    assert_eq!(during.status.code(), Some(0));
+    // That run's binary was built from what make read.
+    let logs = run_logs(lab.path());
+    assert!(logs.iter().any(|l| l == "Main\nF1 first\nF2\n"), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("second")), "{logs:?}");
+
+    // The next run builds the edit; the one after is cached.
+    let next = repx(lab.path(), &["run"]);
+    next.expect_code(0);
+    assert_eq!(
+        next.ran(),
+        ["build", "run"],
+        "the edit was counted as built"
+    );
+    let logs = run_logs(lab.path());
+    assert!(
+        logs.iter().any(|l| l == "Main\nF1 second\nF2\n"),
+        "{logs:?}"
+    );
+    let again = repx(lab.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(again.cached(), ["build", "run"]);
+}
+
 #[test]
 fn an_identical_rebuild_does_not_rerun_downstream() {
     let lab = example();

@@ -21,6 +21,17 @@
 //! 256), so a whole sweep stays cached however wide; a job whose fingerprint was dropped,
 //! after many re-runs of others, re-runs once.
 //!
+//! What counts is what the job read, not the tree it leaves: an edit saved while a job runs
+//! (after `make` read the file, say) must not be counted as built. So the scan before a job
+//! keeps each file's digest, and the scan after it compares: a file that changed while the
+//! job ran is the job's own write only if it is one of the files the stage's jobs *create*
+//! (make's objects, first created by a job, then rewritten by later ones; the store keeps
+//! their names). Any other change (an edited source, a file removed) may have come after
+//! the job read it: the job then records no fingerprint, so it is never up to date, and its
+//! scope is not appended to the settled list, so the next run runs the stage again. A file
+//! a job rewrites but never created (objects built by hand before the first run) counts as
+//! such an edit, at the cost of one more run of the job, until a job creates it.
+//!
 //! Hashing a whole project every run would be slow; a file whose size, mtime, ctime and
 //! inode are as when it was last hashed is not read again. Files changed within the last
 //! two seconds are always read, as a later change could keep the same times.
@@ -28,7 +39,7 @@
 //! The state lives in `<store>/fingerprints/<stage>.<lab>.json`, changed under an
 //! exclusive lock on a file beside it, and replaced whole by a rename.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -102,6 +113,25 @@ struct State {
     settled: Vec<String>,
     /// Each file (absolute path) as it was when last hashed.
     files: BTreeMap<String, Seen>,
+    /// The files (names in the scope) that a job of the stage created: changes to them
+    /// while a job runs are the job's own.
+    #[serde(default)]
+    written: BTreeSet<String>,
+}
+
+/// The scope as a job found it: each file's name in the scope and its digest.
+#[derive(Debug)]
+pub struct Before {
+    digests: BTreeMap<String, String>,
+}
+
+/// One reading of the scope.
+struct Scan {
+    fingerprint: String,
+    /// The files whose times are settled, to skip hashing them next time.
+    files: BTreeMap<String, Seen>,
+    /// Every file's name in the scope and its digest.
+    digests: BTreeMap<String, String>,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +186,7 @@ impl Sources {
             settled: Vec::new(),
             keep: jobs.saturating_mul(2).max(SETTLED_MIN),
         };
-        let current = sources.fingerprint(|_, _| {})?;
+        let current = sources.fingerprint(|_, _| {})?.fingerprint;
         let state = sources.read()?;
         if state.settled.last() == Some(&current) {
             sources.settled = state.settled;
@@ -170,40 +200,62 @@ impl Sources {
     }
 
     /// Before one of the stage's jobs runs: unless the scope is as the last job left it,
-    /// something else changed it, and the earlier jobs are out of date.
-    pub fn before_job(&self) -> io::Result<()> {
-        self.fingerprint(|state, current| {
-            if state.settled.last().map(String::as_str) != Some(current) {
-                state.settled = vec![current.to_string()];
+    /// something else changed it, and the earlier jobs are out of date. What it returns is
+    /// what the job will read, for [`Sources::after_job`].
+    pub fn before_job(&self) -> io::Result<Before> {
+        let scan = self.fingerprint(|state, scan| {
+            if state.settled.last() != Some(&scan.fingerprint) {
+                state.settled = vec![scan.fingerprint.clone()];
             }
+        })?;
+        Ok(Before {
+            digests: scan.digests,
         })
-        .map(drop)
     }
 
-    /// After one of the stage's jobs succeeded: the fingerprint to record with it.
-    pub fn after_job(&self) -> io::Result<String> {
-        self.fingerprint(|state, current| {
-            if state.settled.last().map(String::as_str) != Some(current) {
-                state.settled.push(current.to_string());
+    /// After one of the stage's jobs succeeded: the fingerprint to record with it, or none
+    /// when something other than the job changed the scope while it ran (see the module
+    /// documentation), which leaves the job, and the stage, out of date.
+    pub fn after_job(&self, before: &Before) -> io::Result<Option<String>> {
+        let mut edited = false;
+        let scan = self.fingerprint(|state, scan| {
+            let current = &scan.fingerprint;
+            // Files made during the job are its own; of the others, only those it made
+            // once before.
+            let made: Vec<&String> = scan
+                .digests
+                .keys()
+                .filter(|name| !before.digests.contains_key(*name))
+                .collect();
+            edited = before.digests.iter().any(|(name, digest)| {
+                scan.digests.get(name) != Some(digest) && !state.written.contains(name)
+            });
+            state.written.extend(made.into_iter().cloned());
+            if edited {
+                return;
+            }
+            if state.settled.last() != Some(current) {
+                state.settled.push(current.clone());
             }
             let over = state.settled.len().saturating_sub(self.keep);
             state.settled.drain(..over);
-        })
-    }
-
-    /// Fingerprints the scope; stores the file times seen and what `then` changes, at once.
-    fn fingerprint(&self, then: impl FnOnce(&mut State, &str)) -> io::Result<String> {
-        let seen = self.read()?.files;
-        let (current, files) = self.scan(&seen)?;
-        self.update(|state| {
-            state.files = files;
-            then(state, &current);
         })?;
-        Ok(current)
+        Ok((!edited).then_some(scan.fingerprint))
     }
 
-    /// The fingerprint of the scope, and the files it read with their times.
-    fn scan(&self, seen: &BTreeMap<String, Seen>) -> io::Result<(String, BTreeMap<String, Seen>)> {
+    /// Reads the scope; stores the file times seen and what `then` changes, at once.
+    fn fingerprint(&self, then: impl FnOnce(&mut State, &Scan)) -> io::Result<Scan> {
+        let seen = self.read()?.files;
+        let mut scan = self.scan(&seen)?;
+        self.update(|state| {
+            state.files = std::mem::take(&mut scan.files);
+            then(state, &scan);
+        })?;
+        Ok(scan)
+    }
+
+    /// The fingerprint of the scope, and the files it read with their times and digests.
+    fn scan(&self, seen: &BTreeMap<String, Seen>) -> io::Result<Scan> {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -222,6 +274,7 @@ impl Sources {
         };
         let mut hasher = blake3::Hasher::new();
         let mut files = BTreeMap::new();
+        let mut digests = BTreeMap::new();
         for root in roots {
             let walk = WalkDir::new(&root)
                 .follow_links(false)
@@ -265,13 +318,18 @@ impl Sources {
                     }
                     digest
                 };
-                let name = name.as_os_str().as_encoded_bytes();
-                hasher.update(&(name.len() as u64).to_le_bytes());
-                hasher.update(name);
+                let bytes = name.as_os_str().as_encoded_bytes();
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
                 hasher.update(digest.as_bytes());
+                digests.insert(name.to_string_lossy().into_owned(), digest);
             }
         }
-        Ok((hasher.finalize().to_hex().to_string(), files))
+        Ok(Scan {
+            fingerprint: hasher.finalize().to_hex().to_string(),
+            files,
+            digests,
+        })
     }
 
     fn read(&self) -> io::Result<State> {
@@ -377,7 +435,7 @@ mod tests {
     }
 
     fn current(dir: &Path, scope: Scope) -> String {
-        open(dir, scope).fingerprint(|_, _| {}).unwrap()
+        open(dir, scope).fingerprint(|_, _| {}).unwrap().fingerprint
     }
 
     #[test]
@@ -439,19 +497,22 @@ mod tests {
             let key = file.to_string_lossy().into_owned();
             BTreeMap::from([(key, Seen::of(&meta, hash.into()))])
         };
-        let fresh = sources.scan(&BTreeMap::new()).unwrap().0;
+        let fresh = sources.scan(&BTreeMap::new()).unwrap().fingerprint;
         assert_eq!(
             fresh,
-            sources.scan(&remembered(&hash_of("int a;"))).unwrap().0
+            sources
+                .scan(&remembered(&hash_of("int a;")))
+                .unwrap()
+                .fingerprint
         );
         // The remembered digest stands in for the file while its times are the same...
         let stale = remembered(&hash_of("int z;"));
-        assert_ne!(fresh, sources.scan(&stale).unwrap().0);
+        assert_ne!(fresh, sources.scan(&stale).unwrap().fingerprint);
         // ...and an edit of the same size changes them.
         fs::write(&file, "int b;").unwrap();
-        let edited = sources.scan(&BTreeMap::new()).unwrap().0;
+        let edited = sources.scan(&BTreeMap::new()).unwrap().fingerprint;
         assert_ne!(edited, fresh);
-        assert_eq!(edited, sources.scan(&stale).unwrap().0);
+        assert_eq!(edited, sources.scan(&stale).unwrap().fingerprint);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -465,9 +526,9 @@ mod tests {
         // A job of the stage writes into the project.
         let job = |object: &str| {
             let sources = open(&dir, Scope::Project);
-            sources.before_job().unwrap();
+            let before = sources.before_job().unwrap();
             fs::write(dir.join(object), object).unwrap();
-            sources.after_job().unwrap()
+            sources.after_job(&before).unwrap().unwrap()
         };
         // Two jobs of a swept stage, each writing the tree: both are up to date after.
         let (first, second) = (job("1.o"), job("2.o"));
@@ -484,6 +545,41 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_while_a_job_runs_leaves_it_out_of_date_but_its_own_writes_do_not() {
+        let dir = project("edited");
+        let job = |edit: bool| {
+            let sources = open(&dir, Scope::Project);
+            let before = sources.before_job().unwrap();
+            // The job reads the source, then writes its object...
+            let object = format!("{}.o", fs::read_to_string(dir.join("src/a.c")).unwrap());
+            fs::write(dir.join("a.o"), object).unwrap();
+            // ...and the source is saved again before it is over.
+            if edit {
+                fs::write(dir.join("src/a.c"), "int edited;").unwrap();
+            }
+            sources.after_job(&before).unwrap()
+        };
+        // The first job creates a.o; a later one rewrites it, and is up to date.
+        let first = job(false).unwrap();
+        assert!(open(&dir, Scope::Project).up_to_date(&first));
+        fs::write(dir.join("src/a.c"), "int b;").unwrap();
+        let again = job(false).unwrap();
+        assert!(open(&dir, Scope::Project).up_to_date(&again));
+        // An edit during the job: no fingerprint, and the stage is out of date.
+        assert_eq!(job(true), None);
+        let now = open(&dir, Scope::Project);
+        assert!(!now.up_to_date(&first) && !now.up_to_date(&again));
+        // The next job reads the edit and is up to date.
+        let after = job(false).unwrap();
+        assert!(open(&dir, Scope::Project).up_to_date(&after));
+        assert_eq!(
+            fs::read_to_string(dir.join("a.o")).unwrap(),
+            "int edited;.o"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_sweep_wider_than_256_stays_cached_and_jobs_leaving_the_scope_alone_add_nothing() {
         let dir = project("wide");
         let jobs = 300;
@@ -491,11 +587,11 @@ mod tests {
         let job = |object: &str, text: &str| {
             let sources =
                 Sources::open("s", Scope::Project, &dir, &dir.join(".repx"), jobs).unwrap();
-            sources.before_job().unwrap();
+            let before = sources.before_job().unwrap();
             if !object.is_empty() {
                 fs::write(dir.join(object), text).unwrap();
             }
-            sources.after_job().unwrap()
+            sources.after_job(&before).unwrap().unwrap()
         };
         // Each job of the sweep writes its own object: every one is up to date after.
         let recorded: Vec<String> = (0..jobs).map(|i| job(&format!("{i}.o"), "o")).collect();

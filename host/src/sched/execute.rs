@@ -54,9 +54,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         _ => None,
     };
     let unread = |sources, e| Failure::job(format!("reading the {sources}: {e}"));
-    if let Some(sources) = sources {
-        sources.before_job().map_err(|e| unread(sources, e))?;
-    }
+    // What the job reads: an edit that lands while it runs must not count as built.
+    let before = match sources {
+        Some(sources) => Some(sources.before_job().map_err(|e| unread(sources, e))?),
+        None => None,
+    };
     let staging = store.stage(id, 0).map_err(store_failure)?;
     let ran = match (job.mode, nix) {
         (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
@@ -98,9 +100,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             }));
         }
     };
-    let fingerprint = match sources {
-        Some(sources) => Some(sources.after_job().map_err(|e| unread(sources, e))?),
-        None => None,
+    let fingerprint = match (sources, &before) {
+        (Some(sources), Some(before)) => {
+            sources.after_job(before).map_err(|e| unread(sources, e))?
+        }
+        _ => None,
     };
     let record = Record {
         id: id.to_string(),
