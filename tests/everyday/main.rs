@@ -6,11 +6,13 @@
 //! - `stages`: stages as targets, and `--stage`, `--status`, `--param` filters.
 //! - `verbs`: `gc pin|unpin`, `cache list|stats|clear`, `log -f`.
 //! - `debug`: `repx debug JOB`, its trace and what it leaves alone.
+//! - `tui`: `repx tui` under tmux: the tree, the filter, running, the log, cancelling.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! - `flake`: the impure example built into a lab directory by Nix, and run from there.
 //!
-//! Needs the plugins (`scripts/build-plugins`); `flake` needs Nix and git (`scripts/nix-setup`).
+//! Needs the plugins (`scripts/build-plugins`); `flake` needs Nix and git (`scripts/nix-setup`), `tui` tmux
+//! (`scripts/setup-tests`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,6 +24,7 @@ mod errors;
 mod flake;
 mod stages;
 mod strict;
+mod tui;
 mod verbs;
 
 /// `repx`'s exit code for an invalid lab or command line.

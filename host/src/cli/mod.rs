@@ -33,6 +33,7 @@ mod show_job;
 mod slurm;
 mod store_path;
 mod targets;
+mod tui;
 mod verify;
 mod viz;
 mod worker;
@@ -118,6 +119,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// The runs, stages and jobs as a tree with their states, a filter and a log view;
+    /// run, force or cancel the selected jobs from there.
+    Tui,
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -433,6 +437,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Log { job, follow } => inspect::log(&cli, job, *follow),
         Command::Debug { job, dir } => debug::debug(&cli, job, dir.as_deref()),
+        Command::Tui => tui::tui(&cli),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             plugin::new(name, dir.as_deref(), *lang)
