@@ -57,7 +57,8 @@ pub struct Cli {
     /// several, the first of those.
     #[arg(long, global = true, default_value = ".")]
     pub lab: PathBuf,
-    /// The store directory (default: `.repx` beside the lab).
+    /// The store directory (default: the project's own, in ~/.cache/repx/stores, linked as
+    /// `.repx` in the project).
     #[arg(long, global = true)]
     pub store: Option<PathBuf>,
     #[command(subcommand)]
