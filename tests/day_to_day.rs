@@ -107,6 +107,53 @@ fn json_events_parse_and_count_the_jobs() {
     assert_eq!(count(&events, "job_started"), 0, "{}", again.stdout);
 }
 
+#[test]
+fn a_failure_has_a_kind_in_json() {
+    let lab = common::lab_dir(
+        r#"
+[stages.exit]
+plugin = "plugins/test-fail.wasm"
+[stages.trap]
+plugin = "plugins/test-trap.wasm"
+[stages.memory]
+plugin = "plugins/memory-bomb.wasm"
+limits = { memory = "64M" }
+[stages.missing]
+plugin = "plugins/generate.wasm"
+outputs = ["nothing-here.txt"]
+[pipelines.p]
+stages = ["exit", "trap", "memory", "missing"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["test-fail", "test-trap", "memory-bomb"],
+    );
+    let out = repx(lab.path(), &["run", "--json", "--continue-on-failure"]);
+    out.expect_code(1);
+    let events = json_lines(&out.stdout);
+    let kinds: std::collections::BTreeMap<&str, (&str, Option<&str>)> =
+        job_events(&events, "job_failed")
+            .iter()
+            .map(|e| {
+                (
+                    e["stage"].as_str().unwrap(),
+                    (e["kind"].as_str().unwrap(), e["limit"].as_str()),
+                )
+            })
+            .collect();
+    assert_eq!(
+        kinds,
+        std::collections::BTreeMap::from([
+            ("exit", ("exit_status", None)),
+            ("trap", ("trap", None)),
+            ("memory", ("limit", Some("memory"))),
+            ("missing", ("missing_output", None)),
+        ]),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A lab where `fail` fails in `mode` and the two stages after it are skipped.
 fn failing_chain(mode: &str) -> common::TempDir {
     common::lab_dir(
@@ -1255,4 +1302,258 @@ pipelines = ["p"]
         "{}",
         show.stdout
     );
+}
+
+/// A lab for the explain matrix: `gen` → `sum`, a `tool` stage granted `tools/mytool`
+/// (outside the project), an impure `imp` whose sources are `src/**`, and `flaky`, which
+/// always fails.
+fn explain_lab() -> (common::TempDir, std::path::PathBuf) {
+    let tools = common::TempDir::new();
+    let tool = tools.path().join("mytool");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    let lab = common::lab_dir(
+        &format!(
+            r#"
+[stages.gen]
+plugin = "plugins/generate.wasm"
+params = {{ n = 10 }}
+outputs = ["data.csv"]
+[stages.sum]
+plugin = "plugins/sum.wasm"
+inputs = {{ data = "gen" }}
+[stages.tool]
+plugin = "plugins/test-tool.wasm"
+tools = ["{tool}"]
+params = {{ tool = "{tool}" }}
+[stages.imp]
+plugin = "plugins/generate.wasm"
+mode = "impure"
+sources = ["src/**"]
+params = {{ n = 3 }}
+[stages.flaky]
+plugin = "plugins/test-fail.wasm"
+[pipelines.p]
+stages = ["gen", "sum", "tool", "imp", "flaky"]
+[runs.r]
+pipelines = ["p"]
+"#,
+            tool = tool.display()
+        ),
+        &["test-tool", "test-fail"],
+    );
+    std::fs::create_dir_all(lab.path().join("src")).unwrap();
+    std::fs::write(lab.path().join("src/a.txt"), "one\n").unwrap();
+    // The tools' directory lives as long as the lab.
+    std::mem::forget(tools);
+    (lab, tool)
+}
+
+/// Stage → reason kind of each job `repx run --dry-run` says would run, and of each job
+/// `repx run --json` started (with `args`); both exit as expected.
+fn reasons(
+    lab: &std::path::Path,
+    args: &[&str],
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, String>,
+) {
+    let mut dry_args = vec!["run", "--dry-run"];
+    dry_args.extend(args);
+    let dry = repx(lab, &dry_args);
+    dry.expect_code(0);
+    let dry: std::collections::BTreeMap<String, String> = dry
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("would run "))
+        .map(|l| {
+            let stage = l.split_whitespace().next().unwrap().to_string();
+            let kind = l.split(": ").nth(1).unwrap().to_string();
+            (stage, kind)
+        })
+        .collect();
+    let mut run_args = vec!["run", "--json", "--continue-on-failure"];
+    run_args.extend(args);
+    let run = repx(lab, &run_args);
+    let events = json_lines(&run.stdout);
+    let ran: std::collections::BTreeMap<String, String> = job_events(&events, "job_started")
+        .iter()
+        .map(|e| {
+            (
+                e["stage"].as_str().unwrap().to_string(),
+                e["reason"]["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for e in job_events(&events, "job_finished") {
+        assert!(e["reason"]["detail"].is_string(), "{e}");
+    }
+    (dry, ran)
+}
+
+fn kinds(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(s, k)| (s.to_string(), k.to_string()))
+        .collect()
+}
+
+#[test]
+fn each_reason_to_run_comes_from_a_real_edit_in_dry_run_and_json() {
+    let (lab, tool) = explain_lab();
+    let lab = lab.path();
+    let edit = |from: &str, to: &str| {
+        let toml = std::fs::read_to_string(lab.join("repx.toml")).unwrap();
+        assert!(toml.contains(from), "{from}");
+        std::fs::write(lab.join("repx.toml"), toml.replacen(from, to, 1)).unwrap();
+    };
+    let step = |what: &str, args: &[&str], expected: &[(&str, &str)]| {
+        let (dry, ran) = reasons(lab, args);
+        let expected = kinds(expected);
+        assert_eq!(dry, expected, "{what}: --dry-run");
+        assert_eq!(ran, expected, "{what}: --json");
+    };
+    let flaky = ("flaky", "failed_last_time");
+
+    step(
+        "first run",
+        &[],
+        &[
+            ("gen", "never_run"),
+            ("sum", "never_run"),
+            ("tool", "never_run"),
+            ("imp", "never_run"),
+            ("flaky", "never_run"),
+        ],
+    );
+    step("nothing changed", &[], &[flaky]);
+
+    edit("n = 10", "n = 20");
+    step(
+        "a parameter",
+        &[],
+        &[("gen", "param_changed"), ("sum", "upstream_changed"), flaky],
+    );
+    // Named with both values.
+    let dry = repx(lab, &["run", "--dry-run"]);
+    assert!(!dry.stdout.contains("would run gen"), "{}", dry.stdout);
+    edit("n = 20", "n = 30");
+    let dry = repx(lab, &["run", "--dry-run"]);
+    assert!(dry.stdout.contains("n: 20 -> 30"), "{}", dry.stdout);
+    repx(lab, &["run", "--continue-on-failure"]);
+
+    // The plugin's bytes change: a custom section appended (still valid wasm).
+    let plugin = lab.join("plugins/sum.wasm");
+    let mut bytes = std::fs::read(&plugin).unwrap();
+    bytes.extend_from_slice(b"\x00\x04\x03abc");
+    std::fs::write(&plugin, bytes).unwrap();
+    step("the plugin", &[], &[("sum", "plugin_changed"), flaky]);
+
+    std::fs::copy("/bin/false", &tool).unwrap();
+    step("a tool", &[], &[("tool", "tools_changed"), flaky]);
+
+    std::fs::write(lab.join("src/a.txt"), "two\n").unwrap();
+    step("a source", &[], &[("imp", "sources_changed"), flaky]);
+
+    let listed = repx(lab, &["list", "jobs", "--output-paths"]);
+    let out = listed
+        .stdout
+        .lines()
+        .find(|l| l.contains(" gen "))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(std::path::Path::new(&out).join("data.csv")).unwrap();
+    step("an output", &[], &[("gen", "output_changed"), flaky]);
+
+    step("forced", &["--force", "tool"], &[("tool", "forced"), flaky]);
+
+    // Every stage impure: gen's last job was pure.
+    let (dry, ran) = reasons(lab, &["--impure"]);
+    assert_eq!(dry["gen"], "mode_changed", "{dry:?}");
+    assert_eq!(ran["gen"], "mode_changed", "{ran:?}");
+}
+
+/// Every file, directory and link under `root`, with contents and link targets, hashed.
+fn tree_digest(root: &std::path::Path) -> String {
+    let mut entries = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let what = if meta.is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                format!("file {}", fnv_hex(&bytes))
+            };
+            entries.push(format!("{name} {what}"));
+        }
+    }
+    entries.sort();
+    entries.join("\n")
+}
+
+/// A cheap digest for [`tree_digest`]: FNV-1a, 64 bits, of the bytes and their length.
+fn fnv_hex(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}-{}", bytes.len())
+}
+
+#[test]
+fn read_only_commands_leave_the_store_byte_identical() {
+    let (lab, _) = explain_lab();
+    let lab = lab.path();
+    repx(lab, &["run", "--continue-on-failure"]);
+    // An edit makes the impure stage out of date, and a parameter a job to run.
+    std::fs::write(lab.join("src/a.txt"), "two\n").unwrap();
+    let toml = std::fs::read_to_string(lab.join("repx.toml")).unwrap();
+    std::fs::write(lab.join("repx.toml"), toml.replace("n = 10", "n = 11")).unwrap();
+    let store = common::default_store(lab);
+    let listed = repx(lab, &["list", "jobs"]);
+    let id = listed
+        .stdout
+        .lines()
+        .find(|l| l.contains(" done ") && l.contains(" tool "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let report = common::TempDir::new();
+    let report = report.path().join("r.html");
+    let report = report.to_str().unwrap();
+    for command in [
+        &["list", "jobs"][..],
+        &["list", "runs"],
+        &["list", "deps"],
+        &["show", "job", &id],
+        &["show", "stage", "imp"],
+        &["log", &id],
+        &["results"],
+        &["report", "--output", report],
+        &["viz"],
+        &["viz", "--jobs"],
+        &["gc", "--dry-run"],
+        &["run", "--dry-run"],
+    ] {
+        let before = tree_digest(&store);
+        let out = repx(lab, command);
+        assert!(out.code == 0 || out.code == 1, "{command:?}: {out:?}");
+        let after = tree_digest(&store);
+        assert!(
+            before == after,
+            "{command:?} changed the store:\n--- before\n{before}\n--- after\n{after}"
+        );
+    }
 }

@@ -1549,6 +1549,16 @@ impl Running {
         }
     }
 
+    /// As [`Running::stop_with`], and the events not read yet.
+    #[track_caller]
+    fn stop_with_events(mut self, signal: libc::c_int) -> (i32, String, Vec<serde_json::Value>) {
+        let (_, none) = std::sync::mpsc::channel();
+        let events = std::mem::replace(&mut self.events, none);
+        let (code, stderr) = self.stop_with(signal);
+        // The reader ends with the run's stdout.
+        (code, stderr, events.iter().collect())
+    }
+
     /// Sends `signal` and waits for the run to exit: its exit code and stderr. A run still
     /// going after [`STOP_BOUND`] is killed and fails the test.
     #[track_caller]
@@ -1669,6 +1679,80 @@ fn sigterm_and_ctrl_c_stop_a_plugin_asleep_in_the_host() {
     let (code, stderr) = rerun.stop_with(libc::SIGINT);
     assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
     assert_only_quick_committed(lab.path(), &stderr);
+}
+
+#[test]
+fn an_interrupted_job_reads_interrupted_and_its_dependents_not_started() {
+    let toml = r#"
+[stages.quick]
+plugin = "plugins/generate.wasm"
+params = { n = 100 }
+outputs = ["data.csv"]
+
+[stages.slow]
+plugin = "plugins/sleep-forever.wasm"
+inputs = { data = "quick" }
+
+[stages.after]
+plugin = "plugins/sum.wasm"
+inputs = { data = "slow" }
+
+[pipelines.main]
+stages = ["quick", "slow", "after"]
+
+[runs.main]
+pipelines = ["main"]
+"#;
+    let lab = lab_dir(toml, &["sleep-forever"]);
+    let mut run = Running::start(lab.path());
+    run.wait_for(&[("job_finished", "quick"), ("job_started", "slow")]);
+    wait_until_asleep(&mut run, lab.path());
+    let (code, stderr, events) = run.stop_with_events(libc::SIGINT);
+    assert_eq!(code, INTERRUPTED, "--- stderr:\n{stderr}");
+    let of = |name: &str, stage: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == name && e["stage"] == stage)
+            .unwrap_or_else(|| panic!("no {name} of {stage} in {events:#?}"))
+            .clone()
+    };
+    // The job the interrupt cut off is of kind `interrupted`, not a failure of its own.
+    assert_eq!(of("job_failed", "slow")["kind"], "interrupted");
+    let after = of("job_skipped", "after");
+    assert_eq!(after["interrupted"], true, "{after}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(
+        (last["failed"].as_u64(), last["skipped"].as_u64()),
+        (Some(0), Some(0)),
+        "{last}"
+    );
+    assert_eq!(last["not_run"], 2, "{last}");
+
+    // In lines: `interrupted`, never FAILED, and the dependent is not started.
+    let run = common::repx_command(lab.path(), &["run", "-j", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = lab.path().join(".repx/tmp");
+    let until = std::time::Instant::now() + START_BOUND;
+    while !files_under(&tmp).iter().any(|f| f.ends_with("out/asleep")) {
+        assert!(std::time::Instant::now() < until, "not asleep in time");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = libc::pid_t::try_from(run.id()).unwrap();
+    // SAFETY: a plain system call; the child is not reaped yet, so `pid` is still it.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(INTERRUPTED), "{stderr}");
+    assert!(stderr.contains("interrupted slow "), "{stderr}");
+    assert!(!stderr.contains("FAILED"), "{stderr}");
+    assert!(
+        stderr.contains("skip after: not started: the run was interrupted"),
+        "{stderr}"
+    );
 }
 
 /// Waits for `sleep-forever`'s mark in its staged `/out`: then it is in a day's sleep in the

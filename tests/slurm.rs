@@ -994,6 +994,8 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         stamps: Vec::new(),
         sealed_ns: None,
         inputs: None,
+        plugin: None,
+        tools: None,
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");

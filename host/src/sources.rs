@@ -104,6 +104,9 @@ pub struct Sources {
     settled: Vec<String>,
     /// How many fingerprints the settled list keeps.
     keep: usize,
+    /// Files of the scope that changed since it was last read (relative to the project,
+    /// sorted), for a reason to name.
+    changed: Vec<String>,
 }
 
 /// What the store keeps for one stage.
@@ -185,13 +188,42 @@ impl Sources {
                 .join(format!("{stage}.{}.json", &lab[..16])),
             settled: Vec::new(),
             keep: jobs.saturating_mul(2).max(SETTLED_MIN),
+            changed: Vec::new(),
         };
+        let before = sources.read()?.files;
         let current = sources.fingerprint(|_, _| {})?.fingerprint;
         let state = sources.read()?;
+        let project = project
+            .canonicalize()
+            .unwrap_or_else(|_| project.to_path_buf());
+        let relative = |path: &String| {
+            Path::new(path)
+                .strip_prefix(&project)
+                .map_or(path.clone(), |p| p.to_string_lossy().into_owned())
+        };
+        // Files read last time as well, with other contents, or gone. (A file changed just
+        // before the last reading was not kept then, so a new file cannot be told from it.)
+        let mut changed: Vec<String> = before
+            .iter()
+            .filter(|(name, seen)| {
+                state
+                    .files
+                    .get(*name)
+                    .is_none_or(|now| now.hash != seen.hash)
+            })
+            .map(|(name, _)| relative(name))
+            .collect();
+        changed.sort();
+        sources.changed = changed;
         if state.settled.last() == Some(&current) {
             sources.settled = state.settled;
         }
         Ok(sources)
+    }
+
+    /// Files of the scope that changed since it was last read, relative to the project.
+    pub fn changed(&self) -> &[String] {
+        &self.changed
     }
 
     /// Whether a job of this stage that recorded `fingerprint` was up to date at loading.

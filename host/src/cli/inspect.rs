@@ -17,6 +17,8 @@ use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, LabError, Mode, did_you_mean};
 use crate::plan::Plan;
+use crate::sched::explain::{Planned, explain};
+use crate::sched::{Options, ReasonKind};
 use crate::store::{Store, location};
 
 /// The lab and its store, opened for reading: these commands work while a run is going.
@@ -92,6 +94,10 @@ pub fn list(
     let graph = JobGraph::expand(&lab, &runs, None);
     let plan = Plan::new(lab, graph, &store)?;
     let ids = plan.static_ids(&store);
+    let planned = match what {
+        ListWhat::Jobs => explain(&plan, &store, &Options::explain()),
+        _ => Vec::new(),
+    };
     let name = |i: usize| {
         ids[i]
             .as_deref()
@@ -100,9 +106,12 @@ pub fn list(
     for (index, job) in plan.graph.jobs.iter().enumerate() {
         match what {
             ListWhat::Jobs => {
-                let status = match &ids[index] {
-                    Some(id) if store.done(id).is_some() => Status::Done,
-                    Some(id) if store.failed_dir(id).is_dir() => Status::Failed,
+                // The state `repx run` would act on: done only if it would be cached.
+                let status = match &planned[index] {
+                    Planned::Cached { .. } => Status::Done,
+                    Planned::Run { reason, .. } if reason.kind == ReasonKind::FailedLastTime => {
+                        Status::Failed
+                    }
                     _ => Status::Todo,
                 };
                 if !filter.keep(job, status) {

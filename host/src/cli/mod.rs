@@ -374,8 +374,9 @@ pub struct RunArgs {
     /// With --out: replace what DIR holds.
     #[arg(long, requires = "out")]
     pub force_out: bool,
-    /// With --plugin: show what the plugin would be granted, and run nothing.
-    #[arg(long, requires = "plugin")]
+    /// Run nothing: list each job that would run and why, then counts per stage; with
+    /// --plugin, what the plugin would be granted.
+    #[arg(long)]
     pub dry_run: bool,
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]

@@ -1,14 +1,17 @@
 //! `repx run`: a lab's runs or jobs, or one plugin ad hoc.
 
+use std::collections::BTreeMap;
+
 use super::engine;
 use super::error::{CliError, invalid};
-use super::escape::terminal;
-use super::render::Format;
+use super::escape::{self, terminal};
+use super::render::{Format, label, short};
 use super::store_path::store_path;
 use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
+use crate::sched::explain::{Planned, explain};
 use crate::sched::{Force, Options};
 use crate::store::{Store, location};
 
@@ -31,7 +34,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     for warning in &lab.warnings {
         errln!("warning: {}", terminal(&warning.to_string()));
     }
-    if args.dry_run {
+    if args.dry_run && args.plugin.is_some() {
         for stage in lab.stages.values() {
             out!(
                 "{}",
@@ -41,9 +44,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         return Ok(exit::SUCCESS);
     }
     check_store_out_of_reach(cli, &lab, mode)?;
-    let store = Store::open(&store_path(cli, &lab)?)?;
+    // A dry run only reads the store: it takes no lock and writes nothing there.
+    let store = match args.dry_run {
+        true => Store::open_reader(&store_path(cli, &lab)?)?,
+        false => Store::open(&store_path(cli, &lab)?)?,
+    };
     super::verify::warn(&store);
-    if args.plugin.is_none() {
+    if args.plugin.is_none() && !args.dry_run {
         // `repx gc` keeps what this lab's runs reach, in this mode.
         store.add_root(&lab.file, mode)?;
     }
@@ -94,6 +101,19 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.dry_run {
+        let options = Options {
+            nix: None,
+            guard: None,
+            jobs,
+            continue_on_failure: args.continue_on_failure,
+            force,
+            targets,
+            interrupted: Default::default(),
+        };
+        dry_run(&plan, &store, &options);
+        return Ok(exit::SUCCESS);
+    }
     let (runtime, interrupted) = engine::runtime(&plan, &store, jobs)?;
     let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
     let options = Options {
@@ -127,6 +147,51 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     } else {
         exit::SUCCESS
     })
+}
+
+/// `repx run --dry-run` on a lab: each job that would run with its reason, on stdout, then
+/// the counts per stage.
+fn dry_run(plan: &Plan, store: &Store, options: &Options) {
+    let planned = explain(plan, store, options);
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (index, outcome) in planned.iter().enumerate() {
+        let job = &plan.graph.jobs[index];
+        let label = label(&job.stage, &job.params);
+        let count = counts.entry(job.stage.as_str()).or_default();
+        match outcome {
+            Planned::Unselected => {}
+            Planned::Cached { .. } => count.1 += 1,
+            Planned::Run { id, reason } => {
+                count.0 += 1;
+                outln!(
+                    "would run {label} {}: {}: {}",
+                    short(id),
+                    reason.kind.as_str(),
+                    escape::terminal(&reason.detail)
+                );
+            }
+            Planned::Waits { upstream } => {
+                count.0 += 1;
+                outln!(
+                    "would run {label} -: upstream_changed: after `{}`, whose output decides its id",
+                    escape::terminal(upstream)
+                );
+            }
+        }
+    }
+    let (mut run, mut cached) = (0, 0);
+    for (stage, (to_run, hits)) in &counts {
+        if to_run + hits == 0 {
+            continue;
+        }
+        outln!(
+            "stage {}: {to_run} to run, {hits} cached",
+            escape::terminal(stage)
+        );
+        run += to_run;
+        cached += hits;
+    }
+    outln!("{} jobs: {run} to run, {cached} cached", run + cached);
 }
 
 /// `--nix-option NAME=VALUE`, each one a setting a run may pass (see [`crate::nix::settings`]).

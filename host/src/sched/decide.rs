@@ -1,4 +1,5 @@
-//! What the dispatcher asks of a plan and its store: ids, the cache rule, upstream ids.
+//! What the dispatcher asks of a plan and its store: ids, the cache rule and why a job
+//! runs, upstream ids.
 //!
 //! The cache rule: a job's output stands in for running it when the store holds it with
 //! every declared output, and
@@ -6,19 +7,271 @@
 //! - for a hermetic job, Nix has built the same (a pure run's output stands in only then);
 //! - for a job with upstream jobs, it read exactly the outputs its upstream has now (records
 //!   written before jobs kept their inputs' digest are trusted as they are).
+//!
+//! Why a job that is not cached runs ([`Reason`]) is told against its own record when the
+//! store has one (an output missing or changed, sources changed, an upstream output
+//! changed), else against the last job of its stage at the same point of the run (the
+//! record of the stage with the same parameters, else the latest with the most of them):
+//! a parameter, the plugin, a tool, the mode, else what it reads upstream. A job with none
+//! before it never ran; one whose last attempt failed failed last time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
-use super::dispatch::Jobs;
+use super::dispatch::{Decision, Jobs};
+use super::{Reason, ReasonKind};
 use crate::graph::JobIndex;
+use crate::graph::JobInput;
 use crate::lab::Mode;
 use crate::plan::Plan;
-use crate::store::{self, Store};
+use crate::store::{self, Record, Store};
+
+/// How many changed files a reason names.
+const FILES_NAMED: usize = 5;
 
 /// A plan's jobs, decided against `store`.
 pub struct PlanJobs<'a> {
-    pub plan: &'a Plan,
-    pub store: &'a Store,
+    plan: &'a Plan,
+    store: &'a Store,
+    /// The store's records by stage, newest first: read once, when a first job runs.
+    by_stage: OnceLock<HashMap<String, Vec<Record>>>,
+}
+
+impl<'a> PlanJobs<'a> {
+    pub fn new(plan: &'a Plan, store: &'a Store) -> PlanJobs<'a> {
+        PlanJobs {
+            plan,
+            store,
+            by_stage: OnceLock::new(),
+        }
+    }
+
+    /// The key of the job's output when the store may stand in for running it; else why
+    /// not, when `explain`.
+    fn cached(&self, index: JobIndex, id: &str, ids: &[Option<String>]) -> Result<String, Why> {
+        let (plan, store) = (self.plan, self.store);
+        let job = &plan.graph.jobs[index];
+        let outputs = &plan.lab.stages[&job.stage].outputs;
+        if !store.has_declared(id, outputs) {
+            return Err(Why::Unknown);
+        }
+        let deps = job.deps();
+        if job.mode == Mode::Pure && deps.is_empty() {
+            // Most jobs of a sweep: a `stat` of `out/` and of each declared output, and no
+            // copy of the record.
+            return match store.is_done(id) {
+                true => Ok(id.to_string()),
+                false => Err(Why::Unknown),
+            };
+        }
+        let record = store.done(id).ok_or(Why::Unknown)?;
+        match job.mode {
+            Mode::Impure => {
+                let sources = plan.sources.get(&job.stage).ok_or(Why::Unknown)?;
+                let fingerprint = record.fingerprint.as_deref().ok_or(Why::Unknown)?;
+                if !sources.up_to_date(fingerprint) {
+                    return Err(Why::Sources);
+                }
+            }
+            // A pure run's output stands in only once Nix has built the same.
+            Mode::Hermetic => {
+                if record.nix.is_none() {
+                    return Err(Why::NotBuiltByNix);
+                }
+            }
+            Mode::Pure => {}
+        }
+        // Records written before jobs kept their inputs' digest are trusted as they are.
+        if let Some(read) = &record.inputs {
+            let upstream: Option<Vec<&str>> = deps.iter().map(|dep| ids[*dep].as_deref()).collect();
+            let upstream = upstream.ok_or(Why::Unknown)?;
+            if store::inputs_digest(store, upstream).as_ref() != Some(read) {
+                return Err(Why::Upstream);
+            }
+        }
+        plan.key(index, id, store).ok_or(Why::Unknown)
+    }
+
+    /// Why job `index`, with id `id`, runs.
+    pub fn reason(&self, index: JobIndex, id: &str, why: Why) -> Reason {
+        let (plan, store) = (self.plan, self.store);
+        let job = &plan.graph.jobs[index];
+        let upstream = || self.upstream_stages(index);
+        match why {
+            Why::Sources => {
+                let changed = plan.sources.get(&job.stage).map(|s| s.changed());
+                let detail = match changed {
+                    Some([]) | None => "the stage's sources changed since it ran".to_string(),
+                    Some(files) => name_files(files),
+                };
+                return Reason::new(ReasonKind::SourcesChanged, detail);
+            }
+            Why::NotBuiltByNix => {
+                return Reason::new(
+                    ReasonKind::ModeChanged,
+                    "it ran pure; hermetic needs the output Nix builds",
+                );
+            }
+            Why::Upstream => {
+                return Reason::new(
+                    ReasonKind::UpstreamChanged,
+                    format!("the output of {} changed", upstream()),
+                );
+            }
+            Why::Unknown => {}
+        }
+        if let Some(record) = store.record(id) {
+            let outputs = &plan.lab.stages[&job.stage].outputs;
+            let detail = match outputs
+                .iter()
+                .find(|o| !store.has_declared(id, &[(*o).clone()]))
+            {
+                Some(missing) => format!("declared output `{}` is missing", missing.display()),
+                None if store.done(&record.id).is_none() => {
+                    "its output changed or went missing since it was sealed".to_string()
+                }
+                None => "its output is not what it sealed".to_string(),
+            };
+            return Reason::new(ReasonKind::OutputChanged, detail);
+        }
+        if store.failed_dir(id).is_dir() {
+            return Reason::new(
+                ReasonKind::FailedLastTime,
+                format!(
+                    "it failed last time (`repx log {}`)",
+                    &id[..id.len().min(12)]
+                ),
+            );
+        }
+        let by_stage = self.by_stage.get_or_init(|| {
+            let mut by_stage: HashMap<String, Vec<Record>> = HashMap::new();
+            for record in store.records() {
+                by_stage
+                    .entry(record.stage.clone())
+                    .or_default()
+                    .push(record);
+            }
+            for records in by_stage.values_mut() {
+                records.sort_by_key(|r| std::cmp::Reverse(r.finished_ms));
+            }
+            by_stage
+        });
+        let Some(records) = by_stage.get(&job.stage) else {
+            return Reason::new(ReasonKind::NeverRun, "no job of its stage ran before");
+        };
+        // The stage's last job at the same point of the run: the same parameters, else the
+        // most of them the same.
+        let same = |r: &Record| {
+            job.params
+                .iter()
+                .filter(|(k, v)| r.params.get(*k) == Some(*v))
+                .count()
+        };
+        let mut last = &records[0];
+        for record in records {
+            if same(record) > same(last) {
+                last = record;
+            }
+        }
+        let changed: Vec<String> = job
+            .params
+            .iter()
+            .filter(|(k, v)| last.params.get(*k) != Some(*v))
+            .map(|(k, v)| match last.params.get(k) {
+                Some(was) => format!("{k}: {was} -> {v}"),
+                None => format!("{k}: (none) -> {v}"),
+            })
+            .collect();
+        if !changed.is_empty() {
+            return Reason::new(ReasonKind::ParamChanged, changed.join(", "));
+        }
+        let resources = &plan.stages[&job.stage];
+        if last
+            .plugin
+            .as_ref()
+            .is_some_and(|p| *p != resources.plugin.digest)
+        {
+            return Reason::new(
+                ReasonKind::PluginChanged,
+                format!("plugin {} changed", resources.plugin.name),
+            );
+        }
+        if let Some(tools) = &last.tools {
+            let now: BTreeMap<&str, &str> = resources
+                .tools
+                .iter()
+                .map(|t| (t.name.as_str(), t.digest.as_str()))
+                .collect();
+            let changed: Vec<&str> = now
+                .iter()
+                .filter(|(name, digest)| tools.get(**name).map(String::as_str) != Some(**digest))
+                .map(|(name, _)| *name)
+                .chain(
+                    tools
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|name| !now.contains_key(name)),
+                )
+                .collect();
+            if !changed.is_empty() {
+                let named: Vec<String> = changed.iter().map(|t| format!("`{t}`")).collect();
+                return Reason::new(
+                    ReasonKind::ToolsChanged,
+                    format!("tool {} changed", named.join(", ")),
+                );
+            }
+        }
+        if last.mode != job.mode {
+            return Reason::new(
+                ReasonKind::ModeChanged,
+                format!("{} -> {}", last.mode.as_str(), job.mode.as_str()),
+            );
+        }
+        let paths = job.inputs.values().any(|i| matches!(i, JobInput::Path(_)));
+        let detail = match (job.deps().is_empty(), paths) {
+            (false, _) => format!("the output of {} changed", upstream()),
+            (true, true) => "a `path:` input changed".to_string(),
+            (true, false) => "its definition changed".to_string(),
+        };
+        Reason::new(ReasonKind::UpstreamChanged, detail)
+    }
+
+    /// `stage `a`, `b``: the upstream stages of a job, for a reason.
+    fn upstream_stages(&self, index: JobIndex) -> String {
+        let jobs = &self.plan.graph.jobs;
+        let mut stages: Vec<&str> = jobs[index]
+            .deps()
+            .iter()
+            .map(|d| jobs[*d].stage.as_str())
+            .collect();
+        stages.dedup();
+        let named: Vec<String> = stages.iter().map(|s| format!("`{s}`")).collect();
+        match named.len() {
+            0 => "an input".to_string(),
+            1 => format!("stage {}", named[0]),
+            _ => format!("stages {}", named.join(", ")),
+        }
+    }
+}
+
+/// Why the store could not stand in for a job, as far as the cache rule saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Not in the store, or nothing more specific: found by comparing records.
+    Unknown,
+    Sources,
+    NotBuiltByNix,
+    Upstream,
+}
+
+/// Up to [`FILES_NAMED`] changed files, and how many more.
+fn name_files(files: &[String]) -> String {
+    let named: Vec<&str> = files.iter().take(FILES_NAMED).map(String::as_str).collect();
+    let more = match files.len().saturating_sub(FILES_NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!("changed: {}{more}", named.join(", "))
 }
 
 impl Jobs for PlanJobs<'_> {
@@ -46,36 +299,15 @@ impl Jobs for PlanJobs<'_> {
         self.plan.id(job, keys)
     }
 
-    fn cached(&self, index: JobIndex, id: &str, ids: &[Option<String>]) -> Option<String> {
-        let (plan, store) = (self.plan, self.store);
-        let job = &plan.graph.jobs[index];
-        if !store.has_declared(id, &plan.lab.stages[&job.stage].outputs) {
-            return None;
+    fn decide(&self, index: JobIndex, id: &str, ids: &[Option<String>]) -> Decision {
+        match self.cached(index, id, ids) {
+            Ok(key) => Decision::Cached(key),
+            Err(why) => Decision::Run(self.reason(index, id, why)),
         }
-        let deps = job.deps();
-        if job.mode == Mode::Pure && deps.is_empty() {
-            // Most jobs of a sweep: a `stat` of `out/` and of each declared output, and no
-            // copy of the record.
-            return store.is_done(id).then(|| id.to_string());
-        }
-        let record = store.done(id)?;
-        match job.mode {
-            Mode::Impure => {
-                let sources = plan.sources.get(&job.stage)?;
-                if !sources.up_to_date(record.fingerprint.as_deref()?) {
-                    return None;
-                }
-            }
-            Mode::Hermetic => _ = record.nix.as_ref()?,
-            Mode::Pure => {}
-        }
-        if let Some(read) = &record.inputs {
-            let upstream: Option<Vec<&str>> = deps.iter().map(|dep| ids[*dep].as_deref()).collect();
-            if store::inputs_digest(store, upstream?).as_ref() != Some(read) {
-                return None;
-            }
-        }
-        plan.key(index, id, store)
+    }
+
+    fn why(&self, index: JobIndex, id: &str) -> Reason {
+        self.reason(index, id, Why::Unknown)
     }
 
     fn in_store(&self, id: &str) -> bool {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Event, Failure, Options, Summary};
+use super::{Event, Failure, FailureKind, Options, Reason, ReasonKind, Summary};
 use crate::graph::JobIndex;
 use crate::store::Record;
 
@@ -46,15 +46,25 @@ pub trait Jobs {
     fn impure(&self, job: JobIndex) -> bool;
     /// The job's id, once the keys of its upstream jobs are known.
     fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String>;
-    /// The key of the job's output when the store may stand in for running it; asked once
-    /// its upstream is done, never for a forced job.
-    fn cached(&self, job: JobIndex, id: &str, ids: &[Option<String>]) -> Option<String>;
+    /// Whether the store may stand in for running the job (then the key of its output),
+    /// else why it runs; asked once its upstream is done, never for a forced job.
+    fn decide(&self, job: JobIndex, id: &str, ids: &[Option<String>]) -> Decision;
+    /// Why the job runs, when it is handed over before its upstream is done.
+    fn why(&self, job: JobIndex, id: &str) -> Reason;
     /// Whether the store holds the job's output at all: a chaining executor waits for the
     /// upstream of such a job rather than run it again (see [`Admission::chain`]).
     fn in_store(&self, id: &str) -> bool;
     /// The ids of the upstream jobs the job reads, by index (for a hermetic job, also
     /// those of its hermetic upstream's upstream).
     fn upstream_ids(&self, job: JobIndex, ids: &[Option<String>]) -> BTreeMap<JobIndex, String>;
+}
+
+/// What [`Jobs::decide`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The store stands in for it, with this key.
+    Cached(String),
+    Run(Reason),
 }
 
 /// A job handed to an executor.
@@ -150,6 +160,10 @@ struct Dispatcher<'a> {
     impure_handed: usize,
     stopping: bool,
     stop_sent: bool,
+    /// Jobs the interrupt cut off: interrupted while they ran, or below one that was.
+    cut: Vec<bool>,
+    /// Why each job to run runs.
+    reasons: Vec<Option<Reason>>,
     summary: Summary,
 }
 
@@ -176,6 +190,8 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
         impure_handed: 0,
         stopping: false,
         stop_sent: false,
+        cut: vec![false; n],
+        reasons: vec![None; n],
         summary: Summary::default(),
     };
     let total = d.pending.len();
@@ -245,29 +261,39 @@ impl Dispatcher<'_> {
                 .id(job, &self.keys)
                 .expect("upstream keys are known");
             let forced = self.options.force.covers(job, self.jobs.stage(job));
-            if deps.iter().all(|d| self.state[*d] == State::Done) {
-                // Set before asking: the store is asked about the job by its id.
-                self.ids[job] = Some(id.clone());
-                if !forced && let Some(key) = self.jobs.cached(job, &id, &self.ids) {
-                    self.keys[job] = Some(key);
-                    self.summary.cached += 1;
-                    (self.emit)(Event::JobCached {
-                        job,
-                        id: id.clone(),
-                        stage: self.stage(job),
-                    });
-                    self.settled(job, State::Done);
-                    continue;
+            // Set before deciding: the store is asked about the job by its id.
+            self.ids[job] = Some(id.clone());
+            let reason = if deps.iter().all(|d| self.state[*d] == State::Done) {
+                if forced {
+                    Reason::new(ReasonKind::Forced, "--force")
+                } else {
+                    match self.jobs.decide(job, &id, &self.ids) {
+                        Decision::Cached(key) => {
+                            self.keys[job] = Some(key);
+                            self.summary.cached += 1;
+                            (self.emit)(Event::JobCached {
+                                job,
+                                id,
+                                stage: self.stage(job),
+                            });
+                            self.settled(job, State::Done);
+                            continue;
+                        }
+                        Decision::Run(reason) => reason,
+                    }
                 }
             } else if !admission.chain || (!forced && self.jobs.in_store(&id)) {
                 // Once its upstream is done: to run, or (in the store) likely a cache hit.
-                self.ids[job] = Some(id);
                 continue;
-            }
+            } else if forced {
+                Reason::new(ReasonKind::Forced, "--force")
+            } else {
+                self.jobs.why(job, &id)
+            };
+            self.reasons[job] = Some(reason);
             if !self.jobs.impure(job) {
                 self.keys[job] = Some(id.clone());
             }
-            self.ids[job] = Some(id);
             self.state[job] = State::Ready;
             self.ready.push_back(job);
             if admission.chain {
@@ -277,7 +303,12 @@ impl Dispatcher<'_> {
     }
 
     fn skip(&mut self, job: JobIndex, failed: JobIndex) {
-        self.summary.skipped += 1;
+        // Below a job the interrupt cut off, it was not started: not run, not skipped.
+        let interrupted = self.cut[failed];
+        self.cut[job] = interrupted;
+        if !interrupted {
+            self.summary.skipped += 1;
+        }
         let id = self.jobs.id(job, &self.keys);
         if !self.jobs.impure(job) {
             self.keys[job] = id.clone();
@@ -291,6 +322,7 @@ impl Dispatcher<'_> {
             id,
             stage: self.stage(job),
             failed_upstream: self.stage(failed),
+            interrupted,
         });
         self.settled(job, State::Skipped);
     }
@@ -358,6 +390,7 @@ impl Dispatcher<'_> {
                     job,
                     id: self.ids[job].clone().unwrap_or_default(),
                     stage: self.stage(job),
+                    reason: self.reasons[job].clone(),
                 });
             }
             Report::Sealed(job) if self.state[job] == State::Handed => {
@@ -384,6 +417,7 @@ impl Dispatcher<'_> {
                     id: self.ids[job].clone().unwrap_or_default(),
                     stage: self.stage(job),
                     duration: Duration::from_millis(record.duration_ms),
+                    reason: self.reasons[job].clone(),
                 });
                 self.settled(job, State::Done);
             }
@@ -425,7 +459,12 @@ impl Dispatcher<'_> {
     }
 
     fn fail(&mut self, job: JobIndex, failure: Failure) {
-        self.summary.failed += 1;
+        // An interrupted job did not fail: it was cut off, and counts as not run.
+        if failure.kind == FailureKind::Interrupted {
+            self.cut[job] = true;
+        } else {
+            self.summary.failed += 1;
+        }
         if !self.jobs.impure(job) {
             self.keys[job] = self.ids[job].clone();
         }
@@ -464,7 +503,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::sched::{FailureKind, Force};
+    use crate::sched::Force;
 
     /// A job of the fake graph: its stage, its upstream jobs, whether it is impure.
     struct Job {
@@ -540,8 +579,14 @@ mod tests {
                 .collect();
             Some(format!("{}({})", self.jobs[job].stage, ups?.join(",")))
         }
-        fn cached(&self, _job: JobIndex, id: &str, _ids: &[Option<String>]) -> Option<String> {
-            self.store.get(id).cloned()
+        fn decide(&self, _job: JobIndex, id: &str, _ids: &[Option<String>]) -> Decision {
+            match self.store.get(id) {
+                Some(key) => Decision::Cached(key.clone()),
+                None => Decision::Run(self.why(0, id)),
+            }
+        }
+        fn why(&self, _job: JobIndex, _id: &str) -> Reason {
+            Reason::new(ReasonKind::NeverRun, "not in the fake store")
         }
         fn in_store(&self, id: &str) -> bool {
             self.store.contains_key(id)
@@ -777,7 +822,7 @@ mod tests {
         for admission in [LOCAL, CHAINED] {
             let graph = chain_and_one();
             let mut fake =
-                Fake::new(&graph, admission).outcome("a", Outcome::Fail(FailureKind::Job));
+                Fake::new(&graph, admission).outcome("a", Outcome::Fail(FailureKind::ExitStatus));
             // d goes out with a; nothing starts after the failure.
             let mut options = options();
             options.jobs = 1;
@@ -799,7 +844,7 @@ mod tests {
         for admission in [LOCAL, CHAINED] {
             let graph = chain_and_one();
             let mut fake =
-                Fake::new(&graph, admission).outcome("b", Outcome::Fail(FailureKind::Job));
+                Fake::new(&graph, admission).outcome("b", Outcome::Fail(FailureKind::ExitStatus));
             let mut options = options();
             options.continue_on_failure = true;
             let (summary, events) = run_fake(&graph, &mut fake, &options);
@@ -838,8 +883,8 @@ mod tests {
     fn below_a_failed_impure_job_a_skipped_job_has_no_id_under_both_executors() {
         for admission in [LOCAL, CHAINED] {
             let graph = Graph::new(vec![impure("build", &[]), job("test", &[0])]);
-            let mut fake =
-                Fake::new(&graph, admission).outcome("build", Outcome::Fail(FailureKind::Job));
+            let mut fake = Fake::new(&graph, admission)
+                .outcome("build", Outcome::Fail(FailureKind::ExitStatus));
             let (_, events) = run_fake(&graph, &mut fake, &options());
             assert_eq!(outcome_of(&events, "test"), ["skipped"]);
             assert_eq!(id_of(&events, "test"), None);
@@ -985,9 +1030,11 @@ mod tests {
             impure_handed: 0,
             stopping: false,
             stop_sent: false,
+            cut: vec![false],
+            reasons: vec![None],
             summary: Summary::default(),
         };
-        d.report(Report::Failed(0, Failure::job("late")));
+        d.report(Report::Failed(0, Failure::other("late")));
         d.report(Report::Committed(0, Box::new(Record::for_test("x"))));
         assert_eq!(d.summary, Summary::default());
         let _ = fake.wait(WAIT);

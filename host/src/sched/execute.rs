@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Failure, FailureKind};
+use super::{Failure, FailureKind, Limit};
 use crate::contract::{self, Gathered, Source};
 use crate::graph::{JobIndex, JobInput};
 use crate::lab::Mode;
@@ -14,7 +14,7 @@ use crate::plan::Plan;
 use crate::store::{self, Logs, Record, Sealed, Staging, Store};
 use crate::wasm::host::Observer;
 use crate::wasm::policy::Policy;
-use crate::wasm::{JobRun, Runtime};
+use crate::wasm::{Cause, JobRun, Runtime};
 
 pub struct Attempt<'a> {
     pub plan: &'a Plan,
@@ -53,7 +53,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         Mode::Impure => Some(&plan.sources[&job.stage]),
         _ => None,
     };
-    let unread = |sources, e| Failure::job(format!("reading the {sources}: {e}"));
+    let unread = |sources, e| Failure::other(format!("reading the {sources}: {e}"));
     // What the job reads: an edit that lands while it runs must not count as built.
     let before = match sources {
         Some(sources) => Some(sources.before_job().map_err(|e| unread(sources, e))?),
@@ -94,10 +94,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         Ok(ran) => ran,
         Err(failed) => {
             // The job's own failure first, whether or not its logs could be kept.
-            return Err(Failure::job(match store.discard(staging, &failed.logs) {
+            let message = match store.discard(staging, &failed.logs) {
                 Ok(()) => failed.message,
                 Err(e) => format!("{}\n(its logs were not kept: {e})", failed.message),
-            }));
+            };
+            return Err(Failure::new(failed.kind, message));
         }
     };
     let fingerprint = match (sources, &before) {
@@ -122,6 +123,14 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         stamps: Vec::new(),
         sealed_ns: None,
         inputs: read_inputs(job, store, &upstream_ids),
+        plugin: Some(plan.stages[&job.stage].plugin.digest.clone()),
+        tools: Some(
+            plan.stages[&job.stage]
+                .tools
+                .iter()
+                .map(|t| (t.name.clone(), t.digest.clone()))
+                .collect(),
+        ),
     };
     store
         .seal(
@@ -131,7 +140,17 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             &ran.logs,
             record,
         )
-        .map_err(|e| Failure::job(e.to_string()))
+        .map_err(|e| {
+            let kind = match &e {
+                store::StoreError::MissingOutput { .. } => FailureKind::MissingOutput,
+                store::StoreError::OutputLimit { .. } => FailureKind::Limit(Limit::Output),
+                store::StoreError::Io { .. } | store::StoreError::Locked { .. } => {
+                    FailureKind::Store
+                }
+                store::StoreError::Output { .. } => FailureKind::Other,
+            };
+            Failure::new(kind, e.to_string())
+        })
 }
 
 fn store_failure(e: store::StoreError) -> Failure {
@@ -159,6 +178,7 @@ struct Ran {
 }
 
 struct Failed {
+    kind: FailureKind,
     message: String,
     logs: Logs,
 }
@@ -166,9 +186,26 @@ struct Failed {
 impl Failed {
     fn plain(message: String) -> Failed {
         Failed {
+            kind: FailureKind::Other,
             message,
             logs: Logs::default(),
         }
+    }
+}
+
+/// A failed plugin run's kind.
+fn kind_of(cause: Cause) -> FailureKind {
+    match cause {
+        Cause::Exit(_) => FailureKind::ExitStatus,
+        Cause::Trap => FailureKind::Trap,
+        Cause::Limit(which) => FailureKind::Limit(match which {
+            "memory" => Limit::Memory,
+            "time" => Limit::Time,
+            "output" => Limit::Output,
+            _ => Limit::Files,
+        }),
+        Cause::Interrupted => FailureKind::Interrupted,
+        Cause::ToolRefused => FailureKind::ToolRefused,
     }
 }
 
@@ -199,13 +236,18 @@ fn here(
         .run(&resources.plugin, run)
         .map_err(|e| Failed::plain(e.to_string()))?;
     let failure = finished.failure();
+    let kind = finished.cause().map_or(FailureKind::Other, kind_of);
     let logs = Logs {
         stdout: finished.stdout,
         stderr: finished.stderr,
         host: finished.host_log,
     };
     match failure {
-        Some(message) => Err(Failed { message, logs }),
+        Some(message) => Err(Failed {
+            kind,
+            message,
+            logs,
+        }),
         None => Ok(Ran { logs, nix: None }),
     }
 }
@@ -227,6 +269,7 @@ fn in_nix(
     let built = nix
         .build(&specs, id, &staging.dir, &root)
         .map_err(|failure| Failed {
+            kind: FailureKind::Other,
             message: failure.message,
             logs: Logs {
                 stderr: failure.log,
@@ -253,6 +296,7 @@ fn in_nix(
     // left `$out` a link to a host directory.
     if let Err(e) = store::copy_tree(&built.out, &staging.out) {
         return Err(Failed {
+            kind: FailureKind::Store,
             message: format!("copying {}: {e}", built.out.display()),
             logs,
         });
@@ -261,6 +305,7 @@ fn in_nix(
         let hash = store::hash_tree(&staging.out).map(|s| s.hash);
         if hash.as_ref().ok() != Some(&pure.hash) {
             return Err(Failed {
+                kind: FailureKind::Other,
                 message: format!(
                     "the hermetic output ({}) differs from this job's {} output in the store: \
                      the plugin's output depends on something the contract does not fix; \

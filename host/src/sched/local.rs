@@ -34,7 +34,7 @@ pub fn run(
     options: &Options,
     emit: Emit,
 ) -> Summary {
-    let jobs = PlanJobs { plan, store };
+    let jobs = PlanJobs::new(plan, store);
     with_executor(plan, store, runtime, options, |executor| {
         dispatch::run(&jobs, executor, options, emit)
     })

@@ -9,6 +9,7 @@ pub mod decide;
 pub mod dispatch;
 mod execute;
 pub(crate) use execute::policy;
+pub mod explain;
 pub mod local;
 pub mod slurm;
 
@@ -33,6 +34,8 @@ pub enum Event {
         job: JobIndex,
         id: String,
         stage: String,
+        /// Why it runs.
+        reason: Option<Reason>,
     },
     JobCached {
         job: JobIndex,
@@ -44,6 +47,8 @@ pub enum Event {
         id: String,
         stage: String,
         duration: Duration,
+        /// Why it ran.
+        reason: Option<Reason>,
     },
     JobFailed {
         job: JobIndex,
@@ -58,6 +63,9 @@ pub enum Event {
         id: Option<String>,
         stage: String,
         failed_upstream: String,
+        /// Not started because the run was interrupted (its upstream was cut off): it
+        /// counts as not run, not as skipped.
+        interrupted: bool,
     },
     Progress {
         job: JobIndex,
@@ -79,24 +87,130 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Why a job runs: its kind, for other tools, and what changed, for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonKind {
+    /// No job of its stage ran at this point of the run before.
+    NeverRun,
+    /// A parameter differs from the stage's last job at the same point of the run.
+    ParamChanged,
+    PluginChanged,
+    ToolsChanged,
+    ModeChanged,
+    /// What it reads of an upstream job (or a `path:` input) changed.
+    UpstreamChanged,
+    /// An impure stage's sources changed since it ran.
+    SourcesChanged,
+    /// A declared output is missing, or the output changed since it was sealed.
+    OutputChanged,
+    FailedLastTime,
+    Forced,
+}
+
+impl ReasonKind {
+    /// The kind's name, as `--json` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::NeverRun => "never_run",
+            ReasonKind::ParamChanged => "param_changed",
+            ReasonKind::PluginChanged => "plugin_changed",
+            ReasonKind::ToolsChanged => "tools_changed",
+            ReasonKind::ModeChanged => "mode_changed",
+            ReasonKind::UpstreamChanged => "upstream_changed",
+            ReasonKind::SourcesChanged => "sources_changed",
+            ReasonKind::OutputChanged => "output_changed",
+            ReasonKind::FailedLastTime => "failed_last_time",
+            ReasonKind::Forced => "forced",
+        }
+    }
+}
+
+impl Reason {
+    pub fn new(kind: ReasonKind, detail: impl Into<String>) -> Reason {
+        Reason {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What kind of failure a job had. JSON consumers read it as `kind` (and `limit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// The job itself failed: its plugin, its tools, its output.
-    #[default]
-    Job,
-    /// The store could not take its result.
-    Store,
+    /// The plugin exited with a non-zero status.
+    ExitStatus,
+    /// The plugin trapped.
+    Trap,
+    /// A limit of its stage ended it: `memory`, `time`, `output` or `files`.
+    Limit(Limit),
+    /// A declared output is missing from `/out`.
+    MissingOutput,
+    /// It failed after a tool call was refused.
+    ToolRefused,
+    /// The run was interrupted while it ran (Ctrl-C, SIGTERM).
+    Interrupted,
+    /// What it reads of an upstream job is not there.
+    UpstreamFailed,
     /// An impure job changed what decides grants: no further job starts.
     GrantsChanged,
     /// The executor would not take it (SLURM refused the batch): no further job starts.
     Refused,
+    /// The store could not take its result.
+    Store,
+    /// Anything else: a Nix build, its sources unreadable.
+    #[default]
+    Other,
+}
+
+/// Which limit of a stage ended a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    Memory,
+    Time,
+    Output,
+    Files,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory",
+            Limit::Time => "time",
+            Limit::Output => "output",
+            Limit::Files => "files",
+        }
+    }
 }
 
 impl FailureKind {
     /// Whether a failure of this kind stops the run even with `--continue-on-failure`.
     pub fn halts_run(self) -> bool {
         matches!(self, FailureKind::GrantsChanged | FailureKind::Refused)
+    }
+
+    /// The kind's name, as `--json` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::ExitStatus => "exit_status",
+            FailureKind::Trap => "trap",
+            FailureKind::Limit(_) => "limit",
+            FailureKind::MissingOutput => "missing_output",
+            FailureKind::ToolRefused => "tool_refused",
+            FailureKind::Interrupted => "interrupted",
+            FailureKind::UpstreamFailed => "upstream_failed",
+            FailureKind::GrantsChanged => "grants_changed",
+            FailureKind::Refused => "refused",
+            FailureKind::Store => "store",
+            FailureKind::Other => "other",
+        }
     }
 }
 
@@ -108,8 +222,8 @@ impl Failure {
         }
     }
 
-    pub fn job(message: impl Into<String>) -> Failure {
-        Failure::new(FailureKind::Job, message)
+    pub fn other(message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Other, message)
     }
 }
 
@@ -150,6 +264,21 @@ pub struct Options {
     pub guard: Option<Arc<Guard>>,
 }
 
+impl Options {
+    /// The options of a plain `repx run`, for what only decides: every job, none forced.
+    pub fn explain() -> Options {
+        Options {
+            jobs: 1,
+            continue_on_failure: false,
+            force: Force::None,
+            targets: None,
+            interrupted: Default::default(),
+            nix: None,
+            guard: None,
+        }
+    }
+}
+
 /// The guard of the files that decide `plan`'s grants, when it has impure jobs: the only
 /// jobs that may write the project, where those files are.
 pub fn guard(plan: &Plan) -> Result<Option<Arc<Guard>>, GuardError> {
@@ -170,7 +299,7 @@ pub struct Summary {
     pub cached: usize,
     pub failed: usize,
     pub skipped: usize,
-    /// Jobs not started because the run stopped early.
+    /// Jobs not started because the run stopped early, and jobs cut off by an interrupt.
     pub not_run: usize,
     pub interrupted: bool,
 }

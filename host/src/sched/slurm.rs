@@ -212,7 +212,7 @@ pub fn run(
         squeue_every: SQUEUE_FIRST,
         squeue_last: Instant::now(),
     };
-    let jobs = PlanJobs { plan, store };
+    let jobs = PlanJobs::new(plan, store);
     let summary = dispatch::run(&jobs, &mut executor, options, emit);
     Ok((summary, executor.submitted))
 }
@@ -715,7 +715,7 @@ impl Slurm<'_> {
             cause
         };
         let failure = format!("{cause}\n{}", self.place(alloc));
-        self.fail(job, Failure::job(failure));
+        self.fail(job, Failure::other(failure));
     }
 }
 

@@ -54,7 +54,7 @@ mod remove;
 mod tree;
 pub mod verify;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -190,6 +190,12 @@ pub struct Record {
     /// the job no longer matches its record and runs again; into the same bytes, it stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// BLAKE3 of the plugin it ran, and the digests of its granted tools by name: what
+    /// `repx run` compares to say why a later job of the stage runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(test)]
@@ -210,6 +216,8 @@ impl Record {
             stamps: Vec::new(),
             sealed_ns: None,
             inputs: None,
+            plugin: None,
+            tools: None,
         }
     }
 }

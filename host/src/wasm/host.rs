@@ -50,6 +50,8 @@ pub struct HostState {
     pub failed: Option<String>,
     /// Where each tool run is told, in a traced runtime (`repx debug`).
     pub tracer: Option<Arc<dyn super::Tracer>>,
+    /// Whether a tool call was refused: a plugin that fails after one failed for it.
+    pub refused: bool,
 }
 
 impl self::repx::stage::host::Host for HostState {
@@ -103,6 +105,7 @@ impl self::repx::stage::host::Host for HostState {
                 Ok(status)
             }
             Err(ToolError::Refused(refusal)) => {
+                self.refused = true;
                 self.log.push(format!("[refused: {refusal}]\n").as_bytes());
                 Err(refusal)
             }

@@ -306,6 +306,10 @@ pub enum Ending {
 /// What a plugin run left besides its files.
 pub struct Finished {
     pub ending: Ending,
+    /// A tool call of the plugin was refused.
+    pub tool_refused: bool,
+    /// The run was interrupted while the plugin ran.
+    pub interrupted: bool,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub host_log: Vec<u8>,
@@ -316,7 +320,49 @@ pub struct Finished {
 const STDERR_TAIL_LINES: usize = 10;
 const STDERR_TAIL_CHARS: usize = 300;
 
+/// What kind of failure a run that did not succeed had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The plugin exited with this status.
+    Exit(i32),
+    Trap,
+    /// A limit of the stage (`memory`, `time`, `output`, `files`) ended it.
+    Limit(&'static str),
+    /// The run was interrupted (Ctrl-C, SIGTERM).
+    Interrupted,
+    /// It failed after a tool call was refused.
+    ToolRefused,
+}
+
 impl Finished {
+    /// The kind of the run's failure; `None` when it succeeded.
+    pub fn cause(&self) -> Option<Cause> {
+        let trap = match &self.ending {
+            Ending::Exit(0) => return None,
+            _ if self.interrupted => return Some(Cause::Interrupted),
+            Ending::Exit(_) if self.tool_refused => return Some(Cause::ToolRefused),
+            Ending::Exit(code) => return Some(Cause::Exit(*code)),
+            Ending::Trap(trap) => trap,
+        };
+        // The messages this module and its limits write (see `ending_of`, `deadline`,
+        // `output`, `MemoryBudget`).
+        let limits = [
+            ("memory limit", "memory"),
+            ("wall-time limit", "time"),
+            ("output limit", "output"),
+            ("open-files limit", "files"),
+        ];
+        Some(
+            if let Some((_, which)) = limits.iter().find(|(p, _)| trap.starts_with(p)) {
+                Cause::Limit(which)
+            } else if self.tool_refused {
+                Cause::ToolRefused
+            } else {
+                Cause::Trap
+            },
+        )
+    }
+
     /// Why the run failed, with the tail of its stderr; `None` when it succeeded.
     pub fn failure(&self) -> Option<String> {
         let failure = match &self.ending {
@@ -562,7 +608,7 @@ impl Runtime {
         // From here until the plugin's run is over, the watchdog wakes this thread from a
         // host call blocked past the deadline.
         let watching = self.watchdog.watch(deadline.clone());
-        let (ending, host_log) = match &*prepared {
+        let (ending, host_log, tool_refused) = match &*prepared {
             Prepared::Component(pre) => {
                 let mut table = ResourceTable::new();
                 // Every open file, directory and stream is an entry of this table.
@@ -581,6 +627,7 @@ impl Runtime {
                         deadline: deadline.clone(),
                         failed: None,
                         tracer: self.tracer.clone(),
+                        refused: false,
                     },
                     memory,
                     output,
@@ -600,7 +647,7 @@ impl Runtime {
                     (Ok(Err(())), None) => Ending::Exit(1),
                     (Err(e), None) => ending_of(e, &job.limits, &mut log),
                 };
-                (ending, log)
+                (ending, log, store.data().host.refused)
             }
             Prepared::Module(pre) => {
                 let mut wasi = builder.build_p1();
@@ -626,7 +673,7 @@ impl Runtime {
                     Ok(()) => Ending::Exit(0),
                     Err(e) => ending_of(e, &job.limits, &mut log),
                 };
-                (ending, log)
+                (ending, log, false)
             }
         };
         drop(watching);
@@ -650,7 +697,9 @@ impl Runtime {
             (ending, None) => ending,
         };
         Ok(Finished {
+            interrupted: deadline.interrupted(),
             ending,
+            tool_refused,
             stdout: stdout.contents(),
             stderr: stderr.contents(),
             host_log,

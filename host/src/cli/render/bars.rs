@@ -121,8 +121,9 @@ impl Bars {
                 state.cached += 1;
                 self.settle(&mut state, *job);
             }
-            Event::JobFailed { job, .. } => {
-                state.failed += 1;
+            Event::JobFailed { job, failure, .. } => {
+                // An interrupted job is not counted as failed (see `Summary::not_run`).
+                state.failed += usize::from(failure.kind != crate::sched::FailureKind::Interrupted);
                 self.settle(&mut state, *job);
             }
             Event::JobSkipped { job, .. } => {

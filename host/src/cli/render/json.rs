@@ -1,5 +1,9 @@
 //! One JSON object per line on stdout, for other tools.
 //!
+//! Started and finished jobs carry the `reason` they ran for, `{kind, detail}`: `kind` is
+//! one of `never_run`, `param_changed`, `plugin_changed`, `tools_changed`, `mode_changed`,
+//! `upstream_changed`, `sources_changed`, `output_changed`, `failed_last_time`, `forced`.
+//!
 //! Every object has an `event` field: `run_started`, `job_started`, `job_finished`,
 //! `job_cached`, `job_failed`, `job_skipped`, `progress`, `warning`, `run_finished`. Job
 //! events carry the job's `id`, `stage` and `params`; the id is `null` only for a job
@@ -7,7 +11,11 @@
 //! exist). Finished and cached jobs carry their `output` directory; finished and failed
 //! ones their `duration_s`: for a failed job, from its start to its failure as this run
 //! saw them (`null` if it failed before it started, as when SLURM refuses a batch). Failed
-//! jobs carry the `error` and the `log` command, skipped ones the `failed_upstream` stage.
+//! jobs carry the `error`, its `kind` (`exit_status`, `trap`, `limit` with the `limit` that
+//! ended it: `memory`, `time`, `output` or `files`; `missing_output`, `tool_refused`,
+//! `interrupted`, `upstream_failed`, `grants_changed`, `refused`, `store`, `other`) and the
+//! `log` command; skipped ones the `failed_upstream` stage, and `interrupted` when they were
+//! not started because the run was interrupted.
 //! The last line counts the jobs by outcome. A job's `progress` events are the reports its
 //! plugin made that the host let through: at most one every
 //! [`PROGRESS_EVERY`](crate::wasm::host::PROGRESS_EVERY), and the first that says it is
@@ -22,7 +30,15 @@ use serde_json::{Map, Value, json};
 
 use super::{Context, short};
 use crate::graph::JobIndex;
-use crate::sched::{Event, Summary};
+use crate::sched::{Event, FailureKind, Reason, Summary};
+
+/// A job's reason to run: `{kind, detail}`, or `null`.
+fn reason_json(reason: Option<&Reason>) -> Value {
+    match reason {
+        Some(reason) => json!({"kind": reason.kind.as_str(), "detail": reason.detail}),
+        None => Value::Null,
+    }
+}
 
 pub struct Json {
     context: Context,
@@ -69,17 +85,26 @@ impl Json {
                 object.insert("jobs".into(), (*jobs).into());
                 object
             }
-            Event::JobStarted { job, id, .. } => {
+            Event::JobStarted {
+                job, id, reason, ..
+            } => {
                 self.started_jobs
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(*job, (id.clone(), Instant::now()));
-                self.job("job_started", *job, Some(id))
+                let mut object = self.job("job_started", *job, Some(id));
+                object.insert("reason".into(), reason_json(reason.as_ref()));
+                object
             }
             Event::JobFinished {
-                job, id, duration, ..
+                job,
+                id,
+                duration,
+                reason,
+                ..
             } => {
                 let mut object = self.job("job_finished", *job, Some(id));
+                object.insert("reason".into(), reason_json(reason.as_ref()));
                 object.insert("duration_s".into(), duration.as_secs_f64().into());
                 object.insert(
                     "output".into(),
@@ -107,7 +132,10 @@ impl Json {
                     .map(|(_, at)| at.elapsed().as_secs_f64());
                 object.insert("duration_s".into(), started.into());
                 object.insert("error".into(), failure.message.clone().into());
-                object.insert("kind".into(), json!(failure.kind));
+                object.insert("kind".into(), failure.kind.as_str().into());
+                if let FailureKind::Limit(limit) = failure.kind {
+                    object.insert("limit".into(), limit.as_str().into());
+                }
                 object.insert("log".into(), format!("repx log {}", short(id)).into());
                 object
             }
@@ -115,10 +143,12 @@ impl Json {
                 job,
                 id,
                 failed_upstream,
+                interrupted,
                 ..
             } => {
                 let mut object = self.job("job_skipped", *job, id.as_deref());
                 object.insert("failed_upstream".into(), failed_upstream.clone().into());
+                object.insert("interrupted".into(), (*interrupted).into());
                 object
             }
             Event::Progress { job, done, total } => {

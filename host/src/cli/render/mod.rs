@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::escape;
-use crate::sched::{Event, Summary};
+use crate::sched::{Event, FailureKind, Reason, ReasonKind, Summary};
 
 /// How run events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,22 +125,35 @@ pub fn label(stage: &str, params: &BTreeMap<String, Value>) -> String {
 fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
     let line = match event {
         Event::JobFinished {
-            job, id, duration, ..
+            job,
+            id,
+            duration,
+            reason,
+            ..
         } => {
-            format!(
+            let mut line = format!(
                 "   ran {} {} ({:.2}s)",
                 jobs[*job].label,
                 short(id),
                 duration.as_secs_f64()
-            )
+            );
+            if let Some(reason) = reason {
+                line.push_str(&format!(" [{}]", reason_short(reason)));
+            }
+            line
         }
         Event::JobCached { job, id, .. } => format!("cached {} {}", jobs[*job].label, short(id)),
         Event::JobFailed {
             job, id, failure, ..
         } => {
+            // An interrupted job did not fail: it was cut off.
+            let head = match failure.kind {
+                FailureKind::Interrupted => "interrupted",
+                _ => "FAILED",
+            };
             let mut lines = failure.message.lines();
             let mut text = format!(
-                "FAILED {} {}: {}",
+                "{head} {} {}: {}",
                 jobs[*job].label,
                 short(id),
                 escape::terminal(lines.next().unwrap_or_default())
@@ -151,6 +164,14 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
             text.push_str(&format!("\n    whole log: repx log {}", short(id)));
             text
         }
+        Event::JobSkipped {
+            job,
+            interrupted: true,
+            ..
+        } => format!(
+            "  skip {}: not started: the run was interrupted",
+            jobs[*job].label
+        ),
         Event::JobSkipped {
             job,
             failed_upstream,
@@ -169,6 +190,23 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
         Event::Started { .. } | Event::JobStarted { .. } | Event::Progress { .. } => return None,
     };
     Some(line)
+}
+
+/// A reason to run in a few words, fit for a terminal: `param n: 3 -> 4`, `new`.
+pub fn reason_short(reason: &Reason) -> String {
+    let short = match reason.kind {
+        ReasonKind::NeverRun => "new".to_string(),
+        ReasonKind::ParamChanged => format!("param {}", reason.detail),
+        ReasonKind::PluginChanged => "plugin changed".to_string(),
+        ReasonKind::ToolsChanged
+        | ReasonKind::ModeChanged
+        | ReasonKind::UpstreamChanged
+        | ReasonKind::SourcesChanged
+        | ReasonKind::OutputChanged => reason.detail.clone(),
+        ReasonKind::FailedLastTime => "failed last time".to_string(),
+        ReasonKind::Forced => "forced".to_string(),
+    };
+    escape::terminal(&short).into_owned()
 }
 
 /// The final `N jobs: …` line.

@@ -190,7 +190,7 @@ mod tests {
             job: 3,
             id: "ab".into(),
             failure: "exit status 1\nline".into(),
-            kind: FailureKind::Job,
+            kind: FailureKind::ExitStatus,
         });
         let first = reader.read_new(&path);
         assert_eq!(first.len(), 2);

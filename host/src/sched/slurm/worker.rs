@@ -91,7 +91,7 @@ pub fn check(
             events.write(&WorkerEvent::Failed {
                 job: job.index,
                 id: job.id.clone(),
-                kind: crate::sched::FailureKind::Job,
+                kind: crate::sched::FailureKind::UpstreamFailed,
                 failure: format!(
                     "upstream job of stage `{}` is not in the store {}",
                     jobs[*missing].stage,
