@@ -310,6 +310,47 @@ fn scaffold_builds_and_runs(lang: Lang) {
         ],
         "{lang:?}"
     );
+    // Building again gives the same bytes, so the jobs stay cached. (Python and JavaScript
+    // components are not reproducible from the toolchains alone; the build keeps the
+    // plugin it made from unchanged inputs.)
+    let before = fs::read(plugin.join("plugin.wasm")).unwrap();
+    let again = match lang {
+        Lang::Rust => common::repx_with_env(
+            &plugin,
+            &["plugin", "build"],
+            &[(
+                "CARGO_TARGET_DIR",
+                repo_root().join("target/plugin-new-test").to_str().unwrap(),
+            )],
+        ),
+        _ => repx(&plugin, &["plugin", "build"]),
+    };
+    again.expect_code(0);
+    if matches!(lang, Lang::Python | Lang::Js) {
+        assert!(again.stdout.contains("is up to date"), "{}", again.stdout);
+    }
+    assert!(
+        fs::read(plugin.join("plugin.wasm")).unwrap() == before,
+        "a rebuild of an unchanged {lang:?} plugin changed its bytes: {}",
+        again.stdout
+    );
+    let rerun = repx(&plugin, &["run"]);
+    rerun.expect_code(0);
+    assert_eq!(
+        rerun.summary(),
+        "2 jobs: 0 ran, 2 cached, 0 failed, 0 skipped"
+    );
+
+    if lang == Lang::Python {
+        // A changed source is built again.
+        let mut app = fs::read_to_string(plugin.join("app.py")).unwrap();
+        app.push_str("\n# changed\n");
+        fs::write(plugin.join("app.py"), app).unwrap();
+        let changed = repx(&plugin, &["plugin", "build"]);
+        changed.expect_code(0);
+        assert!(changed.stdout.starts_with("built "), "{}", changed.stdout);
+    }
+
     for job in fs::read_dir(common::default_store(&plugin).join("jobs"))
         .unwrap()
         .flatten()

@@ -72,6 +72,7 @@ fn c_sources(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A program the build needs, and how to install it.
+#[derive(Clone, Copy)]
 struct Tool {
     program: &'static str,
     install: &'static str,
@@ -179,6 +180,22 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
             .with_context(|| format!("writing the SDK into {}", scratch.display()))
             .map_err(CliError::Failed)
     };
+    // Python and JavaScript builds are not reproducible (see `Stamp`): an unchanged
+    // plugin keeps the bytes it has, so that its jobs stay cached.
+    let stamp = match lang {
+        Lang::Python => Some(Stamp::new(&dir, lang, COMPONENTIZE_PY, sdk::PYTHON)?),
+        Lang::Js => Some(Stamp::new(&dir, lang, COMPONENTIZE_JS, sdk::JS)?),
+        Lang::Rust | Lang::C => None,
+    };
+    if let Some(current) = stamp.as_ref().and_then(|stamp| stamp.current(&dir)) {
+        outln!(
+            "{} is up to date ({} plugin, blake3 {}): its sources, SDK and toolchain are unchanged",
+            dir.join(OUTPUT).display(),
+            lang.name(),
+            &current[..12]
+        );
+        return Ok(exit::SUCCESS);
+    }
     let built = match lang {
         Lang::Rust => build_rust(&dir)?,
         Lang::C => {
@@ -203,6 +220,12 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
     crate::cli::atomic::write(&output, &bytes)
         .with_context(|| format!("writing {}", output.display()))
         .map_err(CliError::Failed)?;
+    if let Some(stamp) = stamp {
+        stamp
+            .record(&dir, &bytes)
+            .with_context(|| format!("writing {}", dir.join(STAMP).display()))
+            .map_err(CliError::Failed)?;
+    }
     outln!(
         "built {} ({} plugin, {} bytes, blake3 {}) in {:.1}s",
         output.display(),
@@ -420,4 +443,91 @@ fn build_js(dir: &Path, scratch: &Path) -> Result<PathBuf, CliError> {
             .args(["-d", "http", "fetch-event", "-o", &component]),
     )?;
     Ok(dir.join(component))
+}
+
+/// Where a Python or JavaScript build records what it was made from.
+const STAMP: &str = ".repx-build/inputs";
+
+/// What a build of a Python or JavaScript plugin was made from: a digest of its sources
+/// (every file of the directory but the build's own and those of tools: `.repx-build`,
+/// `plugin.wasm`, `.repx`, `.git`, `__pycache__`, `node_modules`), the SDK and WIT this
+/// binary carries, and the toolchain's version.
+///
+/// Why: componentize-py and componentize-js pre-initialise their interpreter and keep its
+/// heap in the component, and that heap holds state drawn from the build machine's random
+/// source (hash seeds, the PRNG), which neither tool lets one seed: two builds of the same
+/// sources differ in a few hundred bytes. Since a plugin's digest is part of its jobs' ids,
+/// a rebuild would re-run every job; instead the build keeps `plugin.wasm` when it is the
+/// one made from the same inputs.
+struct Stamp {
+    inputs: String,
+}
+
+impl Stamp {
+    fn new(dir: &Path, lang: Lang, tool: Tool, sdk_files: &[sdk::File]) -> Result<Stamp, CliError> {
+        require(lang, &[tool], &[])?;
+        let version = Command::new(tool.program)
+            .arg("--version")
+            .output()
+            .map(|out| out.stdout)
+            .unwrap_or_default();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(lang.name().as_bytes());
+        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.update(&version);
+        for (path, text) in sdk::WIT.iter().chain(sdk_files) {
+            hasher.update(path.as_bytes());
+            hasher.update(&(text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        let skipped = [
+            SCRATCH,
+            OUTPUT,
+            ".repx",
+            ".git",
+            "__pycache__",
+            "node_modules",
+        ];
+        let walk = walkdir::WalkDir::new(dir)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|entry| {
+                entry.depth() == 0
+                    || !skipped
+                        .iter()
+                        .any(|name| entry.file_name() == OsStr::new(name))
+            });
+        for entry in walk {
+            let entry = entry
+                .with_context(|| format!("reading {}", dir.display()))
+                .map_err(CliError::Failed)?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+            let bytes = std::fs::read(entry.path())
+                .with_context(|| format!("reading {}", entry.path().display()))
+                .map_err(CliError::Failed)?;
+            hasher.update(relative.as_os_str().as_encoded_bytes());
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+        }
+        Ok(Stamp {
+            inputs: hasher.finalize().to_hex().to_string(),
+        })
+    }
+
+    /// The digest of `plugin.wasm` when it is the one built from these inputs.
+    fn current(&self, dir: &Path) -> Option<String> {
+        let recorded = std::fs::read_to_string(dir.join(STAMP)).ok()?;
+        let (inputs, output) = recorded.trim().split_once(' ')?;
+        let wasm = std::fs::read(dir.join(OUTPUT)).ok()?;
+        let actual = blake3::hash(&wasm).to_hex().to_string();
+        (inputs == self.inputs && output == actual).then_some(actual)
+    }
+
+    fn record(&self, dir: &Path, wasm: &[u8]) -> std::io::Result<()> {
+        let line = format!("{} {}\n", self.inputs, blake3::hash(wasm).to_hex());
+        crate::cli::atomic::write(&dir.join(STAMP), line.as_bytes())
+    }
 }
