@@ -776,3 +776,152 @@ fn a_plugin_cache_a_job_could_write_is_not_used() {
     )]);
     assert_eq!(compiled(lab.path()), 0);
 }
+
+/// `repx run --watch` in `lab`, its stderr lines read as they come.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watching {
+    fn start(lab: &Path) -> Watching {
+        use std::io::BufRead;
+        let mut child = common::repx_command(lab, &["run", "--watch"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Watching {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next run's line (`watch: WHY: WHAT in N ms`), failing after a long while.
+    #[track_caller]
+    fn next_cycle(&mut self) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("no run's line; so far:\n{}", self.seen.join("\n")));
+            self.seen.push(line.clone());
+            if line.starts_with("watch: ") {
+                return line;
+            }
+        }
+    }
+
+    /// Ctrl-C: the exit code, and every line after the last run's.
+    fn interrupt(&mut self) -> (Option<i32>, Vec<String>) {
+        // SAFETY: a plain kill(2) of our own child, which has not been waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        (status.code(), rest)
+    }
+}
+
+/// A failed test leaves no watcher behind.
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_mode_runs_once_per_edit_and_ctrl_c_exits_130() {
+    let lab = example();
+    let src = lab.path().join("src");
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    let edit = |to: &str| {
+        let text = file1.replace("\"F1\\n\"", &format!("\"{to}\\n\""));
+        fs::write(src.join("file1.c"), text).unwrap()
+    };
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(
+        start.starts_with("watch: start: ran build, run in "),
+        "{start}"
+    );
+
+    edit("F1 first");
+    let first = watching.next_cycle();
+    assert!(
+        first.starts_with("watch: src/file1.c changed: ran build, run in "),
+        "{first}"
+    );
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 first\nF2\n".to_string()));
+
+    edit("F1 second");
+    let second = watching.next_cycle();
+    assert!(
+        second.starts_with("watch: src/file1.c changed: ran build, run in "),
+        "{second}"
+    );
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 second\nF2\n".to_string()));
+
+    // make's objects, the binary and the store, written by those runs, started none.
+    let (code, rest) = watching.interrupt();
+    assert_eq!(code, Some(130), "{rest:?}");
+    assert_eq!(rest, ["watch: interrupted"], "a run its own writes started");
+    // Nothing half-committed: every job directory is whole, and nothing runs again.
+    let again = repx(lab.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(again.cached(), ["build", "run"]);
+}
+
+#[test]
+fn in_watch_mode_an_edit_saved_while_make_runs_starts_the_next_run() {
+    let lab = example();
+    let src = lab.path().join("src");
+    hold_the_link(lab.path());
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replace(
+            "tools = [\"make\", \"cc\"]",
+            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
+        ),
+    )
+    .unwrap();
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    let edit = |to: &str| {
+        let text = file1.replace("\"F1\\n\"", &format!("\"{to}\\n\""));
+        fs::write(src.join("file1.c"), text).unwrap()
+    };
+    fs::write(lab.path().join("go"), "").unwrap();
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(start.starts_with("watch: start: ran build, run"), "{start}");
+    fs::remove_file(lab.path().join("go")).unwrap();
+    fs::remove_file(lab.path().join("linking")).unwrap();
+
+    // The edit starts a run; make compiles file1.c and waits in the link step, where the
+    // second edit lands.
+    edit("F1 first");
+    wait_for(&lab.path().join("linking"));
+    edit("F1 second");
+    fs::write(lab.path().join("go"), "").unwrap();
+    let first = watching.next_cycle();
+    assert!(first.contains("ran build, run"), "{first}");
+    // The next run starts by itself and builds the second edit.
+    let second = watching.next_cycle();
+    assert!(
+        second.starts_with("watch: src/file1.c changed: ran build, run"),
+        "{second}"
+    );
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 second\nF2\n".to_string()));
+    let (code, rest) = watching.interrupt();
+    assert_eq!(code, Some(130));
+    assert_eq!(rest, ["watch: interrupted"]);
+}

@@ -176,16 +176,12 @@ impl Sources {
         store: &Path,
         jobs: usize,
     ) -> io::Result<Sources> {
-        // Labs may share a store; each has its own state for a stage of the same name.
-        let lab = blake3::hash(project.as_os_str().as_encoded_bytes()).to_hex();
         let mut sources = Sources {
             stage: stage.to_string(),
             scope,
             project: project.to_path_buf(),
             store: store.to_path_buf(),
-            state: store
-                .join("fingerprints")
-                .join(format!("{stage}.{}.json", &lab[..16])),
+            state: state_path(stage, project, store),
             settled: Vec::new(),
             keep: jobs.saturating_mul(2).max(SETTLED_MIN),
             changed: Vec::new(),
@@ -432,6 +428,39 @@ impl std::fmt::Display for Sources {
             ),
         }
     }
+}
+
+/// Where the store keeps a stage's state. Labs may share a store; each has its own state
+/// for a stage of the same name.
+fn state_path(stage: &str, project: &Path, store: &Path) -> PathBuf {
+    let lab = blake3::hash(project.as_os_str().as_encoded_bytes()).to_hex();
+    store
+        .join("fingerprints")
+        .join(format!("{stage}.{}.json", &lab[..16]))
+}
+
+/// The files under the project that the impure stage's jobs created (make's objects):
+/// their changes are the jobs' own, which `repx run --watch` does not react to. Empty
+/// when the state cannot be read.
+pub fn written(lab: &Lab, stage: &Stage, store: &Path) -> BTreeSet<PathBuf> {
+    let state = fs::read(state_path(&stage.name, &lab.dir, store)).unwrap_or_default();
+    let state: State = serde_json::from_slice(&state).unwrap_or_default();
+    let project = lab.dir.canonicalize().unwrap_or_else(|_| lab.dir.clone());
+    let mut written = BTreeSet::new();
+    for name in state.written {
+        written.insert(lab.dir.join(&name));
+        written.insert(project.join(&name));
+    }
+    written
+}
+
+/// Whether `path` (under the project) is in the scope of an impure stage whose `sources`
+/// are `globs`, the rule the fingerprint follows.
+pub fn in_sources(globs: &[String], project: &Path, path: &Path) -> bool {
+    let Ok(name) = path.strip_prefix(project) else {
+        return false;
+    };
+    glob_set(globs).is_ok_and(|set| set.is_match(name))
 }
 
 /// Prefixes an error with the path it is about.

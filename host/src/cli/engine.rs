@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use super::error::CliError;
 use super::render::{self, Format, JobInfo, Reporter, label};
@@ -34,15 +34,7 @@ pub fn runtime(
     parallel: usize,
 ) -> Result<(Arc<Runtime>, Arc<AtomicBool>), CliError> {
     let runtime = Arc::new(Runtime::new(plugin_cache(plan, store), parallel)?);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let (interrupted, runtime) = (interrupted.clone(), runtime.clone());
-        // A second handler cannot be set in one process; tests run one command per process.
-        let _ = ctrlc::set_handler(move || {
-            interrupted.store(true, Ordering::Relaxed);
-            runtime.interrupt();
-        });
-    }
+    let interrupted = super::interrupt::arm(runtime.clone());
     crate::sched::prepare(plan, &runtime)?;
     for recompiled in runtime.take_recompiled() {
         errln!(

@@ -23,6 +23,7 @@ mod gc;
 mod grants;
 mod init;
 mod inspect;
+mod interrupt;
 mod pin;
 mod plugin;
 mod render;
@@ -36,6 +37,7 @@ mod targets;
 mod tui;
 mod verify;
 mod viz;
+mod watch;
 mod worker;
 
 use std::path::PathBuf;
@@ -381,6 +383,10 @@ pub struct RunArgs {
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]
     pub json: bool,
+    /// Run, then run again whenever what the lab's jobs depend on changes (impure stages'
+    /// sources, `path:` inputs, plugin files, the lab file); one line per run; Ctrl-C stops.
+    #[arg(long, conflicts_with_all = ["plugin", "json", "dry_run"])]
+    pub watch: bool,
     /// Where the jobs run: here, or on a SLURM cluster in few allocations.
     #[arg(long, value_enum, default_value = "local")]
     pub scheduler: slurm::Scheduler,

@@ -11,12 +11,29 @@ use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
+use crate::sched::dispatch::Emit;
 use crate::sched::explain::{Planned, explain};
 use crate::sched::{Force, Options};
 use crate::store::{Store, location};
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
-    let mode = if args.impure {
+    if args.watch {
+        return super::watch::watch(cli, args);
+    }
+    once(cli, args, None)
+}
+
+/// What `repx run --watch` asks of one of its runs.
+pub struct Cycle {
+    /// Takes the run's events, instead of the reporter: the watcher prints one line a run.
+    pub emit: Emit,
+    /// Whether this is the first run, the only one that warns about impure jobs.
+    pub first: bool,
+}
+
+/// The effective mode `--impure`, `--pure` or `--hermetic` asks for, if any.
+pub fn mode(args: &RunArgs) -> Option<Mode> {
+    if args.impure {
         Some(Mode::Impure)
     } else if args.pure {
         Some(Mode::Pure)
@@ -24,7 +41,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         Some(Mode::Hermetic)
     } else {
         None
-    };
+    }
+}
+
+/// One run of the lab, or of a plugin ad hoc.
+pub fn once(cli: &Cli, args: &RunArgs, cycle: Option<Cycle>) -> Result<i32, CliError> {
+    let mode = mode(args);
     engine::check_scheduler(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
     let lab = match &args.plugin {
@@ -91,7 +113,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         .iter()
         .filter(|j| j.mode == Mode::Impure)
         .count();
-    if impure > 0 {
+    if impure > 0 && cycle.as_ref().is_none_or(|c| c.first) {
         errln!(
             "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
         );
@@ -115,7 +137,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         return Ok(exit::SUCCESS);
     }
     let (runtime, interrupted) = engine::runtime(&plan, &store, jobs)?;
-    let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
+    let (reporter, emit) = match cycle {
+        Some(cycle) => (None, cycle.emit),
+        None => {
+            let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
+            (Some(reporter), emit)
+        }
+    };
     let options = Options {
         nix: crate::nix::Nix::for_plan(&plan, &store, nix_settings)?,
         guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
@@ -132,7 +160,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         mode,
     };
     let summary = engine::run_jobs(&plan, &store, &runtime, &options, emit, pick)?;
-    reporter.summary(&summary);
+    if let Some(reporter) = reporter {
+        reporter.summary(&summary);
+    }
 
     if args.plugin.is_some() {
         super::adhoc::deliver(&plan, &store, args.out.as_deref(), args.force_out)?;
