@@ -1557,3 +1557,54 @@ fn read_only_commands_leave_the_store_byte_identical() {
         );
     }
 }
+
+#[test]
+fn a_job_over_its_memory_limit_succeeds_on_a_retry_with_twice_the_memory() {
+    let lab = common::lab_dir(
+        r#"
+[stages.big]
+plugin = "plugins/bench-kernel.wasm"
+params = { mib = 40 }
+limits = { memory = "32M" }
+outputs = ["result.json"]
+[pipelines.p]
+stages = ["big"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["bench-kernel"],
+    );
+    // Without retries: the memory limit fails it.
+    let out = repx(lab.path(), &["run", "--json"]);
+    out.expect_code(1);
+    let events = json_lines(&out.stdout);
+    let failed = job_events(&events, "job_failed");
+    assert_eq!(
+        (failed[0]["kind"].as_str(), failed[0]["limit"].as_str()),
+        (Some("limit"), Some("memory")),
+        "{}",
+        failed[0]
+    );
+
+    // One retry, with 64M: attempt 1 fails on memory, attempt 2 succeeds.
+    let out = repx(lab.path(), &["run", "--json", "--retries", "1"]);
+    out.expect_code(0);
+    let events = json_lines(&out.stdout);
+    let retried = job_events(&events, "job_retried");
+    assert_eq!(retried.len(), 1, "{}", out.stdout);
+    assert_eq!(retried[0]["attempt"], 1);
+    assert_eq!(retried[0]["limit"], "memory");
+    let finished = job_events(&events, "job_finished");
+    assert_eq!(finished[0]["attempt"], 2, "{}", finished[0]);
+    let shown = repx(
+        lab.path(),
+        &["show", "job", finished[0]["id"].as_str().unwrap()],
+    );
+    shown.expect_code(0);
+    assert!(shown.stdout.contains("attempt:  2 "), "{}", shown.stdout);
+    // The human lines say so too.
+    let lines = repx(lab.path(), &["run", "--retries", "1", "--force"]);
+    lines
+        .expect_code(0)
+        .expect_stderr(&[" retry big [mib=40]", "attempt 1 failed (limit)"]);
+}

@@ -996,6 +996,7 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         inputs: None,
         plugin: None,
         tools: None,
+        attempt: None,
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");
@@ -1043,4 +1044,52 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
     file.write_all(&rest).unwrap();
     file.write_all(b"\n").unwrap();
     assert_eq!(last.refresh().unwrap()[0].id, "j3");
+}
+
+#[test]
+fn a_retry_with_twice_the_memory_behaves_the_same_on_slurm() {
+    require_slurm();
+    let lab = lab_dir(
+        r#"
+[stages.big]
+plugin = "plugins/bench-kernel.wasm"
+params = { mib = 40 }
+limits = { memory = "32M" }
+outputs = ["result.json"]
+[pipelines.p]
+stages = ["big"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["bench-kernel"],
+    );
+    // As locally (day_to_day::a_job_over_its_memory_limit_succeeds_on_a_retry_with_twice_the_memory):
+    // attempt 1 fails on its memory limit, attempt 2 succeeds, and the record says so.
+    let out = slurm_run(lab.path(), &["--retries", "1", "--json"]);
+    out.expect_code(0);
+    let finished: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "job_finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{}", out.stdout);
+    assert_eq!(finished[0]["attempt"], 2, "{}", finished[0]);
+    let records = records(lab.path());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["attempt"], 2, "{records:?}");
+    // The allocation's log shows the retry, as a local run's lines do.
+    let log = fs::read_dir(run_dir(lab.path()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("slurm-")
+        })
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    assert!(log.contains("retry big [mib=40]"), "{log}");
+    assert!(log.contains("attempt 1 failed (limit)"), "{log}");
 }

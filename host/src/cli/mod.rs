@@ -376,6 +376,10 @@ pub struct RunArgs {
     /// With --out: replace what DIR holds.
     #[arg(long, requires = "out")]
     pub force_out: bool,
+    /// Run a failed job again up to N times, each attempt with twice the memory limit of
+    /// the one before; a refusal, an interrupt or a store failure is not retried.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
     /// Run nothing: list each job that would run and why, then counts per stage; with
     /// --plugin, what the plugin would be granted.
     #[arg(long)]

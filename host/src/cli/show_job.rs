@@ -164,6 +164,12 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
             "duration",
             &format!("{:.3}s", record.duration_ms as f64 / 1000.0),
         );
+        if let Some(attempt) = record.attempt {
+            row(
+                "attempt",
+                &format!("{attempt} (the attempts before it failed)"),
+            );
+        }
     }
     if state == "done" {
         row("output", &store.output_dir(id).display());

@@ -72,6 +72,8 @@ pub enum Decision {
 pub struct Handoff {
     pub job: JobIndex,
     pub id: String,
+    /// From 1; a retry is the next attempt.
+    pub attempt: u32,
     pub upstream_ids: BTreeMap<JobIndex, String>,
 }
 
@@ -164,6 +166,8 @@ struct Dispatcher<'a> {
     cut: Vec<bool>,
     /// Why each job to run runs.
     reasons: Vec<Option<Reason>>,
+    /// Each job's attempt, from 1.
+    attempts: Vec<u32>,
     summary: Summary,
 }
 
@@ -192,6 +196,7 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
         stop_sent: false,
         cut: vec![false; n],
         reasons: vec![None; n],
+        attempts: vec![1; n],
         summary: Summary::default(),
     };
     let total = d.pending.len();
@@ -354,6 +359,7 @@ impl Dispatcher<'_> {
             impure_room &= !impure;
             offered.push(Handoff {
                 job,
+                attempt: self.attempts[job],
                 id: self.ids[job].clone().expect("ready jobs have ids"),
                 upstream_ids: self.jobs.upstream_ids(job, &self.ids),
             });
@@ -418,6 +424,8 @@ impl Dispatcher<'_> {
                     stage: self.stage(job),
                     duration: Duration::from_millis(record.duration_ms),
                     reason: self.reasons[job].clone(),
+                    // A SLURM worker retries on its own: its record says which attempt.
+                    attempt: record.attempt.unwrap_or(self.attempts[job]),
                 });
                 self.settled(job, State::Done);
             }
@@ -431,6 +439,21 @@ impl Dispatcher<'_> {
                     return;
                 }
                 self.leave(job);
+                let attempt = self.attempts[job];
+                if !failure.kind.is_final(attempt, self.options.retries) && !self.stopping {
+                    // Again, first in line: its slot is free.
+                    self.attempts[job] += 1;
+                    (self.emit)(Event::JobRetried {
+                        job,
+                        id: self.ids[job].clone().unwrap_or_default(),
+                        stage: self.stage(job),
+                        attempt,
+                        failure,
+                    });
+                    self.state[job] = State::Ready;
+                    self.ready.push_front(job);
+                    return;
+                }
                 self.fail(job, failure);
             }
             Report::Progress { job, done, total } => {
@@ -610,6 +633,8 @@ mod tests {
         /// Commits, with this output hash.
         Commit(&'static str),
         Fail(FailureKind),
+        /// Fails its first attempt, then commits.
+        FailOnce(FailureKind),
     }
 
     /// Runs every job it holds in one step per `wait`: started, sealed, then committed or
@@ -715,6 +740,9 @@ mod tests {
                 }
                 reports.push(Report::Started(h.job));
                 match self.outcomes.get(self.stages[h.job]) {
+                    Some(Outcome::FailOnce(kind)) if h.attempt == 1 => {
+                        reports.push(Report::Failed(h.job, Failure::new(*kind, "once")))
+                    }
                     Some(Outcome::Fail(kind)) => {
                         self.failed.push(h.job);
                         reports.push(Report::Failed(h.job, Failure::new(*kind, "boom")))
@@ -755,6 +783,7 @@ mod tests {
         Options {
             jobs: 2,
             continue_on_failure: false,
+            retries: 0,
             force: Force::None,
             targets: None,
             interrupted: Arc::new(AtomicBool::new(false)),
@@ -779,6 +808,7 @@ mod tests {
                     Event::JobFailed { stage, id, .. } => ("failed", stage, Some(id)),
                     Event::JobSkipped { stage, id, .. } => ("skipped", stage, id),
                     Event::JobStarted { stage, id, .. } => ("started", stage, Some(id)),
+                    Event::JobRetried { stage, id, .. } => ("retried", stage, Some(id)),
                     _ => return,
                 };
                 events
@@ -1032,12 +1062,54 @@ mod tests {
             stop_sent: false,
             cut: vec![false],
             reasons: vec![None],
+            attempts: vec![1],
             summary: Summary::default(),
         };
         d.report(Report::Failed(0, Failure::other("late")));
         d.report(Report::Committed(0, Box::new(Record::for_test("x"))));
         assert_eq!(d.summary, Summary::default());
         let _ = fake.wait(WAIT);
+    }
+
+    #[test]
+    fn a_failed_attempt_runs_again_within_retries_and_stops_nothing() {
+        for admission in [LOCAL, CHAINED] {
+            let graph = Graph::new(vec![job("a", &[]), job("b", &[0]), job("c", &[])]);
+            let outcome = Outcome::FailOnce(FailureKind::Limit(crate::sched::Limit::Memory));
+            let mut options = options();
+            options.retries = 1;
+            let mut fake = Fake::new(&graph, admission).outcome("a", outcome.clone());
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert_eq!(outcome_of(&events, "a"), ["retried", "ran"]);
+            assert_eq!(outcome_of(&events, "b"), ["ran"]);
+            assert_eq!((summary.ran, summary.failed, summary.not_run), (3, 0, 0));
+            let attempts: Vec<u32> = fake
+                .handed
+                .iter()
+                .filter(|h| h.job == 0)
+                .map(|h| h.attempt)
+                .collect();
+            assert_eq!(attempts, [1, 2]);
+
+            // Without retries it fails, and stops the run.
+            let mut fake = Fake::new(&graph, admission).outcome("a", outcome);
+            let (summary, _) = run_fake(&graph, &mut fake, &self::options());
+            assert_eq!(summary.failed, 1);
+        }
+        // A refusal or an interrupt is not retried.
+        for kind in [
+            FailureKind::ToolRefused,
+            FailureKind::GrantsChanged,
+            FailureKind::Store,
+        ] {
+            let graph = Graph::new(vec![job("a", &[])]);
+            let mut options = options();
+            options.retries = 3;
+            let mut fake = Fake::new(&graph, LOCAL).outcome("a", Outcome::FailOnce(kind));
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert_eq!(outcome_of(&events, "a"), ["failed"], "{kind:?}");
+            assert_eq!(summary.failed, 1);
+        }
     }
 
     #[test]

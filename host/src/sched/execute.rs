@@ -23,6 +23,8 @@ pub struct Attempt<'a> {
     pub nix: Option<&'a Nix>,
     pub job: JobIndex,
     pub id: &'a str,
+    /// From 1: a retry has the stage's limits escalated (see [`super::escalated`]).
+    pub attempt: u32,
     /// Ids of every upstream job, by index; for a hermetic job, also those of the jobs
     /// upstream of its hermetic upstream jobs (see [`crate::nix::spec::closure`]).
     pub upstream_ids: BTreeMap<JobIndex, String>,
@@ -42,6 +44,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         nix,
         job: index,
         id,
+        attempt: number,
         upstream_ids,
         observer,
         guard,
@@ -59,7 +62,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         Some(sources) => Some(sources.before_job().map_err(|e| unread(sources, e))?),
         None => None,
     };
-    let staging = store.stage(id, 0).map_err(store_failure)?;
+    let staging = store.stage(id, u64::from(number)).map_err(store_failure)?;
     let ran = match (job.mode, nix) {
         (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
         (Mode::Hermetic, None) => Err(Failed::plain("hermetic job, but no Nix backend".into())),
@@ -72,6 +75,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             &staging,
             &upstream_ids,
             observer,
+            super::escalated(stage.limits, number),
         ),
     };
     // Whether it succeeded or not, an impure job that changed what decides grants fails,
@@ -123,6 +127,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         stamps: Vec::new(),
         sealed_ns: None,
         inputs: read_inputs(job, store, &upstream_ids),
+        attempt: (number > 1).then_some(number),
         plugin: Some(plan.stages[&job.stage].plugin.digest.clone()),
         tools: Some(
             plan.stages[&job.stage]
@@ -220,6 +225,7 @@ fn here(
     staging: &Staging,
     upstream_ids: &BTreeMap<JobIndex, String>,
     observer: Arc<dyn Observer>,
+    limits: crate::lab::Limits,
 ) -> Result<Ran, Failed> {
     let job = &plan.graph.jobs[index];
     let resources = &plan.stages[&job.stage];
@@ -229,7 +235,7 @@ fn here(
         policy: Arc::new(policy),
         grants: resources.tools.clone(),
         observer,
-        limits: plan.lab.stages[&job.stage].limits,
+        limits,
         live: Some(store.live_logs(id)),
     };
     let finished = runtime

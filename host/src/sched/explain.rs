@@ -119,6 +119,7 @@ impl Executor for Dry<'_> {
                 inputs: None,
                 plugin: None,
                 tools: None,
+                attempt: None,
                 id: handoff.id,
             };
             reports.push(Report::Committed(handoff.job, Box::new(record)));

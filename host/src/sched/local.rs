@@ -77,6 +77,7 @@ pub fn with_executor<R>(
                 while let Some(Handoff {
                     job,
                     id,
+                    attempt: number,
                     upstream_ids,
                 }) = next_work(&work_rx)
                 {
@@ -96,6 +97,7 @@ pub fn with_executor<R>(
                         nix: options.nix.as_deref(),
                         job,
                         id: &id,
+                        attempt: number,
                         upstream_ids,
                         observer,
                         guard: options.guard.as_deref(),
@@ -107,7 +109,9 @@ pub fn with_executor<R>(
                             let _ = sealed_tx.send((job, sealed));
                         }
                         Err(failure) => {
-                            if stop_on_failure || failure.kind.halts_run() {
+                            // A failure that will be retried stops nothing.
+                            let last = failure.kind.is_final(number, options.retries);
+                            if (stop_on_failure && last) || failure.kind.halts_run() {
                                 stop.store(true, Ordering::Relaxed);
                             }
                             let _ = reports_tx.send(Report::Failed(job, failure));

@@ -49,11 +49,21 @@ pub enum Event {
         duration: Duration,
         /// Why it ran.
         reason: Option<Reason>,
+        /// The attempt that succeeded, from 1.
+        attempt: u32,
     },
     JobFailed {
         job: JobIndex,
         id: String,
         stage: String,
+        failure: Failure,
+    },
+    /// An attempt failed; the job runs again, as attempt `attempt + 1`.
+    JobRetried {
+        job: JobIndex,
+        id: String,
+        stage: String,
+        attempt: u32,
         failure: Failure,
     },
     JobSkipped {
@@ -191,6 +201,25 @@ impl Limit {
 }
 
 impl FailureKind {
+    /// Whether another attempt may succeed: the job's own failure, not a refusal, an
+    /// interrupt or the store.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::ExitStatus
+                | FailureKind::Trap
+                | FailureKind::Limit(_)
+                | FailureKind::MissingOutput
+                | FailureKind::Other
+        )
+    }
+
+    /// Whether a failure of this kind at `attempt` (from 1) is the job's last, with
+    /// `retries` retries.
+    pub fn is_final(self, attempt: u32, retries: u32) -> bool {
+        !self.retryable() || attempt > retries
+    }
+
     /// Whether a failure of this kind stops the run even with `--continue-on-failure`.
     pub fn halts_run(self) -> bool {
         matches!(self, FailureKind::GrantsChanged | FailureKind::Refused)
@@ -253,6 +282,9 @@ impl Force {
 pub struct Options {
     pub jobs: usize,
     pub continue_on_failure: bool,
+    /// How many times a failed job runs again, each time with twice the memory limit of
+    /// the attempt before (see [`escalated`]).
+    pub retries: u32,
     pub force: Force,
     /// Only these jobs and what they need; `None`: every job of the plan.
     pub targets: Option<Vec<JobIndex>>,
@@ -270,12 +302,26 @@ impl Options {
         Options {
             jobs: 1,
             continue_on_failure: false,
+            retries: 0,
             force: Force::None,
             targets: None,
             interrupted: Default::default(),
             nix: None,
             guard: None,
         }
+    }
+}
+
+/// A stage's limits at `attempt` (from 1): the memory limit doubles with each retry, up to
+/// the most any job may have.
+pub fn escalated(limits: crate::lab::Limits, attempt: u32) -> crate::lab::Limits {
+    let factor = 1u64 << attempt.saturating_sub(1).min(16);
+    crate::lab::Limits {
+        memory: limits
+            .memory
+            .saturating_mul(factor)
+            .min(crate::lab::limits::MAX_MEMORY),
+        ..limits
     }
 }
 

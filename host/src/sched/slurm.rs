@@ -448,6 +448,7 @@ impl Slurm<'_> {
                 upstream: upstream.into_iter().map(|(j, id)| entry(j, id)).collect(),
                 parallel: group[task].parallel,
                 continue_on_failure: self.options.continue_on_failure,
+                retries: self.options.retries,
                 lab: self.evaluated.clone(),
                 nix: self
                     .options

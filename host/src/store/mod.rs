@@ -196,6 +196,9 @@ pub struct Record {
     pub plugin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<BTreeMap<String, String>>,
+    /// The attempt that made it, from 1, when it was a retry (see `repx run --retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 #[cfg(test)]
@@ -218,6 +221,7 @@ impl Record {
             inputs: None,
             plugin: None,
             tools: None,
+            attempt: None,
         }
     }
 }

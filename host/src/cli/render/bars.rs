@@ -130,7 +130,7 @@ impl Bars {
                 state.skipped += 1;
                 self.settle(&mut state, *job);
             }
-            Event::Warning { .. } => {}
+            Event::Warning { .. } | Event::JobRetried { .. } => {}
         }
         if let Some(line) = event_line(&self.context.jobs, event) {
             self.println(&line);

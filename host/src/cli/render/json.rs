@@ -1,5 +1,7 @@
 //! One JSON object per line on stdout, for other tools.
 //!
+//! A failed attempt that runs again is `job_retried`, with its `attempt` (from 1), `kind` and
+//! `error`; a finished job carries the `attempt` that succeeded.
 //! Started and finished jobs carry the `reason` they ran for, `{kind, detail}`: `kind` is
 //! one of `never_run`, `param_changed`, `plugin_changed`, `tools_changed`, `mode_changed`,
 //! `upstream_changed`, `sources_changed`, `output_changed`, `failed_last_time`, `forced`.
@@ -101,9 +103,11 @@ impl Json {
                 id,
                 duration,
                 reason,
+                attempt,
                 ..
             } => {
                 let mut object = self.job("job_finished", *job, Some(id));
+                object.insert("attempt".into(), (*attempt).into());
                 object.insert("reason".into(), reason_json(reason.as_ref()));
                 object.insert("duration_s".into(), duration.as_secs_f64().into());
                 object.insert(
@@ -137,6 +141,22 @@ impl Json {
                     object.insert("limit".into(), limit.as_str().into());
                 }
                 object.insert("log".into(), format!("repx log {}", short(id)).into());
+                object
+            }
+            Event::JobRetried {
+                job,
+                id,
+                attempt,
+                failure,
+                ..
+            } => {
+                let mut object = self.job("job_retried", *job, Some(id));
+                object.insert("attempt".into(), (*attempt).into());
+                object.insert("error".into(), failure.message.clone().into());
+                object.insert("kind".into(), failure.kind.as_str().into());
+                if let FailureKind::Limit(limit) = failure.kind {
+                    object.insert("limit".into(), limit.as_str().into());
+                }
                 object
             }
             Event::JobSkipped {

@@ -164,6 +164,19 @@ fn event_line(jobs: &[JobInfo], event: &Event) -> Option<String> {
             text.push_str(&format!("\n    whole log: repx log {}", short(id)));
             text
         }
+        Event::JobRetried {
+            job,
+            id,
+            attempt,
+            failure,
+            ..
+        } => format!(
+            " retry {} {}: attempt {attempt} failed ({}): {}",
+            jobs[*job].label,
+            short(id),
+            failure.kind.as_str(),
+            escape::terminal(failure.message.lines().next().unwrap_or_default())
+        ),
         Event::JobSkipped {
             job,
             interrupted: true,

@@ -181,6 +181,7 @@ pub fn run(
     let options = Options {
         jobs: batch.parallel.max(1),
         continue_on_failure: batch.continue_on_failure,
+        retries: batch.retries,
         // The coordinator found these not done, or was told to run them again.
         force: Force::Jobs(runnable.iter().copied().collect()),
         targets: Some(runnable),
