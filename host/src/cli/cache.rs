@@ -53,11 +53,12 @@ pub fn cache(command: &CacheCommand) -> Result<i32, CliError> {
                 .iter()
                 .filter(|a| min_age.is_none_or(|min| age(a) > min))
             {
-                match crate::wasm::remove_artifact(&artifact.path) {
+                match std::fs::remove_file(&artifact.path) {
                     Ok(()) => {
                         count += 1;
                         bytes += artifact.bytes;
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         return Err(CliError::Failed(anyhow::anyhow!(
                             "removing {}: {e}",

@@ -10,13 +10,6 @@
 //!   with a [`Recompiled`] note, never run: wasmtime trusts what it deserializes, and
 //!   damaged code crashes the process. The digest guards against damage; against an
 //!   attacker the place does (the digest lies beside the artifact, equally out of reach).
-//! - A full check reads every byte, which for a large artifact costs more than the load
-//!   itself; so, as git's index does for a work tree, a check that passed leaves the
-//!   artifact's `stat` (inode, size, modification and change times) beside it in
-//!   `<artifact>.checked`, and a later load whose `stat` is the same skips the hashing. Any
-//!   write to the artifact changes its change time, which no user can set back; a stamp is
-//!   only left once the change time is a second old, so no write within the same tick of
-//!   the clock can hide behind it.
 //! - A checked artifact is loaded by mapping its file, as wasmtime's `deserialize_file`
 //!   does, not copied: the check reads a mapping of the same file, so the bytes are read
 //!   from disk once and never copied. Artifacts are only ever replaced by a rename, never
@@ -149,7 +142,7 @@ fn load<T>(
     let damage = match File::open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(e.to_string()),
-        Ok(file) => match check_once(&path, &file, now_secs()) {
+        Ok(file) => match check_file(&file) {
             Err(why) => Some(why),
             Ok(()) => match deserialize(&path) {
                 Ok(loaded) => {
@@ -233,69 +226,6 @@ pub fn artifacts(dir: &Path) -> std::io::Result<Vec<Artifact>> {
     Ok(found)
 }
 
-/// Removes the artifact at `path` and its stamp; a missing one is fine.
-pub fn remove_artifact(path: &Path) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(stamp_path(path));
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn stamp_path(artifact: &Path) -> PathBuf {
-    artifact.with_extension("checked")
-}
-
-/// What the stamp of an artifact with `meta` holds.
-fn stamp(meta: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
-    format!(
-        "{} {} {}.{:09} {}.{:09}\n",
-        meta.ino(),
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec()
-    )
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Checks the artifact open as `file` (at `path`), unless a check already passed on it as
-/// it is now (see the module's notes); stamps it once it passed, if its change time is
-/// before the second before `now` (seconds since the epoch).
-fn check_once(path: &Path, file: &File, now: i64) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let stamp = stamp(&meta);
-    let stamp_file = stamp_path(path);
-    if std::fs::read_to_string(&stamp_file).is_ok_and(|known| known == stamp) {
-        return Ok(());
-    }
-    check_file(file)?;
-    if meta.ctime() < now - 1 {
-        // Only time is lost if this fails: the next load checks in full.
-        let _ = write_small(&stamp_file, stamp.as_bytes());
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, unflushed: a stamp lost
-/// to a crash costs one full check.
-fn write_small(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temporary(path);
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 /// Whether the artifact open as `file` holds the digest of its code in its trailer, read
 /// through a mapping of the file.
 fn check_file(file: &File) -> Result<(), String> {
@@ -352,7 +282,12 @@ fn checked(bytes: &[u8]) -> Result<&[u8], &'static str> {
 fn write_atomically(path: &Path, code: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = temporary(path);
+    let tmp = dir.join(format!(
+        ".{}.{}.{}",
+        host(),
+        std::process::id(),
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(code)?;
@@ -366,16 +301,6 @@ fn write_atomically(path: &Path, code: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-/// The temporary name a file at `path` is written under: `.<host>.<pid>.<name>`.
-fn temporary(path: &Path) -> PathBuf {
-    path.with_file_name(format!(
-        ".{}.{}.{}",
-        host(),
-        std::process::id(),
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ))
 }
 
 /// This host's name, as temporary files carry it: a cache in a shared home directory is
@@ -417,37 +342,6 @@ mod tests {
         assert!(checked(&zeroed).is_err());
         assert!(checked(&artifact[..500]).is_err());
         assert!(checked(&artifact[..10]).is_err());
-    }
-
-    #[test]
-    fn a_stamp_skips_the_hashing_until_the_artifact_changes() {
-        let dir = std::env::temp_dir().join(format!("repx-stamp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.cwasm");
-        write_atomically(&path, &[7u8; 5000]).unwrap();
-        let open = || File::open(&path).unwrap();
-        // Changed this second: checked in full, and not stamped.
-        assert_eq!(check_once(&path, &open(), now_secs()), Ok(()));
-        assert!(!stamp_path(&path).exists());
-        // As if a while later: checked, then stamped.
-        let later = now_secs() + 10;
-        assert_eq!(check_once(&path, &open(), later), Ok(()));
-        assert!(stamp_path(&path).exists());
-        // A stamped artifact whose bytes are damaged in place: its change time moved, so
-        // the stamp no longer holds and the full check finds the damage.
-        // (Written until the change time moves: the real rule keeps a second between a
-        // stamped change time and any later write; this test stamped "later" at once.)
-        let stamped = stamp(&std::fs::metadata(&path).unwrap());
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        while stamp(&file.metadata().unwrap()) == stamped {
-            std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 100], 10).unwrap();
-        }
-        drop(file);
-        assert!(check_once(&path, &open(), later).is_err());
-        remove_artifact(&path).unwrap();
-        assert!(!path.exists() && !stamp_path(&path).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

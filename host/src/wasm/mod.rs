@@ -735,5 +735,5 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
     Ending::Trap(cause)
 }
 
-pub use cache::{Artifact, Recompiled, artifacts, default_dir as cache_dir, remove_artifact};
+pub use cache::{Artifact, Recompiled, artifacts, default_dir as cache_dir};
 pub use trace::{Call, Tracer};
