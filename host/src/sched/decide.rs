@@ -33,9 +33,21 @@ const FILES_NAMED: usize = 5;
 pub struct PlanJobs<'a> {
     plan: &'a Plan,
     store: &'a Store,
-    /// The store's records by stage, newest first: read once, when a first job runs.
-    by_stage: OnceLock<HashMap<String, Vec<Record>>>,
+    /// The store's records by stage: read once, when a first job runs.
+    by_stage: OnceLock<HashMap<String, StageRecords>>,
 }
+
+/// One stage's records, newest first, and the newest for each set of parameters.
+#[derive(Default)]
+struct StageRecords {
+    newest_first: Vec<Record>,
+    /// By the parameters' canonical JSON (keys sorted): an index into `newest_first`.
+    by_params: HashMap<String, usize>,
+}
+
+/// How many of a stage's newest records are compared when none has the job's parameters:
+/// the cost of a reason stays bounded however many jobs the stage ran.
+const COMPARED: usize = 256;
 
 impl<'a> PlanJobs<'a> {
     pub fn new(plan: &'a Plan, store: &'a Store) -> PlanJobs<'a> {
@@ -144,15 +156,22 @@ impl<'a> PlanJobs<'a> {
             );
         }
         let by_stage = self.by_stage.get_or_init(|| {
-            let mut by_stage: HashMap<String, Vec<Record>> = HashMap::new();
+            let mut by_stage: HashMap<String, StageRecords> = HashMap::new();
             for record in store.records() {
                 by_stage
                     .entry(record.stage.clone())
                     .or_default()
+                    .newest_first
                     .push(record);
             }
-            for records in by_stage.values_mut() {
-                records.sort_by_key(|r| std::cmp::Reverse(r.finished_ms));
+            for stage in by_stage.values_mut() {
+                stage
+                    .newest_first
+                    .sort_by_key(|r| std::cmp::Reverse(r.finished_ms));
+                for (at, record) in stage.newest_first.iter().enumerate().rev() {
+                    let params = serde_json::to_string(&record.params).unwrap_or_default();
+                    stage.by_params.insert(params, at);
+                }
             }
             by_stage
         });
@@ -160,19 +179,27 @@ impl<'a> PlanJobs<'a> {
             return Reason::new(ReasonKind::NeverRun, "no job of its stage ran before");
         };
         // The stage's last job at the same point of the run: the same parameters, else the
-        // most of them the same.
+        // most of them the same among its newest jobs.
+        let params = serde_json::to_string(&job.params).unwrap_or_default();
         let same = |r: &Record| {
             job.params
                 .iter()
                 .filter(|(k, v)| r.params.get(*k) == Some(*v))
                 .count()
         };
-        let mut last = &records[0];
-        for record in records {
-            if same(record) > same(last) {
-                last = record;
+        let last = match records.by_params.get(&params) {
+            Some(at) => &records.newest_first[*at],
+            None => {
+                let newest = records.newest_first.iter().take(COMPARED);
+                let mut last = &records.newest_first[0];
+                for record in newest {
+                    if same(record) > same(last) {
+                        last = record;
+                    }
+                }
+                last
             }
-        }
+        };
         let changed: Vec<String> = job
             .params
             .iter()
