@@ -12,6 +12,7 @@
 //! | d | SHA-256 as a plugin (and n-body, an extra without a target) | the same source built natively |
 //! | e | writing and reading 256 MiB through `/out` and `/in` | the same source built natively |
 //! | f | 1,000, 10,000 and 100,000 jobs: per job, load + expansion, peak RSS | 1,000 jobs |
+//! | h | the seed's edit cycle: `repx run`, `--watch` and a no-op run, 9 edits each | `make && ./mybinary` |
 //!
 //! Sweeps (a, f) run in a child process (`repx bench --worker-sweep`), so that each has its
 //! own peak RSS and a cold process; the no-op (b) is the real `repx run` binary, process
@@ -23,6 +24,7 @@
 //! them one by one), so deleting one sweep's 40,000 files would slow the next sweep down.
 
 mod compile;
+mod cycle;
 mod fixture;
 mod native;
 mod sweep;
@@ -75,10 +77,21 @@ pub enum Case {
     E,
     #[serde(rename = "f")]
     F,
+    /// The letter of the issue that asked for it; (g) is `benches/peers.sh`.
+    #[serde(rename = "h")]
+    H = 7,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] = [Case::A, Case::B, Case::C, Case::D, Case::E, Case::F];
+    pub const ALL: [Case; 7] = [
+        Case::A,
+        Case::B,
+        Case::C,
+        Case::D,
+        Case::E,
+        Case::F,
+        Case::H,
+    ];
 
     pub fn letter(self) -> char {
         (b'a' + self as u8) as char
@@ -98,6 +111,7 @@ impl Case {
             Case::D => "compute",
             Case::E => "file I/O",
             Case::F => "scaling",
+            Case::H => "edit cycle",
         }
     }
 }
@@ -409,6 +423,13 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
             measures.push(measure);
         }
         figures.extend(sweep::figures_f(&measures));
+    }
+    if wants(Case::H) {
+        let samples = if options.quick { 3 } else { 9 };
+        note(&format!(
+            "(h) the edit cycle: {samples} edits through repx run, make and --watch"
+        ));
+        figures.extend(cycle::measure(work.path(), &options.exe, &cache, samples)?);
     }
     Ok(Report {
         date: fixture::today(),

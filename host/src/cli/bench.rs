@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Smaller counts and sizes: a smoke run, not figures to quote.
     #[arg(long)]
     pub quick: bool,
-    /// Only these cases, e.g. `a,b` (default: a,b,c,d,e,f).
+    /// Only these cases, e.g. `a,b` (default: a,b,c,d,e,f,h).
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     pub cases: Vec<String>,
     /// Worker threads of the job sweeps.
