@@ -777,7 +777,7 @@ fn a_plugin_cache_a_job_could_write_is_not_used() {
     assert_eq!(compiled(lab.path()), 0);
 }
 
-/// `repx run --watch` in `lab`, its stderr lines read as they come.
+/// `repx run --watch` in `lab` (with `targets`), its stderr lines read as they come.
 struct Watching {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -786,8 +786,13 @@ struct Watching {
 
 impl Watching {
     fn start(lab: &Path) -> Watching {
+        Watching::with_targets(lab, &[])
+    }
+
+    fn with_targets(lab: &Path, targets: &[&str]) -> Watching {
         use std::io::BufRead;
-        let mut child = common::repx_command(lab, &["run", "--watch"])
+        let args: Vec<&str> = ["run", "--watch"].iter().chain(targets).copied().collect();
+        let mut child = common::repx_command(lab, &args)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -878,6 +883,74 @@ fn watch_mode_runs_once_per_edit_and_ctrl_c_exits_130() {
     let again = repx(lab.path(), &["run"]);
     again.expect_code(0);
     assert_eq!(again.cached(), ["build", "run"]);
+}
+
+#[test]
+fn watch_mode_with_targets_watches_only_what_they_depend_on() {
+    // A second run copies notes/a.txt; `--watch build` selects the example's run only.
+    let lab = example();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        format!(
+            "{toml}\n[stages.notes]\nplugin = \"plugins/test-tool.wasm\"\n\
+             inputs = {{ notes = \"path:notes\" }}\ntools = [\"cp\"]\n\
+             params = {{ tool = \"cp\", args = [\"/in/notes/a.txt\", \"/out/a.txt\"] }}\n\
+             outputs = [\"a.txt\"]\n[pipelines.docs]\nstages = [\"notes\"]\n\
+             [runs.docs]\npipelines = [\"docs\"]\n"
+        ),
+    )
+    .unwrap();
+    fs::create_dir(lab.path().join("plugins")).unwrap();
+    fs::copy(
+        common::plugin_wasm("test-tool"),
+        lab.path().join("plugins/test-tool.wasm"),
+    )
+    .unwrap();
+    fs::create_dir(lab.path().join("notes")).unwrap();
+    fs::write(lab.path().join("notes/a.txt"), "one\n").unwrap();
+
+    let mut watching = Watching::with_targets(lab.path(), &["build"]);
+    let start = watching.next_cycle();
+    assert!(
+        start.starts_with("watch: start: ran build, run in "),
+        "{start}"
+    );
+    // The other run's input changes first: had it been watched, the next line would name
+    // it (alone, or with file1.c in one burst).
+    fs::write(lab.path().join("notes/a.txt"), "two\n").unwrap();
+    let src = lab.path().join("src");
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    fs::write(
+        src.join("file1.c"),
+        file1.replace("\"F1\\n\"", "\"F1 edited\\n\""),
+    )
+    .unwrap();
+    let next = watching.next_cycle();
+    assert!(
+        next.starts_with("watch: src/file1.c changed: ran build, run in "),
+        "{next}"
+    );
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 edited\nF2\n".to_string()));
+    let (code, rest) = watching.interrupt();
+    assert_eq!(code, Some(130), "{rest:?}");
+    assert_eq!(
+        rest,
+        ["watch: interrupted"],
+        "a run the other run's input started"
+    );
+
+    // Without targets, the other run's input is watched too.
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(start.starts_with("watch: start: ran notes"), "{start}");
+    fs::write(lab.path().join("notes/a.txt"), "three\n").unwrap();
+    let next = watching.next_cycle();
+    assert!(
+        next.starts_with("watch: notes/a.txt changed: ran notes, 2 cached in "),
+        "{next}"
+    );
+    watching.interrupt();
 }
 
 #[test]

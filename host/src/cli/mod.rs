@@ -387,8 +387,9 @@ pub struct RunArgs {
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]
     pub json: bool,
-    /// Run, then run again whenever what the lab's jobs depend on changes (impure stages'
-    /// sources, `path:` inputs, plugin files, the lab file); one line per run; Ctrl-C stops.
+    /// Run, then run again whenever what the selected jobs depend on changes (impure
+    /// stages' sources, `path:` inputs, plugin files, the lab file); one line per run;
+    /// Ctrl-C stops.
     #[arg(long, conflicts_with_all = ["plugin", "json", "dry_run"])]
     pub watch: bool,
     /// Where the jobs run: here, or on a SLURM cluster in few allocations.

@@ -1,6 +1,6 @@
 //! `repx run`: a lab's runs or jobs, or one plugin ad hoc.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::engine;
 use super::error::{CliError, invalid};
@@ -11,7 +11,8 @@ use super::{Cli, RunArgs, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, Mode, did_you_mean};
 use crate::plan::Plan;
-use crate::sched::dispatch::Emit;
+use crate::sched::decide::PlanJobs;
+use crate::sched::dispatch::{Emit, selection};
 use crate::sched::explain::{Planned, explain};
 use crate::sched::{Force, Options};
 use crate::store::{Store, location};
@@ -29,6 +30,9 @@ pub struct Cycle {
     pub emit: Emit,
     /// Whether this is the first run, the only one that warns about impure jobs.
     pub first: bool,
+    /// Set by the run: the stages of the jobs it selected and of everything upstream of
+    /// them, which is all the next run can depend on.
+    pub stages: Option<BTreeSet<String>>,
 }
 
 /// The effective mode `--impure`, `--pure` or `--hermetic` asks for, if any.
@@ -45,7 +49,7 @@ pub fn mode(args: &RunArgs) -> Option<Mode> {
 }
 
 /// One run of the lab, or of a plugin ad hoc.
-pub fn once(cli: &Cli, args: &RunArgs, cycle: Option<Cycle>) -> Result<i32, CliError> {
+pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<i32, CliError> {
     let mode = mode(args);
     engine::check_scheduler(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
@@ -113,12 +117,18 @@ pub fn once(cli: &Cli, args: &RunArgs, cycle: Option<Cycle>) -> Result<i32, CliE
         .iter()
         .filter(|j| j.mode == Mode::Impure)
         .count();
-    if impure > 0 && cycle.as_ref().is_none_or(|c| c.first) {
+    if impure > 0 && cycle.as_deref().is_none_or(|c| c.first) {
         errln!(
             "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
         );
     }
     let targets = targets.map(|targets| targets.indices(&plan, &store));
+    if let Some(cycle) = cycle.as_deref_mut() {
+        let jobs = PlanJobs::new(&plan, &store);
+        let selected = selection(&jobs, targets.as_deref());
+        let stages = selected.iter().map(|&j| plan.graph.jobs[j].stage.clone());
+        cycle.stages = Some(stages.collect());
+    }
 
     let jobs = args
         .jobs
@@ -139,7 +149,7 @@ pub fn once(cli: &Cli, args: &RunArgs, cycle: Option<Cycle>) -> Result<i32, CliE
     }
     let (runtime, interrupted) = engine::runtime(&plan, &store, jobs)?;
     let (reporter, emit) = match cycle {
-        Some(cycle) => (None, cycle.emit),
+        Some(cycle) => (None, cycle.emit.clone()),
         None => {
             let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
             (Some(reporter), emit)

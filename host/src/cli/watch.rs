@@ -1,9 +1,13 @@
-//! `repx run --watch`: run, then run again whenever what the lab's jobs depend on changes.
+//! `repx run --watch [TARGETS]`: run, then run again whenever what the selected jobs
+//! depend on changes.
 //!
-//! What is watched, through inotify (the `notify` crate; nothing polls): the lab file, the
-//! plugin files, every `path:` input, and each impure stage's scope (its `sources` globs,
-//! else its `path:` inputs, else the project). It is worked out again after each run, since
-//! the lab may have changed.
+//! What is watched, through inotify (the `notify` crate; nothing polls): the lab file, and
+//! for each stage of the jobs the run selected (its targets and everything upstream of
+//! them; every job of the lab's runs without targets) its plugin file, its `path:` inputs
+//! and, for an impure stage, its scope (its `sources` globs, else its `path:` inputs, else
+//! the project). It is worked out again after each run, since the lab may have changed; a
+//! run that could not select its jobs (an invalid target after an edit) watches every
+//! stage of the lab.
 //!
 //! Invariants:
 //! - A run's own writes start no run: the store, `.repx` and `.git` are never watched, and
@@ -71,7 +75,12 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
             Arc::new(move |event: Event| lock(&tally).add(&event))
         };
         let started = Instant::now();
-        let ran = once(cli, args, Some(Cycle { emit, first }));
+        let mut cycle = Cycle {
+            emit,
+            first,
+            stages: None,
+        };
+        let ran = once(cli, args, Some(&mut cycle));
         if interrupt::interrupted() {
             errln!("watch: interrupted");
             return Ok(exit::INTERRUPTED);
@@ -90,7 +99,7 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
         // The lab as it is now; an invalid one keeps the last set, the lab file in it. The
         // line comes once the watch is in place: what is saved after it is seen.
         if let Ok(lab) = Lab::load(&cli.lab) {
-            watched.update(&mut watcher, cli, &lab, mode(args))?;
+            watched.update(&mut watcher, cli, &lab, mode(args), cycle.stages.as_ref())?;
         }
         errln!("{line}");
         let changed = match wait(&receive, &watched)? {
@@ -176,6 +185,7 @@ impl Watched {
         cli: &Cli,
         lab: &Lab,
         mode: Option<Mode>,
+        stages: Option<&BTreeSet<String>>,
     ) -> Result<(), CliError> {
         let store = store_path(cli, lab).ok();
         let mut next = Watched {
@@ -184,7 +194,11 @@ impl Watched {
             ..Watched::default()
         };
         next.files.insert(lab.file.clone());
-        for stage in lab.stages.values() {
+        let needed = lab
+            .stages
+            .values()
+            .filter(|stage| stages.is_none_or(|needed| needed.contains(&stage.name)));
+        for stage in needed {
             if let PluginRef::File(plugin) = &stage.plugin {
                 next.files.insert(plugin.clone());
             }
