@@ -1,5 +1,5 @@
-//! Builds the first-party plugins that the binary embeds as `builtin:make` and
-//! `builtin:exec`, and the example plugins that `repx init` writes into new labs. They are
+//! Builds the first-party plugins that the binary embeds as `builtin:make`,
+//! `builtin:exec` and `builtin:cargo`, and the example plugins that `repx init` writes into new labs. They are
 //! ordinary plugins from `plugins/`, compiled for wasm32-wasip2; nothing in the host
 //! special-cases them beyond their names.
 
@@ -7,7 +7,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const BUILTINS: [&str; 2] = ["make", "exec"];
+const BUILTINS: [&str; 3] = ["make", "exec", "cargo"];
 /// The plugins of `repx init`'s templates.
 const TEMPLATE_PLUGINS: [&str; 5] = ["generate", "sum", "plot", "sweep-point", "sweep-gather"];
 

@@ -998,3 +998,57 @@ fn in_watch_mode_an_edit_saved_while_make_runs_starts_the_next_run() {
     assert_eq!(code, Some(130));
     assert_eq!(rest, ["watch: interrupted"]);
 }
+
+/// The one file cargo's dev profile built whose name starts with `prefix` and ends with
+/// `suffix` in `dir`, with its mtime.
+fn built(dir: &Path, prefix: &str, suffix: &str) -> (PathBuf, SystemTime) {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(suffix)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{prefix}*{suffix} in {}", dir.display());
+    let time = mtime(&found[0]);
+    (found[0].clone(), time)
+}
+
+#[test]
+fn the_cargo_example_builds_in_place_and_rebuilds_only_the_edited_crate() {
+    let lab = copy_example("impure-cargo");
+    let crate_dir = lab.path().join("hello");
+    let _ = fs::remove_dir_all(crate_dir.join("target"));
+    let deps = crate_dir.join("target/debug/deps");
+
+    let first = repx(lab.path(), &["run"]);
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["build", "run"]);
+    assert_eq!(
+        common::read_output(lab.path(), "run.log"),
+        "Hello, repx\nBUILT IN PLACE!\n"
+    );
+    let (greet, greet_built) = built(&deps, "libgreet-", ".rlib");
+    let binary = crate_dir.join("target/debug/hello");
+    let binary_built = mtime(&binary);
+
+    // Nothing changed: the stage is cached and cargo is not run (target/ is as it was).
+    let again = repx(lab.path(), &["run"]);
+    again.expect_code(0);
+    assert_eq!(again.cached(), ["build", "run"]);
+    assert_eq!(mtime(&binary), binary_built);
+
+    // An edit of one module of `hello`: cargo rebuilds `hello` from the target/ it left,
+    // and not its dependency `greet`.
+    let shout = crate_dir.join("src/shout.rs");
+    let text = fs::read_to_string(&shout).unwrap();
+    fs::write(&shout, text.replace("to_uppercase()", "to_lowercase()")).unwrap();
+    let edited = repx(lab.path(), &["run"]);
+    edited.expect_code(0);
+    assert_eq!(edited.ran(), ["build", "run"]);
+    assert!(run_logs(lab.path()).contains(&"Hello, repx\nbuilt in place!\n".to_string()));
+    assert_eq!(built(&deps, "libgreet-", ".rlib"), (greet, greet_built));
+    assert_ne!(mtime(&binary), binary_built);
+}
