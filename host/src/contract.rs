@@ -64,6 +64,8 @@ pub fn policy(job: Job) -> Result<Policy, String> {
                 // One directory per upstream job, each its own read-only mount, under a
                 // directory that holds only their names and `index.json`.
                 let dir = job.private.join(format!("gather-{name}"));
+                // There even when it gathers no job: an empty fan-out.
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 let mut index = Vec::new();
                 for up in jobs {
                     std::fs::create_dir_all(dir.join(&up.id)).map_err(|e| e.to_string())?;

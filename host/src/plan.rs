@@ -38,6 +38,16 @@ pub enum PlanError {
     /// A key of the lab that this host cannot satisfy (a tool not installed).
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// A fan-out's list in the store that its stage does not take (its `max_items` was
+    /// lowered since the list was written).
+    #[error("stage `{stage}`: the list {file} of job {job} (stage `{splitter}`) {message}")]
+    List {
+        stage: String,
+        splitter: String,
+        job: String,
+        file: String,
+        message: String,
+    },
 }
 
 /// What a stage resolves to on this host.
@@ -60,16 +70,27 @@ pub struct Plan {
     pub sources: HashMap<String, Sources>,
     /// The snapshots this process has found or put in the store.
     taken: Mutex<HashSet<String>>,
+    /// Jobs done in an earlier round of this run, with their keys: the dispatcher takes
+    /// them as done (see [`crate::sched::fanout`]).
+    pub earlier: HashMap<JobIndex, String>,
 }
 
 impl Plan {
+    /// Resolves `graph` on this host, then grows it by the lists of fan-outs whose job
+    /// is done in `store` (see [`Plan::grow`]).
     pub fn new(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
         let path_var = std::env::var_os("PATH");
         let mut stages = BTreeMap::new();
-        let mut sources = HashMap::new();
-        let mut snapshots = HashMap::new();
-        let used: std::collections::BTreeSet<&str> =
+        // Every stage of the runs, those of fan-outs not known yet too.
+        let mut used: std::collections::BTreeSet<&str> =
             graph.jobs.iter().map(|j| j.stage.as_str()).collect();
+        for run in graph.runs.keys() {
+            used.extend(
+                lab.run_stages(&lab.runs[run])
+                    .iter()
+                    .map(|s| s.name.as_str()),
+            );
+        }
         for name in used {
             let stage = &lab.stages[name];
             let stage_err = |message: String| PlanError::Stage {
@@ -118,47 +139,110 @@ impl Plan {
                 },
             );
         }
+        let mut plan = Plan {
+            lab,
+            graph,
+            stages,
+            snapshots: HashMap::new(),
+            sources: HashMap::new(),
+            taken: Mutex::new(HashSet::new()),
+            earlier: HashMap::new(),
+        };
+        plan.resolve_jobs(0, store)?;
+        plan.grow(store)?;
+        Ok(plan)
+    }
+
+    /// Adds the items of every fan-out whose list is now in `store`, again until none is
+    /// new (a chain of fan-outs), and resolves the jobs that follow; returns the index of
+    /// the first new job (the count of jobs when none is).
+    pub fn grow(&mut self, store: &Store) -> Result<JobIndex, PlanError> {
+        let first = self.graph.jobs.len();
+        loop {
+            let known = self.graph.jobs.len();
+            let ids = self.static_ids(store);
+            let mut lists = Vec::new();
+            for waiting in self.graph.waiting.clone() {
+                let listed = |(s, f, _): &(JobIndex, PathBuf, _)| {
+                    *s == waiting.splitter && *f == waiting.file
+                };
+                if self.graph.items(waiting.splitter, &waiting.file).is_some()
+                    || lists.iter().any(listed)
+                {
+                    continue;
+                }
+                let Some(id) = &ids[waiting.splitter] else {
+                    continue;
+                };
+                if !store.is_done(id) {
+                    continue;
+                }
+                let splitter = &self.graph.jobs[waiting.splitter].stage;
+                let items = crate::graph::items::read(
+                    &store.output_dir(id),
+                    &waiting.file,
+                    waiting.max_items,
+                )
+                .map_err(|message| PlanError::List {
+                    stage: waiting.stage.clone(),
+                    splitter: splitter.clone(),
+                    job: id[..12.min(id.len())].to_string(),
+                    file: waiting.file.display().to_string(),
+                    message,
+                })?;
+                lists.push((waiting.splitter, waiting.file.clone(), items));
+            }
+            if lists.is_empty() {
+                break;
+            }
+            self.graph.grow(&self.lab, lists);
+            if self.graph.jobs.len() == known {
+                break;
+            }
+            self.resolve_jobs(known, store)?;
+        }
+        Ok(first)
+    }
+
+    /// Resolves what the jobs from `first` on read on this host: the content hashes of
+    /// their `path:` inputs, what their impure stages depend on.
+    fn resolve_jobs(&mut self, first: JobIndex, store: &Store) -> Result<(), PlanError> {
+        let (lab, graph) = (&self.lab, &self.graph);
         // Inputs first: a link on an input's way stops the plan before anything reads it.
         let mut live = HashSet::new();
-        for job in &graph.jobs {
+        for job in &graph.jobs[first..] {
             for input in job.inputs.values() {
                 let JobInput::Path(path) = input else {
                     continue;
                 };
                 if job.mode == Mode::Impure {
                     if live.insert(path) {
-                        open_input(&lab, path)?;
+                        open_input(lab, path)?;
                     }
-                } else if !snapshots.contains_key(path) {
-                    snapshots.insert(path.clone(), content_hash(&lab, path, store)?);
+                } else if !self.snapshots.contains_key(path) {
+                    self.snapshots
+                        .insert(path.clone(), content_hash(lab, path, store)?);
                 }
             }
         }
-        for job in &graph.jobs {
+        for job in &graph.jobs[first..] {
             let stage = &lab.stages[&job.stage];
-            if job.mode == Mode::Impure && !sources.contains_key(&job.stage) {
+            if job.mode == Mode::Impure && !self.sources.contains_key(&job.stage) {
                 let jobs = graph
                     .jobs
                     .iter()
                     .filter(|j| j.stage == job.stage && j.mode == Mode::Impure)
                     .count();
-                let loaded = Sources::load(&lab, stage, store.root(), jobs).map_err(|e| {
+                let loaded = Sources::load(lab, stage, store.root(), jobs).map_err(|e| {
                     PlanError::Stage {
                         stage: job.stage.clone(),
                         message: format!("reading what it depends on: {e}"),
                     }
                 })?;
-                sources.insert(job.stage.clone(), loaded);
+                self.sources.insert(job.stage.clone(), loaded);
             }
         }
-        Ok(Plan {
-            lab,
-            graph,
-            stages,
-            snapshots,
-            sources,
-            taken: Mutex::new(HashSet::new()),
-        })
+        Ok(())
     }
 
     /// The hash of `path`, a `path:` input of `job`, that the job reads a snapshot of;

@@ -513,6 +513,7 @@ mod tests {
             sources: vec![],
             limits: Default::default(),
             resources: Default::default(),
+            foreach: None,
         };
         assert_eq!(Scope::of(&stage), Scope::Project);
         stage.inputs.insert("d".into(), Input::Path("/p/d".into()));

@@ -7,6 +7,7 @@
 //! - `verbs`: `gc pin|unpin`, `cache list|stats|clear`, `log -f`.
 //! - `debug`: `repx debug JOB`, its trace and what it leaves alone.
 //! - `tui`: `repx tui` under tmux: the tree, the filter, running, the log, cancelling.
+//! - `fanout`: a stage run once per item of a list a job writes (`examples/scatter`).
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! - `flake`: the impure example built into a lab directory by Nix, and run from there.
@@ -21,6 +22,7 @@ mod adhoc;
 mod debug;
 mod docs;
 mod errors;
+mod fanout;
 mod flake;
 mod stages;
 mod strict;

@@ -175,6 +175,7 @@ fn every_example_lab_loads_without_a_warning() {
         ("param-sweep", "repx.toml"),
         ("param-sweep", "lab.nix"),
         ("impure-incremental", "repx.toml"),
+        ("scatter", "repx.toml"),
     ] {
         let dir = copy_example(example);
         let out = repx(dir.path(), &["list", "runs", "--lab", file]);

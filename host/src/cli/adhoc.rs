@@ -85,6 +85,7 @@ pub(super) fn lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<L
         sources: Vec::new(),
         limits: Default::default(),
         resources: Default::default(),
+        foreach: None,
     };
     Ok(Lab {
         name: name.clone(),

@@ -52,13 +52,9 @@ pub fn reporter(
     format: Format,
     parallelism: usize,
 ) -> (Arc<Reporter>, Emit) {
-    let infos = plan.graph.jobs.iter().map(|j| JobInfo {
-        stage: j.stage.clone(),
-        params: j.params.clone(),
-        label: label(&j.stage, &j.params),
-    });
+    let infos = job_infos(plan, 0);
     let context = render::Context {
-        jobs: infos.collect(),
+        jobs: std::sync::RwLock::new(infos.collect()),
         jobs_dir: store.jobs_dir(),
         parallelism,
     };
@@ -70,7 +66,17 @@ pub fn reporter(
     (reporter, emit)
 }
 
+/// What a reporter knows of the plan's jobs from `first` on.
+pub fn job_infos(plan: &Plan, first: usize) -> impl Iterator<Item = JobInfo> + '_ {
+    plan.graph.jobs[first..].iter().map(|j| JobInfo {
+        stage: j.stage.clone(),
+        params: j.params.clone(),
+        label: label(&j.stage, &j.params),
+    })
+}
+
 /// Where the jobs of a `repx run` go.
+#[derive(Clone, Copy)]
 pub struct Pick<'a> {
     pub scheduler: Scheduler,
     pub slurm: &'a SlurmArgs,

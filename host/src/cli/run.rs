@@ -86,20 +86,31 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         &runs.iter().map(String::as_str).collect::<Vec<_>>(),
         mode,
     );
-    let force = match args.force.as_deref() {
+    // A run's jobs, when no stage has the name: refused before anything runs when the
+    // run is not among those run.
+    let force_of = |plan: &Plan| match args.force.as_deref() {
         None => Force::None,
         Some("") => Force::All,
-        Some(stage) if lab.stages.contains_key(stage) => Force::Stage(stage.to_string()),
-        // A run's jobs, when no stage has the name.
-        Some(run) if lab.runs.contains_key(run) => match graph.runs.get(run) {
-            Some(jobs) => Force::Jobs(jobs.iter().copied().collect()),
-            None => {
+        Some(stage) if plan.lab.stages.contains_key(stage) => Force::Stage(stage.to_string()),
+        Some(run) => Force::Jobs(
+            plan.graph
+                .runs
+                .get(run)
+                .map(|jobs| jobs.iter().copied().collect())
+                .unwrap_or_default(),
+        ),
+    };
+    match args.force.as_deref() {
+        None | Some("") => {}
+        Some(stage) if lab.stages.contains_key(stage) => {}
+        Some(run) if lab.runs.contains_key(run) => {
+            if !graph.runs.contains_key(run) {
                 return Err(invalid(format!(
                     "--force {run}: run `{run}` is not among the runs this command runs; \
                      run it too: `repx run {run} --force {run}`"
                 )));
             }
-        },
+        }
         Some(name) => {
             let names = lab.stages.keys().chain(lab.runs.keys());
             let hint = did_you_mean(name, names.map(String::as_str));
@@ -109,8 +120,9 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
                 lab.file.display()
             )));
         }
-    };
-    let plan = Plan::new(lab, graph, &store)?;
+    }
+    let mut plan = Plan::new(lab, graph, &store)?;
+    let force = force_of(&plan);
     let impure = plan
         .graph
         .jobs
@@ -122,12 +134,26 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
             "warning: {impure} impure job(s): their results depend on the project directory as it is now and are not reproducible"
         );
     }
-    let targets = targets.map(|targets| targets.indices(&plan, &store));
+    let targets_of = |plan: &Plan| targets.as_ref().map(|t| t.indices(plan, &store));
+    let targets = targets_of(&plan);
     if let Some(cycle) = cycle.as_deref_mut() {
         let jobs = PlanJobs::new(&plan, &store);
         let selected = selection(&jobs, targets.as_deref());
-        let stages = selected.iter().map(|&j| plan.graph.jobs[j].stage.clone());
-        cycle.stages = Some(stages.collect());
+        let mut stages: BTreeSet<String> = selected
+            .iter()
+            .map(|&j| plan.graph.jobs[j].stage.clone())
+            .collect();
+        // A fan-out not known yet has no jobs: its run's stages may all come to depend.
+        for run in plan
+            .graph
+            .runs
+            .keys()
+            .filter(|_| !plan.graph.waiting.is_empty())
+        {
+            let run = &plan.lab.runs[run];
+            stages.extend(plan.lab.run_stages(run).iter().map(|s| s.name.clone()));
+        }
+        cycle.stages = Some(stages);
     }
 
     let jobs = args
@@ -155,7 +181,7 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
             (Some(reporter), emit)
         }
     };
-    let options = Options {
+    let mut options = Options {
         nix: crate::nix::Nix::for_plan(&plan, &store, nix_settings)?,
         guard: crate::sched::guard(&plan).map_err(|e| CliError::Failed(e.into()))?,
         jobs,
@@ -171,7 +197,23 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         runs: &runs,
         mode,
     };
-    let summary = engine::run_jobs(&plan, &store, &runtime, &options, emit, pick)?;
+    let rounds = crate::sched::fanout::Selection {
+        targets: &targets_of,
+        force: &force_of,
+    };
+    let summary = crate::sched::fanout::rounds(
+        &mut plan,
+        &store,
+        &mut options,
+        rounds,
+        emit,
+        |plan, first| {
+            if let Some(reporter) = &reporter {
+                reporter.add_jobs(engine::job_infos(plan, first));
+            }
+        },
+        |plan, options, emit| engine::run_jobs(plan, &store, &runtime, options, emit, pick),
+    )?;
     if let Some(reporter) = reporter {
         reporter.summary(&summary);
     }

@@ -133,6 +133,36 @@ pub struct Stage {
     pub limits: Limits,
     /// What one job needs on a cluster node (`repx run --scheduler slurm`).
     pub resources: Resources,
+    /// One job per item of a list an upstream job writes (`foreach = "STAGE:FILE"`).
+    pub foreach: Option<Foreach>,
+}
+
+/// A dynamic stage's list: the file `file`, a declared output of stage `stage`, holds a
+/// JSON array of objects; the stage runs once per object (see [`crate::graph`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreach {
+    pub stage: String,
+    pub file: PathBuf,
+    /// The most items the list may have (`max_items`).
+    pub max_items: usize,
+}
+
+/// The most items a list may have unless its stage says otherwise.
+pub const MAX_ITEMS: usize = 100_000;
+
+/// Where an item's fields are among a job's parameters: `item.NAME`. A stage's own
+/// parameters may not start with it, so the two never clash.
+pub const ITEM_PREFIX: &str = "item.";
+
+impl Stage {
+    /// The stages this stage's jobs wait for: those it reads, and the one whose list it
+    /// runs over.
+    pub fn upstream(&self) -> impl Iterator<Item = &str> {
+        self.inputs
+            .values()
+            .filter_map(Input::upstream)
+            .chain(self.foreach.as_ref().map(|f| f.stage.as_str()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +321,19 @@ impl Lab {
     }
 
     /// The stages of a run, deduplicated, in lab order.
+    /// Whether the jobs of stage `name` follow the items of a fan-out one to one: it has
+    /// a `foreach`, or reads such a stage one to one (the lab has no cycle).
+    pub fn follows_items(&self, name: &str) -> bool {
+        let Some(stage) = self.stages.get(name) else {
+            return false;
+        };
+        stage.foreach.is_some()
+            || stage.inputs.values().any(|input| match input {
+                Input::Stage(up) => self.follows_items(up),
+                _ => false,
+            })
+    }
+
     pub fn run_stages(&self, run: &Run) -> Vec<&Stage> {
         let mut names: Vec<&str> = run
             .pipelines

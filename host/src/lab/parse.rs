@@ -57,6 +57,10 @@ struct RawStage {
     limits: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     resources: BTreeMap<String, Spanned<toml::Value>>,
+    /// `STAGE:FILE`: one job per item of the list in FILE, an output of STAGE.
+    foreach: Option<Spanned<String>>,
+    /// The most items that list may have.
+    max_items: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +159,7 @@ pub(super) fn parse(
         }
     }
     check_cycles(&raw, &stages, &mut problems);
+    check_fanouts(&raw, &stages, &mut problems);
 
     let mut pipelines = BTreeMap::new();
     for (name, raw_pipeline) in &raw.pipelines {
@@ -425,6 +430,10 @@ fn expected(path: &[String]) -> Option<&'static str> {
         ["stages", _, "outputs"] => "a list of relative paths, like `[\"data.csv\"]`",
         ["stages", _, "tools"] => "a list of command names, like `[\"make\", \"cc\"]`",
         ["stages", _, "sources"] => "a list of globs, like `[\"src/**\"]`",
+        ["stages", _, "foreach"] => {
+            "a string: `STAGE:FILE`, a list that a declared output of STAGE holds"
+        }
+        ["stages", _, "max_items"] => "a positive integer: the most items its list may have",
         ["pipelines", _, "stages"] => "a list of stage names",
         ["runs", _, "pipelines"] => "a list of pipeline names",
         ["runs", _, "params"] => "a table of parameter names to values (a list is an axis)",
@@ -530,6 +539,19 @@ fn stage(
         .iter()
         .map(|(k, v)| (k.clone(), toml_to_json(v)))
         .collect();
+    for param in raw_stage.params.keys() {
+        if param.starts_with(super::ITEM_PREFIX) {
+            problems.at(
+                raw.span(),
+                format!("{key}.params"),
+                format!(
+                    "parameter `{param}`: names starting with `{}` are the fields of a fan-out's items; rename it",
+                    super::ITEM_PREFIX
+                ),
+            );
+        }
+    }
+    let foreach = foreach(name, raw_stage, stage_names, &key, problems);
 
     let mut outputs = Vec::new();
     for output in &raw_stage.outputs {
@@ -592,6 +614,158 @@ fn stage(
         sources,
         limits,
         resources,
+        foreach,
+    })
+}
+
+/// A stage's `foreach = "STAGE:FILE"` and `max_items`; that FILE is a declared output of
+/// STAGE is checked once every stage is read ([`check_fanouts`]).
+fn foreach(
+    name: &str,
+    raw: &RawStage,
+    stage_names: &BTreeSet<&str>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<super::Foreach> {
+    let max_items = match &raw.max_items {
+        Some(max) if *max.get_ref() == 0 => {
+            problems.at(
+                max.span(),
+                format!("{key}.max_items"),
+                "must be at least 1".into(),
+            );
+            None
+        }
+        Some(max) if raw.foreach.is_none() => {
+            problems.at(
+                max.span(),
+                format!("{key}.max_items"),
+                "bounds the list of `foreach`, which this stage does not have: add `foreach = \"STAGE:FILE\"` or remove it".into(),
+            );
+            None
+        }
+        Some(max) => Some(usize::try_from(*max.get_ref()).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let raw_foreach = raw.foreach.as_ref()?;
+    let at = format!("{key}.foreach");
+    let value = raw_foreach.get_ref();
+    let Some((upstream, file)) = value.split_once(':') else {
+        problems.at(
+            raw_foreach.span(),
+            at,
+            format!("`{value}` is not `STAGE:FILE`, like `split:items.json`"),
+        );
+        return None;
+    };
+    if !stage_names.contains(upstream) {
+        let hint = did_you_mean(upstream, stage_names.iter().copied());
+        problems.at(
+            raw_foreach.span(),
+            at,
+            format!("unknown stage `{upstream}`{hint}; `foreach` is `STAGE:FILE`"),
+        );
+        return None;
+    }
+    if upstream == name {
+        problems.at(
+            raw_foreach.span(),
+            at,
+            format!("stage `{name}` cannot run over a list of its own"),
+        );
+        return None;
+    }
+    let Some(file) = relative_path(file) else {
+        problems.at(
+            raw_foreach.span(),
+            at,
+            format!("`{file}` is not a relative path inside the output of `{upstream}`"),
+        );
+        return None;
+    };
+    Some(super::Foreach {
+        stage: upstream.to_string(),
+        file,
+        max_items: max_items.unwrap_or(super::MAX_ITEMS),
+    })
+}
+
+/// What a fan-out needs of the stages around it: its list is a declared output of its
+/// stage, and a stage reads at most one stage with items one to one (two lists of items
+/// have no order in common to pair them by).
+fn check_fanouts(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut Problems) {
+    for (name, stage) in stages {
+        let Some(foreach) = &stage.foreach else {
+            continue;
+        };
+        let Some(upstream) = stages.get(&foreach.stage) else {
+            continue;
+        };
+        if !upstream.outputs.contains(&foreach.file) {
+            let span = raw.stages[name]
+                .get_ref()
+                .foreach
+                .as_ref()
+                .map(|f| f.span());
+            problems.at(
+                span.unwrap_or_else(|| raw.stages[name].span()),
+                format!("stages.{name}.foreach"),
+                format!(
+                    "`{}` is not a declared output of stage `{}`: add it to its `outputs`",
+                    foreach.file.display(),
+                    foreach.stage
+                ),
+            );
+        }
+    }
+    for (name, stage) in stages {
+        let mut lineages: BTreeSet<&str> = BTreeSet::new();
+        for input in stage.inputs.values() {
+            if let Input::Stage(up) = input {
+                lineages.extend(fanout_of(up, stages, 0));
+            }
+        }
+        if stage.foreach.is_some() && !lineages.is_empty() {
+            let names: Vec<String> = lineages.iter().map(|s| format!("`{s}`")).collect();
+            problems.at(
+                raw.stages[name].span(),
+                format!("stages.{name}"),
+                format!(
+                    "runs over a list (`foreach`) and also reads the items of {} one to one, which cannot be paired; gather them (`STAGE[*]`)",
+                    names.join(" and ")
+                ),
+            );
+        } else if lineages.len() > 1 {
+            let names: Vec<String> = lineages.iter().map(|s| format!("`{s}`")).collect();
+            problems.at(
+                raw.stages[name].span(),
+                format!("stages.{name}"),
+                format!(
+                    "reads the items of fan-outs {} one to one, which cannot be paired; gather all but one (`STAGE[*]`)",
+                    names.join(" and ")
+                ),
+            );
+        }
+    }
+}
+
+/// The fan-out stage whose items the jobs of `stage` follow one to one, if any.
+fn fanout_of<'a>(
+    stage: &'a str,
+    stages: &'a BTreeMap<String, Stage>,
+    depth: usize,
+) -> Option<&'a str> {
+    let def = stages.get(stage)?;
+    // Cycles are reported on their own; stop where one would loop.
+    if depth > stages.len() {
+        return None;
+    }
+    if def.foreach.is_some() {
+        return Some(stage);
+    }
+    def.inputs.values().find_map(|input| match input {
+        Input::Stage(up) => fanout_of(up, stages, depth + 1),
+        _ => None,
     })
 }
 
@@ -780,6 +954,17 @@ fn pipeline(
                 );
             }
         }
+        if let Some(foreach) = &def.get_ref().foreach
+            && let Some((upstream, _)) = foreach.get_ref().split_once(':')
+            && lab.stages.contains_key(upstream)
+            && !stages.iter().any(|s| s == upstream)
+        {
+            problems.at(
+                stage.span(),
+                &key,
+                format!("stage `{}` runs over a list of `{upstream}` (`foreach`), which is not in this pipeline: add it", stage.get_ref()),
+            );
+        }
     }
     Pipeline {
         name: name.to_string(),
@@ -942,14 +1127,8 @@ fn check_cycles(raw: &RawLab, stages: &BTreeMap<String, Stage>, problems: &mut P
             return None;
         }
         on_path.push(stage);
-        for input in stages
-            .get(stage)
-            .into_iter()
-            .flat_map(|s| s.inputs.values())
-        {
-            if let Some(up) = input.upstream()
-                && let Some(cycle) = visit(up, stages, on_path, done)
-            {
+        for up in stages.get(stage).into_iter().flat_map(|s| s.upstream()) {
+            if let Some(cycle) = visit(up, stages, on_path, done) {
                 return Some(cycle);
             }
         }

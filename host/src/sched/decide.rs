@@ -327,6 +327,10 @@ impl Jobs for PlanJobs<'_> {
     }
 
     fn decide(&self, index: JobIndex, id: &str, ids: &[Option<String>]) -> Decision {
+        // Done in an earlier round of this run (see `super::fanout`).
+        if let Some(key) = self.plan.earlier.get(&index) {
+            return Decision::Cached(key.clone());
+        }
         match self.cached(index, id, ids) {
             Ok(key) => Decision::Cached(key),
             Err(why) => Decision::Run(self.reason(index, id, why)),

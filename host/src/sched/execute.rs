@@ -105,6 +105,20 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             return Err(Failure::new(failed.kind, message));
         }
     };
+    // A list for a fan-out that its stage does not take fails the job that wrote it.
+    if let Err(failure) = super::fanout::check_lists(plan, &job.stage, &staging.out) {
+        return match store.discard(staging, &ran.logs) {
+            Ok(()) => Err(failure),
+            Err(e) => Err(Failure::new(
+                failure.kind,
+                format!(
+                    "{}
+(its logs were not kept: {e})",
+                    failure.message
+                ),
+            )),
+        };
+    }
     let fingerprint = match (sources, &before) {
         (Some(sources), Some(before)) => {
             sources.after_job(before).map_err(|e| unread(sources, e))?

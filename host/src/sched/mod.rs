@@ -10,6 +10,7 @@ pub mod dispatch;
 mod execute;
 pub(crate) use execute::policy;
 pub mod explain;
+pub mod fanout;
 pub mod local;
 pub mod slurm;
 
@@ -174,6 +175,8 @@ pub enum FailureKind {
     Refused,
     /// The store could not take its result.
     Store,
+    /// A list it wrote for a fan-out is not one its stage takes (see [`fanout`]).
+    BadList,
     /// Anything else: a Nix build, its sources unreadable.
     #[default]
     Other,
@@ -238,6 +241,7 @@ impl FailureKind {
             FailureKind::GrantsChanged => "grants_changed",
             FailureKind::Refused => "refused",
             FailureKind::Store => "store",
+            FailureKind::BadList => "bad_list",
             FailureKind::Other => "other",
         }
     }

@@ -18,7 +18,7 @@ use crate::sched::{Event, Summary};
 const TICK: Duration = Duration::from_millis(120);
 
 pub struct Bars {
-    context: Context,
+    pub(super) context: Context,
     /// Templates of a running job's line: before and after its plugin reports progress.
     job_spinner: String,
     job_bar: String,
@@ -58,7 +58,7 @@ impl Bars {
         main.enable_steady_tick(TICK);
         // Labels padded to the longest (as far as the width allows), so job bars line up.
         let longest = context
-            .jobs
+            .jobs()
             .iter()
             .map(|j| j.label.chars().count())
             .max()
@@ -99,7 +99,7 @@ impl Bars {
             Event::JobStarted { job, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(style(&self.job_spinner));
-                bar.set_message(self.context.jobs[*job].label.clone());
+                bar.set_message(self.context.jobs()[*job].label.clone());
                 bar.enable_steady_tick(TICK);
                 state.running.insert(*job, bar);
             }
@@ -132,7 +132,7 @@ impl Bars {
             }
             Event::Warning { .. } | Event::JobRetried { .. } => {}
         }
-        if let Some(line) = event_line(&self.context.jobs, event) {
+        if let Some(line) = event_line(&self.context.jobs(), event) {
             self.println(&line);
         }
         self.main.set_message(self.status(&state));

@@ -43,7 +43,7 @@ fn reason_json(reason: Option<&Reason>) -> Value {
 }
 
 pub struct Json {
-    context: Context,
+    pub(super) context: Context,
     started: Instant,
     /// Started jobs: their ids, for their progress events, and when they started, for
     /// the duration of those that fail (the scheduler times only the jobs that finish).
@@ -62,7 +62,8 @@ impl Json {
     }
 
     fn job(&self, event: &str, job: JobIndex, id: Option<&str>) -> Map<String, Value> {
-        let info = &self.context.jobs[job];
+        let jobs = self.context.jobs();
+        let info = &jobs[job];
         let mut object = Map::new();
         object.insert("event".into(), event.into());
         object.insert("id".into(), id.into());

@@ -7,7 +7,7 @@ use super::{Context, event_line, summary_line};
 use crate::sched::{Event, Summary};
 
 pub struct Lines {
-    context: Context,
+    pub(super) context: Context,
     out: Mutex<std::io::Stderr>,
 }
 
@@ -20,7 +20,7 @@ impl Lines {
     }
 
     pub fn event(&self, event: &Event) {
-        if let Some(line) = event_line(&self.context.jobs, event) {
+        if let Some(line) = event_line(&self.context.jobs(), event) {
             let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
             let _ = writeln!(out, "{line}");
         }

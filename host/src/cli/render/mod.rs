@@ -59,7 +59,8 @@ pub struct JobInfo {
 
 /// Where the run's facts come from: the jobs by index, and the store's job directory.
 pub struct Context {
-    pub jobs: Vec<JobInfo>,
+    /// Grows when a fan-out adds jobs to a run (see [`Reporter::add_jobs`]).
+    pub jobs: std::sync::RwLock<Vec<JobInfo>>,
     /// `<store>/jobs`: a done job's output is `<jobs_dir>/<id>/out`.
     pub jobs_dir: PathBuf,
     /// Jobs run at once (`-j`), for the ETA.
@@ -67,6 +68,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The jobs known so far.
+    fn jobs(&self) -> std::sync::RwLockReadGuard<'_, Vec<JobInfo>> {
+        self.jobs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn output(&self, id: &str) -> PathBuf {
         self.jobs_dir.join(id).join("out")
     }
@@ -94,6 +100,17 @@ impl Reporter {
             Reporter::Bars(r) => r.event(event),
             Reporter::Json(r) => r.event(event),
         }
+    }
+
+    /// Jobs a fan-out added to the run, in index order after those known.
+    pub fn add_jobs(&self, jobs: impl IntoIterator<Item = JobInfo>) {
+        let context = match self {
+            Reporter::Lines(r) => &r.context,
+            Reporter::Bars(r) => &r.context,
+            Reporter::Json(r) => &r.context,
+        };
+        let mut known = context.jobs.write().unwrap_or_else(|e| e.into_inner());
+        known.extend(jobs);
     }
 
     /// The end of the run: clears the bars and prints the counts.
