@@ -341,6 +341,8 @@ fn scaffold_builds_and_runs(lang: Lang) {
         "2 jobs: 0 ran, 2 cached, 0 failed, 0 skipped"
     );
 
+    declared_params_are_checked(&plugin);
+
     if lang == Lang::Python {
         // A changed source is built again.
         let mut app = fs::read_to_string(plugin.join("app.py")).unwrap();
@@ -358,6 +360,59 @@ fn scaffold_builds_and_runs(lang: Lang) {
         let lines = fs::read_to_string(job.path().join("out/lines.txt")).unwrap();
         assert_eq!(lines, "3 /in/data/data.txt\n", "the granted wc ran");
     }
+}
+
+/// The scaffold's plugin declares `n` (int, default 10) in its plugin.toml: `repx plugin
+/// inspect` lists it, and a lab passing an undeclared key or a value of another type is
+/// refused before any job runs, naming the stage, the key and what the plugin declares.
+fn declared_params_are_checked(plugin: &Path) {
+    let inspect = repx(plugin, &["plugin", "inspect", "plugin.wasm"]);
+    inspect.expect_code(0);
+    let listed: Vec<&str> = inspect
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("params:"))
+        .take(2)
+        .collect();
+    assert_eq!(listed[0], "params:   1", "{}", inspect.stdout);
+    assert_eq!(
+        listed[1].split_whitespace().collect::<Vec<_>>().join(" "),
+        "n int default 10 how many squares to write"
+    );
+
+    let lab = fs::read_to_string(plugin.join("repx.toml")).unwrap();
+    let bad = lab
+        .replace("params = { n = 10 }", "params = { n = 10, m = 1 }")
+        .replace(
+            "params = { n = [10, 100] }",
+            "params = { n = [10, \"ten\"] }",
+        );
+    assert_ne!(bad, lab);
+    fs::write(plugin.join("repx.toml"), &bad).unwrap();
+    let store = plugin.join("refused-store");
+    let run = repx(plugin, &["run", "--store", store.to_str().unwrap()]);
+    run.expect_code(2);
+    let wasm = plugin.join("plugin.wasm");
+    let declared = format!(
+        "its plugin declares n (int, default 10) (see `repx plugin inspect {}`)",
+        wasm.display()
+    );
+    let unknown = format!(
+        ":9: `stages.demo.params.m`: stage `demo` passes `m`, which its plugin does not take; {declared}"
+    );
+    let mistyped = format!(
+        ":19: `runs.main.params.n`: stage `demo`: `n` = \"ten\" is a string, but its plugin takes an int for `n`; {declared}"
+    );
+    for needle in [&unknown, &mistyped] {
+        assert!(
+            run.stderr.contains(needle.as_str()),
+            "no {needle:?} in {}",
+            run.stderr
+        );
+    }
+    let jobs = fs::read_dir(store.join("jobs")).map_or(0, |d| d.count());
+    assert_eq!(jobs, 0, "a job ran");
+    fs::write(plugin.join("repx.toml"), lab).unwrap();
 }
 
 #[test]

@@ -105,6 +105,7 @@ impl Plan {
                     .map_err(|e| stage_err(format!("plugin {}: {e}", path.display())))?,
             };
             check_pin(&lab, stage, &bytes)?;
+            check_params(&lab, &graph, stage, &bytes)?;
             let plugin = Plugin::new(stage.plugin.to_string(), bytes);
             let tools = stage
                 .tools
@@ -384,6 +385,97 @@ impl Plan {
         } else {
             Some(id.to_string())
         }
+    }
+}
+
+/// A plugin that declares its parameters (see [`crate::wasm::schema`]) takes those only,
+/// each of its declared type: the stage's defaults and every value the selected runs give
+/// it are checked here, before any job runs, and every problem is named at once. A plugin
+/// that declares nothing takes anything.
+fn check_params(
+    lab: &Lab,
+    graph: &JobGraph,
+    stage: &crate::lab::Stage,
+    bytes: &[u8],
+) -> Result<(), PlanError> {
+    use crate::wasm::schema::{Schema, Type, a};
+    let schema = match Schema::read(bytes) {
+        Ok(Some(schema)) => schema,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return Err(PlanError::Stage {
+                stage: stage.name.clone(),
+                message: format!("plugin {}: {e}", stage.plugin),
+            });
+        }
+    };
+    let declared = match &stage.plugin {
+        PluginRef::File(path) => format!(
+            "its plugin declares {} (see `repx plugin inspect {}`)",
+            schema.signatures(),
+            path.display()
+        ),
+        PluginRef::Builtin(_) => format!("its plugin declares {}", schema.signatures()),
+    };
+    let mistyped = |key: &str, value: &serde_json::Value, ty: Type| {
+        format!(
+            "stage `{}`: `{key}` = {value} is {}, but its plugin takes {} for `{key}`; {declared}",
+            stage.name,
+            a(Type::of(value)),
+            a(ty.as_str()),
+        )
+    };
+    let mut problems = Vec::new();
+    for (key, default) in &stage.params {
+        let at = vec![
+            "stages".to_string(),
+            stage.name.clone(),
+            "params".to_string(),
+            key.clone(),
+        ];
+        match schema.get(key) {
+            None => problems.push((
+                at,
+                format!(
+                    "stage `{}` passes `{key}`, which its plugin does not take; {declared}",
+                    stage.name
+                ),
+            )),
+            Some(param) if !param.ty.accepts(default) => {
+                problems.push((at, mistyped(key, default, param.ty)));
+            }
+            Some(_) => {}
+        }
+    }
+    for run_name in graph.runs.keys() {
+        let run = &lab.runs[run_name];
+        if !lab.run_stages(run).iter().any(|s| s.name == stage.name) {
+            continue;
+        }
+        for (key, value) in &run.params {
+            // A run's value reaches the stages that have the key, see `graph`.
+            let Some(param) = schema.get(key).filter(|_| stage.params.contains_key(key)) else {
+                continue;
+            };
+            let values = match value {
+                serde_json::Value::Array(axis) => axis.iter().collect(),
+                one => vec![one],
+            };
+            if let Some(bad) = values.into_iter().find(|v| !param.ty.accepts(v)) {
+                let at = vec![
+                    "runs".to_string(),
+                    run_name.clone(),
+                    "params".to_string(),
+                    key.clone(),
+                ];
+                problems.push((at, mistyped(key, bad, param.ty)));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(lab.problems(problems).into())
     }
 }
 

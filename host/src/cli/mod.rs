@@ -295,12 +295,14 @@ pub enum PluginCommand {
         dir: Option<PathBuf>,
     },
     /// Build the plugin in DIR (default: here) with its language's toolchain, into
-    /// DIR/plugin.wasm. Never downloads; says what is missing and how to install it.
+    /// DIR/plugin.wasm, with the parameters DIR/plugin.toml declares. Never downloads;
+    /// says what is missing and how to install it.
     Build {
         #[arg(value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Show a .wasm file's digests, kind, imports and exports, and what a stage needs for it.
+    /// Show a .wasm file's digests, kind, declared parameters, imports and exports, and what
+    /// a stage needs for it.
     Inspect {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,

@@ -302,21 +302,31 @@ impl Lab {
     /// A problem found after loading (a granted tool missing on this host), named like
     /// the parser's: the file, the line of `key` in a TOML lab, and `key`.
     pub fn problem(&self, key: &[&str], message: String) -> LabError {
-        let path: Vec<String> = key.iter().map(|k| k.to_string()).collect();
-        let line = match Format::of(&self.file) {
-            Format::Toml => std::fs::read_to_string(&self.file).ok().and_then(|text| {
-                let (root, _) = toml::de::DeTable::parse_recoverable(&text);
-                locate::line_of(root.get_ref(), &text, &path)
-            }),
+        let key = key.iter().map(|k| k.to_string()).collect();
+        self.problems(vec![(key, message)])
+    }
+
+    /// Several problems found after loading, each at its key, as one error.
+    pub fn problems(&self, found: Vec<(Vec<String>, String)>) -> LabError {
+        let text = match Format::of(&self.file) {
+            Format::Toml => std::fs::read_to_string(&self.file).ok(),
             Format::Nix | Format::Json => None,
         };
+        let root = text
+            .as_deref()
+            .map(|text| (toml::de::DeTable::parse_recoverable(text).0, text));
         LabError::Invalid {
             path: self.file.clone(),
-            problems: vec![Problem {
-                line,
-                key: path.join("."),
-                message,
-            }],
+            problems: found
+                .into_iter()
+                .map(|(path, message)| Problem {
+                    line: root
+                        .as_ref()
+                        .and_then(|(root, text)| locate::line_of(root.get_ref(), text, &path)),
+                    key: path.join("."),
+                    message,
+                })
+                .collect(),
         }
     }
 

@@ -14,6 +14,7 @@ mod open;
 mod output;
 pub mod policy;
 mod refusal;
+pub mod schema;
 mod streams;
 pub mod tools;
 mod trace;

@@ -16,7 +16,9 @@ use anyhow::Context as _;
 
 use super::sdk;
 use crate::cli::error::{CliError, invalid};
+use crate::cli::escape::terminal;
 use crate::cli::exit;
+use crate::wasm::schema::{Param, Schema, Type};
 
 /// Where the build writes the SDK, the WIT and intermediate files, inside the plugin's
 /// directory; `repx plugin new` lists it in `.gitignore`.
@@ -170,6 +172,8 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
             dir.display()
         ))
     })?;
+    // Read first: a mistake in it is found before minutes of building.
+    let schema = read_manifest(&dir)?;
     let started = Instant::now();
     let scratch = dir.join(SCRATCH);
     std::fs::create_dir_all(&scratch)
@@ -213,9 +217,16 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
             build_js(&dir, &scratch)?
         }
     };
-    let bytes = std::fs::read(&built)
+    let mut bytes = std::fs::read(&built)
         .with_context(|| format!("reading {}", built.display()))
         .map_err(CliError::Failed)?;
+    let declared = match &schema {
+        Some(schema) => {
+            schema.append_to(&mut bytes);
+            format!(", declares {}", schema.signatures())
+        }
+        None => String::new(),
+    };
     let output = dir.join(OUTPUT);
     crate::cli::atomic::write(&output, &bytes)
         .with_context(|| format!("writing {}", output.display()))
@@ -227,14 +238,72 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
             .map_err(CliError::Failed)?;
     }
     outln!(
-        "built {} ({} plugin, {} bytes, blake3 {}) in {:.1}s",
+        "built {} ({} plugin, {} bytes, blake3 {}{}) in {:.1}s",
         output.display(),
         lang.name(),
         bytes.len(),
         &blake3::hash(&bytes).to_hex()[..12],
+        terminal(&declared),
         started.elapsed().as_secs_f64()
     );
     Ok(exit::SUCCESS)
+}
+
+/// The plugin's declarations, beside its sources: what the build writes into the
+/// component as its parameter schema (see [`crate::wasm::schema`]). One file for every
+/// language, since componentize-py and componentize-js cannot emit a custom section.
+pub const MANIFEST: &str = "plugin.toml";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, Declared>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declared {
+    #[serde(rename = "type")]
+    ty: Type,
+    default: Option<toml::Value>,
+    #[serde(default)]
+    doc: String,
+}
+
+/// The schema `plugin.toml` in `dir` declares; `None` without the file (the plugin then
+/// takes any parameter).
+fn read_manifest(dir: &Path) -> Result<Option<Schema>, CliError> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(invalid(format!("{}: {e}", path.display()))),
+    };
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let mut params = Vec::new();
+    for (name, declared) in manifest.params {
+        let default = declared
+            .default
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| invalid(format!("{}: `params.{name}.default`: {e}", path.display())))?;
+        params.push(Param {
+            name,
+            ty: declared.ty,
+            default,
+            doc: declared.doc,
+        });
+    }
+    let schema = Schema { params };
+    schema.validate().map_err(|e| {
+        invalid(format!(
+            "{}: {e}\n  each `[params.NAME]` has `type` (int, float, bool, string, list or any), and may have `default` and `doc`",
+            path.display()
+        ))
+    })?;
+    Ok(Some(schema))
 }
 
 /// Whether rustc has the standard library for `target`.

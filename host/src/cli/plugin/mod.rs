@@ -2,10 +2,11 @@
 //! inside one.
 //!
 //! `new` makes a plugin in Rust, C, Python or JavaScript with a lab to try it; `build`
-//! ([`build`]) runs its language's toolchain. `inspect` reads a `.wasm` without running it (with `wasmparser`): its digests,
-//! whether it is a component or a core module, what it imports and exports, whether it is
-//! a valid plugin, and what a stage using it would need to be granted. Import and export
-//! names are the file's own text, printed through [`terminal`].
+//! ([`build`]) runs its language's toolchain. `inspect` reads a `.wasm` without running it
+//! (with `wasmparser`): its digests, whether it is a component or a core module, what it
+//! imports and exports, whether it is a valid plugin, the parameters it declares, and what
+//! a stage using it would need to be granted. Import and export names and parameter docs
+//! are the file's own text, printed through [`terminal`].
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -28,6 +29,10 @@ type Template = (&'static str, &'static str);
 
 /// What every new plugin has: the lab that runs it, and its input.
 const COMMON: &[Template] = &[
+    (
+        "plugin.toml",
+        include_str!("../../../templates/plugin/plugin.toml"),
+    ),
     (
         "repx.toml",
         include_str!("../../../templates/plugin/repx.toml"),
@@ -295,6 +300,35 @@ pub fn inspect(file: &Path) -> Result<i32, CliError> {
             let _ = writeln!(out, "plugin:   no: {}", terminal(&why));
         }
     }
+    let schema = crate::wasm::schema::Schema::read(&bytes);
+    match &schema {
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "params:   none declared (a stage may pass any; declare them in plugin.toml)"
+            );
+        }
+        Ok(Some(schema)) => {
+            let _ = writeln!(out, "params:   {}", schema.params.len());
+            for param in &schema.params {
+                let default = param
+                    .default
+                    .as_ref()
+                    .map_or_else(|| "no default".to_string(), |d| format!("default {d}"));
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:<6} {:<14} {}",
+                    param.name,
+                    param.ty,
+                    terminal(&default),
+                    terminal(&param.doc)
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "params:   {}", terminal(&e.to_string()));
+        }
+    }
     let _ = writeln!(out, "imports:  {}", inspection.imports.len());
     for import in &inspection.imports {
         let _ = writeln!(out, "  {}", terminal(import));
@@ -308,7 +342,7 @@ pub fn inspect(file: &Path) -> Result<i32, CliError> {
         let _ = writeln!(out, "  - {need}");
     }
     out!("{out}");
-    Ok(if inspection.validity().is_ok() {
+    Ok(if inspection.validity().is_ok() && schema.is_ok() {
         exit::SUCCESS
     } else {
         exit::FAILED
