@@ -241,3 +241,54 @@ fn a_swept_splitter_fans_out_per_point_and_chains_fan_out_again() {
         again.summary()
     );
 }
+
+#[test]
+fn dry_run_viz_and_results_show_a_fan_out_before_and_after_its_list_is_written() {
+    let lab = copy_example("scatter");
+    samples(&lab, "alpha 1\nbeta 2\n");
+    let dry = repx(lab.path(), &["run", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains(
+            "would fan out work over items.json of split: how many jobs is unknown until that job runs"
+        ),
+        "{}",
+        dry.stdout
+    );
+    let viz = repx(lab.path(), &["viz"]);
+    viz.expect_code(0);
+    assert!(
+        viz.stdout
+            .contains("[label=\"foreach items.json\", style=dotted]"),
+        "{}",
+        viz.stdout
+    );
+
+    repx(lab.path(), &["run"]).expect_code(0);
+    // The split is cached: its list says how many jobs there are.
+    let dry = repx(lab.path(), &["run", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains("stage work: 0 to run, 2 cached"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("would fan out"), "{}", dry.stdout);
+    let jobs = repx(lab.path(), &["viz", "--jobs"]);
+    jobs.expect_code(0);
+    assert_eq!(
+        jobs.stdout.matches("style=dotted").count(),
+        2,
+        "{}",
+        jobs.stdout
+    );
+    let results = repx(lab.path(), &["results", "--stage", "work"]);
+    results.expect_code(0);
+    let rows: Vec<&str> = results.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{}", results.stdout);
+    assert!(
+        rows[0].contains("alpha") && rows[1].contains("beta"),
+        "{}",
+        results.stdout
+    );
+}

@@ -275,6 +275,17 @@ fn dry_run(plan: &Plan, store: &Store, options: &Options) {
         run += to_run;
         cached += hits;
     }
+    // A fan-out whose list is not in the store: its jobs, and all that reads them, are
+    // known only once that list's job has run. One whose list is there has its items above.
+    for waiting in &plan.graph.waiting {
+        let splitter = &plan.graph.jobs[waiting.splitter];
+        outln!(
+            "would fan out {} over {} of {}: how many jobs is unknown until that job runs",
+            escape::terminal(&waiting.stage),
+            escape::terminal(&waiting.file.display().to_string()),
+            label(&splitter.stage, &splitter.params)
+        );
+    }
     outln!("{} jobs: {run} to run, {cached} cached", run + cached);
 }
 

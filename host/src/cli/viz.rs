@@ -4,7 +4,9 @@
 //!
 //! Both forms come from one [`Graph`], so they show the same nodes and edges: stages (or
 //! jobs) and `path:` inputs as boxes, inputs as edges named after the input; gather
-//! inputs (`stage[*]`) are dashed. In the job graph a job's fill says its state.
+//! inputs (`stage[*]`) are dashed, and a fan-out's edge from the stage whose list it runs
+//! over (`foreach`) is dotted, labelled `foreach FILE`. In the job graph a job's fill says
+//! its state, and a fan-out's items are there once their list is in the store.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -58,6 +60,8 @@ pub struct Edge {
     pub label: String,
     /// A gather input: every job of a swept stage.
     pub gather: bool,
+    /// A fan-out's list: one job per item.
+    pub fanout: bool,
 }
 
 impl Graph {
@@ -83,7 +87,11 @@ impl Graph {
             ));
         }
         for edge in &self.edges {
-            let style = if edge.gather { ", style=dashed" } else { "" };
+            let style = match (edge.gather, edge.fanout) {
+                (_, true) => ", style=dotted",
+                (true, _) => ", style=dashed",
+                _ => "",
+            };
             dot.push_str(&format!(
                 "  n{} -> n{} [label={}{style}];\n",
                 edge.from,
@@ -124,10 +132,10 @@ impl Graph {
             .collect();
         for edge in &self.edges {
             let look = StyleAttr::new(Color::fast("#555555"), 1, None, 0, 11);
-            let style = if edge.gather {
-                LineStyleKind::Dashed
-            } else {
-                LineStyleKind::Normal
+            let style = match (edge.gather, edge.fanout) {
+                (_, true) => LineStyleKind::Dotted,
+                (true, _) => LineStyleKind::Dashed,
+                _ => LineStyleKind::Normal,
             };
             let arrow = Arrow::new(
                 LineEndKind::None,
@@ -218,10 +226,18 @@ pub fn stage_graph(lab: &Lab, runs: &[String]) -> Graph {
         for stage in lab.run_stages(&lab.runs[*run]) {
             if !index.contains_key(&stage.name) {
                 let n = counts.get(stage.name.as_str()).copied().unwrap_or(0);
+                // Known only once a list is written.
+                let jobs = if lab.follows_items(&stage.name) {
+                    "a job per item".to_string()
+                } else if n == 0 && after_fanout(lab, &stage.name) {
+                    "jobs once its fan-out's list is written".to_string()
+                } else {
+                    format!("{n} job{}", if n == 1 { "" } else { "s" })
+                };
                 let lines = vec![
                     stage.name.clone(),
                     format!("{} · {}", plugin_name(&stage.plugin), stage.mode),
-                    format!("{n} job{}", if n == 1 { "" } else { "s" }),
+                    jobs,
                 ];
                 index.insert(stage.name.clone(), graph.node(lines, STAGE_FILL, false));
                 stages.push(stage);
@@ -259,10 +275,27 @@ pub fn stage_graph(lab: &Lab, runs: &[String]) -> Graph {
                 to,
                 label,
                 gather,
+                fanout: false,
+            });
+        }
+        if let Some(foreach) = &stage.foreach {
+            graph.edges.push(Edge {
+                from: index[&foreach.stage],
+                to,
+                label: format!("foreach {}", foreach.file.display()),
+                gather: false,
+                fanout: true,
             });
         }
     }
     graph
+}
+
+/// Whether stage `name` reads a fan-out's items, itself or further up.
+fn after_fanout(lab: &Lab, name: &str) -> bool {
+    lab.stages.get(name).is_some_and(|stage| {
+        stage.foreach.is_some() || stage.upstream().any(|up| after_fanout(lab, up))
+    })
 }
 
 /// The jobs of `runs` (every run when empty), each filled by its state in `store`.
@@ -297,6 +330,30 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
         ));
         graph.node(lines, fill, false);
     }
+    for (splitter, item, file) in &plan.graph.listed {
+        graph.edges.push(Edge {
+            from: *splitter,
+            to: *item,
+            label: format!("foreach {}", file.display()),
+            gather: false,
+            fanout: true,
+        });
+    }
+    // A fan-out whose list is not written yet: one box for its items to come.
+    for waiting in &plan.graph.waiting {
+        let lines = vec![
+            waiting.stage.clone(),
+            "a job per item, once its list is written".to_string(),
+        ];
+        let to = graph.node(lines, TODO_FILL, false);
+        graph.edges.push(Edge {
+            from: waiting.splitter,
+            to,
+            label: format!("foreach {}", waiting.file.display()),
+            gather: false,
+            fanout: true,
+        });
+    }
     for (to, job) in plan.graph.jobs.iter().enumerate() {
         for (name, input) in &job.inputs {
             match input {
@@ -316,6 +373,7 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
                         to,
                         label: name.clone(),
                         gather: false,
+                        fanout: false,
                     });
                 }
                 JobInput::Job(up) => graph.edges.push(Edge {
@@ -323,6 +381,7 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
                     to,
                     label: name.clone(),
                     gather: false,
+                    fanout: false,
                 }),
                 JobInput::Gather(ups) => {
                     for up in ups {
@@ -331,6 +390,7 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
                             to,
                             label: format!("{name} [*]"),
                             gather: true,
+                            fanout: false,
                         });
                     }
                 }

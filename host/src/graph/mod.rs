@@ -20,7 +20,7 @@ pub mod id;
 pub mod items;
 mod space;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -91,6 +91,8 @@ pub struct JobGraph {
     pub runs: BTreeMap<String, Vec<JobIndex>>,
     /// Fan-outs whose lists are not known yet, in graph order.
     pub waiting: Vec<Waiting>,
+    /// Each item's job with the job whose list it is an item of, and the list's file.
+    pub listed: BTreeSet<(JobIndex, JobIndex, PathBuf)>,
     /// The lists known, by the job that wrote each and its file.
     lists: BTreeMap<(JobIndex, PathBuf), Vec<Item>>,
     /// What was expanded: the runs and the mode override, for [`JobGraph::grow`].
@@ -233,9 +235,9 @@ impl JobGraph {
                     for (field, value) in item {
                         params.insert(format!("{}{field}", crate::lab::ITEM_PREFIX), value);
                     }
-                    lanes
-                        .jobs
-                        .push(self.add(stage, mode, params, fixed.clone()));
+                    let job = self.add(stage, mode, params, fixed.clone());
+                    self.listed.insert((splitter, job, foreach.file.clone()));
+                    lanes.jobs.push(job);
                 }
             }
         } else if let Some((name, upstream)) = follows {
