@@ -114,6 +114,8 @@ let
     , sources ? [ ]
     , limits ? { }
     , resources ? { }
+    , retries ? null
+    , escalate ? { }
     }:
     let
       f = fail "mkStage" name;
@@ -138,7 +140,7 @@ let
       present
         {
           _type = "repx.stage";
-          inherit name sha256 mode;
+          inherit name sha256 mode retries;
           # A path stays where it is (no copy into the Nix store): the plugin is read from
           # the project directory like a relative string, and needs no pin.
           plugin = toString plugin;
@@ -149,6 +151,7 @@ let
           sources = strings "mkStage" name "sources" sources;
           limits = attrset "mkStage" name "limits" limits;
           resources = attrset "mkStage" name "resources" resources;
+          escalate = attrset "mkStage" name "escalate" escalate;
         } // {
         _upstream = concatMap upstream (builtins.attrValues inputs);
       };

@@ -1566,6 +1566,7 @@ fn a_job_over_its_memory_limit_succeeds_on_a_retry_with_twice_the_memory() {
 plugin = "plugins/bench-kernel.wasm"
 params = { mib = 40 }
 limits = { memory = "32M" }
+retries = 1
 outputs = ["result.json"]
 [pipelines.p]
 stages = ["big"]
@@ -1574,8 +1575,8 @@ pipelines = ["p"]
 "#,
         &["bench-kernel"],
     );
-    // Without retries: the memory limit fails it.
-    let out = repx(lab.path(), &["run", "--json"]);
+    // `--retries 0` stands in for the stage's `retries`: the memory limit fails it.
+    let out = repx(lab.path(), &["run", "--json", "--retries", "0"]);
     out.expect_code(1);
     let events = json_lines(&out.stdout);
     let failed = job_events(&events, "job_failed");
@@ -1586,24 +1587,74 @@ pipelines = ["p"]
         failed[0]
     );
 
-    // One retry, with 64M: attempt 1 fails on memory, attempt 2 succeeds.
-    let out = repx(lab.path(), &["run", "--json", "--retries", "1"]);
+    // The stage's one retry, with 64M: attempt 1 fails on memory, attempt 2 succeeds.
+    let out = repx(lab.path(), &["run", "--json"]);
     out.expect_code(0);
     let events = json_lines(&out.stdout);
     let retried = job_events(&events, "job_retried");
     assert_eq!(retried.len(), 1, "{}", out.stdout);
     assert_eq!(retried[0]["attempt"], 1);
     assert_eq!(retried[0]["limit"], "memory");
+    assert_eq!(retried[0]["limits"]["memory"], 32 << 20, "{}", retried[0]);
     let finished = job_events(&events, "job_finished");
     assert_eq!(finished[0]["attempt"], 2, "{}", finished[0]);
-    let shown = repx(
-        lab.path(),
-        &["show", "job", finished[0]["id"].as_str().unwrap()],
+    assert_eq!(finished[0]["limits"]["memory"], 64 << 20, "{}", finished[0]);
+    let id = finished[0]["id"].as_str().unwrap();
+
+    // The record lists both attempts, and `show job` too.
+    let records = std::fs::read_to_string(lab.path().join(".repx/records.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(records.lines().last().unwrap()).unwrap();
+    let attempts = record["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{record}");
+    assert_eq!(
+        (
+            attempts[0]["failure"].as_str(),
+            attempts[0]["limit"].as_str()
+        ),
+        (Some("limit"), Some("memory"))
     );
+    assert_eq!(
+        (attempts[1]["memory"].as_u64(), &attempts[1]["failure"]),
+        (Some(64 << 20), &serde_json::Value::Null)
+    );
+    let shown = repx(lab.path(), &["show", "job", id]);
     shown.expect_code(0);
     assert!(shown.stdout.contains("attempt:  2 "), "{}", shown.stdout);
+    let listed: Vec<&str> = shown
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "attempts:")
+        .skip(1)
+        .take(2)
+        .collect();
+    assert!(
+        listed[0].contains("failed: limit (memory)") && listed[0].contains("memory 32M"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        listed[1].contains("succeeded") && listed[1].contains("memory 64M"),
+        "{}",
+        shown.stdout
+    );
+
+    // Each attempt's logs are kept: the first's say why it failed; the failed output is
+    // not in the job's directory.
+    let first = repx(lab.path(), &["log", id, "--attempt", "1"]);
+    first.expect_code(0);
+    assert!(first.stdout.contains("memory"), "{}", first.stdout);
+    let second = repx(lab.path(), &["log", id, "--attempt", "2"]);
+    second.expect_code(0);
+    assert_ne!(first.stdout, second.stdout);
+    let attempt_dir = lab.path().join(".repx/jobs").join(id).join("attempts/1");
+    assert!(attempt_dir.join("failure.json").is_file());
+    assert!(!attempt_dir.join("out").exists());
+    repx(lab.path(), &["log", id, "--attempt", "3"])
+        .expect_code(2)
+        .expect_stderr(&["has no attempt 3", "its attempts are 1, 2"]);
+
     // The human lines say so too.
-    let lines = repx(lab.path(), &["run", "--retries", "1", "--force"]);
+    let lines = repx(lab.path(), &["run", "--force"]);
     lines
         .expect_code(0)
         .expect_stderr(&[" retry big [mib=40]", "attempt 1 failed (limit)"]);

@@ -997,6 +997,7 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         plugin: None,
         tools: None,
         attempt: None,
+        attempts: Vec::new(),
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");
@@ -1078,6 +1079,13 @@ pipelines = ["p"]
     let records = records(lab.path());
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["attempt"], 2, "{records:?}");
+    let kinds: Vec<&Value> = records[0]["attempts"]
+        .as_array()
+        .expect("every attempt in the record")
+        .iter()
+        .map(|a| &a["failure"])
+        .collect();
+    assert_eq!(kinds, [&Value::from("limit"), &Value::Null], "{records:?}");
     // The allocation's log shows the retry, as a local run's lines do.
     let log = fs::read_dir(run_dir(lab.path()))
         .unwrap()

@@ -512,6 +512,8 @@ mod tests {
             tools: vec![],
             sources: vec![],
             limits: Default::default(),
+            retries: 0,
+            escalate: Default::default(),
             resources: Default::default(),
             foreach: None,
         };

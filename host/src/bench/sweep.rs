@@ -72,7 +72,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
         guard: None,
         jobs,
         continue_on_failure: false,
-        retries: 0,
+        retries: None,
         force: Force::None,
         targets: None,
         interrupted: Arc::new(AtomicBool::new(false)),

@@ -84,6 +84,8 @@ pub(super) fn lab(plugin: &Path, args: &RunArgs, mode: Option<Mode>) -> Result<L
         tools: Vec::new(),
         sources: Vec::new(),
         limits: Default::default(),
+        retries: 0,
+        escalate: Default::default(),
         resources: Default::default(),
         foreach: None,
     };

@@ -165,6 +165,7 @@ fn scratch(root: &Path, id: &str) -> Result<Staging, CliError> {
     let [out, scratch, private] = dirs;
     Ok(Staging {
         id: id.to_string(),
+        attempt: 1,
         dir: private,
         out,
         scratch,

@@ -72,6 +72,8 @@ pub fn job_infos(plan: &Plan, first: usize) -> impl Iterator<Item = JobInfo> + '
         stage: j.stage.clone(),
         params: j.params.clone(),
         label: label(&j.stage, &j.params),
+        limits: plan.lab.stages[&j.stage].limits,
+        escalate: plan.lab.stages[&j.stage].escalate,
     })
 }
 

@@ -261,17 +261,37 @@ fn show_stage(cli: &Cli, name: &str, mode: Option<Mode>) -> Result<i32, CliError
     Ok(exit::SUCCESS)
 }
 
-pub fn log(cli: &Cli, prefix: &str, follow: bool) -> Result<i32, CliError> {
+pub fn log(cli: &Cli, prefix: &str, follow: bool, attempt: Option<u32>) -> Result<i32, CliError> {
     let (lab, store) = open_for_job(cli)?;
     if follow {
         let id = find_to_follow(lab.as_ref(), &store, prefix)?;
         return super::follow::follow(&store, &id);
     }
     let id = find(&store, prefix)?;
-    let dir = if store.failed_dir(&id).is_dir() && store.done(&id).is_none() {
-        store.failed_dir(&id)
-    } else {
-        store.job_dir(&id)
+    let dir = match attempt {
+        Some(k) => {
+            let attempts = store.attempts(&id);
+            let kept: Vec<String> = attempts
+                .iter()
+                .map(|(a, _)| a.attempt.to_string())
+                .collect();
+            match attempts.into_iter().find(|(a, _)| a.attempt == k) {
+                Some((_, dir)) => dir,
+                None if k == 1 && kept.is_empty() => log_dir(&store, &id),
+                None => {
+                    return Err(invalid(format!(
+                        "job {} has no attempt {k}: {}",
+                        short(&id),
+                        if kept.is_empty() {
+                            "it ran once, as attempt 1".to_string()
+                        } else {
+                            format!("its attempts are {}", kept.join(", "))
+                        }
+                    )));
+                }
+            }
+        }
+        None => log_dir(&store, &id),
     };
     let mut printed = false;
     // As written is what a file or a pipe asks for; a terminal gets the text escaped.
@@ -294,6 +314,15 @@ pub fn log(cli: &Cli, prefix: &str, follow: bool) -> Result<i32, CliError> {
         errln!("job {} wrote no logs", short(&id));
     }
     Ok(exit::SUCCESS)
+}
+
+/// Where the logs of job `id`'s last attempt are.
+fn log_dir(store: &Store, id: &str) -> std::path::PathBuf {
+    if store.failed_dir(id).is_dir() && store.done(id).is_none() {
+        store.failed_dir(id)
+    } else {
+        store.job_dir(id)
+    }
 }
 
 fn read(path: &Path) -> Option<String> {

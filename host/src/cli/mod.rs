@@ -109,8 +109,11 @@ pub enum Command {
         job: String,
         /// Follow the job: print its logs as it writes them, until it is committed or
         /// fails (waiting for it to start while a run holds the store).
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with = "attempt")]
         follow: bool,
+        /// The logs of this attempt (from 1) of a retried job; `repx show job` lists them.
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
     },
     /// Run one job again into a directory of its own, outside the store, and print every
     /// file access and tool run of its plugin (what was refused, and why).
@@ -378,10 +381,11 @@ pub struct RunArgs {
     /// With --out: replace what DIR holds.
     #[arg(long, requires = "out")]
     pub force_out: bool,
-    /// Run a failed job again up to N times, each attempt with twice the memory limit of
-    /// the one before; a refusal, an interrupt or a store failure is not retried.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub retries: u32,
+    /// Run a failed job again up to N times, whatever its stage's `retries` says; each
+    /// attempt has the stage's limits escalated (by default twice the memory of the one
+    /// before). A refusal, an interrupt or a store failure is not retried.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// Run nothing: list each job that would run and why, then counts per stage; with
     /// --plugin, what the plugin would be granted.
     #[arg(long)]
@@ -450,7 +454,11 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .find_map(|(given, mode)| given.then_some(mode));
             inspect::show(&cli, *what, job, mode)
         }
-        Command::Log { job, follow } => inspect::log(&cli, job, *follow),
+        Command::Log {
+            job,
+            follow,
+            attempt,
+        } => inspect::log(&cli, job, *follow, *attempt),
         Command::Debug { job, dir } => debug::debug(&cli, job, dir.as_deref()),
         Command::Tui => tui::tui(&cli),
         Command::Plugin(PluginCommand::Pin { stages }) => pin::pin(&cli, stages),

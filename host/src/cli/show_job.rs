@@ -171,6 +171,7 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
             );
         }
     }
+    attempts(store, id);
     if state == "done" {
         row("output", &store.output_dir(id).display());
         if let Some(nix) = record.as_ref().and_then(|r| r.nix.as_ref()) {
@@ -193,6 +194,36 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
         }
     }
     outln!("whole log: repx log {}", short(id));
+}
+
+/// Every attempt the store kept of a retried (or failed) job: how it ended, the limits it
+/// ran with, and where its logs are.
+fn attempts(store: &Store, id: &str) {
+    let attempts = store.attempts(id);
+    if attempts.is_empty() {
+        return;
+    }
+    outln!("attempts:");
+    for (attempt, _) in attempts {
+        let outcome = match (&attempt.failure, &attempt.limit) {
+            (None, _) => "succeeded".to_string(),
+            (Some(kind), Some(limit)) => format!("failed: {kind} ({limit})"),
+            (Some(kind), None) => format!("failed: {kind}"),
+        };
+        let limits = format!(
+            "memory {}, time {}",
+            crate::lab::limits::bytes(attempt.memory),
+            crate::lab::limits::duration(std::time::Duration::from_millis(attempt.time_ms))
+        );
+        outln!(
+            "  {:<3}{:<26}{:<24}repx log {} --attempt {}",
+            attempt.attempt,
+            terminal(&outcome),
+            limits,
+            short(id),
+            attempt.attempt
+        );
+    }
 }
 
 /// The last lines of a log file, if it has any.

@@ -41,6 +41,47 @@ pub const MAX_MEMORY: u64 = 4 << 30;
 /// The keys of a stage's `limits` table.
 pub const NAMES: [&str; 5] = ["memory", "time", "output", "log", "files"];
 
+/// How a stage's limits grow with each retry (`escalate = { memory = 2, time = 1.5 }`):
+/// attempt `k` (from 1) runs with each limit times its factor to the power `k - 1`, memory
+/// at most [`MAX_MEMORY`]. The other limits stay: they bound what a job leaves behind, not
+/// what it needs to finish.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Escalation {
+    pub memory: f64,
+    pub time: f64,
+}
+
+impl Default for Escalation {
+    /// Memory doubles with each retry, the commonest reason to retry; time stays.
+    fn default() -> Escalation {
+        Escalation {
+            memory: 2.0,
+            time: 1.0,
+        }
+    }
+}
+
+/// The keys of a stage's `escalate` table.
+pub const ESCALATE_NAMES: [&str; 2] = ["memory", "time"];
+
+/// The largest factor `escalate` takes: past it, one retry would be another job.
+pub const MAX_FACTOR: f64 = 16.0;
+
+impl Escalation {
+    /// The limits of attempt `attempt` (from 1) of a job whose first attempt has `limits`.
+    pub fn at(&self, limits: Limits, attempt: u32) -> Limits {
+        let retries = attempt.saturating_sub(1).min(64) as i32;
+        let memory = limits.memory as f64 * self.memory.powi(retries);
+        let time = limits.time.as_secs_f64() * self.time.powi(retries);
+        Limits {
+            memory: (memory.min(MAX_MEMORY as f64) as u64).max(limits.memory.min(MAX_MEMORY)),
+            // A week bounds what a clock deadline is asked to hold.
+            time: Duration::from_secs_f64(time.min(7.0 * 86_400.0)).max(limits.time),
+            ..limits
+        }
+    }
+}
+
 /// What every entry of an output (file, directory, link) costs against the output limit
 /// beyond its path and content: its inode and its directory entry, about.
 pub const ENTRY: u64 = 512;
@@ -139,5 +180,25 @@ mod tests {
             Limits::default().to_string(),
             "memory 1G, time 1h, output 4G, log 16M, files 1024"
         );
+    }
+
+    #[test]
+    fn escalation_multiplies_per_retry_within_the_ceiling() {
+        let limits = Limits {
+            memory: 32 << 20,
+            time: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let grow = Escalation {
+            memory: 2.0,
+            time: 1.5,
+        };
+        assert_eq!(grow.at(limits, 1), limits);
+        let third = grow.at(limits, 3);
+        assert_eq!(third.memory, 128 << 20);
+        assert_eq!(third.time, Duration::from_secs(135));
+        assert_eq!(third.output, limits.output);
+        assert_eq!(grow.at(limits, 40).memory, MAX_MEMORY);
+        assert_eq!(Escalation::default().at(limits, 2).time, limits.time);
     }
 }

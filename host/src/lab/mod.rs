@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use cluster::{Resources, SlurmSettings};
-pub use limits::Limits;
+pub use limits::{Escalation, Limits};
 pub use parse::{VALID_NAME_HINT, keys, valid_name};
 pub use source::{Format, LAB_FILES};
 pub use suggest::did_you_mean;
@@ -131,6 +131,11 @@ pub struct Stage {
     /// Globs, relative to the project directory, that an impure stage depends on.
     pub sources: Vec<String>,
     pub limits: Limits,
+    /// How many times a failed job of the stage runs again (`repx run --retries` stands in
+    /// for it when given).
+    pub retries: u32,
+    /// How its limits grow with each retry.
+    pub escalate: Escalation,
     /// What one job needs on a cluster node (`repx run --scheduler slurm`).
     pub resources: Resources,
     /// One job per item of a list an upstream job writes (`foreach = "STAGE:FILE"`).

@@ -61,6 +61,9 @@ struct RawStage {
     foreach: Option<Spanned<String>>,
     /// The most items that list may have.
     max_items: Option<Spanned<u64>>,
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    escalate: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -335,9 +338,10 @@ pub fn keys() -> Vec<String> {
             keys.push(format!("{table}.{field}"));
         }
     }
-    let tables: [(&str, &[&str]); 2] = [
+    let tables: [(&str, &[&str]); 3] = [
         ("stages.NAME.limits", &super::limits::NAMES),
         ("stages.NAME.resources", &super::cluster::RESOURCE_NAMES),
+        ("stages.NAME.escalate", &super::limits::ESCALATE_NAMES),
     ];
     for (table, names) in tables {
         keys.extend(names.iter().map(|name| format!("{table}.{name}")));
@@ -416,9 +420,12 @@ fn expected(path: &[String]) -> Option<&'static str> {
     Some(match path.as_slice() {
         ["lab" | "stages" | "pipelines" | "runs" | "slurm"]
         | ["stages" | "pipelines" | "runs", _]
-        | ["stages", _, "limits" | "resources"] => "a table",
+        | ["stages", _, "limits" | "resources" | "escalate"] => "a table",
         ["lab", "name"] | ["stages", _, "sha256"] => "a string",
         ["lab", "max_jobs"] => "a positive integer: the most jobs one run may expand to",
+        ["stages", _, "retries"] => {
+            "a whole number: how many times a failed job runs again, like `retries = 2`"
+        }
         ["lab", "project"] => {
             "a string: the project directory, absolute or relative to the lab file"
         }
@@ -596,6 +603,9 @@ fn stage(
         problems.at(span, at, message);
     }
 
+    let escalate = escalation(&raw_stage.escalate, &format!("{key}.escalate"), problems);
+    let retries = raw_stage.retries.as_ref().map_or(0, |r| *r.get_ref());
+
     if problems.list.len() > start {
         return None;
     }
@@ -613,6 +623,8 @@ fn stage(
         tools,
         sources,
         limits,
+        retries,
+        escalate,
         resources,
         foreach,
     })
@@ -767,6 +779,51 @@ fn fanout_of<'a>(
         Input::Stage(up) => fanout_of(up, stages, depth + 1),
         _ => None,
     })
+}
+
+/// Reads a stage's `escalate = { memory = 2, time = 1.5 }`: a factor per retry for each
+/// limit, from 1 (the limit stays) to [`super::limits::MAX_FACTOR`].
+fn escalation(
+    raw: &BTreeMap<String, Spanned<toml::Value>>,
+    key: &str,
+    problems: &mut Problems,
+) -> super::Escalation {
+    use super::limits::{ESCALATE_NAMES, MAX_FACTOR};
+    let mut escalate = super::Escalation::default();
+    for (name, value) in raw {
+        let factor = match value.get_ref() {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
+            _ => None,
+        }
+        .filter(|f| (1.0..=MAX_FACTOR).contains(f));
+        let slot = match name.as_str() {
+            "memory" => &mut escalate.memory,
+            "time" => &mut escalate.time,
+            other => {
+                let hint = did_you_mean(other, ESCALATE_NAMES);
+                problems.at(
+                    value.span(),
+                    format!("{key}.{other}"),
+                    format!("unknown limit to escalate{hint}; escalate takes memory and time"),
+                );
+                continue;
+            }
+        };
+        match factor {
+            Some(factor) => *slot = factor,
+            None => problems.at(
+                value.span(),
+                format!("{key}.{name}"),
+                format!(
+                    "`{}` is not a factor: write a number from 1 (the limit stays) to \
+                     {MAX_FACTOR}, like `{name} = 2` (twice the limit with each retry)",
+                    value.get_ref()
+                ),
+            ),
+        }
+    }
+    escalate
 }
 
 fn limits(
@@ -1267,6 +1324,38 @@ mod tests {
                 .iter()
                 .any(|p| p.message.contains("cycle: a -> b -> a")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn retries_and_escalation_are_read_and_bad_ones_named() {
+        let lab = "[stages.a]\nplugin = \"builtin:exec\"\nretries = 2\n\
+                   escalate = { memory = 1.5, time = 2 }\n[pipelines.main]\nstages = [\"a\"]\n\
+                   [runs.r]\npipelines = [\"main\"]\n";
+        let parsed = parse(Path::new("/nonexistent/repx.toml"), lab, |p| p).unwrap();
+        let stage = &parsed.stages["a"];
+        assert_eq!(stage.retries, 2);
+        assert_eq!((stage.escalate.memory, stage.escalate.time), (1.5, 2.0));
+        let found = problems(
+            "[stages.a]\nplugin = \"builtin:exec\"\nretries = -1\n\
+             escalate = { memory = 0.5, tme = 2 }\n",
+        );
+        let keys: Vec<_> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(keys, [(Some(3), "stages.a.retries")], "{found:?}");
+        let found = problems(
+            "[stages.a]\nplugin = \"builtin:exec\"\nescalate = { memory = 0.5, tme = 2 }\n",
+        );
+        let named: Vec<_> = found
+            .iter()
+            .map(|p| (p.key.as_str(), p.message.as_str()))
+            .collect();
+        assert!(
+            named[0].0 == "stages.a.escalate.memory" && named[0].1.contains("from 1"),
+            "{named:?}"
+        );
+        assert!(
+            named[1].0 == "stages.a.escalate.tme" && named[1].1.contains("did you mean `time`"),
+            "{named:?}"
         );
     }
 }

@@ -341,6 +341,10 @@ impl Jobs for PlanJobs<'_> {
         self.reason(index, id, Why::Unknown)
     }
 
+    fn retries(&self, job: JobIndex) -> u32 {
+        self.plan.lab.stages[&self.plan.graph.jobs[job].stage].retries
+    }
+
     fn in_store(&self, id: &str) -> bool {
         self.store.done(id).is_some()
     }

@@ -51,6 +51,9 @@ pub trait Jobs {
     fn decide(&self, job: JobIndex, id: &str, ids: &[Option<String>]) -> Decision;
     /// Why the job runs, when it is handed over before its upstream is done.
     fn why(&self, job: JobIndex, id: &str) -> Reason;
+    /// How many times the job runs again after a failure, as its stage says (`--retries`
+    /// stands in for it when given).
+    fn retries(&self, job: JobIndex) -> u32;
     /// Whether the store holds the job's output at all: a chaining executor waits for the
     /// upstream of such a job rather than run it again (see [`Admission::chain`]).
     fn in_store(&self, id: &str) -> bool;
@@ -111,6 +114,9 @@ pub struct Admission {
     /// Jobs may be handed over before their upstream is done, once their id is known: the
     /// executor runs them after it (SLURM's `afterok`).
     pub chain: bool,
+    /// The executor retries failed jobs itself (a SLURM worker runs a dispatcher of its
+    /// own): a failure it reports is the job's last.
+    pub retries_itself: bool,
 }
 
 /// Runs jobs; reports on them.
@@ -168,12 +174,15 @@ struct Dispatcher<'a> {
     reasons: Vec<Option<Reason>>,
     /// Each job's attempt, from 1.
     attempts: Vec<u32>,
+    /// See [`Admission::retries_itself`].
+    retries_itself: bool,
     summary: Summary,
 }
 
 /// Runs the selected jobs of `jobs` on `executor`; returns the counts.
 pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit: Emit) -> Summary {
     let n = jobs.count();
+    let admission = executor.admission();
     let mut selected = vec![false; n];
     for job in selection(jobs, options.targets.as_deref()) {
         selected[job] = true;
@@ -197,11 +206,11 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
         cut: vec![false; n],
         reasons: vec![None; n],
         attempts: vec![1; n],
+        retries_itself: admission.retries_itself,
         summary: Summary::default(),
     };
     let total = d.pending.len();
     (d.emit)(Event::Started { jobs: total });
-    let admission = executor.admission();
     loop {
         d.resolve(admission);
         d.check_interrupt(executor);
@@ -440,7 +449,12 @@ impl Dispatcher<'_> {
                 }
                 self.leave(job);
                 let attempt = self.attempts[job];
-                if !failure.kind.is_final(attempt, self.options.retries) && !self.stopping {
+                let retries = self
+                    .options
+                    .retries
+                    .unwrap_or_else(|| self.jobs.retries(job));
+                let again = !failure.kind.is_final(attempt, retries);
+                if again && !self.retries_itself && !self.stopping {
                     // Again, first in line: its slot is free.
                     self.attempts[job] += 1;
                     (self.emit)(Event::JobRetried {
@@ -539,6 +553,8 @@ mod tests {
     struct Graph {
         jobs: Vec<Job>,
         store: HashMap<String, String>,
+        /// Each stage's `retries`, 0 when absent.
+        retries: HashMap<&'static str, u32>,
     }
 
     fn job(stage: &'static str, deps: &[JobIndex]) -> Job {
@@ -561,7 +577,13 @@ mod tests {
             Graph {
                 jobs,
                 store: HashMap::new(),
+                retries: HashMap::new(),
             }
+        }
+
+        fn retrying(mut self, stage: &'static str, retries: u32) -> Graph {
+            self.retries.insert(stage, retries);
+            self
         }
 
         /// Puts job `j` in the store as it would be with `keys` upstream, its key `key`.
@@ -610,6 +632,9 @@ mod tests {
         }
         fn why(&self, _job: JobIndex, _id: &str) -> Reason {
             Reason::new(ReasonKind::NeverRun, "not in the fake store")
+        }
+        fn retries(&self, job: JobIndex) -> u32 {
+            self.retries.get(self.jobs[job].stage).copied().unwrap_or(0)
         }
         fn in_store(&self, id: &str) -> bool {
             self.store.contains_key(id)
@@ -772,18 +797,20 @@ mod tests {
         slots: Some(2),
         impure_alone: true,
         chain: false,
+        retries_itself: false,
     };
     const CHAINED: Admission = Admission {
         slots: None,
         impure_alone: false,
         chain: true,
+        retries_itself: false,
     };
 
     fn options() -> Options {
         Options {
             jobs: 2,
             continue_on_failure: false,
-            retries: 0,
+            retries: None,
             force: Force::None,
             targets: None,
             interrupted: Arc::new(AtomicBool::new(false)),
@@ -1063,6 +1090,7 @@ mod tests {
             cut: vec![false],
             reasons: vec![None],
             attempts: vec![1],
+            retries_itself: false,
             summary: Summary::default(),
         };
         d.report(Report::Failed(0, Failure::other("late")));
@@ -1077,7 +1105,7 @@ mod tests {
             let graph = Graph::new(vec![job("a", &[]), job("b", &[0]), job("c", &[])]);
             let outcome = Outcome::FailOnce(FailureKind::Limit(crate::sched::Limit::Memory));
             let mut options = options();
-            options.retries = 1;
+            options.retries = Some(1);
             let mut fake = Fake::new(&graph, admission).outcome("a", outcome.clone());
             let (summary, events) = run_fake(&graph, &mut fake, &options);
             assert_eq!(outcome_of(&events, "a"), ["retried", "ran"]);
@@ -1104,12 +1132,50 @@ mod tests {
         ] {
             let graph = Graph::new(vec![job("a", &[])]);
             let mut options = options();
-            options.retries = 3;
+            options.retries = Some(3);
             let mut fake = Fake::new(&graph, LOCAL).outcome("a", Outcome::FailOnce(kind));
             let (summary, events) = run_fake(&graph, &mut fake, &options);
             assert_eq!(outcome_of(&events, "a"), ["failed"], "{kind:?}");
             assert_eq!(summary.failed, 1);
         }
+    }
+
+    #[test]
+    fn a_stage_retries_as_it_says_unless_the_command_line_says_otherwise() {
+        let graph = Graph::new(vec![job("a", &[]), job("b", &[])])
+            .retrying("a", 2)
+            .retrying("b", 2);
+        let kind = FailureKind::ExitStatus;
+        let mut fake = Fake::new(&graph, LOCAL)
+            .outcome("a", Outcome::FailOnce(kind))
+            .outcome("b", Outcome::Fail(kind));
+        let mut options = options();
+        options.continue_on_failure = true;
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!(outcome_of(&events, "a"), ["retried", "ran"]);
+        // Its two retries, then it fails.
+        assert_eq!(outcome_of(&events, "b"), ["retried", "retried", "failed"]);
+        assert_eq!((summary.ran, summary.failed), (1, 1));
+
+        // `--retries 0` stands in for every stage's.
+        options.retries = Some(0);
+        let mut fake = Fake::new(&graph, LOCAL).outcome("a", Outcome::FailOnce(kind));
+        let (_, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!(outcome_of(&events, "a"), ["failed"]);
+    }
+
+    #[test]
+    fn an_executor_that_retries_itself_reports_the_last_failure() {
+        let graph = Graph::new(vec![job("a", &[])]).retrying("a", 3);
+        let admission = Admission {
+            retries_itself: true,
+            ..CHAINED
+        };
+        let mut fake =
+            Fake::new(&graph, admission).outcome("a", Outcome::FailOnce(FailureKind::Trap));
+        let (summary, events) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(outcome_of(&events, "a"), ["failed"]);
+        assert_eq!((fake.handed.len(), summary.failed), (1, 1));
     }
 
     #[test]

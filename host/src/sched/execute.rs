@@ -23,7 +23,7 @@ pub struct Attempt<'a> {
     pub nix: Option<&'a Nix>,
     pub job: JobIndex,
     pub id: &'a str,
-    /// From 1: a retry has the stage's limits escalated (see [`super::escalated`]).
+    /// From 1: a retry has the stage's limits escalated (see [`crate::lab::Escalation`]).
     pub attempt: u32,
     /// Ids of every upstream job, by index; for a hermetic job, also those of the jobs
     /// upstream of its hermetic upstream jobs (see [`crate::nix::spec::closure`]).
@@ -63,6 +63,24 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         None => None,
     };
     let staging = store.stage(id, u64::from(number)).map_err(store_failure)?;
+    let limits = stage.escalate.at(stage.limits, number);
+    // How this attempt ends, noted beside its logs when it fails.
+    let attempt_record = |failure: Option<&Failure>| store::AttemptRecord {
+        attempt: number,
+        memory: limits.memory,
+        time_ms: limits.time.as_millis() as u64,
+        failure: failure.map(|f| f.kind.as_str().to_string()),
+        limit: failure.and_then(|f| match f.kind {
+            FailureKind::Limit(limit) => Some(limit.as_str().to_string()),
+            _ => None,
+        }),
+        message: failure.map(|f| f.message.clone()),
+    };
+    let noted = |failure: Failure| {
+        // The failure stands whether or not it could be noted.
+        let _ = store.note_failure(id, &attempt_record(Some(&failure)));
+        failure
+    };
     let ran = match (job.mode, nix) {
         (Mode::Hermetic, Some(nix)) => in_nix(plan, store, nix, index, id, &staging, &upstream_ids),
         (Mode::Hermetic, None) => Err(Failed::plain("hermetic job, but no Nix backend".into())),
@@ -75,7 +93,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             &staging,
             &upstream_ids,
             observer,
-            super::escalated(stage.limits, number),
+            limits,
         ),
     };
     // Whether it succeeded or not, an impure job that changed what decides grants fails,
@@ -89,10 +107,10 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
             Err(failed) => &failed.logs,
         };
         store.discard(staging, logs).map_err(store_failure)?;
-        return Err(Failure::new(
+        return Err(noted(Failure::new(
             FailureKind::GrantsChanged,
             changed.to_string(),
-        ));
+        )));
     }
     let ran = match ran {
         Ok(ran) => ran,
@@ -102,13 +120,13 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
                 Ok(()) => failed.message,
                 Err(e) => format!("{}\n(its logs were not kept: {e})", failed.message),
             };
-            return Err(Failure::new(failed.kind, message));
+            return Err(noted(Failure::new(failed.kind, message)));
         }
     };
     // A list for a fan-out that its stage does not take fails the job that wrote it.
     if let Err(failure) = super::fanout::check_lists(plan, &job.stage, &staging.out) {
         return match store.discard(staging, &ran.logs) {
-            Ok(()) => Err(failure),
+            Ok(()) => Err(noted(failure)),
             Err(e) => Err(Failure::new(
                 failure.kind,
                 format!(
@@ -118,6 +136,10 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
                 ),
             )),
         };
+    }
+    let mut attempts = store.take_attempts(&staging).map_err(store_failure)?;
+    if !attempts.is_empty() {
+        attempts.push(attempt_record(None));
     }
     let fingerprint = match (sources, &before) {
         (Some(sources), Some(before)) => {
@@ -142,6 +164,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         sealed_ns: None,
         inputs: read_inputs(job, store, &upstream_ids),
         attempt: (number > 1).then_some(number),
+        attempts,
         plugin: Some(plan.stages[&job.stage].plugin.digest.clone()),
         tools: Some(
             plan.stages[&job.stage]
@@ -168,7 +191,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
                 }
                 store::StoreError::Output { .. } => FailureKind::Other,
             };
-            Failure::new(kind, e.to_string())
+            noted(Failure::new(kind, e.to_string()))
         })
 }
 

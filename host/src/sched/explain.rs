@@ -90,6 +90,7 @@ impl Executor for Dry<'_> {
             slots: None,
             impure_alone: false,
             chain: false,
+            retries_itself: false,
         }
     }
 
@@ -120,6 +121,7 @@ impl Executor for Dry<'_> {
                 plugin: None,
                 tools: None,
                 attempt: None,
+                attempts: Vec::new(),
                 id: handoff.id,
             };
             reports.push(Report::Committed(handoff.job, Box::new(record)));

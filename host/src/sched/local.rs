@@ -110,7 +110,8 @@ pub fn with_executor<R>(
                         }
                         Err(failure) => {
                             // A failure that will be retried stops nothing.
-                            let last = failure.kind.is_final(number, options.retries);
+                            let stage = &plan.lab.stages[&plan.graph.jobs[job].stage];
+                            let last = failure.kind.is_final(number, options.retries_of(stage));
                             if (stop_on_failure && last) || failure.kind.halts_run() {
                                 stop.store(true, Ordering::Relaxed);
                             }
@@ -151,6 +152,7 @@ impl Executor for Local<'_> {
             // Impure jobs all build in the one project directory.
             impure_alone: true,
             chain: false,
+            retries_itself: false,
         }
     }
 

@@ -286,9 +286,10 @@ impl Force {
 pub struct Options {
     pub jobs: usize,
     pub continue_on_failure: bool,
-    /// How many times a failed job runs again, each time with twice the memory limit of
-    /// the attempt before (see [`escalated`]).
-    pub retries: u32,
+    /// How many times a failed job runs again (each time with its stage's limits escalated,
+    /// see [`crate::lab::Escalation`]): `--retries N` for every stage, else each stage's
+    /// `retries`.
+    pub retries: Option<u32>,
     pub force: Force,
     /// Only these jobs and what they need; `None`: every job of the plan.
     pub targets: Option<Vec<JobIndex>>,
@@ -306,7 +307,7 @@ impl Options {
         Options {
             jobs: 1,
             continue_on_failure: false,
-            retries: 0,
+            retries: None,
             force: Force::None,
             targets: None,
             interrupted: Default::default(),
@@ -316,16 +317,10 @@ impl Options {
     }
 }
 
-/// A stage's limits at `attempt` (from 1): the memory limit doubles with each retry, up to
-/// the most any job may have.
-pub fn escalated(limits: crate::lab::Limits, attempt: u32) -> crate::lab::Limits {
-    let factor = 1u64 << attempt.saturating_sub(1).min(16);
-    crate::lab::Limits {
-        memory: limits
-            .memory
-            .saturating_mul(factor)
-            .min(crate::lab::limits::MAX_MEMORY),
-        ..limits
+impl Options {
+    /// How many times a failed job of `stage` runs again.
+    pub fn retries_of(&self, stage: &crate::lab::Stage) -> u32 {
+        self.retries.unwrap_or(stage.retries)
     }
 }
 

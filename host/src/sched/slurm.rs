@@ -225,6 +225,7 @@ impl Executor for Slurm<'_> {
             // A batch with an impure job runs its jobs one at a time (see `pack`).
             impure_alone: false,
             chain: true,
+            retries_itself: true,
         }
     }
 

@@ -7,7 +7,9 @@
 //! jobs/<id>/out/       a committed output, read-only
 //! jobs/<id>/manifest.json  every entry of out/ with its digest, for `repx verify`
 //! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
-//! failed/<id>/         logs of the last failed attempt
+//! jobs/<id>/attempts/<k>/  a retried job's failed attempts: logs and failure.json
+//! failed/<id>/         logs and failure.json of the last failed attempt; its attempts/<k>/
+//!                      the attempts that failed before it in the same run
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
 //! fingerprints/        what impure stages' scopes were when their jobs ran; see `sources`
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
@@ -199,6 +201,28 @@ pub struct Record {
     /// The attempt that made it, from 1, when it was a retry (see `repx run --retries`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// When it was a retry: every attempt, the failed ones and the last, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One attempt of a job: the limits it ran with and, when it failed, how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// From 1.
+    pub attempt: u32,
+    /// Its memory limit in bytes, and its time limit in milliseconds.
+    pub memory: u64,
+    pub time_ms: u64,
+    /// The failure's kind as `--json` names it (`limit`, `exit_status`, …); none for the
+    /// attempt that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Which limit, for a failure of kind `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[cfg(test)]
@@ -222,6 +246,7 @@ impl Record {
             plugin: None,
             tools: None,
             attempt: None,
+            attempts: Vec::new(),
         }
     }
 }
@@ -266,6 +291,8 @@ impl<'de> Deserialize<'de> for crate::lab::Mode {
 /// directories reused from job to job, an empty `scratch` for the plugin's `/tmp`.
 pub struct Staging {
     pub id: String,
+    /// The attempt it is for, from 1.
+    pub attempt: u32,
     pub dir: PathBuf,
     pub out: PathBuf,
     pub scratch: PathBuf,
@@ -658,6 +685,7 @@ impl Store {
         let scratch = self.take_scratch()?;
         Ok(Staging {
             id: id.to_string(),
+            attempt: attempt as u32,
             dir,
             out,
             scratch,
@@ -717,13 +745,105 @@ impl Store {
     /// not.
     pub fn discard(&self, mut staging: Staging, logs: &Logs) -> Result<(), StoreError> {
         self.release_scratch(std::mem::take(&mut staging.scratch));
-        let target = self.failed_dir(&staging.id);
-        let kept = remove_tree(&target)
-            .and_then(|()| fs::create_dir_all(&target))
-            .map_err(io(&target))
-            .and_then(|()| write_logs(&target, logs, true));
+        let target = self.fresh_failed_dir(&staging.id, staging.attempt);
+        let kept = target.and_then(|target| write_logs(&target, logs, true).map(drop));
         let removed = remove_tree(&staging.dir).map_err(io(&staging.dir));
         kept.and(removed).map_err(|e| self.failed_write(e))
+    }
+
+    /// `failed/<id>`, ready for the logs of attempt `attempt`: emptied at a first attempt
+    /// (what is there is from an earlier run), else with the attempt before it moved to
+    /// `attempts/<k>/`.
+    fn fresh_failed_dir(&self, id: &str, attempt: u32) -> Result<PathBuf, StoreError> {
+        let target = self.failed_dir(id);
+        if attempt <= 1 {
+            remove_tree(&target)
+                .and_then(|()| fs::create_dir_all(&target))
+                .map_err(io(&target))?;
+        } else {
+            self.shelve_last_failure(id)?;
+            fs::create_dir_all(&target).map_err(io(&target))?;
+        }
+        Ok(target)
+    }
+
+    /// Moves the last failed attempt's logs and failure of `failed/<id>` into its
+    /// `attempts/<k>/`, where `k` is the attempt its failure names.
+    fn shelve_last_failure(&self, id: &str) -> Result<(), StoreError> {
+        let failed = self.failed_dir(id);
+        let Some(last) = read_failure(&failed) else {
+            return Ok(());
+        };
+        let shelf = failed.join(ATTEMPTS).join(last.attempt.to_string());
+        fs::create_dir_all(&shelf).map_err(io(&shelf))?;
+        for name in LOG_FILES.into_iter().chain([FAILURE]) {
+            match fs::rename(failed.join(name), shelf.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(&shelf)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes how the job's last discarded attempt failed, beside its logs in `failed/<id>`,
+    /// for `repx show job` and for the record of a later attempt that succeeds.
+    pub fn note_failure(&self, id: &str, failure: &AttemptRecord) -> Result<(), StoreError> {
+        let path = self.failed_dir(id).join(FAILURE);
+        let bytes = serde_json::to_vec(failure).expect("attempts serialise");
+        fs::write(&path, bytes)
+            .map_err(io(&path))
+            .map_err(|e| self.failed_write(e))
+    }
+
+    /// The failed attempts of a retried job about to be sealed from `staging`, in order:
+    /// their logs move from `failed/<id>` into the staged job's `attempts/<k>/`, to be
+    /// committed with it.
+    pub fn take_attempts(&self, staging: &Staging) -> Result<Vec<AttemptRecord>, StoreError> {
+        if staging.attempt <= 1 {
+            return Ok(Vec::new());
+        }
+        self.shelve_last_failure(&staging.id)?;
+        let shelves = self.failed_dir(&staging.id).join(ATTEMPTS);
+        if !shelves.is_dir() {
+            return Ok(Vec::new());
+        }
+        let target = staging.dir.join(ATTEMPTS);
+        fs::rename(&shelves, &target).map_err(io(&target))?;
+        Ok(attempts_in(&target))
+    }
+
+    /// What the store kept of a job's attempts: those of its record when it is done,
+    /// else the failed attempts of its last run, each with the directory of its logs.
+    pub fn attempts(&self, id: &str) -> Vec<(AttemptRecord, PathBuf)> {
+        if let Some(record) = self.done(id) {
+            let dir = self.job_dir(id);
+            let last = record.attempt.unwrap_or(1);
+            return record
+                .attempts
+                .into_iter()
+                .map(|a| {
+                    let logs = if a.attempt == last {
+                        dir.clone()
+                    } else {
+                        dir.join(ATTEMPTS).join(a.attempt.to_string())
+                    };
+                    (a, logs)
+                })
+                .collect();
+        }
+        let failed = self.failed_dir(id);
+        let shelves = failed.join(ATTEMPTS);
+        let mut found: Vec<(AttemptRecord, PathBuf)> = attempts_in(&shelves)
+            .into_iter()
+            .map(|a| {
+                let logs = shelves.join(a.attempt.to_string());
+                (a, logs)
+            })
+            .collect();
+        if let Some(last) = read_failure(&failed) {
+            found.push((last, failed));
+        }
+        found
     }
 
     /// Forgets a failure once the job succeeds.
@@ -777,6 +897,26 @@ fn workers_lock(root: &Path) -> Result<File, StoreError> {
 
 /// The names of a job's log files, beside `out/` or in `failed/<id>/`.
 const LOG_FILES: [&str; 3] = ["stdout", "stderr", "host.log"];
+/// How a failed attempt failed, beside its logs.
+const FAILURE: &str = "failure.json";
+/// Where the attempts before the last are kept, each in a directory named by its number.
+const ATTEMPTS: &str = "attempts";
+
+/// The failure noted in `dir`, if any.
+fn read_failure(dir: &Path) -> Option<AttemptRecord> {
+    serde_json::from_slice(&fs::read(dir.join(FAILURE)).ok()?).ok()
+}
+
+/// The failures noted in the attempt directories under `dir`, by attempt.
+fn attempts_in(dir: &Path) -> Vec<AttemptRecord> {
+    let mut found: Vec<AttemptRecord> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| read_failure(&entry.ok()?.path()))
+        .collect();
+    found.sort_by_key(|a| a.attempt);
+    found
+}
 
 /// Writes the non-empty logs into `dir`, flushed when `sync`; returns the files written.
 fn write_logs(dir: &Path, logs: &Logs, sync: bool) -> Result<Vec<PathBuf>, StoreError> {

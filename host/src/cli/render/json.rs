@@ -1,7 +1,8 @@
 //! One JSON object per line on stdout, for other tools.
 //!
-//! A failed attempt that runs again is `job_retried`, with its `attempt` (from 1), `kind` and
-//! `error`; a finished job carries the `attempt` that succeeded.
+//! A failed attempt that runs again is `job_retried`, with its `attempt` (from 1), `kind`,
+//! `error` and the `limits` it ran with (`{memory, time_s}`, memory in bytes); a finished
+//! job carries the `attempt` that succeeded and its `limits`.
 //! Started and finished jobs carry the `reason` they ran for, `{kind, detail}`: `kind` is
 //! one of `never_run`, `param_changed`, `plugin_changed`, `tools_changed`, `mode_changed`,
 //! `upstream_changed`, `sources_changed`, `output_changed`, `failed_last_time`, `forced`.
@@ -72,6 +73,14 @@ impl Json {
         object
     }
 
+    /// The memory (bytes) and time (seconds) limits of `job`'s attempt `attempt`.
+    fn limits(&self, job: JobIndex, attempt: u32) -> Value {
+        let jobs = self.context.jobs();
+        let info = &jobs[job];
+        let limits = info.escalate.at(info.limits, attempt);
+        json!({"memory": limits.memory, "time_s": limits.time.as_secs_f64()})
+    }
+
     fn started_id(&self, job: JobIndex) -> Option<String> {
         self.started_jobs
             .lock()
@@ -109,6 +118,7 @@ impl Json {
             } => {
                 let mut object = self.job("job_finished", *job, Some(id));
                 object.insert("attempt".into(), (*attempt).into());
+                object.insert("limits".into(), self.limits(*job, *attempt));
                 object.insert("reason".into(), reason_json(reason.as_ref()));
                 object.insert("duration_s".into(), duration.as_secs_f64().into());
                 object.insert(
@@ -153,6 +163,7 @@ impl Json {
             } => {
                 let mut object = self.job("job_retried", *job, Some(id));
                 object.insert("attempt".into(), (*attempt).into());
+                object.insert("limits".into(), self.limits(*job, *attempt));
                 object.insert("error".into(), failure.message.clone().into());
                 object.insert("kind".into(), failure.kind.as_str().into());
                 if let FailureKind::Limit(limit) = failure.kind {

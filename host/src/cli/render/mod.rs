@@ -55,6 +55,9 @@ pub struct JobInfo {
     pub params: BTreeMap<String, Value>,
     /// `stage [k=v …]`, see [`label`].
     pub label: String,
+    /// Its stage's limits and how they grow with each retry: what each attempt ran with.
+    pub limits: crate::lab::Limits,
+    pub escalate: crate::lab::Escalation,
 }
 
 /// Where the run's facts come from: the jobs by index, and the store's job directory.

@@ -35,9 +35,10 @@ pub struct Batch {
     /// Jobs to run at once on the allocation.
     pub parallel: usize,
     pub continue_on_failure: bool,
-    /// `--retries`: the worker retries a failed job as a local run does.
+    /// `--retries`, when given: the worker retries a failed job as a local run does (else
+    /// as its stage says).
     #[serde(default)]
-    pub retries: u32,
+    pub retries: Option<u32>,
     /// For a `lab.nix`: the lab as the coordinator evaluated it. The worker reads it
     /// instead of evaluating the file again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,7 +234,7 @@ mod tests {
             upstream: vec![],
             parallel: 1,
             continue_on_failure: false,
-            retries: 1,
+            retries: Some(1),
             lab: Some(Evaluated {
                 path: dir.join("lab.evaluated.json"),
                 blake3: "00".into(),
