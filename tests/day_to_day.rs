@@ -1659,3 +1659,89 @@ pipelines = ["p"]
         .expect_code(0)
         .expect_stderr(&[" retry big [mib=40]", "attempt 1 failed (limit)"]);
 }
+
+/// Each record's stage and when its job ran, in milliseconds: [start, end).
+fn spans(lab: &std::path::Path) -> Vec<(String, u64, u64)> {
+    std::fs::read_to_string(lab.join(".repx/records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| {
+            let end = r["finished_ms"].as_u64().unwrap();
+            let start = end - r["duration_ms"].as_u64().unwrap();
+            (r["stage"].as_str().unwrap().to_string(), start, end)
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_over_the_memory_budget_never_overlap_and_small_ones_run_beside_a_big_one() {
+    let lab = common::lab_dir(
+        r#"
+[stages.big]
+plugin = "plugins/bench-kernel.wasm"
+params = { kernel = "nbody", steps = 3000000, i = 0 }
+resources = { mem = "60M" }
+outputs = ["result.json"]
+[stages.small]
+plugin = "plugins/bench-kernel.wasm"
+params = { mib = 1, k = 0 }
+resources = { mem = "30M" }
+outputs = ["result.json"]
+[pipelines.bigs]
+stages = ["big"]
+[pipelines.smalls]
+stages = ["small"]
+[runs.a]
+pipelines = ["bigs"]
+params = { i = [1, 2, 3] }
+[runs.b]
+pipelines = ["smalls"]
+params = { k = [1, 2, 3, 4, 5, 6] }
+"#,
+        &["bench-kernel"],
+    );
+    // Two big jobs (120M) do not fit in 100M; a big and a small one (90M) do.
+    repx(lab.path(), &["run", "-j", "2", "--mem", "100M"]).expect_code(0);
+    let spans = spans(lab.path());
+    assert_eq!(spans.len(), 9, "{spans:?}");
+    let bigs: Vec<_> = spans.iter().filter(|s| s.0 == "big").collect();
+    // Milliseconds are truncated: a job that started as another ended may seem to overlap
+    // it by one.
+    for (n, a) in bigs.iter().enumerate() {
+        for b in &bigs[n + 1..] {
+            assert!(a.1 + 1 >= b.2 || b.1 + 1 >= a.2, "{a:?} and {b:?} overlap");
+        }
+    }
+    let beside = spans
+        .iter()
+        .filter(|s| s.0 == "small")
+        .any(|s| bigs.iter().any(|b| s.1 + 1 < b.2 && b.1 + 1 < s.2));
+    assert!(beside, "no small job ran beside a big one: {spans:?}");
+
+    // A job larger than the whole budget fails before it starts, naming its stage, its
+    // request and the budget.
+    let out = repx(
+        lab.path(),
+        &["run", "--force", "--json", "-j", "2", "--mem", "50M"],
+    );
+    out.expect_code(1);
+    let events = json_lines(&out.stdout);
+    // It never started: no duration (which `job_events` asks of a failed job).
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "job_failed")
+        .collect();
+    assert_eq!(failed[0]["kind"], "over_budget", "{}", failed[0]);
+    assert!(failed[0]["duration_s"].is_null(), "{}", failed[0]);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("`big`") && error.contains("60M") && error.contains("50M"),
+        "{error}"
+    );
+    assert!(
+        job_events(&events, "job_started")
+            .iter()
+            .all(|e| e["stage"] != "big")
+    );
+}

@@ -73,6 +73,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
         jobs,
         continue_on_failure: false,
         retries: None,
+        mem: None,
         force: Force::None,
         targets: None,
         interrupted: Arc::new(AtomicBool::new(false)),

@@ -386,6 +386,12 @@ pub struct RunArgs {
     /// before). A refusal, an interrupt or a store failure is not retried.
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+    /// The memory the jobs running at once may reserve together, like `8G` (default: the
+    /// machine's available memory). Each job reserves its stage's `resources.mem`, else its
+    /// memory limit, and its `cpus` (1 by default) of the -j CPUs; a job that does not fit
+    /// waits while smaller ones run, and one larger than SIZE fails before it starts.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub mem: Option<u64>,
     /// Run nothing: list each job that would run and why, then counts per stage; with
     /// --plugin, what the plugin would be granted.
     #[arg(long)]
@@ -406,6 +412,13 @@ pub struct RunArgs {
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
+/// A size on the command line, as in a lab: `512M`, `8G`, a number of bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::lab::limits::parse_bytes(text)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size: write it like `512M` or `8G`"))
+}
+
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

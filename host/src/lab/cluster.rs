@@ -3,7 +3,8 @@
 //! packing).
 //!
 //! Neither changes a job's id: they say where and how a job runs, not what it computes.
-//! The local scheduler ignores them; the SLURM scheduler turns them into `sbatch` options.
+//! A local run admits jobs by their `cpus` and `mem` (see [`crate::sched::admit`]); the
+//! SLURM scheduler turns them into `sbatch` options.
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -345,6 +345,11 @@ impl Jobs for PlanJobs<'_> {
         self.plan.lab.stages[&self.plan.graph.jobs[job].stage].retries
     }
 
+    fn request(&self, job: JobIndex, attempt: u32) -> super::admit::Request {
+        let stage = &self.plan.lab.stages[&self.plan.graph.jobs[job].stage];
+        super::admit::Request::of(stage, attempt)
+    }
+
     fn in_store(&self, id: &str) -> bool {
         self.store.done(id).is_some()
     }

@@ -14,7 +14,10 @@
 //!   kind halts the run (grants changed, the executor refused the job) stops it in any case;
 //! - Ctrl-C stops handing over jobs and tells the executor to interrupt what it runs;
 //! - at most [`Admission::slots`] jobs are on the executor at once, and impure jobs, which
-//!   all work in the one project directory, one at a time where the executor asks for it.
+//!   all work in the one project directory, one at a time where the executor asks for it;
+//! - with a [`Budget`], the jobs on the executor reserve no more CPUs and memory than it
+//!   has, a job that does not fit now lets those behind it that do go first, and a job
+//!   that could never fit fails before it starts (see [`super::admit`]).
 //!
 //! It emits every [`Event`] of the run and counts the [`Summary`]. An [`Executor`] only runs
 //! what it is handed and reports back ([`Report`]); it decides nothing.
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::admit::{Budget, Ledger, Request};
 use super::{Event, Failure, FailureKind, Options, Reason, ReasonKind, Summary};
 use crate::graph::JobIndex;
 use crate::store::Record;
@@ -54,6 +58,8 @@ pub trait Jobs {
     /// How many times the job runs again after a failure, as its stage says (`--retries`
     /// stands in for it when given).
     fn retries(&self, job: JobIndex) -> u32;
+    /// What the job reserves of a [`Budget`] at `attempt` (from 1).
+    fn request(&self, job: JobIndex, attempt: u32) -> Request;
     /// Whether the store holds the job's output at all: a chaining executor waits for the
     /// upstream of such a job rather than run it again (see [`Admission::chain`]).
     fn in_store(&self, id: &str) -> bool;
@@ -117,6 +123,8 @@ pub struct Admission {
     /// The executor retries failed jobs itself (a SLURM worker runs a dispatcher of its
     /// own): a failure it reports is the job's last.
     pub retries_itself: bool,
+    /// What the jobs it holds may reserve together; `None`: no bound but the slots.
+    pub budget: Option<Budget>,
 }
 
 /// Runs jobs; reports on them.
@@ -176,6 +184,9 @@ struct Dispatcher<'a> {
     attempts: Vec<u32>,
     /// See [`Admission::retries_itself`].
     retries_itself: bool,
+    /// The reservations against the admission's budget, and each held job's.
+    ledger: Option<Ledger>,
+    reserved: Vec<Option<Request>>,
     summary: Summary,
 }
 
@@ -207,6 +218,8 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
         reasons: vec![None; n],
         attempts: vec![1; n],
         retries_itself: admission.retries_itself,
+        ledger: admission.budget.map(Ledger::new),
+        reserved: vec![None; n],
         summary: Summary::default(),
     };
     let total = d.pending.len();
@@ -352,6 +365,7 @@ impl Dispatcher<'_> {
         let mut impure_room = !(admission.impure_alone && self.impure_handed > 0);
         let mut offered = Vec::new();
         let mut kept = VecDeque::new();
+        let mut too_big = Vec::new();
         while let Some(job) = self.ready.pop_front() {
             if self.state[job] != State::Ready {
                 continue;
@@ -364,6 +378,23 @@ impl Dispatcher<'_> {
                 }
                 continue;
             }
+            if let Some(ledger) = &mut self.ledger {
+                let request = ledger.clamp(self.jobs.request(job, self.attempts[job]));
+                if let Some(why) = ledger.never_fits(self.jobs.stage(job), request) {
+                    too_big.push((job, why));
+                    continue;
+                }
+                if !ledger.fits(request) {
+                    // Those behind it may fit: it keeps its place, they go first.
+                    kept.push_back(job);
+                    if !ledger.fits(Request { cpus: 1, mem: 0 }) {
+                        break;
+                    }
+                    continue;
+                }
+                ledger.take(request);
+                self.reserved[job] = Some(request);
+            }
             room -= 1;
             impure_room &= !impure;
             offered.push(Handoff {
@@ -375,6 +406,16 @@ impl Dispatcher<'_> {
         }
         kept.append(&mut self.ready);
         self.ready = kept;
+        for (job, why) in too_big {
+            self.fail(job, Failure::new(FailureKind::OverBudget, why));
+        }
+        if self.stopping {
+            for handoff in offered.into_iter().rev() {
+                self.unreserve(handoff.job);
+                self.ready.push_front(handoff.job);
+            }
+            return;
+        }
         if offered.is_empty() {
             return;
         }
@@ -388,6 +429,7 @@ impl Dispatcher<'_> {
         }
         // Returned jobs go first next time, in their order.
         for handoff in returned.into_iter().rev() {
+            self.unreserve(handoff.job);
             self.ready.push_front(handoff.job);
         }
     }
@@ -396,6 +438,14 @@ impl Dispatcher<'_> {
     fn release(&mut self, job: JobIndex) {
         self.handed -= 1;
         self.impure_handed -= usize::from(self.jobs.impure(job));
+        self.unreserve(job);
+    }
+
+    /// Gives back what the job reserved of the budget, if anything.
+    fn unreserve(&mut self, job: JobIndex) {
+        if let (Some(ledger), Some(request)) = (&mut self.ledger, self.reserved[job].take()) {
+            ledger.give(request);
+        }
     }
 
     fn report(&mut self, report: Report) {
@@ -555,6 +605,8 @@ mod tests {
         store: HashMap<String, String>,
         /// Each stage's `retries`, 0 when absent.
         retries: HashMap<&'static str, u32>,
+        /// What each stage's jobs reserve; one CPU and no memory when absent.
+        requests: HashMap<&'static str, Request>,
     }
 
     fn job(stage: &'static str, deps: &[JobIndex]) -> Job {
@@ -578,7 +630,13 @@ mod tests {
                 jobs,
                 store: HashMap::new(),
                 retries: HashMap::new(),
+                requests: HashMap::new(),
             }
+        }
+
+        fn asking(mut self, stage: &'static str, cpus: u32, mem: u64) -> Graph {
+            self.requests.insert(stage, Request { cpus, mem });
+            self
         }
 
         fn retrying(mut self, stage: &'static str, retries: u32) -> Graph {
@@ -636,6 +694,10 @@ mod tests {
         fn retries(&self, job: JobIndex) -> u32 {
             self.retries.get(self.jobs[job].stage).copied().unwrap_or(0)
         }
+        fn request(&self, job: JobIndex, _attempt: u32) -> Request {
+            let default = Request { cpus: 1, mem: 0 };
+            *self.requests.get(self.jobs[job].stage).unwrap_or(&default)
+        }
         fn in_store(&self, id: &str) -> bool {
             self.store.contains_key(id)
         }
@@ -674,6 +736,8 @@ mod tests {
         handed: Vec<Handoff>,
         most_held: usize,
         most_impure: usize,
+        /// The jobs it held after each start: those running at the same time.
+        together: Vec<Vec<JobIndex>>,
         impure: Vec<bool>,
         deps: Vec<Vec<JobIndex>>,
         /// Committed and failed jobs: a chained job runs after its upstream committed and
@@ -698,6 +762,7 @@ mod tests {
                 handed: Vec::new(),
                 most_held: 0,
                 most_impure: 0,
+                together: Vec::new(),
                 impure: graph.jobs.iter().map(|j| j.impure).collect(),
                 deps: graph.jobs.iter().map(|j| j.deps.clone()).collect(),
                 committed: Vec::new(),
@@ -723,6 +788,9 @@ mod tests {
             self.handed.extend(offered.iter().cloned());
             self.held.extend(offered);
             self.most_held = self.most_held.max(self.held.len());
+            // Sealed jobs ran: they hold nothing.
+            self.together
+                .push(self.held.iter().map(|h| h.job).collect());
             let impure = self.held.iter().filter(|h| self.impure[h.job]).count();
             self.most_impure = self.most_impure.max(impure);
             Vec::new()
@@ -798,12 +866,14 @@ mod tests {
         impure_alone: true,
         chain: false,
         retries_itself: false,
+        budget: None,
     };
     const CHAINED: Admission = Admission {
         slots: None,
         impure_alone: false,
         chain: true,
         retries_itself: false,
+        budget: None,
     };
 
     fn options() -> Options {
@@ -811,6 +881,7 @@ mod tests {
             jobs: 2,
             continue_on_failure: false,
             retries: None,
+            mem: None,
             force: Force::None,
             targets: None,
             interrupted: Arc::new(AtomicBool::new(false)),
@@ -1091,6 +1162,8 @@ mod tests {
             reasons: vec![None],
             attempts: vec![1],
             retries_itself: false,
+            ledger: None,
+            reserved: vec![None],
             summary: Summary::default(),
         };
         d.report(Report::Failed(0, Failure::other("late")));
@@ -1176,6 +1249,78 @@ mod tests {
         let (summary, events) = run_fake(&graph, &mut fake, &options());
         assert_eq!(outcome_of(&events, "a"), ["failed"]);
         assert_eq!((fake.handed.len(), summary.failed), (1, 1));
+    }
+
+    #[test]
+    fn within_a_budget_small_jobs_fill_in_around_a_big_one_and_a_too_big_one_fails() {
+        const M: u64 = 1 << 20;
+        // Two big jobs, three small ones, one that could never fit.
+        let graph = Graph::new(vec![
+            job("big", &[]),
+            job("big", &[]),
+            job("small", &[]),
+            job("small", &[]),
+            job("small", &[]),
+            job("huge", &[]),
+        ])
+        .asking("big", 1, 70 * M)
+        .asking("small", 1, 20 * M)
+        .asking("huge", 1, 200 * M);
+        let admission = Admission {
+            slots: Some(8),
+            budget: Some(Budget {
+                cpus: 4,
+                mem: 100 * M,
+            }),
+            ..LOCAL
+        };
+        let mut fake = Fake::new(&graph, admission);
+        let mut options = options();
+        options.continue_on_failure = true;
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!((summary.ran, summary.failed), (5, 1));
+        assert_eq!(outcome_of(&events, "huge"), ["failed"]);
+        assert!(fake.handed.iter().all(|h| h.job != 5), "it never started");
+        let stage = |j: &JobIndex| graph.jobs[*j].stage;
+        for together in &fake.together {
+            let mem: u64 = together.iter().map(|j| graph.requests[stage(j)].mem).sum();
+            assert!(mem <= 100 * M, "{together:?} over the budget");
+        }
+        // The second big job waited; a small one did not wait behind it.
+        assert!(
+            fake.together[0].contains(&0) && fake.together[0].contains(&2),
+            "{:?}",
+            fake.together
+        );
+
+        // Without --continue-on-failure, the too big job stops the run like any failure.
+        let mut fake = Fake::new(&graph, admission);
+        let (summary, _) = run_fake(&graph, &mut fake, &self::options());
+        assert_eq!(summary.failed, 1);
+    }
+
+    #[test]
+    fn a_job_asking_for_more_cpus_than_the_budget_runs_alone() {
+        let graph =
+            Graph::new(vec![job("wide", &[]), job("a", &[]), job("b", &[])]).asking("wide", 8, 0);
+        let admission = Admission {
+            budget: Some(Budget { cpus: 2, mem: 1 }),
+            ..LOCAL
+        };
+        let mut fake = Fake::new(&graph, admission);
+        let (summary, _) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(summary.ran, 3);
+        for together in &fake.together {
+            assert!(
+                !together.contains(&0) || together.len() == 1,
+                "{together:?}"
+            );
+        }
+        assert!(
+            fake.together.iter().any(|t| t.len() == 2),
+            "{:?}",
+            fake.together
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ impl Executor for Dry<'_> {
             impure_alone: false,
             chain: false,
             retries_itself: false,
+            budget: None,
         }
     }
 

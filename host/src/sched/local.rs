@@ -8,7 +8,9 @@
 //! its dependents may start, only once its batch is committed.
 //!
 //! Workers keep one job queued each beyond the one they run, so that none waits for the
-//! dispatcher between jobs. A shared stop flag tells them not to start what is queued: the
+//! dispatcher between jobs, unless the run's CPU and memory budget can bind (see
+//! [`admit::local_budget`]): then the dispatcher hands over only what runs, `-j` jobs at
+//! most, within the budget. A shared stop flag tells them not to start what is queued: the
 //! dispatcher sets it to stop the run, and, without `--continue-on-failure`, a failure sets
 //! it where it happens, before anyone hears of it, so that no job starts after one failed.
 
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use super::admit::{self, Budget};
 use super::decide::PlanJobs;
 use super::dispatch::{self, Admission, Emit, Executor, Handoff, Report};
 use super::execute::{Attempt, execute};
@@ -123,12 +126,21 @@ pub fn with_executor<R>(
         }
         drop(reports_tx);
         drop(sealed_tx);
+        let slots = workers * 2;
+        let stages = plan.stages.keys().map(|name| {
+            let stage = &plan.lab.stages[name];
+            (stage, options.retries_of(stage))
+        });
+        // A budget that binds takes the jobs queued ahead of the workers: what is handed
+        // over is what runs.
+        let budget = admit::local_budget(stages, workers, slots, options.mem);
         let mut executor = Local {
             work: Some(work_tx),
             reports,
             stop: &stop,
             runtime,
-            slots: workers * 2,
+            slots: if budget.is_some() { workers } else { slots },
+            budget,
         };
         let result = f(&mut executor);
         // The workers end once no more work can come.
@@ -143,6 +155,7 @@ struct Local<'a> {
     stop: &'a AtomicBool,
     runtime: &'a Runtime,
     slots: usize,
+    budget: Option<Budget>,
 }
 
 impl Executor for Local<'_> {
@@ -153,6 +166,7 @@ impl Executor for Local<'_> {
             impure_alone: true,
             chain: false,
             retries_itself: false,
+            budget: self.budget,
         }
     }
 

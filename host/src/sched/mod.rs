@@ -5,6 +5,7 @@
 //! the store. None of them prints: the dispatcher reports [`Event`]s through a callback
 //! and the CLI renders them, so the same run can feed a terminal, JSON lines or a test.
 
+pub mod admit;
 pub mod decide;
 pub mod dispatch;
 mod execute;
@@ -173,6 +174,8 @@ pub enum FailureKind {
     GrantsChanged,
     /// The executor would not take it (SLURM refused the batch): no further job starts.
     Refused,
+    /// It asks for more memory than the run's budget (`--mem`) holds: it never started.
+    OverBudget,
     /// The store could not take its result.
     Store,
     /// A list it wrote for a fan-out is not one its stage takes (see [`fanout`]).
@@ -240,6 +243,7 @@ impl FailureKind {
             FailureKind::UpstreamFailed => "upstream_failed",
             FailureKind::GrantsChanged => "grants_changed",
             FailureKind::Refused => "refused",
+            FailureKind::OverBudget => "over_budget",
             FailureKind::Store => "store",
             FailureKind::BadList => "bad_list",
             FailureKind::Other => "other",
@@ -290,6 +294,9 @@ pub struct Options {
     /// see [`crate::lab::Escalation`]): `--retries N` for every stage, else each stage's
     /// `retries`.
     pub retries: Option<u32>,
+    /// The memory the local executor's jobs may reserve together (`--mem`, in bytes);
+    /// `None`: the machine's available memory (see [`admit`]).
+    pub mem: Option<u64>,
     pub force: Force,
     /// Only these jobs and what they need; `None`: every job of the plan.
     pub targets: Option<Vec<JobIndex>>,
@@ -308,6 +315,7 @@ impl Options {
             jobs: 1,
             continue_on_failure: false,
             retries: None,
+            mem: None,
             force: Force::None,
             targets: None,
             interrupted: Default::default(),

@@ -226,6 +226,7 @@ impl Executor for Slurm<'_> {
             impure_alone: false,
             chain: true,
             retries_itself: true,
+            budget: None,
         }
     }
 

@@ -16,7 +16,8 @@
 //! saw them (`null` if it failed before it started, as when SLURM refuses a batch). Failed
 //! jobs carry the `error`, its `kind` (`exit_status`, `trap`, `limit` with the `limit` that
 //! ended it: `memory`, `time`, `output` or `files`; `missing_output`, `tool_refused`,
-//! `interrupted`, `upstream_failed`, `grants_changed`, `refused`, `store`, `other`) and the
+//! `interrupted`, `upstream_failed`, `grants_changed`, `refused`, `over_budget` (it asks
+//! for more memory than `--mem` holds, and never started), `store`, `other`) and the
 //! `log` command; skipped ones the `failed_upstream` stage, and `interrupted` when they were
 //! not started because the run was interrupted.
 //! The last line counts the jobs by outcome. A job's `progress` events are the reports its

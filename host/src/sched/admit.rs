@@ -1,0 +1,261 @@
+//! Admission by resources: what a job reserves while an executor holds it, and the budget
+//! those reservations share (`repx run -j N --mem SIZE`).
+//!
+//! A job reserves its stage's `resources`: `cpus` (1 when not given) and `mem` (its memory
+//! limit at that attempt when not given, see [`crate::lab::Escalation`]). The dispatcher
+//! takes a job's reservation when it hands the job over and gives it back when the job is
+//! sealed, fails or is given back ([`Ledger`]).
+//!
+//! Invariants:
+//! - the reservations of the jobs an executor holds never add up to more than the budget,
+//!   in CPUs or in memory;
+//! - a job asking for more CPUs than the budget has reserves all of them: it runs alone;
+//! - a job asking for more memory than the whole budget never fits: it fails before it
+//!   starts, naming its stage, its request and the budget ([`Ledger::never_fits`]);
+//! - jobs are offered in order, but one that does not fit now does not hold back those
+//!   behind it that do: small jobs fill in around a big one.
+
+use crate::lab::Stage;
+use crate::lab::limits::bytes;
+
+/// What one job reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub cpus: u32,
+    /// Bytes.
+    pub mem: u64,
+}
+
+impl Request {
+    /// What a job of `stage` reserves at `attempt` (from 1).
+    pub fn of(stage: &Stage, attempt: u32) -> Request {
+        Request {
+            cpus: stage.resources.cpus.unwrap_or(1),
+            mem: stage
+                .resources
+                .mem
+                .unwrap_or_else(|| stage.escalate.at(stage.limits, attempt).memory),
+        }
+    }
+}
+
+/// What the jobs an executor holds may reserve together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub cpus: u32,
+    /// Bytes.
+    pub mem: u64,
+}
+
+/// The reservations against a budget.
+#[derive(Debug)]
+pub struct Ledger {
+    budget: Budget,
+    cpus: u32,
+    mem: u64,
+}
+
+impl Ledger {
+    pub fn new(budget: Budget) -> Ledger {
+        Ledger {
+            budget,
+            cpus: 0,
+            mem: 0,
+        }
+    }
+
+    /// `request` as reserved: at most the budget's CPUs.
+    pub fn clamp(&self, request: Request) -> Request {
+        Request {
+            cpus: request.cpus.min(self.budget.cpus),
+            ..request
+        }
+    }
+
+    /// Why a job of `stage` asking for `request` can never run within the budget, if so.
+    pub fn never_fits(&self, stage: &str, request: Request) -> Option<String> {
+        (request.mem > self.budget.mem).then(|| {
+            format!(
+                "stage `{stage}` asks for {} of memory per job, more than the run's budget of \
+                 {}: give the run more with `repx run --mem SIZE`, or lower the stage's \
+                 `resources.mem` (else its `limits.memory`)",
+                bytes(request.mem),
+                bytes(self.budget.mem)
+            )
+        })
+    }
+
+    /// Whether `request` (clamped) fits beside what is reserved.
+    pub fn fits(&self, request: Request) -> bool {
+        self.cpus + request.cpus <= self.budget.cpus
+            && self.mem.saturating_add(request.mem) <= self.budget.mem
+    }
+
+    pub fn take(&mut self, request: Request) {
+        self.cpus += request.cpus;
+        self.mem = self.mem.saturating_add(request.mem);
+    }
+
+    pub fn give(&mut self, request: Request) {
+        self.cpus -= request.cpus;
+        self.mem -= request.mem;
+    }
+}
+
+/// The budget of a local run of `stages` on `workers` threads with `mem` bytes (`--mem`,
+/// else the machine's available memory), when it can bind: `None` when any `slots` jobs
+/// of those stages fit in it at once whatever they are (each asks for one CPU, and
+/// `slots` of the largest memory request fit), so that the executor may keep jobs queued
+/// ahead of its workers. `retries` is each stage's, for the largest attempt's memory.
+pub fn local_budget<'a>(
+    stages: impl Iterator<Item = (&'a Stage, u32)>,
+    workers: usize,
+    slots: usize,
+    mem: Option<u64>,
+) -> Option<Budget> {
+    let mem = mem.or_else(available_memory)?;
+    let mut largest = 0u64;
+    let mut many_cpus = false;
+    for (stage, retries) in stages {
+        let request = Request::of(stage, retries.saturating_add(1));
+        largest = largest.max(request.mem);
+        many_cpus |= request.cpus > 1;
+    }
+    let binds = many_cpus || largest.saturating_mul(slots as u64) > mem;
+    binds.then_some(Budget {
+        cpus: u32::try_from(workers).unwrap_or(u32::MAX),
+        mem,
+    })
+}
+
+/// `MemAvailable` of `/proc/meminfo`: what can be had without swapping.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// A stage with these limits and resources, for tests.
+#[cfg(test)]
+pub(crate) fn stage_for_test(memory: u64, cpus: Option<u32>, mem: Option<u64>) -> Stage {
+    Stage {
+        name: "s".into(),
+        plugin: crate::lab::PluginRef::Builtin("exec".into()),
+        sha256: None,
+        mode: crate::lab::Mode::Pure,
+        inputs: Default::default(),
+        params: Default::default(),
+        outputs: Vec::new(),
+        tools: Vec::new(),
+        sources: Vec::new(),
+        limits: crate::lab::Limits {
+            memory,
+            ..Default::default()
+        },
+        retries: 0,
+        escalate: Default::default(),
+        resources: crate::lab::Resources {
+            cpus,
+            mem,
+            time: None,
+        },
+        foreach: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: u64 = 1 << 20;
+
+    #[test]
+    fn a_request_is_the_stage_resources_else_its_memory_limit_at_the_attempt() {
+        let stage = stage_for_test(100 * M, None, None);
+        assert_eq!(
+            Request::of(&stage, 1),
+            Request {
+                cpus: 1,
+                mem: 100 * M
+            }
+        );
+        assert_eq!(Request::of(&stage, 2).mem, 200 * M);
+        let stage = stage_for_test(100 * M, Some(4), Some(30 * M));
+        assert_eq!(
+            Request::of(&stage, 3),
+            Request {
+                cpus: 4,
+                mem: 30 * M
+            }
+        );
+    }
+
+    #[test]
+    fn the_ledger_keeps_within_the_budget() {
+        let mut ledger = Ledger::new(Budget {
+            cpus: 2,
+            mem: 100 * M,
+        });
+        let big = Request {
+            cpus: 1,
+            mem: 70 * M,
+        };
+        let small = Request {
+            cpus: 1,
+            mem: 20 * M,
+        };
+        assert!(ledger.fits(big));
+        ledger.take(big);
+        assert!(!ledger.fits(big));
+        assert!(ledger.fits(small));
+        ledger.take(small);
+        assert!(!ledger.fits(small), "no CPU left");
+        ledger.give(big);
+        assert!(ledger.fits(big));
+        // More CPUs than the budget: all of them, alone.
+        let wide = ledger.clamp(Request { cpus: 8, mem: M });
+        assert_eq!(wide.cpus, 2);
+        assert!(ledger.never_fits("s", wide).is_none());
+        let message = ledger
+            .never_fits(
+                "huge",
+                Request {
+                    cpus: 1,
+                    mem: 200 * M,
+                },
+            )
+            .unwrap();
+        assert!(
+            message.contains("`huge`") && message.contains("200M") && message.contains("100M"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_budget_that_cannot_bind_is_none() {
+        let small = stage_for_test(10 * M, None, None);
+        let wide = stage_for_test(10 * M, Some(2), None);
+        // Four jobs of 10M fit in 100M: nothing to admit.
+        assert_eq!(
+            local_budget([(&small, 0)].into_iter(), 2, 4, Some(100 * M)),
+            None
+        );
+        // A retry's 20M times four does not fit in 60M.
+        assert!(local_budget([(&small, 1)].into_iter(), 2, 4, Some(60 * M)).is_some());
+        // Two CPUs a job binds whatever the memory.
+        let budget = local_budget([(&wide, 0)].into_iter(), 2, 4, Some(1 << 40));
+        assert_eq!(
+            budget,
+            Some(Budget {
+                cpus: 2,
+                mem: 1 << 40
+            })
+        );
+    }
+
+    #[test]
+    fn the_machine_has_some_memory_available() {
+        assert!(available_memory().is_some_and(|m| m > 0));
+    }
+}
