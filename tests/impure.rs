@@ -954,6 +954,40 @@ fn watch_mode_with_targets_watches_only_what_they_depend_on() {
 }
 
 #[test]
+fn in_watch_mode_a_changed_plugin_file_runs_the_new_plugin() {
+    // The runtime, and the plugins it loaded, are kept from one run to the next: a plugin
+    // whose bytes changed must be the one that runs.
+    let lab = lab_dir(
+        "[stages.s]\nplugin = \"plugins/p.wasm\"\nparams = { n = 3 }\n\
+         [pipelines.main]\nstages = [\"s\"]\n[runs.r]\npipelines = [\"main\"]\n",
+        &["test-fail"],
+    );
+    let plugin = lab.path().join("plugins/p.wasm");
+    fs::copy(lab.path().join("plugins/generate.wasm"), &plugin).unwrap();
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(start.starts_with("watch: start: ran s in "), "{start}");
+
+    fs::copy(lab.path().join("plugins/test-fail.wasm"), &plugin).unwrap();
+    let failed = watching.next_cycle();
+    assert!(
+        failed.starts_with("watch: plugins/p.wasm changed: FAILED s (repx log "),
+        "{failed}"
+    );
+    assert!(failed.ends_with("; waiting for changes"), "{failed}");
+
+    // Back to the first plugin: its job is in the store.
+    fs::copy(lab.path().join("plugins/generate.wasm"), &plugin).unwrap();
+    let back = watching.next_cycle();
+    assert!(
+        back.starts_with("watch: plugins/p.wasm changed: 1 cached in "),
+        "{back}"
+    );
+    let (code, _) = watching.interrupt();
+    assert_eq!(code, Some(130));
+}
+
+#[test]
 fn in_watch_mode_an_edit_saved_while_make_runs_starts_the_next_run() {
     let lab = example();
     let src = lab.path().join("src");

@@ -26,14 +26,34 @@ pub fn check_scheduler(
     slurm::check_args(scheduler, args, ad_hoc)
 }
 
+/// A runtime kept from one run to the next by `repx run --watch`: its engine, and every
+/// plugin it compiled or loaded, keyed by digest, serve the next run as long as it is made
+/// the same way (the same plugin cache, as many jobs at once). A plugin whose bytes changed
+/// has another digest, so it is loaded again.
+#[derive(Default)]
+pub struct Kept(Option<(Option<PathBuf>, usize, Arc<Runtime>)>);
+
 /// The runtime for `parallel` jobs at once, with every plugin of the plan compiled, and
-/// the flag Ctrl-C (or SIGTERM, how `scancel` stops an allocation) sets.
+/// the flag Ctrl-C (or SIGTERM, how `scancel` stops an allocation) sets; the one `kept`
+/// holds when it fits, and then kept there.
 pub fn runtime(
     plan: &Plan,
     store: &Store,
     parallel: usize,
+    kept: Option<&mut Kept>,
 ) -> Result<(Arc<Runtime>, Arc<AtomicBool>), CliError> {
-    let runtime = Arc::new(Runtime::new(plugin_cache(plan, store), parallel)?);
+    let cache = plugin_cache(plan, store);
+    let runtime = match kept {
+        Some(Kept(Some((was, at_once, runtime)))) if *was == cache && *at_once == parallel => {
+            runtime.clone()
+        }
+        Some(kept) => {
+            let runtime = Arc::new(Runtime::new(cache.clone(), parallel)?);
+            kept.0 = Some((cache, parallel, runtime.clone()));
+            runtime
+        }
+        None => Arc::new(Runtime::new(cache, parallel)?),
+    };
     let interrupted = super::interrupt::arm(runtime.clone());
     crate::sched::prepare(plan, &runtime)?;
     for recompiled in runtime.take_recompiled() {

@@ -33,6 +33,8 @@ pub struct Cycle {
     /// Set by the run: the stages of the jobs it selected and of everything upstream of
     /// them, which is all the next run can depend on.
     pub stages: Option<BTreeSet<String>>,
+    /// The runtime of the runs before, with the plugins they loaded.
+    pub runtime: engine::Kept,
 }
 
 /// The effective mode `--impure`, `--pure` or `--hermetic` asks for, if any.
@@ -174,7 +176,8 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         dry_run(&plan, &store, &options);
         return Ok(exit::SUCCESS);
     }
-    let (runtime, interrupted) = engine::runtime(&plan, &store, jobs)?;
+    let kept = cycle.as_deref_mut().map(|c| &mut c.runtime);
+    let (runtime, interrupted) = engine::runtime(&plan, &store, jobs, kept)?;
     let (reporter, emit) = match cycle {
         Some(cycle) => (None, cycle.emit.clone()),
         None => {

@@ -15,7 +15,10 @@
 //!   left out. An edit saved while a job runs does start the next run: the job recorded no
 //!   fingerprint for it (see `sources`), so that run builds the edit.
 //! - A burst of writes (an editor's save) is one change: a run starts once nothing changed
-//!   for [`QUIET`].
+//!   for [`QUIET`], or for [`QUIET_CLOSED`] when the files changed were closed after their
+//!   last write (the save is whole).
+//! - The runtime, and the plugins it compiled, are kept from one run to the next (see
+//!   [`Kept`]); the lab, the store and the plan are read again each run.
 //! - Each run prints one line: why it ran, what ran or failed (with `repx log ID`), and how
 //!   long it took.
 //! - A failed job or an invalid lab (after the first run) leaves it waiting. Ctrl-C stops
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use super::engine::Kept;
 use super::error::CliError;
 use super::escape::terminal;
 use super::run::{Cycle, mode, once};
@@ -40,11 +44,17 @@ use crate::sched::Event;
 /// How long the files must stay unchanged before a run starts.
 const QUIET: Duration = Duration::from_millis(20);
 
+/// How long, when the last change was a file closed after it was written (a save is
+/// whole), since one save may write a few files back to back.
+const QUIET_CLOSED: Duration = Duration::from_millis(2);
+
 /// The longest a run waits for a burst of writes to end.
 const QUIET_AT_MOST: Duration = Duration::from_secs(1);
 
 enum Wake {
     Changed(Vec<PathBuf>),
+    /// Files closed after a write: what was saved there is whole.
+    Closed(Vec<PathBuf>),
     Interrupted,
     Failed(String),
 }
@@ -58,6 +68,7 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let wake = match event {
             Ok(event) if is_change(&event.kind) => Wake::Changed(event.paths),
+            Ok(event) if is_closed_after_write(&event.kind) => Wake::Closed(event.paths),
             Ok(_) => return,
             Err(e) => Wake::Failed(e.to_string()),
         };
@@ -66,6 +77,7 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     .map_err(|e| CliError::Failed(anyhow::anyhow!("watching files (inotify): {e}")))?;
 
     let mut watched = Watched::default();
+    let mut runtime = Kept::default();
     let mut why = "start".to_string();
     let mut first = true;
     loop {
@@ -79,8 +91,10 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
             emit,
             first,
             stages: None,
+            runtime: std::mem::take(&mut runtime),
         };
         let ran = once(cli, args, Some(&mut cycle));
+        runtime = std::mem::take(&mut cycle.runtime);
         if interrupt::interrupted() {
             errln!("watch: interrupted");
             return Ok(exit::INTERRUPTED);
@@ -121,19 +135,32 @@ fn is_change(kind: &EventKind) -> bool {
     )
 }
 
-/// Waits for a change to what `watched` covers, then for the burst it is part of to end;
-/// `None` on Ctrl-C.
+/// A file closed after it was opened for writing (inotify's `IN_CLOSE_WRITE`).
+fn is_closed_after_write(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// Waits for a change to what `watched` covers, then for the burst it is part of to end
+/// (quiet for [`QUIET`], or [`QUIET_CLOSED`] once the changed files were closed); `None`
+/// on Ctrl-C.
 fn wait(
     receive: &Receiver<Wake>,
     watched: &Watched,
 ) -> Result<Option<BTreeSet<PathBuf>>, CliError> {
     let mut changed = BTreeSet::new();
     let mut since: Option<Instant> = None;
+    // Whether every changed file was closed since its last change.
+    let mut closed = false;
     loop {
+        let quiet = if closed { QUIET_CLOSED } else { QUIET };
         let wake = match since {
             None => receive.recv().ok(),
             Some(first) if first.elapsed() >= QUIET_AT_MOST => return Ok(Some(changed)),
-            Some(_) => match receive.recv_timeout(QUIET) {
+            Some(_) => match receive.recv_timeout(quiet) {
                 Ok(wake) => Some(wake),
                 Err(RecvTimeoutError::Timeout) => return Ok(Some(changed)),
                 Err(RecvTimeoutError::Disconnected) => None,
@@ -152,6 +179,13 @@ fn wait(
                 if !relevant.is_empty() {
                     since.get_or_insert_with(Instant::now);
                     changed.extend(relevant);
+                    closed = false;
+                }
+            }
+            // Closing a file changes nothing by itself; it ends the write that did.
+            Some(Wake::Closed(paths)) => {
+                if since.is_some() && paths.iter().any(|p| changed.contains(p)) {
+                    closed = true;
                 }
             }
         }

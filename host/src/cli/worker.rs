@@ -71,7 +71,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
     let complete = runnable.len() == batch.jobs.len();
     let nix = crate::nix::Nix::for_plan(&plan, &store, batch.nix.clone())?;
 
-    let (runtime, interrupted) = engine::runtime(&plan, &store, batch.parallel)?;
+    let (runtime, interrupted) = engine::runtime(&plan, &store, batch.parallel, None)?;
     // The allocation's log is a file: plain lines.
     let (reporter, emit) = engine::reporter(&plan, &store, Format::Lines, batch.parallel);
     let work = slurm::worker::Work {

@@ -180,13 +180,28 @@ impl Store {
     }
 
     /// Renames a staged job directory to `jobs/<id>`, replacing an unrecorded leftover.
+    ///
+    /// What it replaces is moved into this process's staging directory and removed on a
+    /// thread of its own, beside the jobs that follow (an impure job replaces its previous
+    /// output on every edit, and removing a tree is many metadata writes on a busy disk).
+    /// Whatever that removal leaves, the store's drop and the next writer's open clear
+    /// from `tmp/`.
     fn move_into_jobs(&self, staging: &Staging) -> Result<(), StoreError> {
         let target = self.job_dir(&staging.id);
         if target.exists() {
             // An unrecorded leftover of a crash, or an impure job's previous output.
-            let trash = staging.dir.with_extension("old");
+            // `<id>.<attempt>.old`, as unique as the staging directory beside it.
+            let mut trash = staging.dir.clone().into_os_string();
+            trash.push(".old");
+            let trash = PathBuf::from(trash);
             fs::rename(&target, &trash).map_err(io(&target))?;
-            super::remove_tree(&trash).map_err(io(&trash))?;
+            let removal = std::thread::spawn(move || {
+                let _ = super::remove_tree(&trash);
+            });
+            self.trash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(removal);
         }
         fs::rename(&staging.dir, &target).map_err(io(&target))
     }

@@ -327,6 +327,9 @@ pub struct Store {
     warnings: Mutex<Vec<Warning>>,
     /// Whether writing into the store failed, as a full disk makes it.
     io_failed: AtomicBool,
+    /// Replaced job directories being removed beside the run (see
+    /// [`commit`](Store::commit_sealed)), waited for when the store is dropped.
+    trash: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// A process that wrote into the store leaves none of its own scratch or staging
@@ -336,6 +339,10 @@ impl Drop for Store {
     fn drop(&mut self) {
         if self._lock.is_none() {
             return;
+        }
+        let trash = std::mem::take(self.trash.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for removal in trash {
+            let _ = removal.join();
         }
         let suffix = format!(".{}", self.tag);
         let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
@@ -480,6 +487,7 @@ impl Store {
             _lock: lock,
             warnings: Mutex::new(warnings),
             io_failed: AtomicBool::new(false),
+            trash: Mutex::new(Vec::new()),
         })
     }
 

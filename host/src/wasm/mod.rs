@@ -444,6 +444,10 @@ impl Runtime {
             .total_tables(slots * MAX_TABLES)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
+            // Stacks are for async fibers, which no plugin runs on (calls are synchronous);
+            // the default of 1000 costs every run a 2 GiB reservation and a guard-page
+            // mprotect per stack (a third of a no-op run's time).
+            .total_stacks(slots)
             .max_memory_size(limits::MAX_MEMORY as usize)
             // A finished job's memory is reset by zeroing the pages it wrote (found with
             // PAGEMAP_SCAN where the kernel has it), not unmapped: no madvise, no TLB
