@@ -2,7 +2,8 @@
 //! of each language (`plugins/conformance`) is built by the real toolchain through the
 //! real `repx plugin build`, run by the real `repx`, and held to the same expectations,
 //! written once here. Also: scaffolds (`repx plugin new`) built and run outside the
-//! checkout, and builds that give the same bytes twice.
+//! checkout, builds that give the same bytes twice, declared parameters checked against the
+//! lab, and examples/polyglot (a stage in each language) pure and hermetic.
 //!
 //! The toolchains come from `scripts/setup-plugins`.
 
@@ -472,4 +473,133 @@ fn build_names_what_is_missing() {
         "{}",
         nothing.stderr
     );
+}
+
+/// Every file under `root`, relative, with its bytes.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                files.insert(relative, fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The committed jobs of the store of `lab`: id → (stage, files of its `out/`).
+fn outputs(lab: &Path) -> BTreeMap<String, (String, BTreeMap<PathBuf, Vec<u8>>)> {
+    let store = common::default_store(lab);
+    fs::read_to_string(store.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|record| {
+            let id = record["id"].as_str().unwrap().to_string();
+            let out = files(&store.join("jobs").join(&id).join("out"));
+            (id, (record["stage"].as_str().unwrap().to_string(), out))
+        })
+        .collect()
+}
+
+/// examples/polyglot: generate in C, transform in Python, format in JavaScript, summarise
+/// in Rust, each stage reading the one before. Built once (`repx plugin build` for three,
+/// scripts/build-plugins for the Rust one), then run pure and, in a copy, hermetic (each
+/// job a derivation in the Nix sandbox): the same jobs, with the same bytes, and the data
+/// passed along intact.
+#[test]
+fn example_runs_pure_and_hermetic_to_the_same_bytes() {
+    let pure = common::copy_example("polyglot");
+    for stage in ["generate", "transform", "format"] {
+        repx(pure.path(), &["plugin", "build", stage]).expect_code(0);
+    }
+    let hermetic = TempDir::new();
+    common::copy_dir(pure.path(), hermetic.path());
+
+    let run = repx(pure.path(), &["run", "--pure"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "8 jobs: 8 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    let jobs = outputs(pure.path());
+    let of = |stage: &str| -> Vec<&BTreeMap<PathBuf, Vec<u8>>> {
+        jobs.values()
+            .filter(|(s, _)| s == stage)
+            .map(|(_, out)| out)
+            .collect()
+    };
+    let text = |out: &BTreeMap<PathBuf, Vec<u8>>, file: &str| {
+        String::from_utf8(out[Path::new(file)].clone()).unwrap()
+    };
+    // The mean of each seed's samples, as C wrote them, is the one Rust reports at the
+    // end of the chain; Python's z column has mean 0 and the chart a bar per sample.
+    let mut generated: Vec<f64> = of("generate")
+        .iter()
+        .map(|out| {
+            let xs: Vec<f64> = text(out, "samples.csv")
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(xs.len(), 24);
+            xs.iter().sum::<f64>() / 24.0
+        })
+        .collect();
+    let mut summarised: Vec<f64> = of("summarise")
+        .iter()
+        .map(|out| {
+            let summary: serde_json::Value =
+                serde_json::from_str(&text(out, "summary.json")).unwrap();
+            assert_eq!(summary["count"], 24);
+            summary["mean"].as_f64().unwrap()
+        })
+        .collect();
+    generated.sort_by(f64::total_cmp);
+    summarised.sort_by(f64::total_cmp);
+    assert_eq!(generated.len(), 2, "one job per seed");
+    assert_eq!(generated, summarised);
+    assert_ne!(generated[0], generated[1], "two seeds, one sample");
+    for out in of("transform") {
+        let z: f64 = text(out, "scaled.csv")
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!(z.abs() < 0.01, "the z column sums to {z}");
+    }
+    for out in of("format") {
+        let svg = text(out, "chart.svg");
+        assert!(svg.contains("<title>scaled samples</title>"), "{svg}");
+        assert_eq!(svg.matches("<rect ").count(), 24);
+    }
+
+    let run = common::repx_with_env(
+        hermetic.path(),
+        &["run", "--hermetic"],
+        &[("REPX_NIX_BUILDER", common::static_repx().to_str().unwrap())],
+    );
+    run.expect_code(0);
+    assert_eq!(
+        run.summary(),
+        "8 jobs: 8 ran, 0 cached, 0 failed, 0 skipped"
+    );
+    let nix = outputs(hermetic.path());
+    assert_eq!(
+        nix.keys().collect::<Vec<_>>(),
+        jobs.keys().collect::<Vec<_>>(),
+        "the job ids differ between pure and hermetic"
+    );
+    for (id, (stage, out)) in &jobs {
+        assert_eq!(
+            &nix[id].1, out,
+            "{stage} job {id}: hermetic differs from pure"
+        );
+    }
 }
