@@ -1745,3 +1745,75 @@ params = { k = [1, 2, 3, 4, 5, 6] }
             .all(|e| e["stage"] != "big")
     );
 }
+
+#[test]
+fn a_job_record_says_what_its_plugin_and_its_tools_used() {
+    let lab = common::lab_dir(
+        r#"
+[stages.alloc]
+plugin = "plugins/bench-kernel.wasm"
+params = { mib = 100 }
+outputs = ["result.json"]
+[stages.tool]
+plugin = "plugins/test-tool.wasm"
+mode = "impure"
+tools = ["dd"]
+params = { tool = "dd", args = ["if=/dev/zero", "of=/dev/null", "bs=48M", "count=2"] }
+outputs = ["status.txt"]
+[pipelines.p]
+stages = ["alloc", "tool"]
+[runs.r]
+pipelines = ["p"]
+"#,
+        &["bench-kernel", "test-tool"],
+    );
+    repx(lab.path(), &["run"]).expect_code(0);
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(lab.path().join(".repx/records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let usage = |stage: &str| {
+        let record = records.iter().find(|r| r["stage"] == stage).unwrap();
+        record["usage"].clone()
+    };
+    // The plugin that allocates 100 MiB shows at least that, and some CPU time.
+    let alloc = usage("alloc");
+    assert!(alloc["mem"].as_u64().unwrap() >= 100 << 20, "{alloc}");
+    assert!(alloc["cpu_us"].as_u64().unwrap() > 0, "{alloc}");
+    assert!(alloc.get("tools_rss").is_none(), "it ran no tool: {alloc}");
+    // `dd` with a 48 MiB buffer, under its reaper: its peak RSS, through the reaper.
+    let tool = usage("tool");
+    assert!(tool["tools_rss"].as_u64().unwrap() >= 48 << 20, "{tool}");
+    assert!(tool["tools_cpu_us"].as_u64().unwrap() > 0, "{tool}");
+
+    // `results` has them as columns, `show job` and the report show them.
+    let csv = repx(lab.path(), &["results", "--format", "csv"]);
+    csv.expect_code(0);
+    let mut lines = csv.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let row: Vec<&str> = lines
+        .find(|l| l.contains(",alloc,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    let mem: f64 = row[column("mem_mib")].parse().unwrap();
+    assert!(mem >= 100.0, "{}", csv.stdout);
+    let id = records.iter().find(|r| r["stage"] == "alloc").unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let shown = repx(lab.path(), &["show", "job", id]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("memory:") && l.contains("plugin (peak linear memory)")),
+        "{}",
+        shown.stdout
+    );
+    repx(lab.path(), &["report", "-o", "report.html"]).expect_code(0);
+    let html = std::fs::read_to_string(lab.path().join("report.html")).unwrap();
+    assert!(html.contains("<th>memory MiB</th>"), "{html}");
+}

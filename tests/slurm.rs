@@ -998,6 +998,7 @@ fn workers_commit_beside_the_lock_holder_who_reads_their_records() {
         tools: None,
         attempt: None,
         attempts: Vec::new(),
+        usage: None,
     };
     let dir = common::TempDir::new();
     let root = dir.path().join("store");

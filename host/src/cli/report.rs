@@ -71,6 +71,7 @@ pub fn report(
         id: Option<String>,
         state: &'static str,
         duration_ms: Option<u64>,
+        usage: Option<crate::store::Usage>,
         output: Option<PathBuf>,
     }
     let all: Vec<Job> = jobs
@@ -89,7 +90,8 @@ pub fn report(
                 label: label(&job.stage, &job.params),
                 stage: job.stage.clone(),
                 output: record.as_ref().map(|r| store.output_dir(&r.id)),
-                duration_ms: record.map(|r| r.duration_ms),
+                duration_ms: record.as_ref().map(|r| r.duration_ms),
+                usage: record.as_ref().and_then(|r| r.usage),
                 id,
                 state,
             }
@@ -212,7 +214,8 @@ pub fn report(
 
     page.push_str(
         "<h2>Timings</h2>\n<table><thead><tr><th>job</th><th>id</th><th>state</th>\
-                   <th>seconds</th><th style=\"width:40%\"></th></tr></thead><tbody>\n",
+                   <th>seconds</th><th>CPU s</th><th>memory MiB</th><th>tools CPU s</th>\
+                   <th>tools RSS MiB</th><th style=\"width:30%\"></th></tr></thead><tbody>\n",
     );
     let longest = all
         .iter()
@@ -230,10 +233,22 @@ pub fn report(
         let width = job
             .duration_ms
             .map_or(0.0, |ms| ms as f64 * 100.0 / longest as f64);
+        // What the job used, as measured while it ran (none for a hermetic job).
+        let used: String = match job.usage {
+            Some(u) => [
+                format!("{:.3}", u.cpu_us as f64 / 1e6),
+                format!("{:.1}", u.mem as f64 / f64::from(1 << 20)),
+                format!("{:.3}", u.tools_cpu_us as f64 / 1e6),
+                format!("{:.1}", u.tools_rss as f64 / f64::from(1 << 20)),
+            ]
+            .map(|cell| format!("<td class=\"num\">{cell}</td>"))
+            .concat(),
+            None => "<td></td>".repeat(4),
+        };
         let _ = writeln!(
             page,
             "<tr><td>{}</td><td class=\"id\">{}</td><td class=\"{2}\">{2}</td><td class=\"num\">{3}</td>\
-             <td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>",
+             {used}<td><div class=\"bar\" style=\"width:{width:.1}%\"></div></td></tr>",
             html(&job.label),
             html(job.id.as_deref().map_or("-", short)),
             html(job.state),

@@ -46,6 +46,8 @@ pub struct Row {
     /// `metrics.json` flattened: nested keys joined with `.`; scalars only.
     pub metrics: BTreeMap<String, Value>,
     pub duration_ms: Option<u64>,
+    /// What it used, as its record says (see [`crate::store::Usage`]).
+    pub usage: Option<crate::store::Usage>,
     pub output: Option<PathBuf>,
 }
 
@@ -128,7 +130,8 @@ pub fn collect(
             state,
             params: job.params.clone(),
             metrics,
-            duration_ms: record.map(|r| r.duration_ms),
+            duration_ms: record.as_ref().map(|r| r.duration_ms),
+            usage: record.as_ref().and_then(|r| r.usage),
             output,
         });
     }
@@ -195,7 +198,8 @@ fn flatten(prefix: &str, value: &Value, into: &mut BTreeMap<String, Value>) {
 
 impl Results {
     /// The column names: `id`, `stage`, `state`, the parameters, the metrics (prefixed
-    /// `metrics.` where a parameter has the same name) and `duration_s`.
+    /// `metrics.` where a parameter has the same name), `duration_s` and what the job used:
+    /// `cpu_s` and `mem_mib` of the plugin, `tools_cpu_s` and `tools_rss_mib` of its tools.
     pub fn header(&self) -> Vec<String> {
         let mut header: Vec<String> = ["id", "stage", "state"].map(String::from).to_vec();
         header.extend(self.params.iter().cloned());
@@ -207,7 +211,7 @@ impl Results {
                 metric.clone()
             });
         }
-        header.push("duration_s".into());
+        header.extend(USAGE_COLUMNS.map(String::from));
         header
     }
 
@@ -228,6 +232,10 @@ impl Results {
                         .map(|ms| format!("{:.3}", ms as f64 / 1000.0))
                         .unwrap_or_default(),
                 );
+                cells.extend(usage_cells(row.usage.as_ref()).map(|v| match v {
+                    Value::Null => String::new(),
+                    v => v.to_string(),
+                }));
                 cells
             })
             .collect()
@@ -245,12 +253,42 @@ impl Results {
                     "params": row.params,
                     "metrics": row.metrics,
                     "duration_s": row.duration_ms.map(|ms| ms as f64 / 1000.0),
+                    "usage": usage_cells(row.usage.as_ref())
+                        .into_iter()
+                        .zip(&USAGE_COLUMNS[1..])
+                        .map(|(v, k)| (k.to_string(), v))
+                        .collect::<serde_json::Map<_, _>>(),
                     "output": row.output,
                 })
             })
             .collect();
         serde_json::json!({ "run": self.run, "jobs": rows })
     }
+}
+
+/// The columns after the parameters and metrics: wall time, then what the job used.
+const USAGE_COLUMNS: [&str; 5] = [
+    "duration_s",
+    "cpu_s",
+    "mem_mib",
+    "tools_cpu_s",
+    "tools_rss_mib",
+];
+
+/// The usage columns but `duration_s`, rounded for a table; null where the record has none.
+fn usage_cells(usage: Option<&crate::store::Usage>) -> [Value; 4] {
+    let Some(u) = usage else {
+        return [Value::Null, Value::Null, Value::Null, Value::Null];
+    };
+    let seconds = |us: u64| serde_json::json!((us as f64 / 1e6 * 1000.0).round() / 1000.0);
+    let mib =
+        |bytes: u64| serde_json::json!((bytes as f64 / f64::from(1 << 20) * 10.0).round() / 10.0);
+    [
+        seconds(u.cpu_us),
+        mib(u.mem),
+        seconds(u.tools_cpu_us),
+        mib(u.tools_rss),
+    ]
 }
 
 /// A value as a table cell: strings bare, everything else as JSON, missing as empty.

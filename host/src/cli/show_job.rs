@@ -164,6 +164,26 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
             "duration",
             &format!("{:.3}s", record.duration_ms as f64 / 1000.0),
         );
+        if let Some(usage) = record.usage {
+            let seconds = |us: u64| format!("{:.3}s", us as f64 / 1e6);
+            let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+            row(
+                "cpu",
+                &format!(
+                    "{} plugin, {} tools",
+                    seconds(usage.cpu_us),
+                    seconds(usage.tools_cpu_us)
+                ),
+            );
+            row(
+                "memory",
+                &format!(
+                    "{} plugin (peak linear memory), {} tools (peak RSS)",
+                    mib(usage.mem),
+                    mib(usage.tools_rss)
+                ),
+            );
+        }
         if let Some(attempt) = record.attempt {
             row(
                 "attempt",

@@ -165,6 +165,7 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         inputs: read_inputs(job, store, &upstream_ids),
         attempt: (number > 1).then_some(number),
         attempts,
+        usage: ran.usage,
         plugin: Some(plan.stages[&job.stage].plugin.digest.clone()),
         tools: Some(
             plan.stages[&job.stage]
@@ -215,6 +216,8 @@ fn read_inputs(
 /// What a job that ran left besides its output.
 struct Ran {
     logs: Logs,
+    /// What an in-process run used.
+    usage: Option<store::Usage>,
     /// The Nix store path of a hermetic job's output.
     nix: Option<String>,
 }
@@ -291,7 +294,16 @@ fn here(
             message,
             logs,
         }),
-        None => Ok(Ran { logs, nix: None }),
+        None => Ok(Ran {
+            logs,
+            nix: None,
+            usage: Some(store::Usage {
+                cpu_us: finished.usage.cpu.as_micros() as u64,
+                mem: finished.usage.peak_memory,
+                tools_cpu_us: finished.usage.tools.cpu.as_micros() as u64,
+                tools_rss: finished.usage.tools.peak_rss,
+            }),
+        }),
     }
 }
 
@@ -363,6 +375,7 @@ fn in_nix(
     Ok(Ran {
         logs,
         nix: Some(built.out.display().to_string()),
+        usage: None,
     })
 }
 

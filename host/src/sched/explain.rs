@@ -123,6 +123,7 @@ impl Executor for Dry<'_> {
                 tools: None,
                 attempt: None,
                 attempts: Vec::new(),
+                usage: None,
                 id: handoff.id,
             };
             reports.push(Report::Committed(handoff.job, Box::new(record)));

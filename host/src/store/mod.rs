@@ -204,6 +204,29 @@ pub struct Record {
     /// When it was a retry: every attempt, the failed ones and the last, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRecord>,
+    /// What the attempt that made it used, besides its wall time (`duration_ms`); none for
+    /// a hermetic job, which Nix ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What a job used while it ran.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of the plugin, its host calls included, in microseconds.
+    pub cpu_us: u64,
+    /// The most its linear memories and tables held at once, in bytes.
+    pub mem: u64,
+    /// CPU time of its tools, in microseconds, and the largest peak RSS of any of them, in
+    /// bytes; absent when it ran none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tools_cpu_us: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tools_rss: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One attempt of a job: the limits it ran with and, when it failed, how.
@@ -247,6 +270,7 @@ impl Record {
             tools: None,
             attempt: None,
             attempts: Vec::new(),
+            usage: None,
         }
     }
 }

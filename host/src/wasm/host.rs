@@ -52,6 +52,8 @@ pub struct HostState {
     pub tracer: Option<Arc<dyn super::Tracer>>,
     /// Whether a tool call was refused: a plugin that fails after one failed for it.
     pub refused: bool,
+    /// What its tools used.
+    pub tool_usage: super::tools::ToolUsage,
 }
 
 impl self::repx::stage::host::Host for HostState {
@@ -81,6 +83,7 @@ impl self::repx::stage::host::Host for HostState {
                     self.bubblewrap.as_deref(),
                     &self.deadline,
                     &self.log,
+                    &mut self.tool_usage,
                 )
             });
         if let Some(tracer) = &self.tracer {

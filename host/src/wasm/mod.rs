@@ -209,6 +209,8 @@ struct MemoryBudget {
     used: u64,
     /// The last growth granted, taken back if it fails after all.
     granted: u64,
+    /// The most `used` was: the plugin's peak memory.
+    peak: u64,
 }
 
 impl MemoryBudget {
@@ -217,6 +219,7 @@ impl MemoryBudget {
             limit,
             used: 0,
             granted: 0,
+            peak: 0,
         }
     }
 
@@ -233,6 +236,7 @@ impl MemoryBudget {
             ));
         }
         self.used = total;
+        self.peak = self.peak.max(total);
         self.granted = growth;
         Ok(true)
     }
@@ -314,6 +318,32 @@ pub struct Finished {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub host_log: Vec<u8>,
+    pub usage: Usage,
+}
+
+/// What a plugin run used.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time of the thread that ran the plugin (its host calls included, its tools not).
+    pub cpu: Duration,
+    /// The most its linear memories and tables held at once, in bytes (see
+    /// [`MemoryBudget`]; memories never shrink, so the last grant is the peak).
+    pub peak_memory: u64,
+    pub tools: tools::ToolUsage,
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: `now` is a plain C struct that `clock_gettime` fills.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `now` is valid for writes.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// How many lines of stderr a failure message carries, and how many characters of each: the
@@ -598,6 +628,7 @@ impl Runtime {
         let live_dir = job.live.clone();
         let memory = MemoryBudget::new(job.limits.memory);
         let started = Instant::now();
+        let cpu_before = thread_cpu();
         let deadline = deadline::Deadline::new(started, job.limits.time, self.interrupt.clone());
         let output = OutputLimit::new(job.limits.output, job.policy.clone(), started);
         let files = usize::try_from(job.limits.files).unwrap_or(usize::MAX);
@@ -613,7 +644,7 @@ impl Runtime {
         // From here until the plugin's run is over, the watchdog wakes this thread from a
         // host call blocked past the deadline.
         let watching = self.watchdog.watch(deadline.clone());
-        let (ending, host_log, tool_refused) = match &*prepared {
+        let (ending, host_log, tool_refused, (peak_memory, tools)) = match &*prepared {
             Prepared::Component(pre) => {
                 let mut table = ResourceTable::new();
                 // Every open file, directory and stream is an entry of this table.
@@ -633,6 +664,7 @@ impl Runtime {
                         failed: None,
                         tracer: self.tracer.clone(),
                         refused: false,
+                        tool_usage: Default::default(),
                     },
                     memory,
                     output,
@@ -652,7 +684,9 @@ impl Runtime {
                     (Ok(Err(())), None) => Ending::Exit(1),
                     (Err(e), None) => ending_of(e, &job.limits, &mut log),
                 };
-                (ending, log, store.data().host.refused)
+                let data = store.data();
+                let used = (data.memory.peak, data.host.tool_usage);
+                (ending, log, data.host.refused, used)
             }
             Prepared::Module(pre) => {
                 let mut wasi = builder.build_p1();
@@ -678,7 +712,8 @@ impl Runtime {
                     Ok(()) => Ending::Exit(0),
                     Err(e) => ending_of(e, &job.limits, &mut log),
                 };
-                (ending, log, false)
+                let used = (store.data().memory.peak, Default::default());
+                (ending, log, false, used)
             }
         };
         drop(watching);
@@ -708,6 +743,11 @@ impl Runtime {
             stdout: stdout.contents(),
             stderr: stderr.contents(),
             host_log,
+            usage: Usage {
+                cpu: thread_cpu().saturating_sub(cpu_before),
+                peak_memory,
+                tools,
+            },
         })
     }
 }

@@ -126,6 +126,7 @@ pub(crate) fn run(
     bubblewrap: Option<&Path>,
     deadline: &Deadline,
     log: &LogPipe,
+    usage: &mut ToolUsage,
 ) -> Result<i32, ToolError> {
     let path = search_path(grants);
     let reaped = policy.mode == Mode::Impure && invocation.guest_program.is_none();
@@ -200,7 +201,7 @@ pub(crate) fn run(
         };
         format!("`{}` was killed: {why}", invocation.program.display())
     };
-    let status = wait_until(&mut child, deadline).ok_or_else(time_up)?;
+    let status = wait_until(&mut child, deadline, usage).ok_or_else(time_up)?;
     // The reaper never dies of a signal of its own accord (it blocks those that stop it):
     // killed, it no longer ends what the tool left, which may go on writing the job's output.
     if reaped && let Some(signal) = status.signal() {
@@ -220,6 +221,31 @@ pub(crate) fn run(
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// What the tools of one job used, over all their runs: from `wait4`, each tool's CPU
+/// time and peak RSS with those of the descendants it waited for (bubblewrap's and the
+/// reaper's included).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ToolUsage {
+    /// User and system CPU time, summed.
+    pub cpu: Duration,
+    /// The largest resident set of any one of them, in bytes.
+    pub peak_rss: u64,
+}
+
+impl ToolUsage {
+    fn add(&mut self, usage: &libc::rusage) {
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        self.cpu += time(usage.ru_utime) + time(usage.ru_stime);
+        // Linux gives it in KiB.
+        self.peak_rss = self
+            .peak_rss
+            .max((usage.ru_maxrss.max(0) as u64).saturating_mul(1024));
+    }
 }
 
 /// Why a tool's run gave no exit status.
@@ -292,21 +318,26 @@ pub fn reap(parent: u32, command: &[OsString]) -> i32 {
     }
 }
 
-/// Waits for `child` to exit, or stops it at `deadline` (its wall time up, or the run
-/// interrupted) and returns `None`.
+/// Waits for `child` to exit, adding what it used to `usage`, or stops it at `deadline`
+/// (its wall time up, or the run interrupted) and returns `None`.
 ///
 /// The wait sleeps in `poll(2)` on a pidfd of the child, which wakes the moment it exits:
 /// no time is lost between the tool's end and the job's. It wakes at least every
 /// [`WAIT_TICK`] to see an interrupt. A kernel without pidfds (before 5.3) gets a poll of
 /// the child instead, at most a tick apart.
-fn wait_until(child: &mut Child, deadline: &Deadline) -> Option<ExitStatus> {
+fn wait_until(child: &mut Child, deadline: &Deadline, usage: &mut ToolUsage) -> Option<ExitStatus> {
     let pidfd = Pidfd::open(child.id());
     let mut pause = Duration::from_micros(100);
+    let pid = libc::pid_t::try_from(child.id()).ok();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => {}
-            Err(_) => return child.wait().ok(),
+        match pid {
+            Some(pid) if has_exited(pid) => return reap_with_usage(pid, usage),
+            Some(_) => {}
+            None => match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(_) => return child.wait().ok(),
+            },
         }
         let left = deadline.remaining();
         if left.is_zero() {
@@ -383,6 +414,22 @@ fn stop(child: &mut Child) {
     // SAFETY: as above.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     let _ = child.wait();
+}
+
+/// Reaps the exited child `pid` with `wait4`, for its resource usage, which `Child::wait`
+/// does not give; the `Child` is not waited for afterwards.
+fn reap_with_usage(pid: libc::pid_t, usage: &mut ToolUsage) -> Option<ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: `used` is a plain C struct that `wait4` fills; zeroed is a valid value.
+    let mut used: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for writes; `pid` is our exited, unreaped child.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut used) };
+    if reaped != pid {
+        return None;
+    }
+    usage.add(&used);
+    Some(ExitStatus::from_raw(status))
 }
 
 /// Whether the child `pid` has exited, leaving it unreaped.
