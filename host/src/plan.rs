@@ -38,16 +38,6 @@ pub enum PlanError {
     /// A key of the lab that this host cannot satisfy (a tool not installed).
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
-    /// A fan-out's list in the store that its stage does not take (its `max_items` was
-    /// lowered since the list was written).
-    #[error("stage `{stage}`: the list {file} of job {job} (stage `{splitter}`) {message}")]
-    List {
-        stage: String,
-        splitter: String,
-        job: String,
-        file: String,
-        message: String,
-    },
 }
 
 /// What a stage resolves to on this host.
@@ -73,6 +63,11 @@ pub struct Plan {
     /// Jobs done in an earlier round of this run, with their keys: the dispatcher takes
     /// them as done (see [`crate::sched::fanout`]).
     pub earlier: HashMap<JobIndex, String>,
+    /// Jobs done in the store whose list a fan-out of this lab does not take (written
+    /// before the list was checked, or before `max_items` was lowered), with what is wrong:
+    /// such a job runs again (see [`crate::sched::decide`]), so that it fails with the
+    /// message, or writes a list that is taken, and the lab is never locked out by it.
+    pub bad_lists: BTreeMap<JobIndex, String>,
 }
 
 impl Plan {
@@ -148,6 +143,7 @@ impl Plan {
             sources: HashMap::new(),
             taken: Mutex::new(HashSet::new()),
             earlier: HashMap::new(),
+            bad_lists: BTreeMap::new(),
         };
         plan.resolve_jobs(0, store)?;
         plan.grow(store)?;
@@ -178,19 +174,22 @@ impl Plan {
                 if !store.is_done(id) {
                     continue;
                 }
-                let splitter = &self.graph.jobs[waiting.splitter].stage;
-                let items = crate::graph::items::read(
+                let items = match crate::graph::items::read(
                     &store.output_dir(id),
                     &waiting.file,
                     waiting.max_items,
-                )
-                .map_err(|message| PlanError::List {
-                    stage: waiting.stage.clone(),
-                    splitter: splitter.clone(),
-                    job: id[..12.min(id.len())].to_string(),
-                    file: waiting.file.display().to_string(),
-                    message,
-                })?;
+                ) {
+                    Ok(items) => items,
+                    Err(message) => {
+                        let what = format!(
+                            "the list {} it wrote for stage `{}` {message}",
+                            waiting.file.display(),
+                            waiting.stage
+                        );
+                        self.bad_lists.entry(waiting.splitter).or_insert(what);
+                        continue;
+                    }
+                };
                 lists.push((waiting.splitter, waiting.file.clone(), items));
             }
             if lists.is_empty() {

@@ -292,3 +292,79 @@ fn dry_run_viz_and_results_show_a_fan_out_before_and_after_its_list_is_written()
         results.stdout
     );
 }
+
+#[test]
+fn a_stage_after_a_fan_out_named_as_target_runs_the_splitter_first() {
+    let lab = copy_example("scatter");
+    samples(&lab, "alpha 1\nbeta 2\n");
+    // The fan-out itself: the list is written first, then one job per item; not the gather.
+    let work = repx(lab.path(), &["run", "work"]);
+    work.expect_code(0);
+    assert_eq!(work.ran(), ["split", "work", "work"]);
+
+    // A stage downstream of it, in a fresh lab: everything it needs.
+    let lab = copy_example("scatter");
+    samples(&lab, "alpha 1\nbeta 2\ngamma 3\n");
+    let dry = repx(lab.path(), &["run", "--dry-run", "summary"]);
+    dry.expect_code(0);
+    assert!(dry.stdout.contains("split"), "{}", dry.stdout);
+    let summary = repx(lab.path(), &["run", "summary"]);
+    summary.expect_code(0);
+    assert_eq!(summary.ran(), ["split", "summary", "work", "work", "work"]);
+    assert_eq!(
+        output(lab.path(), &summary, "summary", "summary.csv"),
+        "name,value\nalpha,1\nbeta,4\ngamma,9\n"
+    );
+}
+
+#[test]
+fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_locks_nothing() {
+    let lab = copy_example("scatter");
+    let toml = fs::read_to_string(lab.path().join("repx.toml"))
+        .unwrap()
+        .replace(
+            "outputs = [\"items.json\"]",
+            "outputs = [\"items.json\"]\nparams = { raw = true }",
+        );
+    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
+    fs::write(
+        lab.path().join("data/list.json"),
+        r#"[{"name": "a", "value": 1}, {"name": "b", "value": 2}, {"name": "c", "value": 3}]"#,
+    )
+    .unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+
+    // The list in the store has three items; the fan-out now takes two.
+    let lowered = toml.replace(
+        "foreach = \"split:items.json\"",
+        "foreach = \"split:items.json\"\nmax_items = 2",
+    );
+    fs::write(lab.path().join("repx.toml"), &lowered).unwrap();
+    for read_only in [
+        &["list", "jobs"][..],
+        &["gc", "--dry-run"],
+        &["run", "--dry-run"],
+    ] {
+        let out = repx(lab.path(), read_only);
+        out.expect_code(0);
+    }
+    let dry = repx(lab.path(), &["run", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("has 3 items, more than the 2"),
+        "{}",
+        dry.stdout
+    );
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(1);
+    out.expect_stderr(&["FAILED split", "items.json", "has 3 items, more than the 2"]);
+    assert_eq!(out.ran(), Vec::<String>::new());
+
+    // Taken again: the items and the gather come from the store as before.
+    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
+    let back = repx(lab.path(), &["run"]);
+    back.expect_code(0);
+    assert_eq!(
+        output(lab.path(), &back, "summary", "summary.csv"),
+        "name,value\na,1\nb,4\nc,9\n"
+    );
+}

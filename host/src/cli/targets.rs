@@ -4,6 +4,8 @@
 //! name that is both a run and a stage is the run (the seed example's run `build` is also
 //! its first stage), with a note saying so; `--stage NAME` names the stage. A stage target
 //! is every job of that stage in the runs that have it; the scheduler adds what they need.
+//! For a stage whose jobs come from a fan-out's list not written yet, that is the job
+//! that writes the list, then the stage's jobs once it is.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +39,15 @@ impl Targets {
             .flatten()
             .copied()
             .collect();
+        // A stage that follows a fan-out whose list is not written yet has no jobs until
+        // the job that writes the list is done: that job is targeted now, and the rounds
+        // after it target the stage's jobs as they appear (see `sched::fanout`).
+        let needed = upstream_stages(&plan.lab, &self.stages);
+        for waiting in &plan.graph.waiting {
+            if needed.contains(&waiting.stage) {
+                chosen.insert(waiting.splitter);
+            }
+        }
         for (index, job) in plan.graph.jobs.iter().enumerate() {
             let by_id = ids
                 .get(index)
@@ -48,6 +59,20 @@ impl Targets {
         }
         chosen.into_iter().collect()
     }
+}
+
+/// `stages` and every stage they read from, however far upstream.
+fn upstream_stages(lab: &Lab, stages: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut found = stages.clone();
+    let mut todo: Vec<&str> = stages.iter().map(String::as_str).collect();
+    while let Some(stage) = todo.pop() {
+        for up in lab.stages[stage].upstream() {
+            if found.insert(up.to_string()) {
+                todo.push(up);
+            }
+        }
+    }
+    found
 }
 
 /// The runs to expand and, when a stage or a job was named, the jobs to run (with what

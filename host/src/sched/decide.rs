@@ -6,7 +6,8 @@
 //! - for an impure job, the files it depends on are as they were when it ran;
 //! - for a hermetic job, Nix has built the same (a pure run's output stands in only then);
 //! - for a job with upstream jobs, it read exactly the outputs its upstream has now (records
-//!   written before jobs kept their inputs' digest are trusted as they are).
+//!   written before jobs kept their inputs' digest are trusted as they are);
+//! - for a job that wrote a fan-out's list, the fan-out takes that list.
 //!
 //! Why a job that is not cached runs ([`Reason`]) is told against its own record when the
 //! store has one (an output missing or changed, sources changed, an upstream output
@@ -66,6 +67,9 @@ impl<'a> PlanJobs<'a> {
         let outputs = &plan.lab.stages[&job.stage].outputs;
         if !store.has_declared(id, outputs) {
             return Err(Why::Unknown);
+        }
+        if plan.bad_lists.contains_key(&index) {
+            return Err(Why::BadList);
         }
         let deps = job.deps();
         if job.mode == Mode::Pure && deps.is_empty() {
@@ -129,6 +133,10 @@ impl<'a> PlanJobs<'a> {
                     ReasonKind::UpstreamChanged,
                     format!("the output of {} changed", upstream()),
                 );
+            }
+            Why::BadList => {
+                let detail = plan.bad_lists.get(&index).cloned().unwrap_or_default();
+                return Reason::new(ReasonKind::OutputChanged, detail);
             }
             Why::Unknown => {}
         }
@@ -289,6 +297,8 @@ pub enum Why {
     Sources,
     NotBuiltByNix,
     Upstream,
+    /// A list it wrote is not one its fan-out takes (see [`Plan::bad_lists`]).
+    BadList,
 }
 
 /// Up to [`FILES_NAMED`] changed files, and how many more.
