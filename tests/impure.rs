@@ -547,6 +547,17 @@ fn force_takes_a_stage_or_else_a_run() {
     repx(lab.path(), &["run", "--force", "frist"])
         .expect_code(2)
         .expect_stderr(&["no stage or run `frist`", "did you mean `first`?"]);
+
+    // A bad --force is refused before the store is written: on a fresh lab, an unknown
+    // name makes no store, and a run not among those run leaves no gc root.
+    let fresh = lab_dir(toml, &[]);
+    repx(fresh.path(), &["run", "--force", "frist"]).expect_code(2);
+    assert!(!fresh.path().join(".repx").exists(), "a store was made");
+    repx(fresh.path(), &["run", "all", "--force", "first"]).expect_code(2);
+    let roots = fs::read_dir(fresh.path().join(".repx/roots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(roots, 0, "a gc root was written");
 }
 
 // ---------------------------------------------------------------------------------------

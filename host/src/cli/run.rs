@@ -50,6 +50,26 @@ pub fn mode(args: &RunArgs) -> Option<Mode> {
     }
 }
 
+/// Refuses `--force NAME` when the lab has no stage or run of that name.
+fn check_force_name(lab: &Lab, force: Option<&str>) -> Result<(), CliError> {
+    match force {
+        Some(name)
+            if !name.is_empty()
+                && !lab.stages.contains_key(name)
+                && !lab.runs.contains_key(name) =>
+        {
+            let names = lab.stages.keys().chain(lab.runs.keys());
+            let hint = did_you_mean(name, names.map(String::as_str));
+            Err(invalid(format!(
+                "--force {name}: no stage or run `{name}` in {}{hint}; \
+                 `--force` alone re-runs every job",
+                lab.file.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One run of the lab, or of a plugin ad hoc.
 pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<i32, CliError> {
     let mode = mode(args);
@@ -71,6 +91,8 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         }
         return Ok(exit::SUCCESS);
     }
+    // Flags that the lab alone can check, before the store is opened (or made).
+    check_force_name(&lab, args.force.as_deref())?;
     check_store_out_of_reach(cli, &lab, mode)?;
     // A dry run only reads the store: it takes no lock and writes nothing there.
     let store = match args.dry_run {
@@ -78,10 +100,6 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         false => Store::open(&store_path(cli, &lab)?)?,
     };
     super::verify::warn(&store);
-    if args.plugin.is_none() && !args.dry_run {
-        // `repx gc` keeps what this lab's runs reach, in this mode.
-        store.add_root(&lab.file, mode)?;
-    }
     let (runs, targets) = super::targets::select(&lab, &store, &args.targets, &args.stages, mode)?;
     let graph = JobGraph::expand(
         &lab,
@@ -102,26 +120,19 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
                 .unwrap_or_default(),
         ),
     };
-    match args.force.as_deref() {
-        None | Some("") => {}
-        Some(stage) if lab.stages.contains_key(stage) => {}
-        Some(run) if lab.runs.contains_key(run) => {
-            if !graph.runs.contains_key(run) {
-                return Err(invalid(format!(
-                    "--force {run}: run `{run}` is not among the runs this command runs; \
-                     run it too: `repx run {run} --force {run}`"
-                )));
-            }
-        }
-        Some(name) => {
-            let names = lab.stages.keys().chain(lab.runs.keys());
-            let hint = did_you_mean(name, names.map(String::as_str));
-            return Err(invalid(format!(
-                "--force {name}: no stage or run `{name}` in {}{hint}; \
-                 `--force` alone re-runs every job",
-                lab.file.display()
-            )));
-        }
+    if let Some(run) = args.force.as_deref().filter(|r| lab.runs.contains_key(*r))
+        && !lab.stages.contains_key(run)
+        && !graph.runs.contains_key(run)
+    {
+        return Err(invalid(format!(
+            "--force {run}: run `{run}` is not among the runs this command runs; \
+             run it too: `repx run {run} --force {run}`"
+        )));
+    }
+    if args.plugin.is_none() && !args.dry_run {
+        // `repx gc` keeps what this lab's runs reach, in this mode: written once every
+        // flag is known good.
+        store.add_root(&lab.file, mode)?;
     }
     let mut plan = Plan::new(lab, graph, &store)?;
     let force = force_of(&plan);
