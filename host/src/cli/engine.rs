@@ -29,7 +29,7 @@ pub fn check_scheduler(
 /// A runtime kept from one run to the next by `repx run --watch`: its engine, and every
 /// plugin it compiled or loaded, keyed by digest, serve the next run as long as it is made
 /// the same way (the same plugin cache, as many jobs at once). A plugin whose bytes changed
-/// has another digest, so it is loaded again.
+/// has another digest, so it is loaded again; one the plan no longer uses is dropped.
 #[derive(Default)]
 pub struct Kept(Option<(Option<PathBuf>, usize, Arc<Runtime>)>);
 
@@ -45,6 +45,7 @@ pub fn runtime(
     let cache = plugin_cache(plan, store);
     let runtime = match kept {
         Some(Kept(Some((was, at_once, runtime)))) if *was == cache && *at_once == parallel => {
+            runtime.retain(plan.stages.values().map(|s| s.plugin.digest.as_str()));
             runtime.clone()
         }
         Some(kept) => {

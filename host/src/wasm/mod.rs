@@ -594,6 +594,17 @@ impl Runtime {
         Ok(prepared)
     }
 
+    /// Forgets the plugins loaded before whose digest is not among `digests`: a runtime
+    /// kept across runs (`repx run --watch` while a plugin is being rebuilt) holds only
+    /// what the run at hand may use.
+    pub fn retain<'a>(&self, digests: impl IntoIterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = digests.into_iter().collect();
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|digest, _| keep.contains(digest.as_str()));
+    }
+
     /// Interrupts every running plugin, and any started later: each traps at its next tick,
     /// and its host waits (sleeps, polls, tools it runs) end at once.
     pub fn interrupt(&self) {
