@@ -368,3 +368,45 @@ fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_l
         "name,value\na,1\nb,4\nc,9\n"
     );
 }
+
+#[test]
+fn control_characters_in_an_item_reach_no_terminal_table_or_page() {
+    let lab = copy_example("scatter");
+    let toml = fs::read_to_string(lab.path().join("repx.toml"))
+        .unwrap()
+        .replace(
+            "outputs = [\"items.json\"]",
+            "outputs = [\"items.json\"]\nparams = { raw = true }",
+        );
+    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
+    // ESC and BEL in a field's value, which becomes a parameter of the item's job.
+    fs::write(
+        lab.path().join("data/list.json"),
+        r#"[{"name": "<b>a\u001b]52;c;aGk=\u0007\u001b[2J", "value": 1}]"#,
+    )
+    .unwrap();
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(0);
+    let page = lab.path().join("page.html");
+    let page_arg = page.to_str().unwrap();
+    let outputs = [
+        run,
+        repx(lab.path(), &["list", "jobs"]),
+        repx(lab.path(), &["results", "--stage", "work"]),
+        repx(lab.path(), &["viz", "--jobs"]),
+        repx(lab.path(), &["report", "-o", page_arg]),
+    ];
+    for out in &outputs {
+        out.expect_code(0);
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stderr.contains('\u{1b}'),
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
+    assert!(html.contains("\\u{1b}"), "the escape is shown, visibly");
+    assert!(!html.contains("<b>"));
+}

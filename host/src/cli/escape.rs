@@ -10,7 +10,8 @@
 //!   override written as a visible escape (`\u{1b}`, `\n`); tabs kept;
 //! - [`terminal_lines`]: the same, keeping the newlines, for text shown as whole lines
 //!   (a log on a terminal);
-//! - [`html`]: for HTML text and quoted attribute values alike;
+//! - [`html`]: for HTML text and quoted attribute values alike, controls escaped as for a
+//!   terminal;
 //! - [`csv_cell`]: a CSV field that a spreadsheet cannot take for a formula.
 //!
 //! Invariant: nothing a plugin wrote is printed, or written into a page or a table,
@@ -57,8 +58,11 @@ pub fn terminal_lines(text: &str) -> Cow<'_, str> {
 /// `text` as HTML: fit for element content and for attribute values in double or single
 /// quotes.
 pub fn html(text: &str) -> Cow<'_, str> {
+    // Controls first, as on a terminal: a page may be read with `cat` too, and HTML has no
+    // reference that makes ESC or BEL inert.
+    let text = terminal_lines(text);
     if !text.contains(['&', '<', '>', '"', '\'']) {
-        return Cow::Borrowed(text);
+        return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
@@ -125,6 +129,7 @@ mod tests {
             "&quot; onmouseover=&#39;x&#39; &gt;&lt;script&gt;&amp;"
         );
         assert_eq!(html("plain"), "plain");
+        assert_eq!(html("\u{1b}[31m<b>"), "\\u{1b}[31m&lt;b&gt;");
     }
 
     #[test]
