@@ -387,7 +387,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
     /// The memory the jobs running at once may reserve together, like `8G` (default: the
-    /// machine's available memory). Each job reserves its stage's `resources.mem`, else its
+    /// machine's available memory, or less when repx's memory cgroup leaves less, as in a
+    /// container). Each job reserves its stage's `resources.mem`, else its
     /// memory limit, and its `cpus` (1 by default) of the -j CPUs; a job that does not fit
     /// waits while smaller ones run, and one larger than SIZE fails before it starts.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

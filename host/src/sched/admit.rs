@@ -128,12 +128,70 @@ pub fn local_budget<'a>(
     })
 }
 
-/// `MemAvailable` of `/proc/meminfo`: what can be had without swapping.
+/// What can be had without swapping: `MemAvailable` of `/proc/meminfo`, or less when a
+/// memory control group of this process leaves less. A container, a SLURM job step or a
+/// systemd slice is bounded by its group, not by the machine, and a budget over the group's
+/// room would admit jobs that the kernel then kills.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    let machine = kib.checked_mul(1024)?;
+    let groups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let room = group_room(std::path::Path::new("/sys/fs/cgroup"), &groups);
+    Some(room.map_or(machine, |room| room.min(machine)))
+}
+
+/// The least room (limit less usage) that the memory control groups named in `groups` (as
+/// in `/proc/self/cgroup`), or any group above them, leave under the hierarchy at `root`:
+/// cgroup v2 (`memory.max`, at `root` or `root/unified`) and v1 (`root/memory`,
+/// `memory.limit_in_bytes`). `None` when no group has a limit.
+fn group_room(root: &std::path::Path, groups: &str) -> Option<u64> {
+    let mut least: Option<u64> = None;
+    for line in groups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        let hierarchies: &[(std::path::PathBuf, &str, &str)] = if controllers.is_empty() {
+            &[
+                (root.to_path_buf(), "memory.max", "memory.current"),
+                (root.join("unified"), "memory.max", "memory.current"),
+            ]
+        } else if controllers.split(',').any(|c| c == "memory") {
+            &[(
+                root.join("memory"),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )]
+        } else {
+            continue;
+        };
+        for (base, limit, usage) in hierarchies {
+            let mut dir = base.join(path);
+            loop {
+                let read = |file: &str| -> Option<u64> {
+                    std::fs::read_to_string(dir.join(file))
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()
+                };
+                // "max" (v2) does not parse: no limit there.
+                if let Some(limit) = read(limit) {
+                    let room = limit.saturating_sub(read(usage).unwrap_or(0));
+                    least = Some(least.map_or(room, |least| least.min(room)));
+                }
+                if dir == *base || !dir.pop() {
+                    break;
+                }
+            }
+        }
+    }
+    least
 }
 
 /// A stage with these limits and resources, for tests.
@@ -252,6 +310,31 @@ mod tests {
                 mem: 1 << 40
             })
         );
+    }
+
+    #[test]
+    fn a_control_group_with_less_room_than_the_machine_bounds_the_budget() {
+        let root = std::env::temp_dir().join(format!("repx-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // v2: the job's group has no limit, its parent has 3G with 1G used.
+        write("slice/job/memory.max", "max\n");
+        write("slice/job/memory.current", "5\n");
+        write("slice/memory.max", "3221225472\n");
+        write("slice/memory.current", "1073741824\n");
+        assert_eq!(group_room(&root, "0::/slice/job\n"), Some(2 << 30));
+        // v1 (a hybrid host): the memory hierarchy's own file names.
+        write("memory/box/memory.limit_in_bytes", "1073741824\n");
+        write("memory/box/memory.usage_in_bytes", "1048576\n");
+        let hybrid = "4:memory:/box\n3:cpu,cpuacct:/\n0::/\n";
+        assert_eq!(group_room(&root, hybrid), Some((1 << 30) - (1 << 20)));
+        // No limit anywhere: the machine's memory is the bound.
+        assert_eq!(group_room(&root, "0::/elsewhere\n"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -182,7 +182,8 @@ pub fn run(
         jobs: batch.parallel.max(1),
         continue_on_failure: batch.continue_on_failure,
         retries: batch.retries,
-        // The node's available memory: what the allocation holds is SLURM's to bound.
+        // The node's available memory, or the allocation's room when SLURM bounds it by a
+        // control group: what the allocation holds is SLURM's to bound.
         mem: None,
         // The coordinator found these not done, or was told to run them again.
         force: Force::Jobs(runnable.iter().copied().collect()),
