@@ -1102,3 +1102,72 @@ pipelines = ["p"]
     assert!(log.contains("retry big [mib=40]"), "{log}");
     assert!(log.contains("attempt 1 failed (limit)"), "{log}");
 }
+
+/// `examples/scatter` with a fan-out chained after the first: each item lists its parts,
+/// one job each, and the gather reads the parts.
+fn chained_scatter() -> common::TempDir {
+    let lab = copy_example("scatter");
+    fs::write(
+        lab.path().join("data/samples.txt"),
+        "alpha 1\nbeta 2\ngamma 3\n",
+    )
+    .unwrap();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    let toml = toml
+        .replace(
+            "outputs = [\"result.json\"]",
+            "outputs = [\"result.json\", \"parts.json\"]\n\n\
+             [stages.part]\nplugin = \"plugins/scatter-work.wasm\"\n\
+             foreach = \"work:parts.json\"\noutputs = [\"result.json\"]",
+        )
+        .replace("results = \"work[*]\"", "results = \"part[*]\"")
+        .replace(
+            "stages = [\"split\", \"work\", \"summary\"]",
+            "stages = [\"split\", \"work\", \"part\", \"summary\"]",
+        );
+    fs::write(lab.path().join("repx.toml"), toml).unwrap();
+    lab
+}
+
+#[test]
+fn a_chained_fan_out_on_slurm_commits_the_same_jobs_and_records_as_a_local_run() {
+    require_slurm();
+    let local = chained_scatter();
+    let here = repx(local.path(), &["run"]);
+    here.expect_code(0);
+    let cluster = chained_scatter();
+    // Items go out once the job that lists them is done: a round of submissions per list.
+    let out = slurm_run(cluster.path(), &["--batch-size", "2"]);
+    out.expect_code(0);
+    assert_eq!(out.ran().len(), 11, "{}", out.stderr);
+    assert_eq!(here.ran(), out.ran());
+    let names = |lab: &Path| -> Vec<_> {
+        job_dirs(lab)
+            .iter()
+            .map(|d| d.file_name().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(local.path()), names(cluster.path()));
+    for (here, there) in job_dirs(local.path()).iter().zip(job_dirs(cluster.path())) {
+        let (a, b) = (files(&here.join("out")), files(&there.join("out")));
+        assert_eq!(a, b, "{here:?}");
+    }
+    assert_eq!(recorded(local.path()), recorded(cluster.path()));
+
+    // One more sample: its item and its parts go to SLURM, the rest is cached, and the
+    // worker grows its plan as the coordinator did, from lists already in the store.
+    for lab in [&local, &cluster] {
+        fs::write(
+            lab.path().join("data/samples.txt"),
+            "alpha 1\nbeta 2\ngamma 3\ndelta 2\n",
+        )
+        .unwrap();
+    }
+    let here = repx(local.path(), &["run"]);
+    here.expect_code(0);
+    let out = slurm_run(cluster.path(), &["--batch-size", "2"]);
+    out.expect_code(0);
+    assert_eq!(here.ran(), out.ran());
+    assert_eq!(out.ran(), ["part", "part", "split", "summary", "work"]);
+    assert_eq!(names(local.path()), names(cluster.path()));
+}

@@ -38,6 +38,9 @@ pub enum PlanError {
     /// A key of the lab that this host cannot satisfy (a tool not installed).
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// A plan grown elsewhere that this one cannot grow the same way (see [`Plan::replay`]).
+    #[error("{0}")]
+    Replay(String),
 }
 
 /// What a stage resolves to on this host.
@@ -68,12 +71,67 @@ pub struct Plan {
     /// such a job runs again (see [`crate::sched::decide`]), so that it fails with the
     /// message, or writes a list that is taken, and the lab is never locked out by it.
     pub bad_lists: BTreeMap<JobIndex, String>,
+    /// The lists the graph grew by, one step at a time, each list as the id of the job
+    /// that wrote it and its file: a SLURM worker grows its plan by the same steps
+    /// ([`Plan::replay`]), so job indices agree.
+    pub grown: Vec<Vec<(String, PathBuf)>>,
 }
 
 impl Plan {
     /// Resolves `graph` on this host, then grows it by the lists of fan-outs whose job
     /// is done in `store` (see [`Plan::grow`]).
     pub fn new(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
+        let mut plan = Plan::resolve(lab, graph, store)?;
+        plan.grow(store)?;
+        Ok(plan)
+    }
+
+    /// Resolves `graph` and grows it by exactly the lists of `steps`, in their order, as
+    /// another process grew its plan ([`Plan::grown`]): the jobs have the same indices
+    /// there and here. A list missing from the store is an error.
+    pub fn replay(
+        lab: Lab,
+        graph: JobGraph,
+        store: &Store,
+        steps: &[Vec<(String, PathBuf)>],
+    ) -> Result<Plan, PlanError> {
+        let mut plan = Plan::resolve(lab, graph, store)?;
+        for step in steps {
+            let ids = plan.static_ids(store);
+            let mut lists = Vec::new();
+            for (id, file) in step {
+                let waiting =
+                    plan.graph.waiting.iter().find(|w| {
+                        w.file == *file && ids[w.splitter].as_deref() == Some(id.as_str())
+                    });
+                let Some(waiting) = waiting.cloned() else {
+                    return Err(PlanError::Replay(format!(
+                        "no job with id {id} writes a list {} in this plan: the lab or the store changed since the run began; run again",
+                        file.display()
+                    )));
+                };
+                let items =
+                    crate::graph::items::read(&store.output_dir(id), file, waiting.max_items)
+                        .map_err(|message| {
+                            PlanError::Replay(format!(
+                                "the list {} of job {} for stage `{}` {message}",
+                                file.display(),
+                                &id[..12.min(id.len())],
+                                waiting.stage
+                            ))
+                        })?;
+                lists.push((waiting.splitter, file.clone(), items));
+            }
+            let known = plan.graph.jobs.len();
+            plan.graph.grow(&plan.lab, lists);
+            plan.grown.push(step.clone());
+            plan.resolve_jobs(known, store)?;
+        }
+        Ok(plan)
+    }
+
+    /// Resolves `graph` on this host, as it is.
+    fn resolve(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
         let path_var = std::env::var_os("PATH");
         let mut stages = BTreeMap::new();
         // Every stage of the runs, those of fan-outs not known yet too.
@@ -144,9 +202,9 @@ impl Plan {
             taken: Mutex::new(HashSet::new()),
             earlier: HashMap::new(),
             bad_lists: BTreeMap::new(),
+            grown: Vec::new(),
         };
         plan.resolve_jobs(0, store)?;
-        plan.grow(store)?;
         Ok(plan)
     }
 
@@ -195,6 +253,13 @@ impl Plan {
             if lists.is_empty() {
                 break;
             }
+            let step = lists
+                .iter()
+                .map(|(splitter, file, _)| {
+                    (ids[*splitter].clone().unwrap_or_default(), file.clone())
+                })
+                .collect();
+            self.grown.push(step);
             self.graph.grow(&self.lab, lists);
             if self.graph.jobs.len() == known {
                 break;

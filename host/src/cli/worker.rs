@@ -65,7 +65,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
         )));
     }
     let graph = JobGraph::expand(&lab, &runs, batch.mode);
-    let plan = Plan::new(lab, graph, &store)?;
+    let plan = Plan::replay(lab, graph, &store, &batch.grown)?;
     let runnable = slurm::worker::check(&plan, &store, &batch, &events)
         .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     let complete = runnable.len() == batch.jobs.len();

@@ -180,7 +180,12 @@ pub fn run(
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let tag = format!("{stamp}-{}", std::process::id());
+    // A run with fan-outs submits in rounds, each its own directory, maybe in one second.
+    static ROUNDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let tag = match ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => format!("{stamp}-{}", std::process::id()),
+        round => format!("{stamp}-{}-{round}", std::process::id()),
+    };
     let dir = store.root().join("slurm").join(&tag);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let script = dir.join("worker.sh");
@@ -458,6 +463,7 @@ impl Slurm<'_> {
                     .as_ref()
                     .map(|n| n.settings().clone())
                     .unwrap_or_default(),
+                grown: self.plan.grown.clone(),
             };
             let path = self.dir.join(format!("batch-{number}-{task}.json"));
             batch.write(&path).map_err(|e| {

@@ -46,6 +46,10 @@ pub struct Batch {
     /// The run's Nix settings, for its hermetic jobs.
     #[serde(default)]
     pub nix: crate::nix::settings::Settings,
+    /// The lists of fan-outs the coordinator's plan grew by, step by step (see
+    /// [`crate::plan::Plan::grown`]): the worker grows its own by the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grown: Vec<Vec<(String, std::path::PathBuf)>>,
 }
 
 /// An evaluated lab written beside the batches, and the BLAKE3 digest of its bytes.
@@ -243,6 +247,7 @@ mod tests {
                 options: vec![("max-jobs".into(), "2".into())],
                 publish_private: true,
             },
+            grown: vec![vec![("def".into(), "items.json".into())]],
         };
         batch.write(&path).unwrap();
         assert_eq!(Batch::read(&path).unwrap(), batch);
