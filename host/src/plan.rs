@@ -462,10 +462,12 @@ fn check_params(
     stage: &crate::lab::Stage,
     bytes: &[u8],
 ) -> Result<(), PlanError> {
-    use crate::wasm::schema::{Schema, Type, a};
+    use crate::wasm::schema::{Schema, SchemaError, Type, a};
     let schema = match Schema::read(bytes) {
         Ok(Some(schema)) => schema,
-        Ok(None) => return Ok(()),
+        // Bytes that are not WebAssembly are refused when the plugin is compiled, with
+        // the message every malformed plugin gets (not a valid WASI plugin, rebuild it).
+        Ok(None) | Err(SchemaError::Wasm(_)) => return Ok(()),
         Err(e) => {
             return Err(PlanError::Stage {
                 stage: stage.name.clone(),
