@@ -1753,6 +1753,22 @@ pipelines = ["main"]
         stderr.contains("skip after: not started: the run was interrupted"),
         "{stderr}"
     );
+
+    // The listing and the job's page say so too: cut off, not failed.
+    let list = repx(lab.path(), &["list", "jobs"]);
+    list.expect_code(0);
+    let slow = list.stdout.lines().find(|l| l.contains(" slow")).unwrap();
+    assert!(slow.contains("  interrupted slow"), "{}", list.stdout);
+    let id = slow.split_whitespace().next().unwrap();
+    let only = repx(lab.path(), &["list", "jobs", "--status", "interrupted"]);
+    assert_eq!(
+        only.stdout.lines().collect::<Vec<_>>(),
+        [slow],
+        "{}",
+        only.stdout
+    );
+    let show = repx(lab.path(), &["show", "job", id]);
+    assert!(show.stdout.contains("interrupted"), "{}", show.stdout);
 }
 
 /// Waits for `sleep-forever`'s mark in its staged `/out`: then it is in a day's sleep in the

@@ -234,9 +234,25 @@ impl Output {
         stage_lines(&self.stderr, "ran")
     }
 
-    /// The stage names of the `cached STAGE …` lines, in order.
+    /// The stage names of the cached jobs, sorted, once per job: from the closing
+    /// `cached  STAGE  N jobs` lines, or the `cached STAGE …` line of each job (`-v`).
     pub fn cached(&self) -> Vec<String> {
-        stage_lines(&self.stderr, "cached")
+        let mut stages = Vec::new();
+        for line in self.stderr.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[..] {
+                ["cached", stage, count, "job" | "jobs"] if count.parse::<usize>().is_ok() => {
+                    stages.extend(std::iter::repeat_n(
+                        stage.to_string(),
+                        count.parse().unwrap(),
+                    ))
+                }
+                ["cached", stage, ..] => stages.push(stage.to_string()),
+                _ => {}
+            }
+        }
+        stages.sort();
+        stages
     }
 
     /// The final `N jobs: …` line.

@@ -24,6 +24,7 @@ fn ids(out: &Output, word: &str, stage: &str) -> Vec<String> {
 }
 
 /// The file `file` of the output of the job of `stage` that ran or was cached in `out`.
+/// Runs read here are `-v`, so that each cached job has its line with its id.
 #[track_caller]
 fn output(lab: &Path, out: &Output, stage: &str, file: &str) -> String {
     let mut found = ids(out, "ran", stage);
@@ -51,7 +52,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn an_item_added_removed_or_moved_runs_only_itself_and_the_gather() {
     let lab = copy_example("scatter");
     samples(&lab, "alpha 1\nbeta 2\ngamma 3\n");
-    let first = repx(lab.path(), &["run"]);
+    let first = repx(lab.path(), &["run", "-v"]);
     first.expect_code(0);
     assert_eq!(first.ran(), ["split", "summary", "work", "work", "work"]);
     assert_eq!(
@@ -62,7 +63,7 @@ fn an_item_added_removed_or_moved_runs_only_itself_and_the_gather() {
 
     // Added: that item's job and the gather run; the others are cached, by the same ids.
     samples(&lab, "alpha 1\nbeta 2\ngamma 3\ndelta 4\n");
-    let added = repx(lab.path(), &["run"]);
+    let added = repx(lab.path(), &["run", "-v"]);
     added.expect_code(0);
     assert_eq!(added.ran(), ["split", "summary", "work"]);
     assert_eq!(sorted(ids(&added, "cached", "work")), items);
@@ -73,14 +74,14 @@ fn an_item_added_removed_or_moved_runs_only_itself_and_the_gather() {
 
     // Removed: no item runs, the gather does.
     samples(&lab, "alpha 1\ngamma 3\ndelta 4\n");
-    let removed = repx(lab.path(), &["run"]);
+    let removed = repx(lab.path(), &["run", "-v"]);
     removed.expect_code(0);
     assert_eq!(removed.ran(), ["split", "summary"]);
     assert_eq!(removed.cached(), ["work", "work", "work"]);
 
     // Moved: the gather runs, and its index follows the list's order.
     samples(&lab, "delta 4\nalpha 1\ngamma 3\n");
-    let moved = repx(lab.path(), &["run"]);
+    let moved = repx(lab.path(), &["run", "-v"]);
     moved.expect_code(0);
     assert_eq!(moved.ran(), ["split", "summary"]);
     assert_eq!(
@@ -89,7 +90,7 @@ fn an_item_added_removed_or_moved_runs_only_itself_and_the_gather() {
     );
 
     // Nothing changed: everything is cached, items included.
-    let again = repx(lab.path(), &["run"]);
+    let again = repx(lab.path(), &["run", "-v"]);
     again.expect_code(0);
     assert_eq!(again.ran(), Vec::<String>::new());
     assert!(
@@ -103,7 +104,7 @@ fn an_item_added_removed_or_moved_runs_only_itself_and_the_gather() {
 fn an_empty_list_gives_an_empty_gather() {
     let lab = copy_example("scatter");
     samples(&lab, "# no samples yet\n");
-    let out = repx(lab.path(), &["run"]);
+    let out = repx(lab.path(), &["run", "-v"]);
     out.expect_code(0);
     assert_eq!(out.ran(), ["split", "summary"]);
     assert_eq!(
@@ -144,7 +145,7 @@ fn a_bad_list_fails_the_job_that_wrote_it_naming_the_file_and_nothing_after_it_r
         if let Some(list) = list {
             fs::write(lab.path().join("data/list.json"), list).unwrap();
         }
-        let out = repx(lab.path(), &["run"]);
+        let out = repx(lab.path(), &["run", "-v"]);
         out.expect_code(1);
         out.expect_stderr(&["FAILED split", "items.json", "stage `work`", wrong]);
         let id = crate::common::failed_id(&out.stderr, "split");
@@ -183,7 +184,7 @@ fn a_fan_out_that_names_no_declared_output_or_takes_an_item_parameter_is_refused
     ];
     for (bad, needles) in cases {
         fs::write(lab.path().join("repx.toml"), bad).unwrap();
-        let out = repx(lab.path(), &["run"]);
+        let out = repx(lab.path(), &["run", "-v"]);
         out.expect_code(INVALID);
         out.expect_stderr(&needles);
     }
@@ -217,7 +218,7 @@ fn a_swept_splitter_fans_out_per_point_and_chains_fan_out_again() {
             "pipelines = [\"scatter\"]\nparams = { take = [2, 3] }\n",
         );
     fs::write(lab.path().join("repx.toml"), toml).unwrap();
-    let out = repx(lab.path(), &["run"]);
+    let out = repx(lab.path(), &["run", "-v"]);
     out.expect_code(0);
     // Two splits; alpha and beta are one job each for both points, gamma is the third;
     // their parts: 1 + 2 + 3; one gather of them all.
@@ -233,7 +234,7 @@ fn a_swept_splitter_fans_out_per_point_and_chains_fan_out_again() {
         "{}",
         out.summary()
     );
-    let again = repx(lab.path(), &["run"]);
+    let again = repx(lab.path(), &["run", "-v"]);
     again.expect_code(0);
     assert!(
         again.summary().contains("12 jobs: 0 ran, 12 cached"),
@@ -264,7 +265,7 @@ fn dry_run_viz_and_results_show_a_fan_out_before_and_after_its_list_is_written()
         viz.stdout
     );
 
-    repx(lab.path(), &["run"]).expect_code(0);
+    repx(lab.path(), &["run", "-v"]).expect_code(0);
     // The split is cached: its list says how many jobs there are.
     let dry = repx(lab.path(), &["run", "--dry-run"]);
     dry.expect_code(0);
@@ -332,7 +333,7 @@ fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_l
         r#"[{"name": "a", "value": 1}, {"name": "b", "value": 2}, {"name": "c", "value": 3}]"#,
     )
     .unwrap();
-    repx(lab.path(), &["run"]).expect_code(0);
+    repx(lab.path(), &["run", "-v"]).expect_code(0);
 
     // The list in the store has three items; the fan-out now takes two.
     let lowered = toml.replace(
@@ -354,14 +355,14 @@ fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_l
         "{}",
         dry.stdout
     );
-    let out = repx(lab.path(), &["run"]);
+    let out = repx(lab.path(), &["run", "-v"]);
     out.expect_code(1);
     out.expect_stderr(&["FAILED split", "items.json", "has 3 items, more than the 2"]);
     assert_eq!(out.ran(), Vec::<String>::new());
 
     // Taken again: the items and the gather come from the store as before.
     fs::write(lab.path().join("repx.toml"), &toml).unwrap();
-    let back = repx(lab.path(), &["run"]);
+    let back = repx(lab.path(), &["run", "-v"]);
     back.expect_code(0);
     assert_eq!(
         output(lab.path(), &back, "summary", "summary.csv"),

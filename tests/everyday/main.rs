@@ -8,6 +8,9 @@
 //! - `debug`: `repx debug JOB`, its trace and what it leaves alone.
 //! - `tui`: `repx tui` under tmux: the tree, the filter, running, the log, cancelling.
 //! - `fanout`: a stage run once per item of a list a job writes (`examples/scatter`).
+//! - `progress`: quiet no-ops (a count per stage, `-v` for each job), labels that keep the
+//!   swept parameters, plain lines on a terminal of unknown width, `--progress`, "running"
+//!   within `-j`, timestamps on JSON events.
 //! - `adhoc`: `repx run --plugin`: its output, `log` and `show` without a lab, `--force-out`.
 //!
 //! - `flake`: the impure example built into a lab directory by Nix, and run from there.
@@ -24,6 +27,7 @@ mod docs;
 mod errors;
 mod fanout;
 mod flake;
+mod progress;
 mod stages;
 mod strict;
 mod tui;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::error::CliError;
-use super::render::{self, Format, JobInfo, Reporter, label};
+use super::render::{self, Format, JobInfo, Reporter};
 use super::slurm::{self, Scheduler, SlurmArgs};
 use crate::lab::Mode;
 use crate::plan::Plan;
@@ -66,19 +66,17 @@ pub fn runtime(
     Ok((runtime, interrupted))
 }
 
-/// The reporter of a run in `format`, and the callback that feeds it.
+/// The reporter of a run in `format`, and the callback that feeds it; `verbose` lists each
+/// cached job.
 pub fn reporter(
     plan: &Plan,
     store: &Store,
     format: Format,
     parallelism: usize,
+    verbose: bool,
 ) -> (Arc<Reporter>, Emit) {
-    let infos = job_infos(plan, 0);
-    let context = render::Context {
-        jobs: std::sync::RwLock::new(infos.collect()),
-        jobs_dir: store.jobs_dir(),
-        parallelism,
-    };
+    let infos = job_infos(plan, 0).collect();
+    let context = render::Context::new(infos, store.jobs_dir(), parallelism, verbose);
     let reporter = Arc::new(Reporter::new(format, context));
     let emit: Emit = {
         let reporter = reporter.clone();
@@ -92,7 +90,6 @@ pub fn job_infos(plan: &Plan, first: usize) -> impl Iterator<Item = JobInfo> + '
     plan.graph.jobs[first..].iter().map(|j| JobInfo {
         stage: j.stage.clone(),
         params: j.params.clone(),
-        label: label(&j.stage, &j.params),
         limits: plan.lab.stages[&j.stage].limits,
         escalate: plan.lab.stages[&j.stage].escalate,
     })

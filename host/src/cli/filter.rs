@@ -16,6 +16,8 @@ pub enum Status {
     Done,
     /// Its last attempt failed.
     Failed,
+    /// Its last attempt was cut off: the run was interrupted while it ran.
+    Interrupted,
     /// Not run yet (or its output was removed).
     Todo,
 }
@@ -25,6 +27,7 @@ impl Status {
         match self {
             Status::Done => "done",
             Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
             Status::Todo => "todo",
         }
     }

@@ -109,8 +109,11 @@ pub fn list(
                 // The state `repx run` would act on: done only if it would be cached.
                 let status = match &planned[index] {
                     Planned::Cached { .. } => Status::Done,
-                    Planned::Run { reason, .. } if reason.kind == ReasonKind::FailedLastTime => {
-                        Status::Failed
+                    Planned::Run { reason, id } if reason.kind == ReasonKind::FailedLastTime => {
+                        match store.was_interrupted(id) {
+                            true => Status::Interrupted,
+                            false => Status::Failed,
+                        }
                     }
                     _ => Status::Todo,
                 };

@@ -400,6 +400,13 @@ pub struct RunArgs {
     /// Print one JSON object per event on stdout instead of progress for a person.
     #[arg(long)]
     pub json: bool,
+    /// How progress is shown on stderr: bars on a terminal that says its width (auto),
+    /// bars, plain lines, or none (failures, warnings and the closing counts only).
+    #[arg(long, value_enum, default_value_t, conflicts_with = "json")]
+    pub progress: render::Progress,
+    /// List each cached job on a line of its own (default: a count per stage).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Run, then run again whenever what the selected jobs depend on changes (impure
     /// stages' sources, `path:` inputs, plugin files, the lab file); one line per run;
     /// Ctrl-C stops.

@@ -192,7 +192,8 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
     let (reporter, emit) = match cycle {
         Some(cycle) => (None, cycle.emit.clone()),
         None => {
-            let (reporter, emit) = engine::reporter(&plan, &store, Format::detect(args.json), jobs);
+            let format = Format::detect(args.json, args.progress);
+            let (reporter, emit) = engine::reporter(&plan, &store, format, jobs, args.verbose);
             (Some(reporter), emit)
         }
     };

@@ -54,6 +54,7 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
         store.failed_dir(id).is_dir(),
     ) {
         (_, true, _) => "done",
+        (_, false, true) if store.was_interrupted(id) => "interrupted",
         (_, false, true) => "failed",
         (Some(_), false, false) => "output deleted",
         (None, false, false) => "not run",
@@ -199,7 +200,7 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
         }
     }
 
-    let dir = if state == "failed" {
+    let dir = if matches!(state, "failed" | "interrupted") {
         store.failed_dir(id)
     } else {
         store.job_dir(id)
@@ -282,7 +283,7 @@ pub(super) fn when(ms: u64) -> String {
 
 /// The proleptic Gregorian date of a count of days since 1970-01-01 (H. Hinnant's
 /// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -151,6 +151,7 @@ impl App {
             job.state = match &job.id {
                 Some(id) if store.live_logs(id).is_dir() => "running",
                 Some(id) if store.done(id).is_some() => "done",
+                Some(id) if store.was_interrupted(id) => "interrupted",
                 Some(id) if store.failed_dir(id).is_dir() => "failed",
                 _ => "todo",
             };
@@ -337,6 +338,7 @@ impl App {
             let colour = match job.state {
                 "done" => Color::Green,
                 "failed" => Color::Red,
+                "interrupted" => Color::Magenta,
                 "running" => Color::Yellow,
                 _ => Color::Gray,
             };

@@ -73,7 +73,7 @@ fn run_batch(cli: &Cli, path: &Path, events: Arc<EventWriter>) -> Result<i32, Cl
 
     let (runtime, interrupted) = engine::runtime(&plan, &store, batch.parallel, None)?;
     // The allocation's log is a file: plain lines.
-    let (reporter, emit) = engine::reporter(&plan, &store, Format::Lines, batch.parallel);
+    let (reporter, emit) = engine::reporter(&plan, &store, Format::Lines, batch.parallel, false);
     let work = slurm::worker::Work {
         plan: &plan,
         store: &store,

@@ -462,6 +462,7 @@ impl Dispatcher<'_> {
                 self.release(job);
                 self.sealed += 1;
                 self.state[job] = State::Sealed;
+                (self.emit)(Event::JobSealed { job });
             }
             Report::NotStarted(job) if self.state[job] == State::Handed => {
                 self.release(job);

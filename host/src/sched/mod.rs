@@ -39,6 +39,11 @@ pub enum Event {
         /// Why it runs.
         reason: Option<Reason>,
     },
+    /// The job ran and its output waits to be committed: it no longer takes one of the
+    /// `-j` slots, and `JobFinished` follows once it is committed.
+    JobSealed {
+        job: JobIndex,
+    },
     JobCached {
         job: JobIndex,
         id: String,

@@ -878,6 +878,13 @@ impl Store {
         found
     }
 
+    /// Whether the last attempt of `id` failed because the run was interrupted (Ctrl-C,
+    /// SIGTERM), as its `failure.json` says, rather than on its own.
+    pub fn was_interrupted(&self, id: &str) -> bool {
+        read_failure(&self.failed_dir(id))
+            .is_some_and(|f| f.failure.as_deref() == Some("interrupted"))
+    }
+
     /// Forgets a failure once the job succeeds.
     pub fn clear_failure(&self, id: &str) {
         let _ = remove_tree(&self.failed_dir(id));

@@ -3,7 +3,9 @@
 //! One bar for the run (jobs settled out of all, how many ran, are running, were cached
 //! or failed, and an ETA) and one line per running job under it: a spinner with the job's
 //! stage and parameters, which becomes a bar once the plugin reports its own progress.
-//! Finished jobs scroll above the bars as the same lines [`super::lines`] prints.
+//! Jobs that ran or failed scroll above the bars as the same lines [`super::lines`] prints.
+//! "running" counts the jobs that hold one of the `-j` slots: a job whose output waits to
+//! be committed (sealed) no longer does, and its line goes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Context, event_line, summary_line};
+use super::{Cached, Context, columns, event_line, summary_line};
 use crate::graph::JobIndex;
 use crate::sched::{Event, Summary};
 
@@ -32,6 +34,7 @@ struct State {
     running: HashMap<JobIndex, ProgressBar>,
     ran: usize,
     cached: usize,
+    cached_by_stage: Cached,
     failed: usize,
     skipped: usize,
     /// Time spent by the jobs that ran, for the ETA.
@@ -49,7 +52,8 @@ impl Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let main = multi.add(ProgressBar::new(0));
         // A bar only where it fits beside the counts; the message is cut to the width.
-        let columns = console::Term::stderr().size().1;
+        // A terminal that does not say how wide it is gets bars only when asked for them.
+        let columns = columns().unwrap_or(80);
         main.set_style(style(if columns >= 60 {
             "{spinner:.cyan} [{bar:20.cyan/blue}] {pos}/{len} {wide_msg}"
         } else {
@@ -57,13 +61,12 @@ impl Bars {
         }));
         main.enable_steady_tick(TICK);
         // Labels padded to the longest (as far as the width allows), so job bars line up.
-        let longest = context
-            .jobs()
-            .iter()
-            .map(|j| j.label.chars().count())
+        let count = context.jobs().len();
+        let longest = (0..count)
+            .map(|j| context.label(j).chars().count())
             .max()
             .unwrap_or(0);
-        let width = longest.min(usize::from(columns).saturating_sub(32)).max(8);
+        let width = longest.min(columns.saturating_sub(32)).max(8);
         let (job_spinner, job_bar) = if columns >= 60 {
             (
                 format!("  {{spinner:.green}} {{msg:{width}!}} {{elapsed:>4}}"),
@@ -99,7 +102,7 @@ impl Bars {
             Event::JobStarted { job, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(style(&self.job_spinner));
-                bar.set_message(self.context.jobs()[*job].label.clone());
+                bar.set_message(self.context.label(*job));
                 bar.enable_steady_tick(TICK);
                 state.running.insert(*job, bar);
             }
@@ -112,6 +115,12 @@ impl Bars {
                     bar.set_position(*done);
                 }
             }
+            Event::JobSealed { job } => {
+                if let Some(bar) = state.running.remove(job) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+            }
             Event::JobFinished { job, duration, .. } => {
                 state.ran += 1;
                 state.ran_for += *duration;
@@ -119,6 +128,7 @@ impl Bars {
             }
             Event::JobCached { job, .. } => {
                 state.cached += 1;
+                state.cached_by_stage.add(&self.context, *job);
                 self.settle(&mut state, *job);
             }
             Event::JobFailed { job, failure, .. } => {
@@ -132,7 +142,10 @@ impl Bars {
             }
             Event::Warning { .. } | Event::JobRetried { .. } => {}
         }
-        if let Some(line) = event_line(&self.context.jobs(), event) {
+        let cached = matches!(event, Event::JobCached { .. });
+        if let Some(line) = event_line(&self.context, event)
+            && (!cached || self.context.verbose)
+        {
             self.println(&line);
         }
         self.main.set_message(self.status(&state));
@@ -184,6 +197,11 @@ impl Bars {
         }
         self.main.finish_and_clear();
         let _ = self.multi.clear();
+        if !self.context.verbose {
+            for line in state.cached_by_stage.lines() {
+                errln!("{line}");
+            }
+        }
         drop(state);
         errln!("{}", summary_line(summary));
     }

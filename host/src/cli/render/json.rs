@@ -7,8 +7,13 @@
 //! one of `never_run`, `param_changed`, `plugin_changed`, `tools_changed`, `mode_changed`,
 //! `upstream_changed`, `sources_changed`, `output_changed`, `failed_last_time`, `forced`.
 //!
-//! Every object has an `event` field: `run_started`, `job_started`, `job_finished`,
-//! `job_cached`, `job_failed`, `job_skipped`, `progress`, `warning`, `run_finished`. Job
+//! Every object has an `event` field: `run_started`, `job_started`, `job_sealed`,
+//! `job_finished`, `job_cached`, `job_failed`, `job_retried`, `job_skipped`, `progress`,
+//! `warning`, `run_finished`, and a `time`: when repx emitted it, in UTC, RFC 3339 with
+//! milliseconds (`2026-12-05T19:50:01.123Z`). `job_sealed` says a started job ran and its
+//! output waits to be committed: from then on it no longer counts against `-j`, so the jobs
+//! started and neither sealed nor failed are never more than `-j`; `job_finished` follows
+//! once the output is committed. Job
 //! events carry the job's `id`, `stage` and `params`; the id is `null` only for a job
 //! skipped downstream of a failed impure job (its id depends on an output that does not
 //! exist). Finished and cached jobs carry their `output` directory; finished and failed
@@ -28,7 +33,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
@@ -128,6 +133,10 @@ impl Json {
                 );
                 object
             }
+            Event::JobSealed { job } => {
+                let id = self.started_id(*job);
+                self.job("job_sealed", *job, id.as_deref())
+            }
             Event::JobCached { job, id, .. } => {
                 let mut object = self.job("job_cached", *job, Some(id));
                 object.insert(
@@ -214,9 +223,40 @@ impl Json {
         }));
     }
 
-    fn write(&self, value: Value) {
+    fn write(&self, mut value: Value) {
+        if let Value::Object(object) = &mut value {
+            object.insert("time".into(), timestamp(SystemTime::now()).into());
+        }
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         // A closed pipe only means nobody is reading any more.
         let _ = writeln!(out, "{value}").and_then(|()| out.flush());
+    }
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds: `2026-12-05T19:50:01.123Z`.
+fn timestamp(time: SystemTime) -> String {
+    let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let (secs, ms) = ((ms / 1000) as u64, ms % 1000);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = super::super::show_job::civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc_with_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_796_500_201_123);
+        assert_eq!(timestamp(at), "2026-12-05T19:50:01.123Z");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }
