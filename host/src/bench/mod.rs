@@ -7,7 +7,7 @@
 //! | case | what | baseline |
 //! |---|---|---|
 //! | a | per-job wall time of 10,000 trivial jobs at `-j 2`, median of 3 sweeps | one fork+exec of `/bin/true` around each |
-//! | b | a no-op re-run of (a), as a fresh `repx run` process | the 200 ms target |
+//! | b | a no-op re-run of (a), as a fresh `repx run` process | the 100 ms target |
 //! | c | loading a cached compiled ~2 MB plugin, from reading its file | compiling it |
 //! | d | SHA-256 as a plugin (and n-body, an extra without a target) | the same source built natively |
 //! | e | writing and reading 256 MiB through `/out` and `/in` | the same source built natively |

@@ -252,7 +252,7 @@ pub fn figures_b(count: usize, times: &[Duration]) -> Vec<Figure> {
             ms(median(times)),
             Unit::Ms,
         )
-        .target(Target::AtMost(200.0)),
+        .target(Target::AtMost(100.0)),
         Figure::new(Case::B, Role::Detail, "fastest", ms(best), Unit::Ms),
     ]
 }

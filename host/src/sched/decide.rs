@@ -65,20 +65,20 @@ impl<'a> PlanJobs<'a> {
         let (plan, store) = (self.plan, self.store);
         let job = &plan.graph.jobs[index];
         let outputs = &plan.lab.stages[&job.stage].outputs;
+        let deps = job.deps();
+        if job.mode == Mode::Pure && deps.is_empty() && !plan.bad_lists.contains_key(&index) {
+            // Most jobs of a sweep: a `stat` of `out/` and one of each file the seal stamped
+            // or the stage declares, and no copy of the record.
+            return match store.is_done_with(id, outputs) {
+                true => Ok(id.to_string()),
+                false => Err(Why::Unknown),
+            };
+        }
         if !store.has_declared(id, outputs) {
             return Err(Why::Unknown);
         }
         if plan.bad_lists.contains_key(&index) {
             return Err(Why::BadList);
-        }
-        let deps = job.deps();
-        if job.mode == Mode::Pure && deps.is_empty() {
-            // Most jobs of a sweep: a `stat` of `out/` and of each declared output, and no
-            // copy of the record.
-            return match store.is_done(id) {
-                true => Ok(id.to_string()),
-                false => Err(Why::Unknown),
-            };
         }
         let record = store.done(id).ok_or(Why::Unknown)?;
         match job.mode {

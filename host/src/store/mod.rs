@@ -481,7 +481,10 @@ impl Store {
         tag: String,
         mut warnings: Vec<Warning>,
     ) -> Result<Store, StoreError> {
-        let mut records = HashMap::new();
+        // Sized from the log's length (a record is a few hundred bytes), so that a large
+        // store's map is not grown, and its records moved, a dozen times.
+        let size = std::fs::metadata(log.path()).map_or(0, |m| m.len());
+        let mut records = HashMap::with_capacity(usize::try_from(size / 512).unwrap_or(0));
         log.read_new(|record| {
             records.insert(record.id.clone(), record);
         })
@@ -580,11 +583,31 @@ impl Store {
 
     /// Whether the job is done, as [`Store::done`], without copying its record.
     pub fn is_done(&self, id: &str) -> bool {
+        self.is_done_with(id, &[])
+    }
+
+    /// As [`Store::is_done`], and each of `outputs` (a stage's declared outputs) is in the
+    /// job's `out/`, as [`Store::has_declared`] finds: one `stat` per file, as an output the
+    /// seal stamped is found by its stamp's.
+    pub fn is_done_with(&self, id: &str, outputs: &[PathBuf]) -> bool {
         let hash = {
             let records = self.records.read().unwrap_or_else(|e| e.into_inner());
             let Some(record) = records.get(id) else {
                 return false;
             };
+            let unstamped: Vec<PathBuf> = outputs
+                .iter()
+                .filter(|o| {
+                    !record
+                        .stamps
+                        .iter()
+                        .any(|s| Path::new(s.path()) == o.as_path())
+                })
+                .cloned()
+                .collect();
+            if !self.has_declared(id, &unstamped) {
+                return false;
+            }
             match self.stamped(record) {
                 commit::Stamped::Yes => return true,
                 commit::Stamped::No => return false,

@@ -95,7 +95,7 @@ impl RecordLog {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(1 << 16, file);
         reader.seek(SeekFrom::Start(read.offset))?;
         let mut line = Vec::new();
         loop {
