@@ -31,13 +31,47 @@ const LOADS: usize = 7;
 const BASE: &str = "exec";
 
 /// What one preparation of the plugin took.
-struct Timing {
+pub(super) struct Timing {
     /// Creating the runtime, before the clock for the plugin starts.
-    runtime: Duration,
+    pub runtime: Duration,
     /// Reading the file and its digests.
-    read: Duration,
+    pub read: Duration,
     /// From reading the file to the plugin ready to instantiate.
-    total: Duration,
+    pub total: Duration,
+}
+
+/// Prepares the plugins of run `run` of the lab in `lab_dir` as a `repx run` process
+/// does, in a fresh runtime of `concurrency` slots with the compiled plugins in `cache`.
+pub(super) fn prepare(
+    lab_dir: &Path,
+    cache: &Path,
+    run: &str,
+    concurrency: usize,
+    case: Case,
+) -> Result<Timing, BenchError> {
+    let failed = |message: String| BenchError::Case { case, message };
+    let lab = Lab::load(lab_dir).map_err(|e| failed(e.to_string()))?;
+    let graph = JobGraph::expand(&lab, &[run], None);
+    let store =
+        Store::open(&lab_dir.join(store::DEFAULT_DIR)).map_err(|e| failed(e.to_string()))?;
+    let started = Instant::now();
+    let runtime =
+        Runtime::new(Some(cache.to_path_buf()), concurrency).map_err(|e| failed(e.to_string()))?;
+    let runtime_made = started.elapsed();
+
+    let started = Instant::now();
+    let plan = Plan::new(lab, graph, &store).map_err(|e| failed(e.to_string()))?;
+    let read = started.elapsed();
+    for stage in plan.stages.values() {
+        runtime
+            .prepare(&stage.plugin)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(Timing {
+        runtime: runtime_made,
+        read,
+        total: started.elapsed(),
+    })
 }
 
 pub fn measure(dir: &Path, bytes: usize) -> Result<Vec<Figure>, BenchError> {
@@ -59,29 +93,7 @@ pub fn measure(dir: &Path, bytes: usize) -> Result<Vec<Figure>, BenchError> {
                [runs.load]\npipelines = [\"main\"]\n";
     std::fs::write(&lab_file, lab).map_err(io(&lab_file))?;
 
-    let prepare = || -> Result<Timing, BenchError> {
-        let lab = Lab::load(&lab_dir).map_err(|e| failed(e.to_string()))?;
-        let graph = JobGraph::expand(&lab, &["load"], None);
-        let store =
-            Store::open(&lab_dir.join(store::DEFAULT_DIR)).map_err(|e| failed(e.to_string()))?;
-        let started = Instant::now();
-        let runtime = Runtime::new(Some(cache.clone()), 1).map_err(|e| failed(e.to_string()))?;
-        let runtime_made = started.elapsed();
-
-        let started = Instant::now();
-        let plan = Plan::new(lab, graph, &store).map_err(|e| failed(e.to_string()))?;
-        let read = started.elapsed();
-        for stage in plan.stages.values() {
-            runtime
-                .prepare(&stage.plugin)
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        Ok(Timing {
-            runtime: runtime_made,
-            read,
-            total: started.elapsed(),
-        })
-    };
+    let prepare = || prepare(&lab_dir, &cache, "load", 1, Case::C);
     let compile = prepare()?;
     let loads = (0..LOADS)
         .map(|_| prepare())

@@ -34,7 +34,7 @@ impl Plugins {
         let mut needed: Vec<(&Path, &str)> = Vec::new();
         if cases
             .iter()
-            .any(|c| matches!(c, Case::A | Case::B | Case::F))
+            .any(|c| matches!(c, Case::A | Case::B | Case::F | Case::I))
         {
             needed.push((&plugins.trivial, "the wasm plugin bench-trivial"));
         }

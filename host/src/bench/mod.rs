@@ -13,6 +13,10 @@
 //! | e | writing and reading 256 MiB through `/out` and `/in` | the same source built natively |
 //! | f | 1,000, 10,000 and 100,000 jobs: per job, load + expansion, peak RSS | 1,000 jobs |
 //! | h | the seed's edit cycle: `repx run`, `--watch` and a no-op run, 9 edits each | `make && ./mybinary` |
+//! | i | a trivial plugin in Rust, C, Python and JavaScript: per job at `-j 2`, first and cached, and its cached load | one `/usr/bin/python3 -c pass` |
+//!
+//! Case (i) builds plugins with the toolchains of `scripts/setup-plugins`, so it runs only
+//! when asked for (`--cases i`).
 //!
 //! Sweeps (a, f) run in a child process (`repx bench --worker-sweep`), so that each has its
 //! own peak RSS and a cold process; the no-op (b) is the real `repx run` binary, process
@@ -26,6 +30,7 @@
 mod compile;
 mod cycle;
 mod fixture;
+mod languages;
 mod native;
 mod sweep;
 
@@ -80,10 +85,25 @@ pub enum Case {
     /// The letter of the issue that asked for it; (g) is `benches/peers.sh`.
     #[serde(rename = "h")]
     H = 7,
+    #[serde(rename = "i")]
+    I = 8,
 }
 
 impl Case {
-    pub const ALL: [Case; 7] = [
+    pub const ALL: [Case; 8] = [
+        Case::A,
+        Case::B,
+        Case::C,
+        Case::D,
+        Case::E,
+        Case::F,
+        Case::H,
+        Case::I,
+    ];
+
+    /// What `repx bench` runs when no case is named: all but (i), which needs the plugin
+    /// toolchains of every language and minutes of building.
+    pub const DEFAULT: [Case; 7] = [
         Case::A,
         Case::B,
         Case::C,
@@ -112,6 +132,7 @@ impl Case {
             Case::E => "file I/O",
             Case::F => "scaling",
             Case::H => "edit cycle",
+            Case::I => "plugin languages",
         }
     }
 }
@@ -155,6 +176,8 @@ pub struct Sizes {
     pub nbody_steps: usize,
     pub io_mib: usize,
     pub component_bytes: usize,
+    /// Trivial jobs per sweep of (i), per language.
+    pub languages_sweep: usize,
 }
 
 impl Sizes {
@@ -170,6 +193,7 @@ impl Sizes {
                 nbody_steps: 1_000_000,
                 io_mib: 32,
                 component_bytes: 2 << 20,
+                languages_sweep: 50,
             }
         } else {
             Sizes {
@@ -182,6 +206,7 @@ impl Sizes {
                 nbody_steps: 5_000_000,
                 io_mib: 256,
                 component_bytes: 2 << 20,
+                languages_sweep: 300,
             }
         }
     }
@@ -430,6 +455,16 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
             "(h) the edit cycle: {samples} edits through repx run, make and --watch"
         ));
         figures.extend(cycle::measure(work.path(), &options.exe, &cache, samples)?);
+    }
+    if wants(Case::I) {
+        figures.extend(languages::measure(
+            work.path(),
+            &options.exe,
+            &plugins.trivial,
+            options.jobs,
+            sizes.languages_sweep,
+            note,
+        )?);
     }
     Ok(Report {
         date: fixture::today(),
