@@ -551,22 +551,30 @@ fn check_params(
 /// content (hashed into its name, or built by one recipe), so the lab that names the path
 /// has chosen the bytes, as `"${./plugin.wasm}"` or a package's output does in a lab.nix.
 fn check_pin(lab: &Lab, stage: &crate::lab::Stage, bytes: &[u8]) -> Result<(), PlanError> {
-    let actual = crate::wasm::sha256_hex(bytes);
+    // Only when there is a pin to check or one to suggest: SHA-256 of an interpreter's
+    // component (18 MB for Python) is a tenth of loading it from the compiled cache.
+    let actual = || crate::wasm::sha256_hex(bytes);
     let pin_err = |message| PlanError::Pin {
         stage: stage.name.clone(),
         message,
     };
     match (&stage.sha256, &stage.plugin) {
-        (Some(pinned), plugin) if *pinned != actual => Err(pin_err(format!(
-            "plugin {plugin} does not match its pin\n  pinned sha256: {pinned}\n  actual sha256: {actual}\n\
-             if the plugin changed on purpose, pin it again: {}; no job was run",
-            how_to_pin(lab, &stage.name, &actual)
-        ))),
+        (Some(pinned), plugin) => {
+            let actual = actual();
+            if *pinned == actual {
+                return Ok(());
+            }
+            Err(pin_err(format!(
+                "plugin {plugin} does not match its pin\n  pinned sha256: {pinned}\n  actual sha256: {actual}\n\
+                 if the plugin changed on purpose, pin it again: {}; no job was run",
+                how_to_pin(lab, &stage.name, &actual)
+            )))
+        }
         (None, PluginRef::File(path)) if !inside(path, &lab.dir) && !in_nix_store(path) => {
             Err(pin_err(format!(
                 "plugin {} is outside the project directory, so it must be pinned: {}",
                 path.display(),
-                how_to_pin(lab, &stage.name, &actual)
+                how_to_pin(lab, &stage.name, &actual())
             )))
         }
         _ => Ok(()),
