@@ -117,7 +117,7 @@ impl Nix {
         if !settings.publish_private {
             publishable(plan, store)?;
         }
-        Nix::new(&store.root().join("tmp"), settings).map(|nix| Some(std::sync::Arc::new(nix)))
+        Nix::new(&store.tmp_dir(), settings).map(|nix| Some(std::sync::Arc::new(nix)))
     }
 
     /// Checks that Nix is installed and builds in its sandbox with `settings` and

@@ -320,7 +320,7 @@ fn in_nix(
 ) -> Result<Ran, Failed> {
     let specs = crate::nix::spec::closure(plan, store, nix, index, id, upstream_ids)
         .map_err(Failed::plain)?;
-    let root = store.root().join("nix").join(id);
+    let root = store.nix_root(id);
     let built = nix
         .build(&specs, id, &staging.dir, &root)
         .map_err(|failure| Failed {
@@ -470,7 +470,7 @@ fn input_listing<'a>(
     stage: &str,
     inputs: impl Iterator<Item = &'a String>,
 ) -> Result<std::path::PathBuf, String> {
-    let dir = store.root().join("tmp").join(format!("inputs-{stage}"));
+    let dir = store.input_listing_dir(stage);
     if !dir.is_dir() {
         // Built aside and renamed, so concurrent jobs of the stage never see half of it.
         static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

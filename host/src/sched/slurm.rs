@@ -186,7 +186,7 @@ pub fn run(
         0 => format!("{stamp}-{}", std::process::id()),
         round => format!("{stamp}-{}-{round}", std::process::id()),
     };
-    let dir = store.root().join("slurm").join(&tag);
+    let dir = store.slurm_dir(&tag);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let script = dir.join("worker.sh");
     write_script(&script, cluster, store, &dir)?;

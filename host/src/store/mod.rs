@@ -16,11 +16,16 @@
 //! pins/<hash>          one per pinned run: the job ids `gc` keeps whatever reaches them
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! tmp/live/<id>/       a running job's logs as they come, for `repx log -f`; see [`live`]
+//! tmp/inputs-<stage>/ the input listing a stage's jobs share during a run
+//! nix/<id>             GC roots of hermetic jobs' Nix outputs
 //! lock                 who holds the store's lock (the lock is on the directory, see [`lock`])
 //! records.lock         taken around each append to records.jsonl, see [`records`]
 //! workers.lock         held shared by each `repx worker` (SLURM) writing into the store
 //! slurm/<run>/         batches, worker events and SLURM logs of `--scheduler slurm` runs
 //! ```
+//! Only this module spells these names: the rest of the engine asks for a path by what it
+//! is for ([`Store::job_dir`], [`Store::tmp_dir`], [`Store::nix_root`], …).
+//!
 //! Invariant: a job is done only when its record exists *and* `jobs/<id>/out` holds what
 //! was sealed: each entry's `stat` is as the record stamped it, or else the output hashes
 //! to the record's hash (see [`Store::done`]; the scheduler also checks the declared
@@ -567,7 +572,27 @@ impl Store {
 
     /// A path in `tmp/` that no other process uses: `tmp/<name>.<tag>`.
     pub fn tmp_path(&self, name: &str) -> PathBuf {
-        self.root.join("tmp").join(format!("{name}.{}", self.tag))
+        self.tmp_dir().join(format!("{name}.{}", self.tag))
+    }
+
+    /// `tmp/`: what runs stage there is never trusted, and cleared under the lock.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// `tmp/inputs-<stage>`: the input listing a stage's jobs share for the run.
+    pub fn input_listing_dir(&self, stage: &str) -> PathBuf {
+        self.tmp_dir().join(format!("inputs-{stage}"))
+    }
+
+    /// `nix/<id>`: the GC root of a hermetic job's Nix output.
+    pub fn nix_root(&self, id: &str) -> PathBuf {
+        self.root.join("nix").join(id)
+    }
+
+    /// `slurm/<run>`: a SLURM run's batches, worker events and logs.
+    pub fn slurm_dir(&self, run: &str) -> PathBuf {
+        self.root.join("slurm").join(run)
     }
 
     pub fn root(&self) -> &Path {
