@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::{TempDir, built, plugin_wasm, repo_root, repx};
 use serde_json::Value;
 
-const CASES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "h"];
+const CASES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "h", "j"];
 
 /// The directories the bench reads its plugins from, checked to hold them.
 fn plugin_dirs() -> (PathBuf, PathBuf) {

@@ -15,6 +15,8 @@ use crate::wasm::{Plugin, Runtime};
 pub struct Plugins {
     /// wasm32-wasip2 `bench-trivial.wasm`.
     pub trivial: PathBuf,
+    /// wasm32-wasip2 `scatter-split.wasm`: the list of the fan-out case.
+    pub split: PathBuf,
     pub kernel: PathBuf,
     pub io: PathBuf,
     /// The same kernel and I/O sources built natively.
@@ -26,6 +28,7 @@ impl Plugins {
     pub fn find(wasm: &Path, native: &Path, cases: &[Case]) -> Result<Plugins, BenchError> {
         let plugins = Plugins {
             trivial: wasm.join("bench-trivial.wasm"),
+            split: wasm.join("scatter-split.wasm"),
             kernel: wasm.join("bench-kernel.wasm"),
             io: wasm.join("bench-io.wasm"),
             kernel_native: native.join("bench-kernel"),
@@ -34,9 +37,12 @@ impl Plugins {
         let mut needed: Vec<(&Path, &str)> = Vec::new();
         if cases
             .iter()
-            .any(|c| matches!(c, Case::A | Case::B | Case::F | Case::I))
+            .any(|c| matches!(c, Case::A | Case::B | Case::F | Case::J))
         {
             needed.push((&plugins.trivial, "the wasm plugin bench-trivial"));
+        }
+        if cases.contains(&Case::J) {
+            needed.push((&plugins.split, "the wasm plugin scatter-split"));
         }
         if cases.contains(&Case::D) {
             needed.push((&plugins.kernel, "the wasm plugin bench-kernel"));
@@ -126,6 +132,40 @@ pub fn sweep_lab(dir: &Path, plugin: &Path, count: usize) -> Result<(), BenchErr
          [pipelines.main]\nstages = [\"trivial\"]\n\n\
          [runs.sweep]\npipelines = [\"main\"]\nparams = {{ i = [{values}] }}\n"
     );
+    let file = dir.join(crate::lab::LAB_FILE);
+    std::fs::write(&file, lab).map_err(io(&file))
+}
+
+/// A lab at `dir` whose stage `split` lists `count` samples of `data/samples.txt`, and
+/// whose stage `trivial` runs once per item: a fan-out of `count` jobs.
+pub fn fanout_lab(
+    dir: &Path,
+    trivial: &Path,
+    split: &Path,
+    count: usize,
+) -> Result<(), BenchError> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(io(&data))?;
+    for (plugin, name) in [
+        (trivial, "bench-trivial.wasm"),
+        (split, "scatter-split.wasm"),
+    ] {
+        let wasm = dir.join(name);
+        std::fs::copy(plugin, &wasm).map_err(io(&wasm))?;
+    }
+    let mut samples = String::with_capacity(count * 12);
+    for i in 0..count {
+        writeln!(samples, "s{i} {i}").expect("writing to a string");
+    }
+    let file = data.join("samples.txt");
+    std::fs::write(&file, samples).map_err(io(&file))?;
+    let lab = "[lab]\nname = \"bench-fanout\"\n\n\
+         [stages.split]\nplugin = \"scatter-split.wasm\"\ninputs = { data = \"path:data\" }\n\
+         outputs = [\"items.json\"]\n\n\
+         [stages.trivial]\nplugin = \"bench-trivial.wasm\"\nforeach = \"split:items.json\"\n\
+         outputs = [\"result.json\"]\n\n\
+         [pipelines.main]\nstages = [\"split\", \"trivial\"]\n\n\
+         [runs.fanout]\npipelines = [\"main\"]\n";
     let file = dir.join(crate::lab::LAB_FILE);
     std::fs::write(&file, lab).map_err(io(&file))
 }

@@ -14,6 +14,7 @@
 //! | f | 1,000, 10,000 and 100,000 jobs: per job, load + expansion, peak RSS | 1,000 jobs |
 //! | h | the seed's edit cycle: `repx run`, `--watch` and a no-op run, 9 edits each | `make && ./mybinary` |
 //! | i | a trivial plugin in Rust, C, Python and JavaScript: per job at `-j 2`, first and cached, and its cached load | one `/usr/bin/python3 -c pass` |
+//! | j | per-job wall time of a 10,000-item fan-out at `-j 2` (its list and the rounds included) | a 10,000-point sweep, (a)'s |
 //!
 //! Case (i) builds plugins with the toolchains of `scripts/setup-plugins`, so it runs only
 //! when asked for (`--cases i`).
@@ -87,10 +88,12 @@ pub enum Case {
     H = 7,
     #[serde(rename = "i")]
     I = 8,
+    #[serde(rename = "j")]
+    J = 9,
 }
 
 impl Case {
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 9] = [
         Case::A,
         Case::B,
         Case::C,
@@ -99,11 +102,12 @@ impl Case {
         Case::F,
         Case::H,
         Case::I,
+        Case::J,
     ];
 
     /// What `repx bench` runs when no case is named: all but (i), which needs the plugin
     /// toolchains of every language and minutes of building.
-    pub const DEFAULT: [Case; 7] = [
+    pub const DEFAULT: [Case; 8] = [
         Case::A,
         Case::B,
         Case::C,
@@ -111,6 +115,7 @@ impl Case {
         Case::E,
         Case::F,
         Case::H,
+        Case::J,
     ];
 
     pub fn letter(self) -> char {
@@ -133,6 +138,7 @@ impl Case {
             Case::F => "scaling",
             Case::H => "edit cycle",
             Case::I => "plugin languages",
+            Case::J => "fan-out",
         }
     }
 }
@@ -358,7 +364,7 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
     let wants = |case| options.cases.contains(&case);
 
     // The sweeps share the compiled trivial plugin; compiling it is not what they measure.
-    if wants(Case::A) || wants(Case::B) || wants(Case::F) {
+    if wants(Case::A) || wants(Case::B) || wants(Case::F) || wants(Case::J) {
         fixture::warm_cache(&cache, &plugins.trivial)?;
     }
     // (a) sweeps `sizes.sweeps` times, each into a fresh store, and reports the median: one
@@ -448,6 +454,26 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
             measures.push(measure);
         }
         figures.extend(sweep::figures_f(&measures));
+    }
+    if wants(Case::J) {
+        fixture::warm_cache(&cache, &plugins.split)?;
+        let sweep = match median_by(&sweeps_at_a, SweepMeasure::per_job_ms) {
+            Some(m) => m.clone(),
+            None => {
+                note(&format!("(j) baseline: {} trivial jobs swept", sizes.sweep));
+                let dir = work.path().join("fanout-sweep");
+                fixture::sweep_lab(&dir, &plugins.trivial, sizes.sweep)?;
+                sweep::spawn_worker(&options.exe, &dir, &cache, options.jobs, Case::J)?
+            }
+        };
+        note(&format!(
+            "(j) a fan-out of {} trivial jobs at -j {}",
+            sizes.sweep, options.jobs
+        ));
+        let dir = work.path().join("fanout");
+        fixture::fanout_lab(&dir, &plugins.trivial, &plugins.split, sizes.sweep)?;
+        let fanout = sweep::spawn_worker(&options.exe, &dir, &cache, options.jobs, Case::J)?;
+        figures.extend(sweep::figures_j(&fanout, &sweep));
     }
     if wants(Case::H) {
         let samples = if options.quick { 3 } else { 9 };

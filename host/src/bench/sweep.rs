@@ -1,4 +1,5 @@
-//! Cases (a), (b) and (f): sweeps of trivial jobs, their no-op re-run, and how both scale.
+//! Cases (a), (b), (f) and (j): sweeps of trivial jobs, their no-op re-run, how both
+//! scale, and a fan-out of as many jobs against a sweep.
 //!
 //! A sweep runs in a child process, `repx bench --worker-sweep DIR`, which loads the lab,
 //! expands it, and runs every job in-process through the real scheduler, store and runtime,
@@ -58,7 +59,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
     let load_expand = started.elapsed();
     let store =
         Store::open(&lab.dir.join(store::DEFAULT_DIR)).map_err(|e| failed(e.to_string()))?;
-    let plan = Plan::new(lab, graph, &store).map_err(|e| failed(e.to_string()))?;
+    let mut plan = Plan::new(lab, graph, &store).map_err(|e| failed(e.to_string()))?;
     let runtime =
         Runtime::new(crate::wasm::cache_dir(), jobs).map_err(|e| failed(e.to_string()))?;
     for resources in plan.stages.values() {
@@ -67,7 +68,7 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
             .map_err(|e| failed(e.to_string()))?;
     }
     let setup = started.elapsed();
-    let options = Options {
+    let mut options = Options {
         nix: None,
         guard: None,
         jobs,
@@ -78,7 +79,23 @@ pub fn worker(dir: &Path, jobs: usize) -> Result<SweepMeasure, BenchError> {
         targets: None,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
-    let summary = local::run(&plan, &store, &runtime, &options, Arc::new(|_| {}));
+    // A fan-out's items are jobs once its list is written: rounds, as `repx run` runs them.
+    let rounds = crate::sched::fanout::Selection {
+        targets: &|_| None,
+        force: &|_| Force::None,
+    };
+    let summary = crate::sched::fanout::rounds(
+        &mut plan,
+        &store,
+        &mut options,
+        rounds,
+        Arc::new(|_| {}),
+        |_, _| {},
+        |plan, options, emit| -> Result<_, crate::plan::PlanError> {
+            Ok(local::run(plan, &store, &runtime, options, emit))
+        },
+    )
+    .map_err(|e| failed(e.to_string()))?;
     let total = started.elapsed();
     let count = plan.graph.jobs.len();
     if summary.failed > 0 || summary.ran + summary.cached != count {
@@ -322,4 +339,47 @@ pub fn figures_f(measures: &[SweepMeasure]) -> Vec<Figure> {
         );
     }
     figures
+}
+
+/// Case (j): the per-job wall time of a fan-out against a sweep of as many jobs.
+pub fn figures_j(fanout: &SweepMeasure, sweep: &SweepMeasure) -> Vec<Figure> {
+    let items = fanout.jobs.saturating_sub(1);
+    vec![
+        Figure::new(
+            Case::J,
+            Role::Measure,
+            format!("{items}-item fan-out: per job, its list and the rounds included"),
+            fanout.per_job_ms(),
+            Unit::Ms,
+        ),
+        Figure::new(
+            Case::J,
+            Role::Baseline,
+            format!("{}-point sweep: per job", sweep.jobs),
+            sweep.per_job_ms(),
+            Unit::Ms,
+        ),
+        Figure::new(
+            Case::J,
+            Role::Ratio,
+            "fan-out per job / sweep per job",
+            fanout.per_job_ms() / sweep.per_job_ms(),
+            Unit::Times,
+        )
+        .target(Target::AtMost(1.25)),
+        Figure::new(
+            Case::J,
+            Role::Detail,
+            format!("{items}-item fan-out: total wall time"),
+            fanout.total_ms,
+            Unit::Ms,
+        ),
+        Figure::new(
+            Case::J,
+            Role::Detail,
+            format!("{items}-item fan-out: peak RSS"),
+            fanout.peak_rss_bytes as f64 / f64::from(1 << 20),
+            Unit::MiB,
+        ),
+    ]
 }

@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Smaller counts and sizes: a smoke run, not figures to quote.
     #[arg(long)]
     pub quick: bool,
-    /// Only these cases, e.g. `a,b` (default: a,b,c,d,e,f,h; `i`, the plugin languages,
+    /// Only these cases, e.g. `a,b` (default: a,b,c,d,e,f,h,j; `i`, the plugin languages,
     /// needs scripts/setup-plugins and runs only when named).
     #[arg(long, value_delimiter = ',', value_name = "CASES")]
     pub cases: Vec<String>,
@@ -75,7 +75,7 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
         for name in &args.cases {
             let case = Case::from_letter(name.trim()).ok_or_else(|| {
                 invalid(format!(
-                    "--cases {name}: no such case; the cases are a, b, c, d, e, f, h, i"
+                    "--cases {name}: no such case; the cases are a, b, c, d, e, f, h, i, j"
                 ))
             })?;
             cases.push(case);
