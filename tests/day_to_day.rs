@@ -1818,3 +1818,47 @@ pipelines = ["p"]
     let html = std::fs::read_to_string(lab.path().join("report.html")).unwrap();
     assert!(html.contains("<th>memory MiB</th>"), "{html}");
 }
+
+#[test]
+fn list_results_report_and_viz_give_each_job_the_state_repx_run_acts_on() {
+    let (lab, _) = explain_lab();
+    let lab = lab.path();
+    repx(lab, &["run", "--continue-on-failure"]).expect_code(1);
+    // The impure stage's output is still in the store, but a run would build it again.
+    std::fs::write(lab.join("src/a.txt"), "two\n").unwrap();
+    let expected = [("gen", "done"), ("imp", "todo"), ("flaky", "failed")];
+
+    let listed = repx(lab, &["list", "jobs"]);
+    listed.expect_code(0);
+    let results = repx(lab, &["results", "--stage", "imp", "--format", "json"]);
+    results.expect_code(0);
+    let viz = repx(lab, &["viz", "--jobs"]);
+    viz.expect_code(0);
+    let report = common::TempDir::new();
+    let page = report.path().join("r.html");
+    repx(lab, &["report", "-o", page.to_str().unwrap()]).expect_code(0);
+    let page = std::fs::read_to_string(&page).unwrap();
+    for (stage, state) in expected {
+        let line = listed
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {stage}")))
+            .unwrap_or_else(|| panic!("{stage}: {}", listed.stdout));
+        assert!(line.contains(&format!(" {state} ")), "{line}");
+        // The graph's node of the job says the same.
+        let node = viz
+            .stdout
+            .lines()
+            .find(|l| l.contains("label=") && l.contains(&format!("\"{stage}")))
+            .unwrap_or_else(|| panic!("{stage}: {}", viz.stdout));
+        assert!(node.contains(state), "{node}");
+    }
+    let rows: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
+    assert_eq!(rows["jobs"][0]["state"], "todo", "{}", results.stdout);
+    // The report's timings list the edited impure job as to do, not done.
+    let imp = page
+        .lines()
+        .find(|l| l.contains("<td>imp"))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(imp.contains("todo"), "{imp}");
+}

@@ -1769,6 +1769,14 @@ pipelines = ["main"]
     );
     let show = repx(lab.path(), &["show", "job", id]);
     assert!(show.stdout.contains("interrupted"), "{}", show.stdout);
+    let viz = repx(lab.path(), &["viz", "--jobs"]);
+    assert!(
+        viz.stdout
+            .lines()
+            .any(|l| l.contains("label=\"slow") && l.contains("interrupted")),
+        "{}",
+        viz.stdout
+    );
 }
 
 /// Waits for `sleep-forever`'s mark in its staged `/out`: then it is in a day's sleep in the

@@ -8,8 +8,9 @@ use clap::Args;
 use super::error::{CliError, invalid};
 use crate::graph::Job;
 use crate::lab::{Lab, did_you_mean};
+use crate::sched::explain::JobState;
 
-/// Where a job stands, as `repx list jobs` shows it.
+/// Where a job stands (a [`JobState`]), as `--status` names it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Its output is in the store.
@@ -29,6 +30,17 @@ impl Status {
             Status::Failed => "failed",
             Status::Interrupted => "interrupted",
             Status::Todo => "todo",
+        }
+    }
+}
+
+impl From<JobState> for Status {
+    fn from(state: JobState) -> Status {
+        match state {
+            JobState::Done => Status::Done,
+            JobState::Failed => Status::Failed,
+            JobState::Interrupted => Status::Interrupted,
+            JobState::Todo => Status::Todo,
         }
     }
 }

@@ -17,8 +17,7 @@ use super::{Cli, ListWhat, ShowWhat, exit};
 use crate::graph::JobGraph;
 use crate::lab::{Lab, LabError, Mode, did_you_mean};
 use crate::plan::Plan;
-use crate::sched::explain::{Planned, explain};
-use crate::sched::{Options, ReasonKind};
+use crate::sched::explain::states;
 use crate::store::{Store, location};
 
 /// The lab and its store, opened for reading: these commands work while a run is going.
@@ -94,8 +93,8 @@ pub fn list(
     let graph = JobGraph::expand(&lab, &runs, None);
     let plan = Plan::new(lab, graph, &store)?;
     let ids = plan.static_ids(&store);
-    let planned = match what {
-        ListWhat::Jobs => explain(&plan, &store, &Options::explain()),
+    let states = match what {
+        ListWhat::Jobs => states(&plan, &store),
         _ => Vec::new(),
     };
     let name = |i: usize| {
@@ -106,17 +105,7 @@ pub fn list(
     for (index, job) in plan.graph.jobs.iter().enumerate() {
         match what {
             ListWhat::Jobs => {
-                // The state `repx run` would act on: done only if it would be cached.
-                let status = match &planned[index] {
-                    Planned::Cached { .. } => Status::Done,
-                    Planned::Run { reason, id } if reason.kind == ReasonKind::FailedLastTime => {
-                        match store.was_interrupted(id) {
-                            true => Status::Interrupted,
-                            false => Status::Failed,
-                        }
-                    }
-                    _ => Status::Todo,
-                };
+                let status = Status::from(states[index]);
                 if !filter.keep(job, status) {
                     continue;
                 }

@@ -62,6 +62,7 @@ pub fn report(
     let graph = JobGraph::expand(&lab, &[run.as_str()], None);
     let plan = Plan::new(lab.clone(), graph, &store)?;
     let ids = plan.static_ids(&store);
+    let states = crate::sched::explain::states(&plan, &store);
     let jobs = &plan.graph.runs[&run];
 
     // Every job of the run with its state and record.
@@ -81,11 +82,7 @@ pub fn report(
             let job = &plan.graph.jobs[index];
             let id = ids[index].clone();
             let record = id.as_deref().and_then(|id| store.done(id));
-            let state = match (&id, &record) {
-                (_, Some(_)) => "done",
-                (Some(id), None) if store.failed_dir(id).is_dir() => "failed",
-                _ => "todo",
-            };
+            let state = states[index].as_str();
             Job {
                 label: label(&job.stage, &job.params),
                 stage: job.stage.clone(),

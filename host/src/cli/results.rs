@@ -90,6 +90,7 @@ pub fn collect(
     let graph = JobGraph::expand(lab, &[run], None);
     let plan = Plan::new(lab.clone(), graph, store)?;
     let ids = plan.static_ids(store);
+    let states = crate::sched::explain::states(&plan, store);
     let in_run = &plan.graph.runs[run];
     if let Some(stage) = stage
         && !in_run.iter().any(|j| plan.graph.jobs[*j].stage == stage)
@@ -114,11 +115,7 @@ pub fn collect(
         }
         let id = ids[index].clone();
         let record = id.as_deref().and_then(|id| store.done(id));
-        let state = match (&id, &record) {
-            (_, Some(_)) => "done",
-            (Some(id), None) if store.failed_dir(id).is_dir() => "failed",
-            _ => "todo",
-        };
+        let state = states[index].as_str();
         let output = record.as_ref().map(|r| store.output_dir(&r.id));
         let metrics = output
             .as_ref()

@@ -8,6 +8,7 @@
 //! over (`foreach`) is dotted, labelled `foreach FILE`. In the job graph a job's fill says
 //! its state, and a fan-out's items are there once their list is in the store.
 
+use crate::sched::explain::JobState;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -308,17 +309,20 @@ pub fn job_graph(lab: &Lab, store: &Store, runs: &[String]) -> Result<Graph, Cli
     let jobs = JobGraph::expand(lab, &runs, None);
     let plan = Plan::new(lab.clone(), jobs, store)?;
     let ids = plan.static_ids(store);
+    let states = crate::sched::explain::states(&plan, store);
     let mut graph = Graph {
         name: runs.join("+"),
         ..Graph::default()
     };
     let mut paths: BTreeMap<&std::path::Path, usize> = BTreeMap::new();
     for (index, job) in plan.graph.jobs.iter().enumerate() {
-        let (state, fill) = match &ids[index] {
-            Some(id) if store.done(id).is_some() => ("done", DONE_FILL),
-            Some(id) if store.failed_dir(id).is_dir() => ("failed", FAILED_FILL),
-            _ => ("todo", TODO_FILL),
+        let state = states[index];
+        let fill = match state {
+            JobState::Done => DONE_FILL,
+            JobState::Failed | JobState::Interrupted => FAILED_FILL,
+            JobState::Todo => TODO_FILL,
         };
+        let state = state.as_str();
         let mut lines = vec![job.stage.clone()];
         if !job.params.is_empty() {
             let params: Vec<String> = job.params.iter().map(|(k, v)| format!("{k}={v}")).collect();

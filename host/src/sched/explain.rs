@@ -1,5 +1,6 @@
 //! What a run would do, decided by the dispatcher's own rules without running anything:
-//! `repx run --dry-run` and the states `repx list jobs` shows.
+//! `repx run --dry-run`, and each job's [`JobState`], the one state `list jobs`,
+//! `results`, `report` and `viz` show.
 //!
 //! The dispatcher runs against an executor that runs nothing: each job handed to it counts
 //! as done at once, with the output it has in the store now (for an impure job, whose
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use super::decide::PlanJobs;
 use super::dispatch::{self, Admission, Emit, Executor, Handoff, Report};
-use super::{Event, Options, Reason};
+use super::{Event, Options, Reason, ReasonKind};
 use crate::lab::Mode;
 use crate::plan::Plan;
 use crate::store::{Record, Store};
@@ -76,6 +77,45 @@ pub fn explain(plan: &Plan, store: &Store, options: &Options) -> Vec<Planned> {
         }
     }
     planned
+}
+
+/// Where a job stands, by the rule `repx run` acts on: done only when a run would take it
+/// from the store (an impure job whose sources changed is not, even with its output still
+/// there), failed or interrupted when its last attempt was, else to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Done,
+    Failed,
+    Interrupted,
+    Todo,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+            JobState::Todo => "todo",
+        }
+    }
+}
+
+/// The state of every job of `plan`, by index: what a run of every job would decide.
+pub fn states(plan: &Plan, store: &Store) -> Vec<JobState> {
+    explain(plan, store, &Options::explain())
+        .into_iter()
+        .map(|planned| match planned {
+            Planned::Cached { .. } => JobState::Done,
+            Planned::Run { reason, id } if reason.kind == ReasonKind::FailedLastTime => {
+                match store.was_interrupted(&id) {
+                    true => JobState::Interrupted,
+                    false => JobState::Failed,
+                }
+            }
+            _ => JobState::Todo,
+        })
+        .collect()
 }
 
 /// The executor that runs nothing: every job it is handed is done at once.
