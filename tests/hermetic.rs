@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -558,5 +558,41 @@ fn a_hermetic_stage_reads_a_pure_upstream() {
     assert_eq!(
         common::read_output(mixed.path(), "sum.txt"),
         common::read_output(pure.path(), "sum.txt")
+    );
+}
+
+#[test]
+fn a_fan_out_is_byte_identical_to_pure() {
+    assert_hermetic_equals_pure("scatter");
+}
+
+#[test]
+fn a_hermetic_fan_out_over_a_pure_splitter_builds_its_items_in_nix() {
+    let pure = copy_example("scatter");
+    repx(pure.path(), &["run"]).expect_code(0);
+    let mixed = copy_example("scatter");
+    let toml = fs::read_to_string(mixed.path().join("repx.toml")).unwrap();
+    let toml = toml.replace("[stages.work]\n", "[stages.work]\nmode = \"hermetic\"\n");
+    fs::write(mixed.path().join("repx.toml"), toml).unwrap();
+    // Before the run no item is a job yet: the fan-out's own mode still calls for Nix.
+    hermetic(mixed.path(), &["run"]).expect_code(0);
+    let modes: BTreeSet<(String, String)> = records(mixed.path())
+        .into_values()
+        .map(|r| {
+            let stage = r["stage"].as_str().unwrap().to_string();
+            (stage, r["mode"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(
+        modes.contains(&("work".to_string(), "hermetic".to_string())),
+        "{modes:?}"
+    );
+    assert!(
+        !modes.contains(&("work".to_string(), "pure".to_string())),
+        "{modes:?}"
+    );
+    assert_eq!(
+        common::read_output(mixed.path(), "summary.csv"),
+        common::read_output(pure.path(), "summary.csv")
     );
 }

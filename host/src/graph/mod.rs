@@ -131,6 +131,11 @@ impl JobGraph {
         self.expand_runs(lab);
     }
 
+    /// The mode of `stage`'s jobs, those of a fan-out not known yet too.
+    pub fn mode_of(&self, stage: &crate::lab::Stage) -> Mode {
+        self.mode.unwrap_or(stage.mode)
+    }
+
     /// The items of the list `file` of job `splitter`, once known.
     pub fn items(&self, splitter: JobIndex, file: &Path) -> Option<&[Item]> {
         self.lists
@@ -210,7 +215,7 @@ impl JobGraph {
             };
             fixed.insert(name.clone(), input);
         }
-        let mode = self.mode.unwrap_or(stage.mode);
+        let mode = self.mode_of(stage);
         let mut lanes = Lanes {
             jobs: Vec::new(),
             complete: true,

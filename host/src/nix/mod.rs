@@ -106,11 +106,12 @@ impl Nix {
         store: &crate::store::Store,
         settings: settings::Settings,
     ) -> Result<Option<std::sync::Arc<Nix>>, NixError> {
+        // Every stage of the plan, since a fan-out's jobs appear only once its list is
+        // written, during the run.
         let hermetic = plan
-            .graph
-            .jobs
-            .iter()
-            .any(|j| j.mode == crate::lab::Mode::Hermetic);
+            .stages
+            .keys()
+            .any(|name| plan.graph.mode_of(&plan.lab.stages[name]) == crate::lab::Mode::Hermetic);
         if !hermetic {
             return Ok(None);
         }
