@@ -411,3 +411,58 @@ fn control_characters_in_an_item_reach_no_terminal_table_or_page() {
     assert!(html.contains("\\u{1b}"), "the escape is shown, visibly");
     assert!(!html.contains("<b>"));
 }
+
+#[test]
+fn gc_keeps_the_items_a_list_still_names_and_verify_checks_them() {
+    let lab = copy_example("scatter");
+    samples(&lab, "alpha 1\nbeta 2\n");
+    let first = repx(lab.path(), &["run", "-v"]);
+    first.expect_code(0);
+    let store = default_store(lab.path());
+    let jobs = || -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(store.join("jobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let items = sorted(ids(&first, "ran", "work"));
+    assert_eq!(jobs().len(), 4, "split, two items and the gather");
+    repx(lab.path(), &["gc"]).expect_code(0);
+    assert_eq!(jobs().len(), 4, "gc removed a job its lab reaches");
+    repx(lab.path(), &["verify"]).expect_code(0);
+
+    // A damaged item's output: verify names it.
+    let beta = jobs()
+        .into_iter()
+        .find(|j| j.starts_with(&items[0]) || j.starts_with(&items[1]))
+        .unwrap();
+    let result = store.join("jobs").join(&beta).join("out/result.json");
+    fs::write(&result, "{}").unwrap();
+    let verify = repx(lab.path(), &["verify"]);
+    assert_ne!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    assert!(
+        format!("{}{}", verify.stdout, verify.stderr).contains("result.json"),
+        "{}{}",
+        verify.stdout,
+        verify.stderr
+    );
+    repx(lab.path(), &["verify", "--repair"]).expect_code(0);
+
+    // An item dropped from the list: gc removes its job, and keeps the one still listed.
+    samples(&lab, "alpha 1\n");
+    let after = repx(lab.path(), &["run", "-v"]);
+    after.expect_code(0);
+    let kept = ids(&after, "cached", "work");
+    assert_eq!(kept.len(), 1, "{}", after.stderr);
+    repx(lab.path(), &["gc"]).expect_code(0);
+    let left = jobs();
+    assert_eq!(
+        left.len(),
+        3,
+        "the new split, alpha and the new gather: {left:?}"
+    );
+    assert!(left.iter().any(|j| j.starts_with(&kept[0])), "{left:?}");
+}
