@@ -1855,6 +1855,21 @@ fn list_results_report_and_viz_give_each_job_the_state_repx_run_acts_on() {
     }
     let rows: serde_json::Value = serde_json::from_str(&results.stdout).unwrap();
     assert_eq!(rows["jobs"][0]["state"], "todo", "{}", results.stdout);
+    // So does the job's own page.
+    let imp_id = listed
+        .stdout
+        .lines()
+        .find(|l| l.contains(" imp"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let show = repx(lab, &["show", "job", imp_id]);
+    show.expect_code(0);
+    let state = show
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("state:"))
+        .unwrap();
+    assert!(state.contains("todo"), "{}", show.stdout);
     // The report's timings list the edited impure job as to do, not done.
     let imp = page
         .lines()

@@ -12,6 +12,7 @@ use super::render::short;
 use crate::graph::{JobGraph, JobIndex, JobInput};
 use crate::lab::{Lab, Mode};
 use crate::plan::Plan;
+use crate::sched::explain::{JobState, states};
 use crate::store::Store;
 
 /// How many lines of the log `show job` prints.
@@ -48,11 +49,19 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
                     .find_map(|m| find(lab, store, id, Some(m)))
             })
     });
+    // The lab's own state for the job (see `sched::explain::JobState`): an output in the
+    // store that a run would not take (an impure job whose sources changed) is to do.
+    let planned = found
+        .as_ref()
+        .map(|(plan, index, _)| states(plan, store)[*index]);
     let state = match (
         &record,
         store.done(id).is_some(),
         store.failed_dir(id).is_dir(),
     ) {
+        (_, true, _) if planned == Some(JobState::Todo) => {
+            "todo (its output is out of date: `repx run --dry-run` says why)"
+        }
         (_, true, _) => "done",
         (_, false, true) if store.was_interrupted(id) => "interrupted",
         (_, false, true) => "failed",
