@@ -43,6 +43,21 @@ fn samples(lab: &TempDir, lines: &str) {
     fs::write(lab.path().join("data/samples.txt"), lines).unwrap();
 }
 
+/// `examples/scatter` whose `split` writes `list` as its list, as it is (its `raw` mode
+/// copies `data/list.json`); with the lab file's text.
+fn raw_scatter(list: &str) -> (TempDir, String) {
+    let lab = copy_example("scatter");
+    let toml = fs::read_to_string(lab.path().join("repx.toml"))
+        .unwrap()
+        .replace(
+            "outputs = [\"items.json\"]",
+            "outputs = [\"items.json\"]\nparams = { raw = true }",
+        );
+    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
+    fs::write(lab.path().join("data/list.json"), list).unwrap();
+    (lab, toml)
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -320,19 +335,9 @@ fn a_stage_after_a_fan_out_named_as_target_runs_the_splitter_first() {
 
 #[test]
 fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_locks_nothing() {
-    let lab = copy_example("scatter");
-    let toml = fs::read_to_string(lab.path().join("repx.toml"))
-        .unwrap()
-        .replace(
-            "outputs = [\"items.json\"]",
-            "outputs = [\"items.json\"]\nparams = { raw = true }",
-        );
-    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
-    fs::write(
-        lab.path().join("data/list.json"),
+    let (lab, toml) = raw_scatter(
         r#"[{"name": "a", "value": 1}, {"name": "b", "value": 2}, {"name": "c", "value": 3}]"#,
-    )
-    .unwrap();
+    );
     repx(lab.path(), &["run", "-v"]).expect_code(0);
 
     // The list in the store has three items; the fan-out now takes two.
@@ -372,20 +377,8 @@ fn a_list_in_the_store_that_the_fan_out_no_longer_takes_runs_its_job_again_and_l
 
 #[test]
 fn control_characters_in_an_item_reach_no_terminal_table_or_page() {
-    let lab = copy_example("scatter");
-    let toml = fs::read_to_string(lab.path().join("repx.toml"))
-        .unwrap()
-        .replace(
-            "outputs = [\"items.json\"]",
-            "outputs = [\"items.json\"]\nparams = { raw = true }",
-        );
-    fs::write(lab.path().join("repx.toml"), &toml).unwrap();
     // ESC and BEL in a field's value, which becomes a parameter of the item's job.
-    fs::write(
-        lab.path().join("data/list.json"),
-        r#"[{"name": "<b>a\u001b]52;c;aGk=\u0007\u001b[2J", "value": 1}]"#,
-    )
-    .unwrap();
+    let (lab, _) = raw_scatter(r#"[{"name": "<b>a\u001b]52;c;aGk=\u0007\u001b[2J", "value": 1}]"#);
     let run = repx(lab.path(), &["run"]);
     run.expect_code(0);
     let page = lab.path().join("page.html");
