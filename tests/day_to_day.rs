@@ -1759,10 +1759,15 @@ outputs = ["result.json"]
 plugin = "plugins/test-tool.wasm"
 mode = "impure"
 tools = ["dd"]
-params = { tool = "dd", args = ["if=/dev/zero", "of=/dev/null", "bs=48M", "count=2"] }
+params = { tool = "dd", args = ["if=/dev/zero", "of=/dev/null", "bs=100M", "count=4"] }
+outputs = ["status.txt"]
+[stages.sandboxed]
+plugin = "plugins/test-tool.wasm"
+tools = ["dd"]
+params = { tool = "dd", args = ["if=/dev/zero", "of=/dev/null", "bs=100M", "count=4"] }
 outputs = ["status.txt"]
 [pipelines.p]
-stages = ["alloc", "tool"]
+stages = ["alloc", "tool", "sandboxed"]
 [runs.r]
 pipelines = ["p"]
 "#,
@@ -1784,10 +1789,21 @@ pipelines = ["p"]
     assert!(alloc["mem"].as_u64().unwrap() >= 100 << 20, "{alloc}");
     assert!(alloc["cpu_us"].as_u64().unwrap() > 0, "{alloc}");
     assert!(alloc.get("tools_rss").is_none(), "it ran no tool: {alloc}");
-    // `dd` with a 48 MiB buffer, under its reaper: its peak RSS, through the reaper.
+    // `dd` with a 100 MiB buffer, under its reaper on the host: its peak RSS, through the
+    // reaper.
     let tool = usage("tool");
-    assert!(tool["tools_rss"].as_u64().unwrap() >= 48 << 20, "{tool}");
-    assert!(tool["tools_cpu_us"].as_u64().unwrap() > 0, "{tool}");
+    assert!(tool["tools_rss"].as_u64().unwrap() >= 100 << 20, "{tool}");
+    let host_cpu = tool["tools_cpu_us"].as_u64().unwrap();
+    assert!(host_cpu > 0, "{tool}");
+    // The same `dd` in bubblewrap's sandbox (pure mode): what the tool used, not what
+    // bubblewrap did around it; its CPU time is of the same order as on the host.
+    let sandboxed = usage("sandboxed");
+    assert!(
+        sandboxed["tools_rss"].as_u64().unwrap() >= 100 << 20,
+        "{sandboxed}"
+    );
+    let sandboxed_cpu = sandboxed["tools_cpu_us"].as_u64().unwrap();
+    assert!(sandboxed_cpu >= host_cpu / 4, "{sandboxed} against {tool}");
 
     // `results` has them as columns, `show job` and the report show them.
     let csv = repx(lab.path(), &["results", "--format", "csv"]);

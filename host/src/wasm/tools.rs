@@ -12,10 +12,12 @@
 //! mount, network, IPC, UTS and cgroup namespace of its own, and `/proc/sys` read-only (a
 //! tool of root's is still uid 0 to the kernel's checks made by uid, not capability).
 //!
-//! No process a tool starts outlives it, in any mode. In the sandbox the tool is a child
-//! of bubblewrap's init in a pid namespace: when the tool exits, or bubblewrap is killed
-//! (at the deadline, or with repx, through `--die-with-parent`), the init dies and the
-//! kernel kills everything left in the namespace. In hermetic mode the Nix build's own pid
+//! No process a tool starts outlives it, in any mode. In the sandbox the tool is the init
+//! (pid 1) of a pid namespace of its own: when the tool exits, or bubblewrap is killed (at
+//! the deadline, or with repx) and `--die-with-parent` kills the tool, the kernel kills
+//! everything left in the namespace. As an init, the tool ignores the signals it has no
+//! handler for when they come from inside its namespace (its own `kill $$`, a SIGPIPE:
+//! the write fails with EPIPE instead); SIGKILL from outside always ends it. In hermetic mode the Nix build's own pid
 //! namespace does the same when the build ends. On the host (impure mode) a
 //! tool runs under a reaper of its own, `repx reap-tool`, which is the child subreaper of
 //! the tool's tree and kills and reaps what is left of it when the tool returns or is
@@ -224,8 +226,8 @@ pub(crate) fn run(
 }
 
 /// What the tools of one job used, over all their runs: from `wait4`, each tool's CPU
-/// time and peak RSS with those of the descendants it waited for (bubblewrap's and the
-/// reaper's included).
+/// time and peak RSS with those of the descendants it waited for, through bubblewrap or
+/// the reaper, whichever the tool ran under (theirs included).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ToolUsage {
     /// User and system CPU time, summed.
@@ -471,6 +473,12 @@ fn sandboxed(
         // Its pid namespace dies with bubblewrap, and bubblewrap with repx: nothing the
         // tool starts outlives it.
         "--die-with-parent",
+        // The tool is the namespace's pid 1 and bubblewrap's own child, which bubblewrap
+        // waits for: so the `wait4` of bubblewrap gives the tool's CPU time and peak RSS.
+        // With bubblewrap's init in between, bubblewrap returns the moment the init
+        // reports the tool's exit, without waiting for the init, and what the tool used
+        // is lost with it.
+        "--as-pid-1",
         // No terminal to push input into (TIOCSTI), no signals from the job's session.
         "--new-session",
         "--clearenv",
