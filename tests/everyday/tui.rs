@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::common::{cache_dir, cache_home, copy_example, job_dirs, lab_dir};
+use crate::common::{cache_dir, cache_home, copy_example, job_dirs, lab_dir, repx};
 
 /// A tmux server of its own, running `repx tui` in `lab` on a 110×30 screen; killed when
 /// dropped.
@@ -170,4 +170,37 @@ pipelines = ["main"]
         job_dirs(lab.path()).is_empty(),
         "a cancelled job was committed"
     );
+}
+
+#[test]
+fn the_tree_shows_the_state_repx_run_acts_on() {
+    let lab = lab_dir(
+        r#"
+[stages.imp]
+plugin = "plugins/generate.wasm"
+mode = "impure"
+sources = ["src/**"]
+params = { n = 3 }
+
+[stages.flaky]
+plugin = "plugins/test-fail.wasm"
+
+[pipelines.main]
+stages = ["imp", "flaky"]
+
+[runs.main]
+pipelines = ["main"]
+"#,
+        &["test-fail"],
+    );
+    std::fs::create_dir_all(lab.path().join("src")).unwrap();
+    std::fs::write(lab.path().join("src/a.txt"), "one\n").unwrap();
+    repx(lab.path(), &["run", "--continue-on-failure"]).expect_code(1);
+    // The impure job's output is still in the store, but a run would build it again.
+    std::fs::write(lab.path().join("src/a.txt"), "two\n").unwrap();
+    let screen = Screen::start(lab.path());
+    let tree = screen.wait("tree", |s| s.contains("stage imp (") && s.contains("flaky"));
+    assert!(tree.contains("stage imp (0/1 done)"), "{tree}");
+    assert!(tree.contains("todo    imp"), "{tree}");
+    assert!(tree.contains("failed  flaky"), "{tree}");
 }

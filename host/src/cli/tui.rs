@@ -2,6 +2,8 @@
 //! view that follows the selected job, and re-running, forcing or cancelling from there.
 //!
 //! It reads as `repx list` does and refreshes twice a second; it changes nothing itself.
+//! A job's state is the one [`JobState`] `repx list jobs` shows, decided by the rules
+//! `repx run` acts on, except that a job whose logs are live reads `running`.
 //! Running is a `repx run` it starts as a child process on the selected jobs (`r`, or `f`
 //! forced), whose progress shows as the states change, and which `c` interrupts as Ctrl-C
 //! would. Every label and log line is shown escaped: plugins write them.
@@ -24,6 +26,7 @@ use super::render::{label, short};
 use super::{Cli, exit};
 use crate::graph::JobGraph;
 use crate::plan::Plan;
+use crate::sched::explain::{JobState, states};
 use crate::store::Store;
 
 /// How often states and the log view are read again.
@@ -32,6 +35,8 @@ const REFRESH: Duration = Duration::from_millis(500);
 const LOG_LINES: usize = 200;
 
 struct JobRow {
+    /// Index of the job in the plan's graph.
+    index: usize,
     run: String,
     stage: String,
     id: Option<String>,
@@ -64,6 +69,7 @@ pub fn tui(cli: &Cli) -> Result<i32, CliError> {
         for index in indices {
             let job = &plan.graph.jobs[index];
             jobs.push(JobRow {
+                index,
                 run: run.clone(),
                 stage: job.stage.clone(),
                 id: ids[index].clone(),
@@ -90,7 +96,7 @@ pub fn tui(cli: &Cli) -> Result<i32, CliError> {
     let result = (|| -> io::Result<()> {
         loop {
             let store = Store::open_reader(&root).map_err(io::Error::other)?;
-            app.refresh(&store);
+            app.refresh(&plan, &store);
             let log = if app.log {
                 app.log_text(&store)
             } else {
@@ -113,6 +119,14 @@ pub fn tui(cli: &Cli) -> Result<i32, CliError> {
     }
     result.map_err(|e| CliError::Failed(e.into()))?;
     Ok(exit::SUCCESS)
+}
+
+/// What the tree shows for a job in `state`: `running` while its logs are live.
+fn shown(state: JobState, running: bool) -> &'static str {
+    match running {
+        true => "running",
+        false => state.as_str(),
+    }
 }
 
 /// Sends SIGINT to a `repx run` the interface started: it stops as on Ctrl-C.
@@ -146,15 +160,14 @@ impl App {
         self.visible().get(self.cursor).map(|&i| &self.jobs[i])
     }
 
-    fn refresh(&mut self, store: &Store) {
+    fn refresh(&mut self, plan: &Plan, store: &Store) {
+        let states = states(plan, store);
         for job in &mut self.jobs {
-            job.state = match &job.id {
-                Some(id) if store.live_logs(id).is_dir() => "running",
-                Some(id) if store.done(id).is_some() => "done",
-                Some(id) if store.was_interrupted(id) => "interrupted",
-                Some(id) if store.failed_dir(id).is_dir() => "failed",
-                _ => "todo",
-            };
+            let running = job
+                .id
+                .as_ref()
+                .is_some_and(|id| store.live_logs(id).is_dir());
+            job.state = shown(states[job.index], running);
         }
         if let Some((child, what)) = &mut self.child
             && let Ok(Some(status)) = child.try_wait()
