@@ -540,7 +540,7 @@ mod tests {
     fn the_project_scope_leaves_out_the_store() {
         let dir = project("store");
         let first = current(&dir, Scope::Project);
-        fs::write(dir.join(".repx/records.jsonl"), "{}").unwrap();
+        fs::write(dir.join(".repx/any-file"), "{}").unwrap();
         assert_eq!(first, current(&dir, Scope::Project));
         fs::write(dir.join("notes.txt"), "y").unwrap();
         assert_ne!(first, current(&dir, Scope::Project));

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{BenchError, Case, Figure, Role, Target, Unit, ms};
+use crate::store::Store;
 
 const EXAMPLE: [(&str, &str); 5] = [
     (
@@ -110,13 +111,13 @@ impl Repx<'_> {
     /// Whether a committed `run.log` says `F1 {n}`.
     fn shows(&self, n: usize) -> bool {
         let wanted = format!("Main\nF1 {n}\nF2\n");
-        std::fs::read_dir(self.store.join("jobs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|job| {
-                std::fs::read_to_string(job.path().join("out/run.log")).ok() == Some(wanted.clone())
-            })
+        let Ok(store) = Store::open_reader(&self.store) else {
+            return false;
+        };
+        store.records().iter().any(|record| {
+            std::fs::read_to_string(store.output_dir(&record.id).join("run.log")).ok()
+                == Some(wanted.clone())
+        })
     }
 }
 

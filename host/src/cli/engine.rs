@@ -76,7 +76,7 @@ pub fn reporter(
     verbose: bool,
 ) -> (Arc<Reporter>, Emit) {
     let infos = job_infos(plan, 0).collect();
-    let context = render::Context::new(infos, store.jobs_dir(), parallelism, verbose);
+    let context = render::Context::new(infos, store.outputs(), parallelism, verbose);
     let reporter = Arc::new(Reporter::new(format, context));
     let emit: Emit = {
         let reporter = reporter.clone();

@@ -19,7 +19,7 @@ use crate::store::{Store, verify};
 pub fn verify(cli: &Cli, repair: bool) -> Result<i32, CliError> {
     let root = match &cli.store {
         // Opening creates a store; a mistyped path must not become an empty, clean one.
-        Some(root) if !root.join("records.jsonl").is_file() => {
+        Some(root) if !crate::store::is_store(root) => {
             return Err(invalid(format!(
                 "--store {}: not a store (it holds no records.jsonl); name a store (the \
                  `.repx` beside a lab)",

@@ -335,6 +335,26 @@ pub struct Logs {
     pub host: Vec<u8>,
 }
 
+/// Where committed jobs' outputs are, apart from the [`Store`]: [`Outputs::of`] is
+/// [`Store::output_dir`].
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    jobs: PathBuf,
+}
+
+impl Outputs {
+    /// The output directory of the committed job `id`.
+    pub fn of(&self, id: &str) -> PathBuf {
+        self.jobs.join(id).join("out")
+    }
+}
+
+/// Whether `root` holds a store: its record log. Opening a store creates one, so a
+/// command given a path to read must ask first.
+pub fn is_store(root: &Path) -> bool {
+    root.join(records::FILE).is_file()
+}
+
 pub struct Store {
     root: PathBuf,
     records: RwLock<HashMap<String, Record>>,
@@ -709,7 +729,14 @@ impl Store {
     }
 
     pub fn output_dir(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("out")
+        self.outputs().of(id)
+    }
+
+    /// Where committed jobs' outputs are, for what outlives this borrow of the store.
+    pub fn outputs(&self) -> Outputs {
+        Outputs {
+            jobs: self.jobs_dir(),
+        }
     }
 
     pub fn failed_dir(&self, id: &str) -> PathBuf {

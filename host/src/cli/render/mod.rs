@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use super::escape;
 use crate::sched::{Event, FailureKind, Reason, ReasonKind, Summary};
+use crate::store::Outputs;
 
 /// How run events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +105,8 @@ pub struct JobInfo {
 pub struct Context {
     /// Grows when a fan-out adds jobs to a run (see [`Reporter::add_jobs`]).
     jobs: RwLock<Vec<JobInfo>>,
-    /// `<store>/jobs`: a done job's output is `<jobs_dir>/<id>/out`.
-    pub jobs_dir: PathBuf,
+    /// Where a done job's output is.
+    pub outputs: Outputs,
     /// Jobs run at once (`-j`), for the ETA.
     pub parallelism: usize,
     /// Each cached job on a line of its own, not a count per stage.
@@ -114,19 +115,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        jobs: Vec<JobInfo>,
-        jobs_dir: PathBuf,
-        parallelism: usize,
-        verbose: bool,
-    ) -> Context {
+    pub fn new(jobs: Vec<JobInfo>, outputs: Outputs, parallelism: usize, verbose: bool) -> Context {
         let width = columns().map_or(LABEL_WIDTH_UNKNOWN, |c| {
             c.saturating_sub(LINE_BESIDE_LABEL).max(24)
         });
         let labels = Labels::new(&jobs, width);
         Context {
             jobs: RwLock::new(jobs),
-            jobs_dir,
+            outputs,
             parallelism,
             verbose,
             labels: RwLock::new(labels),
@@ -139,7 +135,7 @@ impl Context {
     }
 
     fn output(&self, id: &str) -> PathBuf {
-        self.jobs_dir.join(id).join("out")
+        self.outputs.of(id)
     }
 
     /// The job's label, fitted to the line's width (see [`Labels`]).
