@@ -391,6 +391,7 @@ pub struct RunArgs {
     /// container). Each job reserves its stage's `resources.mem`, else its
     /// memory limit, and its `cpus` (1 by default) of the -j CPUs; a job that does not fit
     /// waits while smaller ones run, and one larger than SIZE fails before it starts.
+    /// Without --mem, a memory limit over the available memory makes its job run alone.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub mem: Option<u64>,
     /// Run nothing: list each job that would run and why, then counts per stage; with

@@ -6,14 +6,23 @@
 //! takes a job's reservation when it hands the job over and gives it back when the job is
 //! sealed, fails or is given back ([`Ledger`]).
 //!
+//! The budget's memory is `--mem`, else what the machine (or repx's memory cgroup) has
+//! available when the run starts. A memory limit is a ceiling, not a need: so when neither
+//! the user's `--mem` nor the stage's `resources.mem` names a size, a job whose limit is
+//! over the available memory reserves all of it and runs alone, rather than fail for a
+//! request nobody made ([`Ledger::clamp`]).
+//!
 //! Invariants:
 //! - the reservations of the jobs an executor holds never add up to more than the budget,
 //!   in CPUs or in memory;
 //! - a job asking for more CPUs than the budget has reserves all of them: it runs alone;
-//! - a job asking for more memory than the whole budget never fits: it fails before it
-//!   starts, naming its stage, its request and the budget ([`Ledger::never_fits`]);
+//! - a job whose memory request was written (`resources.mem`), or whose budget was
+//!   (`--mem`), and is more than the whole budget never fits: it fails before it starts,
+//!   naming its stage, its request and the budget ([`Ledger::never_fits`]); one whose
+//!   request and budget are both defaults reserves the whole budget and runs alone;
 //! - jobs are offered in order, but one that does not fit now does not hold back those
-//!   behind it that do: small jobs fill in around a big one.
+//!   behind it that do: small jobs fill in around a big one (for how long, see the
+//!   dispatcher's aging rule, [`super::dispatch`]).
 
 use crate::lab::Stage;
 use crate::lab::limits::bytes;
@@ -24,17 +33,35 @@ pub struct Request {
     pub cpus: u32,
     /// Bytes.
     pub mem: u64,
+    /// Whether `mem` was written in the lab (`resources.mem`), not taken from the memory
+    /// limit.
+    pub mem_given: bool,
 }
 
 impl Request {
     /// What a job of `stage` reserves at `attempt` (from 1).
     pub fn of(stage: &Stage, attempt: u32) -> Request {
+        let cpus = stage.resources.cpus.unwrap_or(1);
+        match stage.resources.mem {
+            Some(mem) => Request {
+                cpus,
+                mem,
+                mem_given: true,
+            },
+            None => Request {
+                cpus,
+                mem: stage.escalate.at(stage.limits, attempt).memory,
+                mem_given: false,
+            },
+        }
+    }
+
+    /// `cpus` CPUs and `mem` bytes, as written in the lab.
+    pub fn given(cpus: u32, mem: u64) -> Request {
         Request {
-            cpus: stage.resources.cpus.unwrap_or(1),
-            mem: stage
-                .resources
-                .mem
-                .unwrap_or_else(|| stage.escalate.at(stage.limits, attempt).memory),
+            cpus,
+            mem,
+            mem_given: true,
         }
     }
 }
@@ -45,6 +72,8 @@ pub struct Budget {
     pub cpus: u32,
     /// Bytes.
     pub mem: u64,
+    /// Whether `mem` is the user's (`--mem`), not the memory available.
+    pub mem_given: bool,
 }
 
 /// The reservations against a budget.
@@ -64,21 +93,37 @@ impl Ledger {
         }
     }
 
-    /// `request` as reserved: at most the budget's CPUs.
+    /// `request` as reserved: at most the budget's CPUs; and at most its memory when
+    /// neither the request's memory nor the budget's was written by the user (a memory
+    /// limit over what is available now: the job runs alone).
     pub fn clamp(&self, request: Request) -> Request {
+        let defaults = !request.mem_given && !self.budget.mem_given;
         Request {
             cpus: request.cpus.min(self.budget.cpus),
+            mem: match defaults {
+                true => request.mem.min(self.budget.mem),
+                false => request.mem,
+            },
             ..request
         }
     }
 
-    /// Why a job of `stage` asking for `request` can never run within the budget, if so.
+    /// Why a job of `stage` asking for `request` (clamped) can never run within the
+    /// budget, if so.
     pub fn never_fits(&self, stage: &str, request: Request) -> Option<String> {
+        let asked = match request.mem_given {
+            true => "`resources.mem`",
+            false => "its memory limit",
+        };
+        let budget = match self.budget.mem_given {
+            true => "`--mem`",
+            false => "the memory available when it started",
+        };
         (request.mem > self.budget.mem).then(|| {
             format!(
-                "stage `{stage}` asks for {} of memory per job, more than the run's budget of \
-                 {}: give the run more with `repx run --mem SIZE`, or lower the stage's \
-                 `resources.mem` (else its `limits.memory`)",
+                "stage `{stage}` asks for {} of memory per job ({asked}), more than the \
+                 run's budget of {} ({budget}): give the run more with `repx run --mem \
+                 SIZE`, or lower the stage's `resources.mem` (else its `limits.memory`)",
                 bytes(request.mem),
                 bytes(self.budget.mem)
             )
@@ -113,6 +158,7 @@ pub fn local_budget<'a>(
     slots: usize,
     mem: Option<u64>,
 ) -> Option<Budget> {
+    let mem_given = mem.is_some();
     let mem = mem.or_else(available_memory)?;
     let mut largest = 0u64;
     let mut many_cpus = false;
@@ -125,6 +171,7 @@ pub fn local_budget<'a>(
     binds.then_some(Budget {
         cpus: u32::try_from(workers).unwrap_or(u32::MAX),
         mem,
+        mem_given,
     })
 }
 
@@ -235,18 +282,13 @@ mod tests {
             Request::of(&stage, 1),
             Request {
                 cpus: 1,
-                mem: 100 * M
+                mem: 100 * M,
+                mem_given: false,
             }
         );
         assert_eq!(Request::of(&stage, 2).mem, 200 * M);
         let stage = stage_for_test(100 * M, Some(4), Some(30 * M));
-        assert_eq!(
-            Request::of(&stage, 3),
-            Request {
-                cpus: 4,
-                mem: 30 * M
-            }
-        );
+        assert_eq!(Request::of(&stage, 3), Request::given(4, 30 * M));
     }
 
     #[test]
@@ -254,15 +296,10 @@ mod tests {
         let mut ledger = Ledger::new(Budget {
             cpus: 2,
             mem: 100 * M,
+            mem_given: true,
         });
-        let big = Request {
-            cpus: 1,
-            mem: 70 * M,
-        };
-        let small = Request {
-            cpus: 1,
-            mem: 20 * M,
-        };
+        let big = Request::given(1, 70 * M);
+        let small = Request::given(1, 20 * M);
         assert!(ledger.fits(big));
         ledger.take(big);
         assert!(!ledger.fits(big));
@@ -272,22 +309,57 @@ mod tests {
         ledger.give(big);
         assert!(ledger.fits(big));
         // More CPUs than the budget: all of them, alone.
-        let wide = ledger.clamp(Request { cpus: 8, mem: M });
+        let wide = ledger.clamp(Request::given(8, M));
         assert_eq!(wide.cpus, 2);
         assert!(ledger.never_fits("s", wide).is_none());
         let message = ledger
-            .never_fits(
-                "huge",
-                Request {
-                    cpus: 1,
-                    mem: 200 * M,
-                },
-            )
+            .never_fits("huge", Request::given(1, 200 * M))
             .unwrap();
         assert!(
             message.contains("`huge`") && message.contains("200M") && message.contains("100M"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_memory_limit_over_the_available_memory_reserves_it_all_unless_a_size_was_written() {
+        let available = Budget {
+            cpus: 2,
+            mem: 100 * M,
+            mem_given: false,
+        };
+        let from_limit = Request::of(&stage_for_test(300 * M, None, None), 1);
+        let written = Request::of(&stage_for_test(300 * M, None, Some(200 * M)), 1);
+        // Neither size written: the job reserves the whole budget, so runs alone.
+        let ledger = Ledger::new(available);
+        let clamped = ledger.clamp(from_limit);
+        assert_eq!(clamped.mem, 100 * M);
+        assert!(ledger.never_fits("s", clamped).is_none());
+        assert!(ledger.fits(clamped));
+        let mut busy = Ledger::new(available);
+        busy.take(ledger.clamp(Request::given(1, M)));
+        assert!(
+            !busy.fits(clamped),
+            "it waits until nothing else holds memory"
+        );
+        // `resources.mem` over the available memory: it fails before it starts.
+        let message = ledger.never_fits("s", ledger.clamp(written)).unwrap();
+        assert!(
+            message.contains("200M") && message.contains("`resources.mem`"),
+            "{message}"
+        );
+        assert!(message.contains("memory available"), "{message}");
+        // `--mem` under the memory limit: the user's bound holds, the job fails.
+        let ledger = Ledger::new(Budget {
+            mem_given: true,
+            ..available
+        });
+        let message = ledger.never_fits("s", ledger.clamp(from_limit)).unwrap();
+        assert!(
+            message.contains("300M") && message.contains("its memory limit"),
+            "{message}"
+        );
+        assert!(message.contains("`--mem`"), "{message}");
     }
 
     #[test]
@@ -307,7 +379,8 @@ mod tests {
             budget,
             Some(Budget {
                 cpus: 2,
-                mem: 1 << 40
+                mem: 1 << 40,
+                mem_given: true,
             })
         );
     }

@@ -17,7 +17,10 @@
 //!   all work in the one project directory, one at a time where the executor asks for it;
 //! - with a [`Budget`], the jobs on the executor reserve no more CPUs and memory than it
 //!   has, a job that does not fit now lets those behind it that do go first, and a job
-//!   that could never fit fails before it starts (see [`super::admit`]).
+//!   that could never fit fails before it starts (see [`super::admit`]);
+//! - aging: once [`PASSED_OVER`] jobs have gone ahead of a job that did not fit, nothing
+//!   behind it is handed over until it is, so a stream of small jobs cannot starve a big
+//!   one: what runs drains, and its reservation fits.
 //!
 //! It emits every [`Event`] of the run and counts the [`Summary`]. An [`Executor`] only runs
 //! what it is handed and reports back ([`Report`]); it decides nothing.
@@ -143,6 +146,12 @@ pub trait Executor {
 /// How long the dispatcher waits for reports before it looks at Ctrl-C again.
 const WAIT: Duration = Duration::from_millis(100);
 
+/// How many jobs may be handed over ahead of a job waiting for room in the budget before
+/// the dispatcher holds back everything behind it. Enough for small jobs to fill in around
+/// a big one several rounds over; few enough that the big one waits for a handful of
+/// jobs, not for every small job the run has.
+pub const PASSED_OVER: u32 = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
@@ -187,6 +196,9 @@ struct Dispatcher<'a> {
     /// The reservations against the admission's budget, and each held job's.
     ledger: Option<Ledger>,
     reserved: Vec<Option<Request>>,
+    /// How many jobs went ahead of each job while it waited for room in the budget, at
+    /// this attempt.
+    passed_over: Vec<u32>,
     summary: Summary,
 }
 
@@ -220,6 +232,7 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
         retries_itself: admission.retries_itself,
         ledger: admission.budget.map(Ledger::new),
         reserved: vec![None; n],
+        passed_over: vec![0; n],
         summary: Summary::default(),
     };
     let total = d.pending.len();
@@ -366,6 +379,11 @@ impl Dispatcher<'_> {
         let mut offered = Vec::new();
         let mut kept = VecDeque::new();
         let mut too_big = Vec::new();
+        // The jobs that did not fit in this round: each job handed over after them passes
+        // them over.
+        let mut waiting: Vec<JobIndex> = Vec::new();
+        // One of them was passed over enough: nothing more goes ahead of it.
+        let mut aged = false;
         while let Some(job) = self.ready.pop_front() {
             if self.state[job] != State::Ready {
                 continue;
@@ -385,15 +403,22 @@ impl Dispatcher<'_> {
                     continue;
                 }
                 if !ledger.fits(request) {
-                    // Those behind it may fit: it keeps its place, they go first.
+                    // Those behind it may fit: it keeps its place, they go first, unless
+                    // it was passed over enough: then it goes next, once what runs drains.
                     kept.push_back(job);
-                    if !ledger.fits(Request { cpus: 1, mem: 0 }) {
+                    waiting.push(job);
+                    if self.passed_over[job] >= PASSED_OVER || !ledger.fits(Request::given(1, 0)) {
                         break;
                     }
                     continue;
                 }
                 ledger.take(request);
                 self.reserved[job] = Some(request);
+                self.passed_over[job] = 0;
+                for &behind in &waiting {
+                    self.passed_over[behind] += 1;
+                    aged |= self.passed_over[behind] >= PASSED_OVER;
+                }
             }
             room -= 1;
             impure_room &= !impure;
@@ -403,6 +428,9 @@ impl Dispatcher<'_> {
                 id: self.ids[job].clone().expect("ready jobs have ids"),
                 upstream_ids: self.jobs.upstream_ids(job, &self.ids),
             });
+            if aged {
+                break;
+            }
         }
         kept.append(&mut self.ready);
         self.ready = kept;
@@ -636,7 +664,17 @@ mod tests {
         }
 
         fn asking(mut self, stage: &'static str, cpus: u32, mem: u64) -> Graph {
-            self.requests.insert(stage, Request { cpus, mem });
+            self.requests.insert(stage, Request::given(cpus, mem));
+            self
+        }
+
+        /// One CPU and `mem`, the stage's memory limit: no `resources.mem` written.
+        fn limited(mut self, stage: &'static str, mem: u64) -> Graph {
+            let request = Request {
+                mem_given: false,
+                ..Request::given(1, mem)
+            };
+            self.requests.insert(stage, request);
             self
         }
 
@@ -696,7 +734,7 @@ mod tests {
             self.retries.get(self.jobs[job].stage).copied().unwrap_or(0)
         }
         fn request(&self, job: JobIndex, _attempt: u32) -> Request {
-            let default = Request { cpus: 1, mem: 0 };
+            let default = Request::given(1, 0);
             *self.requests.get(self.jobs[job].stage).unwrap_or(&default)
         }
         fn in_store(&self, id: &str) -> bool {
@@ -725,11 +763,16 @@ mod tests {
         FailOnce(FailureKind),
     }
 
-    /// Runs every job it holds in one step per `wait`: started, sealed, then committed or
-    /// failed. Records what it was handed and how many it held at once.
+    /// Runs every job it holds in one step per `wait` (or as many more as its stage
+    /// lasts): started, sealed, then committed or failed. Records what it was handed and
+    /// how many it held at once.
     struct Fake {
         admission: Admission,
         outcomes: HashMap<&'static str, Outcome>,
+        /// Waits a job of the stage runs for beyond the first; 0 when absent.
+        lasting: HashMap<&'static str, usize>,
+        /// Waits left of each started attempt.
+        left: HashMap<(JobIndex, u32), usize>,
         stages: Vec<&'static str>,
         held: Vec<Handoff>,
         /// Sealed, committed at the next wait.
@@ -757,6 +800,8 @@ mod tests {
             Fake {
                 admission,
                 outcomes: HashMap::new(),
+                lasting: HashMap::new(),
+                left: HashMap::new(),
                 stages: graph.jobs.iter().map(|j| j.stage).collect(),
                 held: Vec::new(),
                 sealed: Vec::new(),
@@ -777,6 +822,11 @@ mod tests {
 
         fn outcome(mut self, stage: &'static str, outcome: Outcome) -> Fake {
             self.outcomes.insert(stage, outcome);
+            self
+        }
+
+        fn lasting(mut self, stage: &'static str, waits: usize) -> Fake {
+            self.lasting.insert(stage, waits);
             self
         }
     }
@@ -832,7 +882,16 @@ mod tests {
                     self.held.push(h);
                     continue;
                 }
-                reports.push(Report::Started(h.job));
+                let lasting = self.lasting.get(self.stages[h.job]).copied();
+                let left = self.left.entry((h.job, h.attempt)).or_insert_with(|| {
+                    reports.push(Report::Started(h.job));
+                    lasting.unwrap_or(0)
+                });
+                if *left > 0 {
+                    *left -= 1;
+                    self.held.push(h);
+                    continue;
+                }
                 match self.outcomes.get(self.stages[h.job]) {
                     Some(Outcome::FailOnce(kind)) if h.attempt == 1 => {
                         reports.push(Report::Failed(h.job, Failure::new(*kind, "once")))
@@ -1165,6 +1224,7 @@ mod tests {
             retries_itself: false,
             ledger: None,
             reserved: vec![None],
+            passed_over: vec![0],
             summary: Summary::default(),
         };
         d.report(Report::Failed(0, Failure::other("late")));
@@ -1272,6 +1332,7 @@ mod tests {
             budget: Some(Budget {
                 cpus: 4,
                 mem: 100 * M,
+                mem_given: true,
             }),
             ..LOCAL
         };
@@ -1301,11 +1362,107 @@ mod tests {
     }
 
     #[test]
+    fn a_big_job_passed_over_long_enough_goes_next_so_small_ones_cannot_starve_it() {
+        const M: u64 = 1 << 20;
+        // Behind two small jobs, a big one; then a stream of small ones that last one
+        // wait or two, so that some always hold memory and the big one never fits beside
+        // them.
+        let mut jobs = vec![job("short", &[]), job("long", &[]), job("big", &[])];
+        for _ in 0..30 {
+            jobs.push(job("short", &[]));
+            jobs.push(job("long", &[]));
+        }
+        let graph = Graph::new(jobs)
+            .asking("big", 1, 90 * M)
+            .asking("short", 1, 20 * M)
+            .asking("long", 1, 20 * M);
+        let admission = Admission {
+            slots: Some(8),
+            budget: Some(Budget {
+                cpus: 4,
+                mem: 100 * M,
+                mem_given: true,
+            }),
+            ..LOCAL
+        };
+        let mut fake = Fake::new(&graph, admission).lasting("long", 1);
+        let (summary, _) = run_fake(&graph, &mut fake, &options());
+        assert_eq!(summary.ran, 63);
+        let big = fake.handed.iter().position(|h| h.job == 2).unwrap();
+        // Small jobs filled in around it, but only so many went ahead of it.
+        assert!(big > 2, "none filled in: {big}");
+        assert!(
+            big <= 2 + PASSED_OVER as usize,
+            "{big} jobs went ahead of the big one"
+        );
+        let stage = |j: &JobIndex| graph.jobs[*j].stage;
+        for together in &fake.together {
+            let mem: u64 = together.iter().map(|j| graph.requests[stage(j)].mem).sum();
+            assert!(mem <= 100 * M, "{together:?} over the budget");
+        }
+    }
+
+    #[test]
+    fn a_memory_limit_over_the_available_memory_runs_alone_and_a_written_size_fails() {
+        const M: u64 = 1 << 20;
+        // Without --mem: 100M available. Two jobs whose limits are 300M, one that asks
+        // for 200M in `resources.mem`, one small one.
+        let graph = Graph::new(vec![
+            job("limit", &[]),
+            job("limit", &[]),
+            job("written", &[]),
+            job("small", &[]),
+        ])
+        .limited("limit", 300 * M)
+        .asking("written", 1, 200 * M)
+        .asking("small", 1, 10 * M);
+        let admission = Admission {
+            slots: Some(8),
+            budget: Some(Budget {
+                cpus: 4,
+                mem: 100 * M,
+                mem_given: false,
+            }),
+            ..LOCAL
+        };
+        let mut fake = Fake::new(&graph, admission);
+        let mut options = options();
+        options.continue_on_failure = true;
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!((summary.ran, summary.failed), (3, 1));
+        assert_eq!(outcome_of(&events, "limit"), ["ran", "ran"]);
+        assert_eq!(outcome_of(&events, "written"), ["failed"]);
+        for together in &fake.together {
+            assert!(
+                !(together.contains(&0) || together.contains(&1)) || together.len() == 1,
+                "a job reserving all the memory ran beside another: {together:?}"
+            );
+        }
+
+        // With --mem 100M, the user's bound holds: the limits over it fail too.
+        let admission = Admission {
+            budget: admission.budget.map(|b| Budget {
+                mem_given: true,
+                ..b
+            }),
+            ..admission
+        };
+        let mut fake = Fake::new(&graph, admission);
+        let (summary, events) = run_fake(&graph, &mut fake, &options);
+        assert_eq!((summary.ran, summary.failed), (1, 3));
+        assert_eq!(outcome_of(&events, "limit"), ["failed", "failed"]);
+    }
+
+    #[test]
     fn a_job_asking_for_more_cpus_than_the_budget_runs_alone() {
         let graph =
             Graph::new(vec![job("wide", &[]), job("a", &[]), job("b", &[])]).asking("wide", 8, 0);
         let admission = Admission {
-            budget: Some(Budget { cpus: 2, mem: 1 }),
+            budget: Some(Budget {
+                cpus: 2,
+                mem: 1,
+                mem_given: true,
+            }),
             ..LOCAL
         };
         let mut fake = Fake::new(&graph, admission);
