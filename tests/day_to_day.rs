@@ -121,12 +121,15 @@ limits = { memory = "64M" }
 [stages.missing]
 plugin = "plugins/generate.wasm"
 outputs = ["nothing-here.txt"]
+[stages.refused]
+plugin = "plugins/test-tool.wasm"
+params = { tool = "sh" }
 [pipelines.p]
-stages = ["exit", "trap", "memory", "missing"]
+stages = ["exit", "trap", "memory", "missing", "refused"]
 [runs.r]
 pipelines = ["p"]
 "#,
-        &["test-fail", "test-trap", "memory-bomb"],
+        &["test-fail", "test-trap", "memory-bomb", "test-tool"],
     );
     let out = repx(lab.path(), &["run", "--json", "--continue-on-failure"]);
     out.expect_code(1);
@@ -148,6 +151,7 @@ pipelines = ["p"]
             ("trap", ("trap", None)),
             ("memory", ("limit", Some("memory"))),
             ("missing", ("missing_output", None)),
+            ("refused", ("tool_refused", None)),
         ]),
         "{}",
         out.stdout

@@ -1080,13 +1080,26 @@ pipelines = ["p"]
     let records = records(lab.path());
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["attempt"], 2, "{records:?}");
-    let kinds: Vec<&Value> = records[0]["attempts"]
+    // The same attempts as a local run records: the first failed on its 32M, the second
+    // had 64M.
+    let attempts: Vec<(&Value, &Value, &Value)> = records[0]["attempts"]
         .as_array()
         .expect("every attempt in the record")
         .iter()
-        .map(|a| &a["failure"])
+        .map(|a| (&a["failure"], &a["limit"], &a["memory"]))
         .collect();
-    assert_eq!(kinds, [&Value::from("limit"), &Value::Null], "{records:?}");
+    assert_eq!(
+        attempts,
+        [
+            (
+                &Value::from("limit"),
+                &Value::from("memory"),
+                &Value::from(32 << 20)
+            ),
+            (&Value::Null, &Value::Null, &Value::from(64 << 20)),
+        ],
+        "{records:?}"
+    );
     // The allocation's log shows the retry, as a local run's lines do.
     let log = fs::read_dir(run_dir(lab.path()))
         .unwrap()

@@ -897,6 +897,11 @@ mod tests {
                         reports.push(Report::Failed(h.job, Failure::new(*kind, "once")))
                     }
                     Some(Outcome::Fail(kind)) => {
+                        if let Some((job, flag)) = &self.interrupt_at
+                            && *job == h.job
+                        {
+                            flag.store(true, Ordering::Relaxed);
+                        }
                         self.failed.push(h.job);
                         reports.push(Report::Failed(h.job, Failure::new(*kind, "boom")))
                     }
@@ -963,8 +968,21 @@ mod tests {
                 let line = match event {
                     Event::JobCached { stage, id, .. } => ("cached", stage, Some(id)),
                     Event::JobFinished { stage, id, .. } => ("ran", stage, Some(id)),
-                    Event::JobFailed { stage, id, .. } => ("failed", stage, Some(id)),
-                    Event::JobSkipped { stage, id, .. } => ("skipped", stage, id),
+                    Event::JobFailed {
+                        stage, id, failure, ..
+                    } => match failure.kind {
+                        FailureKind::Interrupted => ("interrupted", stage, Some(id)),
+                        _ => ("failed", stage, Some(id)),
+                    },
+                    Event::JobSkipped {
+                        stage,
+                        id,
+                        interrupted,
+                        ..
+                    } => match interrupted {
+                        true => ("not started", stage, id),
+                        false => ("skipped", stage, id),
+                    },
                     Event::JobStarted { stage, id, .. } => ("started", stage, Some(id)),
                     Event::JobRetried { stage, id, .. } => ("retried", stage, Some(id)),
                     _ => return,
@@ -1193,6 +1211,28 @@ mod tests {
             assert_eq!(outcome_of(&events, "a"), ["ran"]);
             assert_eq!(outcome_of(&events, "b"), Vec::<&str>::new());
             assert_eq!((summary.ran, summary.not_run), (1, 2), "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_the_interrupt_cuts_off_is_interrupted_and_its_dependents_not_started() {
+        for admission in [LOCAL, CHAINED] {
+            // a runs when Ctrl-C comes and is cut off: not a failure, and what follows it
+            // is not started, not skipped.
+            let graph = chain_and_one();
+            let options = options();
+            let mut fake =
+                Fake::new(&graph, admission).outcome("a", Outcome::Fail(FailureKind::Interrupted));
+            fake.interrupt_at = Some((0, options.interrupted.clone()));
+            let (summary, events) = run_fake(&graph, &mut fake, &options);
+            assert!(fake.interrupted && summary.interrupted);
+            assert_eq!(outcome_of(&events, "a"), ["interrupted"]);
+            assert_eq!(outcome_of(&events, "b"), ["not started"]);
+            assert_eq!(outcome_of(&events, "c"), ["not started"]);
+            // A skipped job still has the id it would have had.
+            assert_eq!(id_of(&events, "c").as_deref(), Some("c(b(a()))"));
+            assert_eq!((summary.failed, summary.skipped), (0, 0), "{summary:?}");
+            assert_eq!(summary.ran + summary.not_run, 4, "{summary:?}");
         }
     }
 
