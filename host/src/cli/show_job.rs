@@ -51,9 +51,11 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
     });
     // The lab's own state for the job (see `sched::explain::JobState`): an output in the
     // store that a run would not take (an impure job whose sources changed) is to do.
+    let job_states = found.as_ref().map(|(plan, _, _)| states(plan, store));
     let planned = found
         .as_ref()
-        .map(|(plan, index, _)| states(plan, store)[*index]);
+        .zip(job_states.as_ref())
+        .map(|((_, index, _), states)| states[*index]);
     let state = match (
         &record,
         store.done(id).is_some(),
@@ -126,11 +128,10 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
             for (name, input) in &job.inputs {
                 let upstream = |up: &JobIndex| {
                     let up_id = ids[*up].as_deref();
-                    let up_state = match up_id {
-                        Some(up_id) if store.done(up_id).is_some() => "done",
-                        Some(up_id) if store.failed_dir(up_id).is_dir() => "failed",
-                        _ => "todo",
-                    };
+                    let up_state = job_states
+                        .as_ref()
+                        .map_or(JobState::Todo, |states| states[*up])
+                        .as_str();
                     format!(
                         "{} {} ({up_state})",
                         plan.graph.jobs[*up].stage,
