@@ -310,6 +310,13 @@ pub enum PluginCommand {
         #[arg(value_name = "FILE.wasm")]
         file: PathBuf,
     },
+    /// What `repx plugin build` gives componentize-js in place of Wizer: Wizer's
+    /// arguments, a deterministic environment for the run it snapshots.
+    #[command(hide = true)]
+    Preinit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -489,6 +496,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Plugin(PluginCommand::Build { dir }) => plugin::build::build(dir.as_deref()),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(file),
+        Command::Plugin(PluginCommand::Preinit { args }) => Ok(plugin::preinit::main(args)),
         Command::Init { dir, template } => init::init(dir.as_deref(), *template),
         Command::Verify { repair } => verify::verify(&cli, *repair),
         Command::Results { run, stage, format } => {

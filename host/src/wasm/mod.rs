@@ -792,4 +792,15 @@ fn ending_of(error: wasmtime::Error, limits: &Limits, host_log: &mut Vec<u8>) ->
 }
 
 pub use cache::{Artifact, Recompiled, artifacts, default_dir as cache_dir};
+
+/// A core module compiled through the compiled-plugin cache in `dir` (when given), keyed
+/// by its digest and the engine: `repx plugin preinit` runs the same engine module for
+/// every JavaScript build, and compiles it once per machine this way.
+pub fn cached_module(
+    engine: &wasmtime::Engine,
+    dir: Option<std::path::PathBuf>,
+    plugin: &Plugin,
+) -> wasmtime::Result<wasmtime::Module> {
+    cache::module(engine, dir.map(cache::Cache::open).as_ref(), plugin)
+}
 pub use trace::{Call, Tracer};

@@ -184,8 +184,9 @@ pub fn build(dir: Option<&Path>) -> Result<i32, CliError> {
             .with_context(|| format!("writing the SDK into {}", scratch.display()))
             .map_err(CliError::Failed)
     };
-    // Python and JavaScript builds are not reproducible (see `Stamp`): an unchanged
-    // plugin keeps the bytes it has, so that its jobs stay cached.
+    // Python builds are not reproducible (see `Stamp`): an unchanged plugin keeps the
+    // bytes it has, so that its jobs stay cached. JavaScript builds are, and are slow:
+    // an unchanged one is not built again either.
     let stamp = match lang {
         Lang::Python => Some(Stamp::new(&dir, lang, COMPONENTIZE_PY, sdk::PYTHON)?),
         Lang::Js => Some(Stamp::new(&dir, lang, COMPONENTIZE_JS, sdk::JS)?),
@@ -480,7 +481,9 @@ fn build_python(dir: &Path) -> Result<PathBuf, CliError> {
 /// componentize-js on `plugin.js` (world `command`) beside the SDK's `repx.js`: the
 /// plugin's top-level `.js` files are copied into the scratch directory with it, so that
 /// `import ... from "./repx.js"` resolves. `-d http fetch-event`: without both the
-/// component imports `wasi:http`, which the host does not provide.
+/// component imports `wasi:http`, which the host does not provide. `--wizer-bin`: the
+/// engine is pre-initialised by `repx plugin preinit`, which gives the same bytes from
+/// the same sources, not by Wizer, which does not ([`super::preinit`]).
 fn build_js(dir: &Path, scratch: &Path) -> Result<PathBuf, CliError> {
     require(Lang::Js, &[COMPONENTIZE_JS], &[])?;
     let js = scratch.join("js");
@@ -503,15 +506,38 @@ fn build_js(dir: &Path, scratch: &Path) -> Result<PathBuf, CliError> {
     sdk::write(&js, sdk::JS)
         .with_context(|| format!("writing {}", js.display()))
         .map_err(CliError::Failed)?;
+    let preinit = preinit_script(scratch)?;
     let component = format!("{SCRATCH}/plugin.wasm");
     run(
         dir,
         Command::new("componentize-js")
             .arg(format!("{SCRATCH}/js/plugin.js"))
             .args(["--wit", &format!("{SCRATCH}/wit"), "-n", "command"])
-            .args(["-d", "http", "fetch-event", "-o", &component]),
+            .args(["-d", "http", "fetch-event", "-o", &component])
+            .arg("--wizer-bin")
+            .arg(&preinit),
     )?;
     Ok(dir.join(component))
+}
+
+/// A script in `scratch` that runs `repx plugin preinit` ([`super::preinit`]) with its
+/// arguments: componentize-js takes the path of a program for its pre-initialiser, and
+/// starts it without `PATH`.
+fn preinit_script(scratch: &Path) -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let repx = std::env::current_exe()
+        .context("finding this repx binary")
+        .map_err(CliError::Failed)?;
+    let quoted = repx.to_string_lossy().replace('\'', "'\\''");
+    let script = scratch.join("preinit");
+    crate::cli::atomic::write(
+        &script,
+        format!("#!/bin/sh\nexec '{quoted}' plugin preinit \"$@\"\n").as_bytes(),
+    )
+    .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
+    .with_context(|| format!("writing {}", script.display()))
+    .map_err(CliError::Failed)?;
+    Ok(script)
 }
 
 /// Where a Python or JavaScript build records what it was made from.
@@ -522,12 +548,13 @@ const STAMP: &str = ".repx-build/inputs";
 /// `plugin.wasm`, `.repx`, `.git`, `__pycache__`, `node_modules`), the SDK and WIT this
 /// binary carries, and the toolchain's version.
 ///
-/// Why: componentize-py and componentize-js pre-initialise their interpreter and keep its
-/// heap in the component, and that heap holds state drawn from the build machine's random
-/// source (hash seeds, the PRNG), which neither tool lets one seed: two builds of the same
-/// sources differ in a few hundred bytes. Since a plugin's digest is part of its jobs' ids,
-/// a rebuild would re-run every job; instead the build keeps `plugin.wasm` when it is the
-/// one made from the same inputs.
+/// Why: componentize-py pre-initialises CPython in its own process and keeps its heap in
+/// the component, and that heap holds state drawn from the build machine's entropy and
+/// clocks (the string-hash secret, file times), which nothing on its command line reaches:
+/// two builds of the same sources differ (docs/plugins.md, "Rebuilds"). Since a plugin's
+/// digest is part of its jobs' ids, a rebuild would re-run every job; instead the build
+/// keeps `plugin.wasm` when it is the one made from the same inputs. JavaScript builds
+/// give the same bytes ([`super::preinit`]); for them this only saves the build's time.
 struct Stamp {
     inputs: String,
 }

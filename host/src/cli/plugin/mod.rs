@@ -20,6 +20,7 @@ use super::escape::terminal;
 use super::exit;
 
 pub mod build;
+pub mod preinit;
 pub mod sdk;
 
 pub use build::Lang;
