@@ -497,7 +497,10 @@ fn sandboxed(
         .into_iter()
         .partition(|dir| is_system(dir) || !inside_a_mount(dir, policy));
     for dir in &under {
-        c.arg("--ro-bind").arg(dir).arg(dir);
+        match link_into(dir, &under) {
+            Some(target) => c.arg("--symlink").arg(target).arg(dir),
+            None => c.arg("--ro-bind").arg(dir).arg(dir),
+        };
     }
     for mount in &policy.mounts {
         c.arg(if mount.writable {
@@ -538,6 +541,29 @@ pub fn sandbox_read_only(grants: &[ToolIdentity]) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// For a directory that is a symbolic link into another of the sandbox's read-only
+/// directories (`/bin` to `/usr/bin` on a merged-`/usr` system): where it leads, for the
+/// sandbox to hold a link there instead of a bind. That link shows what the bind would,
+/// read-only the same, and costs bubblewrap no mount, remount and reading of the mount
+/// table (five of them on such a system).
+fn link_into(dir: &Path, read_only: &[PathBuf]) -> Option<PathBuf> {
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return None;
+    }
+    let target = std::fs::canonicalize(dir).ok()?;
+    // Into a directory bound as it is (no link on its way, not the link itself), whose
+    // tree the sandbox shows whole: the link's target, free of links, resolves there as
+    // it does here.
+    read_only
+        .iter()
+        .any(|bound| {
+            bound.as_path() != dir
+                && target.starts_with(bound)
+                && std::fs::canonicalize(bound).is_ok_and(|real| real == *bound)
+        })
+        .then_some(target)
 }
 
 /// Whether `dir` lies strictly inside the guest path of one of the job's mounts.
@@ -591,6 +617,30 @@ mod tests {
         assert_eq!(normalise("/work/./src"), Some("/work/src".into()));
         assert_eq!(normalise("/work/../etc"), None);
         assert_eq!(normalise("work"), None);
+    }
+
+    #[test]
+    fn a_system_directory_linked_into_a_bound_one_becomes_a_link() {
+        let dir = std::env::temp_dir().join(format!("repx-link-into-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        std::os::unix::fs::symlink("usr/bin", dir.join("bin")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", dir.join("away")).unwrap();
+        let usr = dir.join("usr");
+        assert_eq!(
+            link_into(&dir.join("bin"), &[usr.clone(), dir.join("bin")]),
+            Some(dir.join("usr/bin"))
+        );
+        // Not a link, a link out of every bound directory, a link to itself only: bound.
+        assert_eq!(link_into(&usr, std::slice::from_ref(&usr)), None);
+        assert_eq!(
+            link_into(&dir.join("away"), std::slice::from_ref(&usr)),
+            None
+        );
+        assert_eq!(link_into(&dir.join("bin"), &[dir.join("bin")]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
