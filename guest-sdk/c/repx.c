@@ -58,7 +58,16 @@ _Noreturn void __wrap__Exit(int code) {
     repx_host_exit_with_code(status ? status : 1);
 }
 
-__attribute__((export_name("_start"))) void _start(void) { exit(__main_void()); }
+extern void __wasm_call_dtors(void);
+
+/* As wasi-libc's own command `_start`: atexit handlers and stdio flushed, then a success
+ * returns and only a failure goes through `_Exit`. An exit, even exit(0), unwinds the
+ * component as an error, which costs the host a backtrace on every job. */
+__attribute__((export_name("_start"))) void _start(void) {
+    int status = __main_void();
+    __wasm_call_dtors();
+    if (status != 0) _Exit(status);
+}
 
 /* ---- parameters: a small reader for the top-level keys of REPX_PARAMS ---- */
 
