@@ -108,7 +108,7 @@ pub fn component(
         // replaced only by a rename.
         |path| unsafe { Component::deserialize_file(engine, path) },
         || {
-            let component = Component::new(engine, &plugin.bytes)?;
+            let component = Component::new(engine, plugin.bytes.as_slice())?;
             Ok((component.serialize()?, component))
         },
     )
@@ -122,7 +122,7 @@ pub fn module(engine: &Engine, cache: Option<&Cache>, plugin: &Plugin) -> wasmti
         // SAFETY: as for components.
         |path| unsafe { Module::deserialize_file(engine, path) },
         || {
-            let module = Module::new(engine, &plugin.bytes)?;
+            let module = Module::new(engine, plugin.bytes.as_slice())?;
             Ok((module.serialize()?, module))
         },
     )
@@ -242,7 +242,9 @@ fn check_file(file: &File) -> Result<(), String> {
             std::ptr::null_mut(),
             len,
             ProtFlags::READ,
-            MapFlags::PRIVATE,
+            // Populated at once: every page is read below, and one call costs less than
+            // a fault per few pages.
+            MapFlags::PRIVATE | MapFlags::POPULATE,
             file,
             0,
         )
@@ -268,12 +270,7 @@ fn checked(bytes: &[u8]) -> Result<&[u8], &'static str> {
     }
     // Artifacts run to tens of MiB (an interpreter compiled to wasm); hashing is the cost
     // of a cached load, so it takes every core.
-    if blake3::Hasher::new()
-        .update_rayon(code)
-        .finalize()
-        .as_bytes()
-        != digest
-    {
+    if super::digest(code).as_bytes() != digest {
         return Err("its content does not match its digest");
     }
     Ok(code)
@@ -291,7 +288,7 @@ fn write_atomically(path: &Path, code: &[u8]) -> std::io::Result<()> {
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(code)?;
-        file.write_all(blake3::hash(code).as_bytes())?;
+        file.write_all(super::digest(code).as_bytes())?;
         file.write_all(TAG)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

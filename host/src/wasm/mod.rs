@@ -65,7 +65,9 @@ pub struct Plugin {
     pub name: String,
     /// BLAKE3 of the bytes, hex.
     pub digest: String,
-    pub bytes: Arc<[u8]>,
+    /// The file as read: an interpreter compiled to wasm runs to tens of MiB, which a
+    /// conversion to `Arc<[u8]>` would copy (and fault in) once more.
+    pub bytes: Arc<Vec<u8>>,
 }
 
 /// The SHA-256 of a plugin's bytes, hex: what a lab's `sha256` pins.
@@ -81,8 +83,8 @@ impl Plugin {
     pub fn new(name: String, bytes: Vec<u8>) -> Plugin {
         Plugin {
             name,
-            digest: blake3::hash(&bytes).to_hex().to_string(),
-            bytes: bytes.into(),
+            digest: digest(&bytes).to_hex().to_string(),
+            bytes: Arc::new(bytes),
         }
     }
 
@@ -90,6 +92,19 @@ impl Plugin {
         // Core modules are version 1; components carry layer 1 in the same four bytes.
         self.bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
     }
+}
+
+/// Above this size a digest is hashed on every core: below it, handing the work to other
+/// threads costs more than it saves (blake3's advice is 128 KiB).
+const PARALLEL_DIGEST: usize = 1 << 20;
+
+/// BLAKE3 of `bytes`, on every core when they are large (a cached load of an 18 MB
+/// component is mostly hashing).
+pub(crate) fn digest(bytes: &[u8]) -> blake3::Hash {
+    if bytes.len() < PARALLEL_DIGEST {
+        return blake3::hash(bytes);
+    }
+    blake3::Hasher::new().update_rayon(bytes).finalize()
 }
 
 /// A plugin compiled and linked, ready to instantiate.
