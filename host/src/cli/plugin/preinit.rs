@@ -9,8 +9,8 @@
 //! builds differ. Here the same run gets what a pure job gets
 //! ([`crate::wasm::policy::Policy`]): the fixed clock, a stepping monotonic clock and a
 //! random source seeded from what is being initialised (the module and its arguments, so
-//! other sources draw other numbers); each `--dir` appears under a fixed name, and its
-//! host path in the arguments is rewritten to that name; a file's times and inode read the
+//! other sources draw other numbers); each `--dir` appears under a fixed name, and the
+//! host paths in the arguments are rewritten to the names the run sees them by; a file's times and inode read the
 //! same in every build ([`fixed_file_stats`]).
 //!
 //! Invariants, as Wizer's: the module is instantiated with WASI preview1 (other imports
@@ -135,7 +135,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         // through its arguments: there it becomes the fixed name.
         let host = dir.to_string_lossy();
         let host = host.trim_end_matches('/');
-        if !host.is_empty() {
+        if dir.is_absolute() && !host.is_empty() {
             stdin = stdin.replace(&format!("{host}/"), &format!("{guest}/"));
         }
         mounts.push(Mount {
@@ -145,6 +145,16 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         });
     }
     for (guest, host) in &args.map_dirs {
+        // componentize-js maps the directory it runs in (the plugin's) and passes its
+        // absolute path as `--strip-path-prefix`, which only shortens file names in stack
+        // traces: named as the run sees it, the plugin builds to the same bytes wherever
+        // it lies.
+        let host_path = host.to_string_lossy();
+        let host_path = host_path.trim_end_matches('/');
+        if host.is_absolute() && !host_path.is_empty() {
+            let guest_path = format!("{}/", guest.trim_end_matches('/'));
+            stdin = stdin.replace(&format!("{host_path}/"), &guest_path);
+        }
         mounts.push(Mount {
             host: host.clone(),
             guest: guest.clone(),
@@ -158,8 +168,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let policy = Policy {
         mode: crate::lab::Mode::Pure,
         mounts,
+        // The environment componentize-js gave, less the `PWD` that the script starting
+        // this adds (sh exports it): it names the plugin's directory.
         env: if args.inherit_env {
-            std::env::vars().collect()
+            std::env::vars().filter(|(name, _)| name != "PWD").collect()
         } else {
             Vec::new()
         },
