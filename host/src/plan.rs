@@ -213,7 +213,9 @@ impl Plan {
     /// the first new job (the count of jobs when none is).
     pub fn grow(&mut self, store: &Store) -> Result<JobIndex, PlanError> {
         let first = self.graph.jobs.len();
-        loop {
+        // Only a fan-out whose list is not known yet can grow the plan: without one, no
+        // job's id is needed here (a large sweep's ids cost a hash of each job).
+        while !self.graph.waiting.is_empty() {
             let known = self.graph.jobs.len();
             let ids = self.static_ids(store);
             let mut lists = Vec::new();

@@ -154,13 +154,18 @@ impl JobGraph {
             let mut run_jobs: Vec<JobIndex> = Vec::new();
             // For each stage, its jobs at every point of the space.
             let mut at_point: HashMap<&str, Vec<Lanes>> = HashMap::new();
-            for stage in stage_order(lab, &lab.run_stages(run)) {
+            let stages = stage_order(lab, &lab.run_stages(run));
+            // A job per stage and point, at most (fan-outs aside): the maps are not regrown.
+            self.seen.reserve(points.len() * stages.len());
+            self.jobs.reserve(points.len() * stages.len());
+            for stage in stages {
                 let mut column: Vec<Lanes> = Vec::with_capacity(points.len());
                 for (p, point) in points.iter().enumerate() {
                     let lanes = self.lanes(lab, stage, p, point, &at_point);
                     column.push(lanes);
                 }
-                let all: Vec<JobIndex> = column.iter().flat_map(|l| l.jobs.clone()).collect();
+                let all: Vec<JobIndex> =
+                    column.iter().flat_map(|l| l.jobs.iter().copied()).collect();
                 run_jobs.extend(distinct(&all));
                 at_point.insert(&stage.name, column);
             }
@@ -182,11 +187,11 @@ impl JobGraph {
         point: &space::Point,
         at_point: &HashMap<&str, Vec<Lanes>>,
     ) -> Lanes {
-        let params: BTreeMap<String, Value> = stage
-            .params
-            .iter()
-            .map(|(k, default)| (k.clone(), point.get(k).unwrap_or(default).clone()))
-            .collect();
+        // Inserted in the stage's order, which is the map's: no sort, no buffer, per job.
+        let mut params = BTreeMap::new();
+        for (k, default) in &stage.params {
+            params.insert(k.clone(), point.get(k).unwrap_or(default).clone());
+        }
         let mut fixed = BTreeMap::new();
         // The input whose items this stage follows one to one, if any (the lab allows one).
         let mut follows: Option<(&str, &Lanes)> = None;
@@ -329,6 +334,9 @@ impl Lanes {
 }
 
 fn distinct(indices: &[JobIndex]) -> Vec<JobIndex> {
+    if indices.len() < 2 {
+        return indices.to_vec();
+    }
     let mut seen = std::collections::HashSet::new();
     indices
         .iter()

@@ -17,7 +17,7 @@
 //! before it never ran; one whose last attempt failed failed last time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use super::dispatch::{Decision, Jobs};
 use super::{Reason, ReasonKind};
@@ -36,7 +36,20 @@ pub struct PlanJobs<'a> {
     store: &'a Store,
     /// The store's records by stage: read once, when a first job runs.
     by_stage: OnceLock<HashMap<String, StageRecords>>,
+    /// Jobs decided ahead ([`Jobs::ahead`]), by index: each answer is taken once, and a
+    /// job asked about again is decided afresh.
+    ahead: Mutex<Vec<Ahead>>,
 }
+
+/// A job decided ahead of the dispatcher: its id, and whether the store stands in for it.
+#[derive(Default)]
+struct Ahead {
+    id: Option<String>,
+    cached: Option<bool>,
+}
+
+/// Below this many jobs to decide, deciding ahead on other threads gains nothing.
+const AHEAD_AT_LEAST: usize = 512;
 
 /// One stage's records, newest first, and the newest for each set of parameters.
 #[derive(Default)]
@@ -56,7 +69,19 @@ impl<'a> PlanJobs<'a> {
             plan,
             store,
             by_stage: OnceLock::new(),
+            ahead: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether the job's decision needs nothing but its own record and output: a pure job
+    /// with no upstream job, whose list (if it writes one) no fan-out refused.
+    fn standalone(&self, index: JobIndex) -> bool {
+        let job = &self.plan.graph.jobs[index];
+        job.mode == Mode::Pure && job.deps().is_empty() && !self.plan.bad_lists.contains_key(&index)
+    }
+
+    fn ahead(&self) -> std::sync::MutexGuard<'_, Vec<Ahead>> {
+        self.ahead.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The key of the job's output when the store may stand in for running it; else why
@@ -66,7 +91,7 @@ impl<'a> PlanJobs<'a> {
         let job = &plan.graph.jobs[index];
         let outputs = &plan.lab.stages[&job.stage].outputs;
         let deps = job.deps();
-        if job.mode == Mode::Pure && deps.is_empty() && !plan.bad_lists.contains_key(&index) {
+        if self.standalone(index) {
             // Most jobs of a sweep: a `stat` of `out/` and one of each file the seal stamped
             // or the stage declares, and no copy of the record.
             return match store.is_done_with(id, outputs) {
@@ -333,6 +358,9 @@ impl Jobs for PlanJobs<'_> {
     }
 
     fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String> {
+        if let Some(id) = self.ahead().get_mut(job).and_then(|a| a.id.take()) {
+            return Some(id);
+        }
         self.plan.id(job, keys)
     }
 
@@ -340,6 +368,11 @@ impl Jobs for PlanJobs<'_> {
         // Done in an earlier round of this run (see `super::fanout`).
         if let Some(key) = self.plan.earlier.get(&index) {
             return Decision::Cached(key.clone());
+        }
+        match self.ahead().get_mut(index).and_then(|a| a.cached.take()) {
+            Some(true) => return Decision::Cached(id.to_string()),
+            Some(false) => return Decision::Run(self.reason(index, id, Why::Unknown)),
+            None => {}
         }
         match self.cached(index, id, ids) {
             Ok(key) => Decision::Cached(key),
@@ -362,6 +395,55 @@ impl Jobs for PlanJobs<'_> {
 
     fn in_store(&self, id: &str) -> bool {
         self.store.done(id).is_some()
+    }
+
+    /// A large sweep's jobs are each one id to hash and a stat or two, with no order among
+    /// them: they are decided on `threads` threads at once (the run's `-j`), each by the
+    /// rule [`PlanJobs::cached`] applies to them. Nothing they read changes before the
+    /// dispatcher asks: a job's output is committed only after it was decided to run.
+    fn ahead(&self, jobs: &[JobIndex], threads: usize) {
+        let plan = self.plan;
+        let standalone: Vec<JobIndex> = jobs
+            .iter()
+            .copied()
+            .filter(|j| !plan.earlier.contains_key(j) && self.standalone(*j))
+            .collect();
+        if threads < 2 || standalone.len() < AHEAD_AT_LEAST {
+            return;
+        }
+        let decide = |part: &[JobIndex]| -> Vec<(JobIndex, Option<String>, bool)> {
+            part.iter()
+                .map(|&job| {
+                    // No upstream: the id needs no key.
+                    let id = plan.id(job, &[]);
+                    let outputs = &plan.lab.stages[&plan.graph.jobs[job].stage].outputs;
+                    let cached = id
+                        .as_deref()
+                        .is_some_and(|id| self.store.is_done_with(id, outputs));
+                    (job, id, cached)
+                })
+                .collect()
+        };
+        let mut parts = standalone.chunks(standalone.len().div_ceil(threads));
+        let first = parts.next().unwrap_or_default();
+        let found: Vec<_> = std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .map(|part| scope.spawn(move || decide(part)))
+                .collect();
+            let mut found = vec![decide(first)];
+            found.extend(others.into_iter().filter_map(|h| h.join().ok()));
+            found
+        });
+        let mut ahead = self.ahead();
+        ahead.resize_with(plan.graph.jobs.len(), Ahead::default);
+        for (job, id, cached) in found.into_iter().flatten() {
+            if id.is_some() {
+                ahead[job] = Ahead {
+                    id,
+                    cached: Some(cached),
+                };
+            }
+        }
     }
 
     fn upstream_ids(&self, index: JobIndex, ids: &[Option<String>]) -> BTreeMap<JobIndex, String> {

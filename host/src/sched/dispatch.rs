@@ -69,6 +69,10 @@ pub trait Jobs {
     /// The ids of the upstream jobs the job reads, by index (for a hermetic job, also
     /// those of its hermetic upstream's upstream).
     fn upstream_ids(&self, job: JobIndex, ids: &[Option<String>]) -> BTreeMap<JobIndex, String>;
+    /// Decides ahead, on up to `threads` threads at once, what it can of `jobs` (selected,
+    /// not forced, in order) without any other job's key; [`Jobs::id`] and [`Jobs::decide`]
+    /// then answer for those from what it found, as they would have decided themselves.
+    fn ahead(&self, _jobs: &[JobIndex], _threads: usize) {}
 }
 
 /// What [`Jobs::decide`] found.
@@ -210,6 +214,10 @@ pub fn run(jobs: &dyn Jobs, executor: &mut dyn Executor, options: &Options, emit
     for job in selection(jobs, options.targets.as_deref()) {
         selected[job] = true;
     }
+    let ahead: Vec<JobIndex> = (0..n)
+        .filter(|&j| selected[j] && !options.force.covers(j, jobs.stage(j)))
+        .collect();
+    jobs.ahead(&ahead, options.jobs);
     let mut d = Dispatcher {
         jobs,
         options,

@@ -48,6 +48,9 @@ pub fn rounds<E: From<PlanError>>(
     let settled: Arc<Mutex<HashMap<JobIndex, Settled>>> = Arc::default();
     let mut first_new: Option<JobIndex> = None;
     loop {
+        // Only a fan-out whose list is not known yet grows the plan after this round: then
+        // what this round settles stands for the next (a sweep keeps no such account).
+        let grows = !plan.graph.waiting.is_empty();
         let repeated: BTreeSet<JobIndex> = plan.earlier.keys().copied().collect();
         let emit_round: Emit = {
             let (emit, settled, repeated) = (emit.clone(), settled.clone(), repeated.clone());
@@ -57,7 +60,7 @@ pub fn rounds<E: From<PlanError>>(
                     if repeated.contains(&job) {
                         return;
                     }
-                    if let Ok(mut settled) = settled.lock() {
+                    if grows && let Ok(mut settled) = settled.lock() {
                         settled.insert(job, Settled::of(&event));
                     }
                 }
@@ -75,8 +78,13 @@ pub fn rounds<E: From<PlanError>>(
         };
         let summary = round(plan, options, emit_round)?;
         // The jobs of earlier rounds that this one selected were reported as cached.
-        let selected = selection(&PlanJobs::new(plan, store), options.targets.as_deref());
-        let again = selected.iter().filter(|j| repeated.contains(j)).count();
+        let again = match repeated.is_empty() {
+            true => 0,
+            false => selection(&PlanJobs::new(plan, store), options.targets.as_deref())
+                .iter()
+                .filter(|j| repeated.contains(j))
+                .count(),
+        };
         total.ran += summary.ran;
         total.cached += summary.cached.saturating_sub(again);
         total.failed += summary.failed;
@@ -84,7 +92,7 @@ pub fn rounds<E: From<PlanError>>(
         total.not_run += summary.not_run;
         total.interrupted |= summary.interrupted;
         let failed = summary.failed + summary.skipped > 0;
-        if summary.interrupted || (failed && !options.continue_on_failure) {
+        if summary.interrupted || (failed && !options.continue_on_failure) || !grows {
             return Ok(total);
         }
         // What this round did stands for the next.

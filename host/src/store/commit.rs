@@ -246,8 +246,8 @@ impl Store {
     /// stamped with their `stat` now. A record older than stamps has only the time of
     /// `out/` to go by.
     pub(super) fn stamped(&self, record: &Record) -> Stamped {
-        let out = Path::new(&record.id).join("out");
-        let Ok(stat) = self.stat(&out) else {
+        let mut out = super::OutPath::new(&record.id);
+        let Ok(stat) = self.stat(out.dir()) else {
             return Stamped::No;
         };
         if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -269,7 +269,7 @@ impl Store {
             Stamped::Unsure
         };
         for stamp in &record.stamps {
-            match self.stat(&out.join(stamp.path())) {
+            match self.stat(out.entry(std::ffi::OsStr::new(stamp.path()))) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stamped::No,
                 // A path past PATH_MAX, say: the bytes still can tell, by descriptor.
                 Err(_) => answer = Stamped::Unsure,

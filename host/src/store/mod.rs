@@ -110,6 +110,43 @@ pub enum StoreError {
     OutputLimit { id: String, limit: u64, size: u64 },
 }
 
+/// `<id>/out` and the paths under it, NUL-terminated for `fstatat` from `jobs/`, in one
+/// buffer: a no-op run asks for a few of each of its jobs.
+struct OutPath {
+    bytes: Vec<u8>,
+    /// The length of `<id>/out`.
+    out: usize,
+}
+
+impl OutPath {
+    fn new(id: &str) -> OutPath {
+        let mut bytes = Vec::with_capacity(id.len() + 64);
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.extend_from_slice(b"/out");
+        OutPath {
+            out: bytes.len(),
+            bytes,
+        }
+    }
+
+    /// `<id>/out` itself.
+    fn dir(&mut self) -> &[u8] {
+        self.bytes.truncate(self.out);
+        self.bytes.push(0);
+        &self.bytes
+    }
+
+    /// `<id>/out/<entry>`; a NUL inside `entry` makes it no path, which `stat` refuses.
+    fn entry(&mut self, entry: &std::ffi::OsStr) -> &[u8] {
+        use std::os::unix::ffi::OsStrExt;
+        self.bytes.truncate(self.out);
+        self.bytes.push(b'/');
+        self.bytes.extend_from_slice(entry.as_bytes());
+        self.bytes.push(0);
+        &self.bytes
+    }
+}
+
 /// A modification time in nanoseconds since the epoch, as [`Record::out_mtime_ns`] holds
 /// it, from its seconds and nanoseconds.
 fn mtime_ns(seconds: i64, nanoseconds: i64) -> i64 {
@@ -306,13 +343,24 @@ impl Serialize for crate::lab::Mode {
 
 impl<'de> Deserialize<'de> for crate::lab::Mode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use crate::lab::Mode;
-        match String::deserialize(d)?.as_str() {
-            "pure" => Ok(Mode::Pure),
-            "impure" => Ok(Mode::Impure),
-            "hermetic" => Ok(Mode::Hermetic),
-            other => Err(serde::de::Error::custom(format!("unknown mode `{other}`"))),
+        // Matched as it is read, with no copy: every record has a mode.
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = crate::lab::Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mode: pure, impure or hermetic")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                use crate::lab::Mode;
+                match name {
+                    "pure" => Ok(Mode::Pure),
+                    "impure" => Ok(Mode::Impure),
+                    "hermetic" => Ok(Mode::Hermetic),
+                    other => Err(E::custom(format!("unknown mode `{other}`"))),
+                }
+            }
         }
+        d.deserialize_str(Name)
     }
 }
 
@@ -665,18 +713,17 @@ impl Store {
     /// Whether each of `outputs` (a stage's declared outputs) is in the job's `out/`; a
     /// file deleted deeper than `out/` itself does not change its time.
     pub fn has_declared(&self, id: &str, outputs: &[PathBuf]) -> bool {
-        outputs.iter().all(|output| {
-            let path = Path::new(id).join("out").join(output);
-            self.stat(&path).is_ok()
-        })
+        let mut path = OutPath::new(id);
+        outputs
+            .iter()
+            .all(|output| self.stat(path.entry(output.as_os_str())).is_ok())
     }
 
     /// `fstatat` of a path under `jobs/`, not following a final link: one system call, where
     /// a path walk from the root would be one per component.
-    fn stat(&self, path: &Path) -> io::Result<libc::stat> {
+    fn stat(&self, path: &[u8]) -> io::Result<libc::stat> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        let path = std::ffi::CStr::from_bytes_with_nul(path)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let jobs = self
             .jobs

@@ -14,7 +14,7 @@
 //! - The last record of an id wins.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -95,27 +95,41 @@ impl RecordLog {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
-        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let mut reader = file;
         reader.seek(SeekFrom::Start(read.offset))?;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            // A line still being written (or torn by a crash) is not a record yet.
-            if n == 0 || line.last() != Some(&b'\n') {
-                return Ok(());
-            }
-            read.offset += n as u64;
+        let mut text = Vec::new();
+        reader.read_to_end(&mut text)?;
+        // A line still being written (or torn by a crash) is not a record yet.
+        let whole = text
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |end| end + 1);
+        let text = &text[..whole];
+        // A large log is parsed in parts at once, each part whole lines; the records are
+        // then taken in the log's order, so the last of an id still wins.
+        let threads = match text.len() >= PARSE_APART_FROM {
+            true => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            false => 1,
+        };
+        let parts = split_lines(text, threads);
+        let parsed: Vec<Vec<Option<Record>>> = std::thread::scope(|scope| {
+            let mut parts = parts.into_iter();
+            let first = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts.map(|part| scope.spawn(move || parse(part))).collect();
+            let mut parsed = vec![parse(first)];
+            parsed.extend(others.into_iter().map(|h| h.join().unwrap_or_default()));
+            parsed
+        });
+        let mut unparsable = self.unparsable.lock().unwrap_or_else(|e| e.into_inner());
+        for record in parsed.into_iter().flatten() {
             read.lines += 1;
-            match serde_json::from_slice::<Record>(&line) {
-                Ok(record) => each(record),
-                Err(_) => self
-                    .unparsable
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(read.lines),
+            match record {
+                Some(record) => each(record),
+                None => unparsable.push(read.lines),
             }
         }
+        read.offset += whole as u64;
+        Ok(())
     }
 
     /// The line numbers (from 1) of the whole lines read so far that are no record.
@@ -193,6 +207,37 @@ impl RecordLog {
     }
 }
 
+/// From this many bytes of records on, a read parses them on several threads.
+const PARSE_APART_FROM: usize = 1 << 20;
+
+/// `text`, whole lines, cut into up to `parts` runs of whole lines of about equal size.
+fn split_lines(text: &[u8], parts: usize) -> Vec<&[u8]> {
+    let mut split = Vec::with_capacity(parts);
+    let mut rest = text;
+    for left in (1..=parts.max(1)).rev() {
+        if left == 1 || rest.is_empty() {
+            split.push(rest);
+            break;
+        }
+        let at = rest.len() / left;
+        let end = rest[at..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| at + i + 1);
+        let (part, after) = rest.split_at(end);
+        split.push(part);
+        rest = after;
+    }
+    split
+}
+
+/// Each whole line of `text` as a record, `None` for one that is none.
+fn parse(text: &[u8]) -> Vec<Option<Record>> {
+    text.split_inclusive(|b| *b == b'\n')
+        .map(|line| serde_json::from_slice::<Record>(line).ok())
+        .collect()
+}
+
 /// Appends `lines` to `file` (open for appending) and flushes them; on failure cuts the file
 /// back to its length before, so that no part of `lines` stays.
 fn append_whole(file: &File, lines: &[u8]) -> io::Result<()> {
@@ -251,6 +296,18 @@ mod tests {
         let mut ids = Vec::new();
         log.read_new(|r| ids.push(r.id)).unwrap();
         ids
+    }
+
+    #[test]
+    fn lines_are_split_into_runs_of_whole_lines() {
+        let text = b"a\nbb\nccc\nd\n";
+        for parts in 1..=6 {
+            let split = split_lines(text, parts);
+            assert!(split.len() <= parts);
+            assert_eq!(split.concat(), text, "{parts} parts");
+            assert!(split.iter().all(|p| p.is_empty() || p.ends_with(b"\n")));
+        }
+        assert_eq!(split_lines(b"", 3), [b""]);
     }
 
     #[test]
