@@ -164,7 +164,7 @@ impl Plan {
                 .tools
                 .iter()
                 .map(|t| {
-                    crate::wasm::tools::resolve(t, path_var.as_ref()).map_err(|reason| {
+                    crate::wasm::tools::resolve(t, path_var.as_ref(), |path| store.tool_digest(path)).map_err(|reason| {
                         lab.problem(
                             &["stages", name, "tools"],
                             format!("{reason}; if it is installed elsewhere, fix the name or give its absolute path"),

@@ -127,7 +127,7 @@ fn tool_grants(out: &mut String, stage: &Stage, mode: Mode) {
     let path_var = std::env::var_os("PATH");
     let mut resolved = Vec::new();
     for tool in &stage.tools {
-        let _ = match tools::resolve(tool, path_var.as_ref()) {
+        let _ = match tools::resolve(tool, path_var.as_ref(), tools::digest) {
             Ok(t) if mode == Mode::Hermetic && !crate::plan::in_nix_store(&t.path) => writeln!(
                 out,
                 "  {:<16} {}  REFUSED: not a Nix store path; the run will be refused",

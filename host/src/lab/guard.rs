@@ -85,10 +85,12 @@ pub struct Guard {
 
 impl Guard {
     /// Records the files that decide `lab`'s grants, and `tools`, the granted tools'
-    /// executables.
+    /// executables with the digests the plan took of them: a tool is not read again, only
+    /// its stat taken (a change after the plan hashed it and before this, when no job has
+    /// run yet, is none of a job's doing; one after, by a job, moves the stat).
     pub fn record<'a>(
         lab: &Lab,
-        tools: impl IntoIterator<Item = &'a Path>,
+        tools: impl IntoIterator<Item = (&'a Path, &'a str)>,
     ) -> Result<Guard, GuardError> {
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         paths.insert(lab.file.clone());
@@ -97,7 +99,17 @@ impl Guard {
                 paths.insert(path.clone());
             }
         }
-        paths.extend(tools.into_iter().map(Path::to_path_buf));
+        let mut hashed = Vec::new();
+        for (path, digest) in tools {
+            match blake3::Hash::from_hex(digest) {
+                Ok(digest) if !paths.contains(path) => hashed.push((path.to_path_buf(), digest)),
+                _ => {
+                    paths.insert(path.to_path_buf());
+                }
+            }
+        }
+        hashed.sort_by(|a, b| a.0.cmp(&b.0));
+        hashed.dedup_by(|a, b| a.0 == b.0);
         let mut dirs = Vec::new();
         if Format::of(&lab.file) == Format::Nix {
             let mut stack = vec![lab.dir.clone()];
@@ -117,7 +129,7 @@ impl Guard {
                 });
             }
         }
-        let files = paths
+        let mut files = paths
             .into_iter()
             .map(|path| {
                 let (meta, digest) = read(&path)?;
@@ -127,7 +139,18 @@ impl Guard {
                     digest,
                 })
             })
-            .collect::<Result<_, GuardError>>()?;
+            .collect::<Result<Vec<_>, GuardError>>()?;
+        for (path, digest) in hashed {
+            let meta = std::fs::metadata(&path).map_err(|e| GuardError::Read {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            files.push(File {
+                path,
+                stat: Mutex::new(Stat::of(&meta)),
+                digest,
+            });
+        }
         Ok(Guard {
             files,
             dirs,
@@ -285,7 +308,9 @@ mod tests {
         std::fs::write(dir.join("repx.toml"), "[stages.a]\n").unwrap();
         let tool = dir.join("tool");
         std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-        let guard = Guard::record(&lab_in(&dir, "repx.toml"), [tool.as_path()]).unwrap();
+        let digest = blake3::hash(b"#!/bin/sh\n").to_hex();
+        let guard =
+            Guard::record(&lab_in(&dir, "repx.toml"), [(tool.as_path(), &*digest)]).unwrap();
         guard.check().unwrap();
         // Same bytes, new times: not a change.
         std::fs::write(dir.join("repx.toml"), "[stages.a]\n").unwrap();

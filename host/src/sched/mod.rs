@@ -343,10 +343,11 @@ pub fn guard(plan: &Plan) -> Result<Option<Arc<Guard>>, GuardError> {
     if !plan.graph.jobs.iter().any(|j| j.mode == Mode::Impure) {
         return Ok(None);
     }
-    let tools = plan
-        .stages
-        .values()
-        .flat_map(|s| s.tools.iter().map(|t| t.path.as_path()));
+    let tools = plan.stages.values().flat_map(|s| {
+        s.tools
+            .iter()
+            .map(|t| (t.path.as_path(), t.digest.as_str()))
+    });
     Guard::record(&plan.lab, tools).map(|g| Some(Arc::new(g)))
 }
 

@@ -13,6 +13,7 @@
 //! snapshots/<hash>/    read-only copies of `path:` inputs, by content
 //! fingerprints/        what impure stages' scopes were when their jobs ran; see `sources`
 //! roots/<hash>         one per lab using the store, holding its path; see [`gc`]
+//! tools.json           granted tools' digests, kept by their files' stat; see [`tools`]
 //! pins/<hash>          one per pinned run: the job ids `gc` keeps whatever reaches them
 //! tmp/                 jobs being run; never trusted, cleared under the lock
 //! tmp/live/<id>/       a running job's logs as they come, for `repx log -f`; see [`live`]
@@ -58,6 +59,7 @@ pub mod lock;
 mod pins;
 mod records;
 mod remove;
+mod tools;
 mod tree;
 pub mod verify;
 
@@ -427,6 +429,11 @@ pub struct Store {
     /// Replaced job directories being removed beside the run (see
     /// [`commit`](Store::commit_sealed)), waited for when the store is dropped.
     trash: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Whether this process holds the store's lock ([`Store::open`]): only it writes what
+    /// every run shares, such as the tools' digests.
+    holder: bool,
+    /// The tools' digests kept by stat, read on first use (see [`tools`]).
+    tools: Mutex<Option<tools::Digests>>,
 }
 
 /// A process that wrote into the store leaves none of its own scratch or staging
@@ -491,13 +498,15 @@ impl Store {
             log.cut_torn_tail().map_err(io(log.path()))?;
             let _ = workers.unlock();
         }
-        Store::new(
+        let mut store = Store::new(
             root,
             log,
             Some(lock),
             std::process::id().to_string(),
             warnings,
-        )
+        )?;
+        store.holder = true;
+        Ok(store)
     }
 
     /// Opens the store to read it while nothing changes it: a shared lock, which a run
@@ -588,7 +597,23 @@ impl Store {
             warnings: Mutex::new(warnings),
             io_failed: AtomicBool::new(false),
             trash: Mutex::new(Vec::new()),
+            holder: false,
+            tools: Mutex::new(None),
         })
+    }
+
+    /// The digest of the tool executable at `path`, kept from an earlier run while its
+    /// file's `stat` is as when it was hashed (see [`tools`]); the lock holder keeps what
+    /// it hashed for the next run.
+    pub fn tool_digest(&self, path: &Path) -> io::Result<String> {
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        let digests = tools.get_or_insert_with(|| tools::Digests::read(&self.root));
+        let digest = digests.digest(path)?;
+        if self.holder {
+            // Only a later run gains from it: one that cannot be kept is hashed again.
+            let _ = digests.save(&self.root, &self.tmp_path(tools::FILE));
+        }
+        Ok(digest)
     }
 
     /// What is wrong with the store that did not stop it, each said once: the CLI prints

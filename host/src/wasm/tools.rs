@@ -69,8 +69,24 @@ const SYSTEM_DIRS: &[&str] = &[
 /// The uid and gid of a sandboxed tool inside its user namespace: `nobody`'s.
 const SANDBOX_ID: &str = "65534";
 
-/// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it.
-pub fn resolve(name: &str, path_var: Option<&OsString>) -> Result<ToolIdentity, String> {
+/// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it
+/// with `digest` (see [`digest`], and the store's digests kept by stat).
+pub fn resolve(
+    name: &str,
+    path_var: Option<&OsString>,
+    digest: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> Result<ToolIdentity, String> {
+    let path = find(name, path_var)?;
+    let digest = digest(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
+    Ok(ToolIdentity {
+        name: name.to_string(),
+        path,
+        digest,
+    })
+}
+
+/// Where `name` is: on `path_var`, or as given when it contains a `/`.
+fn find(name: &str, path_var: Option<&OsString>) -> Result<PathBuf, String> {
     let path = if name.contains('/') {
         Some(PathBuf::from(name)).filter(|p| is_executable(p))
     } else {
@@ -80,16 +96,14 @@ pub fn resolve(name: &str, path_var: Option<&OsString>) -> Result<ToolIdentity, 
                 .find(|p| is_executable(p))
         })
     };
-    let path = path.ok_or_else(|| {
+    path.ok_or_else(|| {
         format!("tool `{name}` is not an executable on PATH: install it, or remove it from `tools`")
-    })?;
-    let bytes =
-        std::fs::read(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
-    Ok(ToolIdentity {
-        name: name.to_string(),
-        path,
-        digest: blake3::hash(&bytes).to_hex().to_string(),
     })
+}
+
+/// BLAKE3 of the executable at `path`, read now.
+pub fn digest(path: &Path) -> std::io::Result<String> {
+    Ok(blake3::hash(&std::fs::read(path)?).to_hex().to_string())
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -98,9 +112,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// Where bubblewrap is, if installed.
 pub fn bubblewrap() -> Option<PathBuf> {
-    resolve("bwrap", std::env::var_os("PATH").as_ref())
-        .ok()
-        .map(|t| t.path)
+    find("bwrap", std::env::var_os("PATH").as_ref()).ok()
 }
 
 /// A plugin's request, after it passed the grant checks.
@@ -646,10 +658,10 @@ mod tests {
     #[test]
     fn resolves_tools_on_the_given_path_only() {
         let path = OsString::from("/usr/bin:/bin");
-        let sh = resolve("sh", Some(&path)).unwrap();
+        let sh = resolve("sh", Some(&path), digest).unwrap();
         assert!(sh.path.ends_with("sh"));
         assert_eq!(sh.digest.len(), 64);
-        let err = resolve("sh", Some(&OsString::from("/nonexistent"))).unwrap_err();
+        let err = resolve("sh", Some(&OsString::from("/nonexistent")), digest).unwrap_err();
         assert!(err.contains("not an executable on PATH"), "{err}");
     }
 }
