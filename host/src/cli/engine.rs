@@ -4,8 +4,8 @@
 //! themselves.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::error::CliError;
 use super::render::{self, Format, JobInfo, Reporter};
@@ -66,6 +66,68 @@ pub fn runtime(
     Ok((runtime, interrupted))
 }
 
+/// The runtime of a `repx run`, made (as [`runtime`] makes it: every plugin of the plan
+/// compiled or loaded, refused as a whole when one cannot run) only when a first job is to
+/// run: a run that finds every job in the store loads no plugin. It serves every round of
+/// the run; what stopped it from being made is kept for the command to report once the
+/// dispatcher has stopped.
+pub struct OnDemand<'a> {
+    store: &'a Store,
+    parallel: usize,
+    made: OnceLock<Arc<Runtime>>,
+    failed: Mutex<Option<CliError>>,
+}
+
+impl<'a> OnDemand<'a> {
+    pub fn new(store: &'a Store, parallel: usize) -> OnDemand<'a> {
+        OnDemand {
+            store,
+            parallel,
+            made: OnceLock::new(),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// The runtime for the jobs of `plan`, as it is in this round.
+    pub fn of<'p>(&'p self, plan: &'p Plan) -> impl crate::sched::local::Runtimes + 'p {
+        ForPlan { on: self, plan }
+    }
+
+    /// Why the runtime could not be made, if it could not.
+    pub fn take_failure(&self) -> Option<CliError> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct ForPlan<'p> {
+    on: &'p OnDemand<'p>,
+    plan: &'p Plan,
+}
+
+impl crate::sched::local::Runtimes for ForPlan<'_> {
+    fn get(&self) -> Option<&Runtime> {
+        if let Some(runtime) = self.on.made.get() {
+            return Some(runtime);
+        }
+        let mut failed = self.on.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_some() {
+            return None;
+        }
+        // Every stage of the runs, those of fan-outs not grown yet too, is prepared.
+        match runtime(self.plan, self.on.store, self.on.parallel, None) {
+            Ok((runtime, _)) => Some(self.on.made.get_or_init(|| runtime)),
+            Err(e) => {
+                *failed = Some(e);
+                None
+            }
+        }
+    }
+
+    fn made(&self) -> Option<&Runtime> {
+        self.on.made.get().map(|r| &**r)
+    }
+}
+
 /// The reporter of a run in `format`, and the callback that feeds it; `verbose` lists each
 /// cached job.
 pub fn reporter(
@@ -110,7 +172,7 @@ pub struct Pick<'a> {
 pub fn run_jobs(
     plan: &Plan,
     store: &Store,
-    runtime: &Runtime,
+    runtime: &dyn crate::sched::local::Runtimes,
     options: &Options,
     emit: Emit,
     pick: Pick,

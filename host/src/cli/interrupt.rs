@@ -55,6 +55,11 @@ pub fn arm(runtime: Arc<Runtime>) -> Arc<AtomicBool> {
     handler.interrupted.clone()
 }
 
+/// The flag an interrupt sets, before any runtime is armed.
+pub fn flag() -> Arc<AtomicBool> {
+    handler().interrupted.clone()
+}
+
 /// Calls `wake` on every later interrupt, to stop a wait.
 pub fn on_interrupt(wake: impl Fn() + Send + 'static) {
     *lock(&handler().wake) = Some(Box::new(wake));

@@ -187,8 +187,19 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         dry_run(&plan, &store, &options);
         return Ok(exit::SUCCESS);
     }
-    let kept = cycle.as_deref_mut().map(|c| &mut c.runtime);
-    let (runtime, interrupted) = engine::runtime(&plan, &store, jobs, kept)?;
+    // A plain local run makes its runtime, and loads its plugins, only when a first job
+    // is to run (a no-op loads none); a watch keeps its runtime from run to run, and a
+    // SLURM run checks every plugin before it submits.
+    let on_demand = cycle.is_none() && args.scheduler == super::slurm::Scheduler::Local;
+    let made_on_demand = engine::OnDemand::new(&store, jobs);
+    let (runtime, interrupted) = match on_demand {
+        true => (None, super::interrupt::flag()),
+        false => {
+            let kept = cycle.as_deref_mut().map(|c| &mut c.runtime);
+            let (runtime, interrupted) = engine::runtime(&plan, &store, jobs, kept)?;
+            (Some(runtime), interrupted)
+        }
+    };
     let (reporter, emit) = match cycle {
         Some(cycle) => (None, cycle.emit.clone()),
         None => {
@@ -229,7 +240,17 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
                 reporter.add_jobs(engine::job_infos(plan, first));
             }
         },
-        |plan, options, emit| engine::run_jobs(plan, &store, &runtime, options, emit, pick),
+        |plan, options, emit| match &runtime {
+            Some(runtime) => engine::run_jobs(plan, &store, &**runtime, options, emit, pick),
+            None => {
+                let runtime = made_on_demand.of(plan);
+                let summary = engine::run_jobs(plan, &store, &runtime, options, emit, pick)?;
+                match made_on_demand.take_failure() {
+                    Some(refused) => Err(refused),
+                    None => Ok(summary),
+                }
+            }
+        },
     )?;
     if let Some(reporter) = reporter {
         reporter.summary(&summary);

@@ -29,11 +29,30 @@ use crate::store::{Sealed, Store};
 use crate::wasm::Runtime;
 use crate::wasm::host::Observer;
 
+/// The runtime jobs run in, as the executor asks for it: a run that only finds its jobs
+/// in the store need not make one (nor load its plugins).
+pub trait Runtimes: Sync {
+    /// The runtime, made now if it is not yet; `None` when it could not be made (whoever
+    /// made it says why), and then no job is started.
+    fn get(&self) -> Option<&Runtime>;
+    /// The runtime, if it was made.
+    fn made(&self) -> Option<&Runtime>;
+}
+
+impl Runtimes for Runtime {
+    fn get(&self) -> Option<&Runtime> {
+        Some(self)
+    }
+    fn made(&self) -> Option<&Runtime> {
+        Some(self)
+    }
+}
+
 /// Runs the plan's selected jobs in this process; returns the counts.
 pub fn run(
     plan: &Plan,
     store: &Store,
-    runtime: &Runtime,
+    runtime: &dyn Runtimes,
     options: &Options,
     emit: Emit,
 ) -> Summary {
@@ -48,7 +67,7 @@ pub fn run(
 pub fn with_executor<R>(
     plan: &Plan,
     store: &Store,
-    runtime: &Runtime,
+    runtime: &dyn Runtimes,
     options: &Options,
     f: impl FnOnce(&mut dyn Executor) -> R,
 ) -> R {
@@ -88,6 +107,11 @@ pub fn with_executor<R>(
                         let _ = reports_tx.send(Report::NotStarted(job));
                         continue;
                     }
+                    // Handed over only once the runtime was made.
+                    let Some(runtime) = runtime.made() else {
+                        let _ = reports_tx.send(Report::NotStarted(job));
+                        continue;
+                    };
                     let _ = reports_tx.send(Report::Started(job));
                     let observer = Arc::new(ReportObserver {
                         job,
@@ -153,7 +177,7 @@ struct Local<'a> {
     work: Option<mpsc::Sender<Handoff>>,
     reports: mpsc::Receiver<Report>,
     stop: &'a AtomicBool,
-    runtime: &'a Runtime,
+    runtime: &'a dyn Runtimes,
     slots: usize,
     budget: Option<Budget>,
 }
@@ -171,6 +195,10 @@ impl Executor for Local<'_> {
     }
 
     fn start(&mut self, offered: Vec<Handoff>) -> Vec<Handoff> {
+        // Without a runtime nothing starts: the dispatcher ends the run with them not run.
+        if offered.is_empty() || self.runtime.get().is_none() {
+            return offered;
+        }
         if let Some(work) = &self.work {
             for handoff in offered {
                 let _ = work.send(handoff);
@@ -194,7 +222,9 @@ impl Executor for Local<'_> {
 
     fn interrupt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.runtime.interrupt();
+        if let Some(runtime) = self.runtime.made() {
+            runtime.interrupt();
+        }
     }
 }
 
