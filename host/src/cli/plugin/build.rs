@@ -528,11 +528,19 @@ fn preinit_script(scratch: &Path) -> Result<PathBuf, CliError> {
     let repx = std::env::current_exe()
         .context("finding this repx binary")
         .map_err(CliError::Failed)?;
-    let quoted = repx.to_string_lossy().replace('\'', "'\\''");
+    let quote = |path: &Path| format!("'{}'", path.to_string_lossy().replace('\'', "'\\''"));
+    // The cache is named here: componentize-js starts the script without `HOME`.
+    let cache = crate::wasm::cache_dir()
+        .map(|dir| format!(" --repx-cache-dir={}", quote(&dir)))
+        .unwrap_or_default();
     let script = scratch.join("preinit");
     crate::cli::atomic::write(
         &script,
-        format!("#!/bin/sh\nexec '{quoted}' plugin preinit \"$@\"\n").as_bytes(),
+        format!(
+            "#!/bin/sh\nexec {} plugin preinit{cache} \"$@\"\n",
+            quote(&repx)
+        )
+        .as_bytes(),
     )
     .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
     .with_context(|| format!("writing {}", script.display()))

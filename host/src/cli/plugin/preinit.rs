@@ -44,6 +44,9 @@ struct Args {
     inherit_env: bool,
     output: PathBuf,
     input: PathBuf,
+    /// `--repx-cache-dir`, ours: the compiled-plugin cache of the repx that builds (the
+    /// environment componentize-js gives its pre-initialiser has no `HOME` to find it by).
+    cache: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
@@ -54,6 +57,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut output = None;
     let mut input = None;
     let mut allow_wasi = false;
+    let mut cache = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -90,6 +94,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
                 }
             }
             "-o" | "--output" => output = Some(PathBuf::from(value()?)),
+            "--repx-cache-dir" => cache = Some(PathBuf::from(value()?)),
             _ if !name.starts_with('-') && input.is_none() => input = Some(PathBuf::from(arg)),
             _ => bail!(
                 "unsupported argument `{arg}` (this pre-initialiser takes what componentize-js 0.23 passes to Wizer)"
@@ -106,6 +111,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         inherit_env,
         output: output.ok_or_else(|| anyhow!("no output (`-o PATH`)"))?,
         input: input.ok_or_else(|| anyhow!("no input module"))?,
+        cache,
     })
 }
 
@@ -187,7 +193,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         .inherit_stderr();
     // The compiled-plugin cache, unless the run could write into it: the plugin's own
     // top-level code runs in it, with these directories writable.
-    let cache = crate::wasm::cache_dir().filter(|cache| {
+    let cache = args.cache.or_else(crate::wasm::cache_dir).filter(|cache| {
         let cache = crate::store::location::real_path(cache);
         !policy
             .mounts
