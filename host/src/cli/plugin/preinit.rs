@@ -13,12 +13,10 @@
 //! host paths in the arguments are rewritten to the names the run sees them by; a file's times and inode read the
 //! same in every build ([`fixed_file_stats`]).
 //!
-//! Invariants, as Wizer's: the module is instantiated with WASI preview1 (other imports
-//! trap when called), `_initialize` then the init function run once, and the output is
-//! the input with the defined memories' non-zero bytes as active data segments, the
-//! defined globals' values as their initialisers, the memories' minimum sizes grown to
-//! what the run left, and neither the start function nor the init export. What Wizer
-//! refuses (passive data segments, a mutable reference global) is refused here.
+//! The instrumentation and the snapshot are Wizer's own (the `wasmtime-wizer` crate, as a
+//! library); only the run between them is ours. The module is instantiated with WASI
+//! preview 1 (other imports trap when called), and `_initialize` then the init function
+//! run once, as Wizer runs them.
 //! A value the engine draws at build time is per build of these sources, not per job:
 //! this was so under Wizer too, only its value changed from build to build.
 
@@ -26,11 +24,10 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
-use wasm_encoder::{ConstExpr, SectionId};
-use wasmparser::{ExternalKind, Parser, Payload, TypeRef, ValType};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
+use wasmtime_wizer::{SnapshotVal, ValType};
 
 use crate::cli::exit;
 use crate::wasm::policy::{Mount, Policy};
@@ -205,138 +202,17 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))
 }
 
-/// What the rewrite needs to know of the input module.
-#[derive(Default)]
-struct Shape {
-    imported_globals: u32,
-    imported_memories: u32,
-    globals: Vec<(wasmparser::GlobalType, Vec<u8>)>,
-    memories: Vec<wasmparser::MemoryType>,
-    exports: Vec<(String, ExternalKind, u32)>,
-}
-
-fn shape(wasm: &[u8]) -> anyhow::Result<Shape> {
-    let mut shape = Shape::default();
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload? {
-            Payload::ImportSection(imports) => {
-                for import in imports.into_imports() {
-                    match import?.ty {
-                        TypeRef::Global(_) => shape.imported_globals += 1,
-                        TypeRef::Memory(_) => shape.imported_memories += 1,
-                        _ => {}
-                    }
-                }
-            }
-            Payload::GlobalSection(globals) => {
-                for global in globals {
-                    let global = global?;
-                    let expr = global.init_expr.get_binary_reader();
-                    let start = expr.original_position() as usize;
-                    let init = wasm[start..start + expr.bytes_remaining()].to_vec();
-                    shape.globals.push((global.ty, init));
-                }
-            }
-            Payload::MemorySection(memories) => {
-                for memory in memories {
-                    shape.memories.push(memory?);
-                }
-            }
-            Payload::ExportSection(exports) => {
-                for export in exports {
-                    let export = export?;
-                    shape
-                        .exports
-                        .push((export.name.to_string(), export.kind, export.index));
-                }
-            }
-            Payload::DataSection(data) => {
-                for segment in data {
-                    if matches!(segment?.kind, wasmparser::DataKind::Passive) {
-                        bail!("the module has passive data segments, which a snapshot cannot keep");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(shape)
-}
-
-const GLOBAL: &str = "__repx_preinit_global_";
-const MEMORY: &str = "__repx_preinit_memory_";
-
-/// The input, with every defined global and memory exported under a name of ours, so the
-/// snapshot can read them.
-fn instrument(wasm: &[u8], shape: &Shape) -> anyhow::Result<Vec<u8>> {
-    let mut exports = wasm_encoder::ExportSection::new();
-    for (name, kind, index) in &shape.exports {
-        exports.export(name, export_kind(*kind)?, *index);
-    }
-    for i in 0..shape.globals.len() as u32 {
-        exports.export(
-            &format!("{GLOBAL}{i}"),
-            wasm_encoder::ExportKind::Global,
-            shape.imported_globals + i,
-        );
-    }
-    for i in 0..shape.memories.len() as u32 {
-        exports.export(
-            &format!("{MEMORY}{i}"),
-            wasm_encoder::ExportKind::Memory,
-            shape.imported_memories + i,
-        );
-    }
-    let mut module = wasm_encoder::Module::new();
-    let mut exported = false;
-    for (id, data) in raw_sections(wasm)? {
-        if id == SectionId::Export as u8 {
-            module.section(&exports);
-            exported = true;
-        } else {
-            // Exports come before start, element, data count, code and data.
-            if !exported && id != 0 && id > SectionId::Export as u8 {
-                module.section(&exports);
-                exported = true;
-            }
-            module.section(&wasm_encoder::RawSection { id, data });
-        }
-    }
-    if !exported {
-        module.section(&exports);
-    }
-    Ok(module.finish())
-}
-
-fn export_kind(kind: ExternalKind) -> anyhow::Result<wasm_encoder::ExportKind> {
-    Ok(match kind {
-        ExternalKind::Func | ExternalKind::FuncExact => wasm_encoder::ExportKind::Func,
-        ExternalKind::Table => wasm_encoder::ExportKind::Table,
-        ExternalKind::Memory => wasm_encoder::ExportKind::Memory,
-        ExternalKind::Global => wasm_encoder::ExportKind::Global,
-        ExternalKind::Tag => wasm_encoder::ExportKind::Tag,
-    })
-}
-
-/// Each top-level section of a core module: its id and contents.
-fn raw_sections(wasm: &[u8]) -> anyhow::Result<Vec<(u8, &[u8])>> {
-    let mut sections = Vec::new();
-    for payload in Parser::new(0).parse_all(wasm) {
-        if let Some((id, range)) = payload?.as_section() {
-            sections.push((id, &wasm[range.start as usize..range.end as usize]));
-        }
-    }
-    Ok(sections)
-}
-
+/// Wizer's own instrumentation and snapshot (`wasmtime-wizer`, without its runner): the
+/// run between them is ours, so that the engine starts under a pure job's policy.
 fn preinitialize(
     wasm: &[u8],
     init_func: &str,
     wasi: WasiP1Ctx,
     cache: Option<PathBuf>,
 ) -> anyhow::Result<Vec<u8>> {
-    let shape = shape(wasm)?;
-    let instrumented = instrument(wasm, &shape)?;
+    let mut wizer = wasmtime_wizer::Wizer::new();
+    wizer.init_func(init_func);
+    let (context, instrumented) = wizer.instrument(wasm).map_err(engine_error)?;
     let engine = wasmtime::Engine::new(&wasmtime::Config::new()).map_err(engine_error)?;
     let plugin = crate::wasm::Plugin {
         name: "the engine componentize-js initialises".to_string(),
@@ -360,6 +236,7 @@ fn preinitialize(
     let instance = linker
         .instantiate(&mut store, &module)
         .map_err(|e| anyhow!("instantiating the module: {e:#}"))?;
+    // As Wizer runs them: a reactor's `_initialize`, then the init function (once).
     let reactor = instance
         .get_typed_func::<(), ()>(&mut store, "_initialize")
         .ok();
@@ -375,117 +252,48 @@ fn preinitialize(
             .call(&mut store, ())
             .map_err(|e| anyhow!("the `{init_func}` function trapped: {e:#}"))?;
     }
+    // The snapshot is async for hosts that are; every await of ours is ready at once.
+    let mut state = Snapshot {
+        store: &mut store,
+        instance,
+    };
+    wasmtime_wasi::runtime::in_tokio(wizer.snapshot(&context, &mut state)).map_err(engine_error)
+}
 
-    let mut globals = Vec::new();
-    for (i, (ty, init)) in shape.globals.iter().enumerate() {
-        let value = instance
-            .get_global(&mut store, &format!("{GLOBAL}{i}"))
-            .ok_or_else(|| anyhow!("global {i} not exported"))?
-            .get(&mut store);
-        let expr = match value {
-            wasmtime::Val::I32(x) => ConstExpr::i32_const(x),
-            wasmtime::Val::I64(x) => ConstExpr::i64_const(x),
-            wasmtime::Val::F32(x) => ConstExpr::f32_const(wasm_encoder::Ieee32::new(x)),
-            wasmtime::Val::F64(x) => ConstExpr::f64_const(wasm_encoder::Ieee64::new(x)),
-            wasmtime::Val::V128(x) => ConstExpr::v128_const(x.as_u128() as i128),
-            _ if !ty.mutable => ConstExpr::raw(init.iter().copied()),
-            _ => bail!("global {i} is a mutable reference, which a snapshot cannot keep"),
-        };
-        globals.push((global_type(ty)?, expr));
-    }
-    let mut sizes = Vec::new();
-    let mut segments = Vec::new();
-    for i in 0..shape.memories.len() {
-        let memory = instance
-            .get_memory(&mut store, &format!("{MEMORY}{i}"))
-            .ok_or_else(|| anyhow!("memory {i} not exported"))?;
-        sizes.push(memory.size(&store));
-        segments.extend(
-            non_zero(memory.data(&store))
-                .into_iter()
-                .map(|(start, end)| (i as u32 + shape.imported_memories, start, end)),
-        );
-    }
-    let segments = merge(segments);
+/// What Wizer's snapshot reads of the initialised instance: the globals and memories that
+/// its instrumentation exported.
+struct Snapshot<'a> {
+    store: &'a mut wasmtime::Store<State>,
+    instance: wasmtime::Instance,
+}
 
-    let mut data = wasm_encoder::DataSection::new();
-    for (memory, start, end) in &segments {
-        let bytes = instance
-            .get_memory(
-                &mut store,
-                &format!("{MEMORY}{}", memory - shape.imported_memories),
-            )
-            .expect("exported above")
-            .data(&store)[*start..*end]
-            .to_vec();
-        data.active(*memory, &ConstExpr::i32_const(*start as i32), bytes);
-    }
-    let mut data = Some(data);
-    let mut module = wasm_encoder::Module::new();
-    for (id, raw) in raw_sections(wasm)? {
-        match id {
-            id if id == SectionId::Memory as u8 => {
-                let mut memories = wasm_encoder::MemorySection::new();
-                for (ty, size) in shape.memories.iter().zip(&sizes) {
-                    memories.memory(wasm_encoder::MemoryType {
-                        minimum: *size,
-                        maximum: ty.maximum,
-                        memory64: ty.memory64,
-                        shared: ty.shared,
-                        page_size_log2: ty.page_size_log2,
-                    });
-                }
-                module.section(&memories);
-            }
-            id if id == SectionId::Global as u8 => {
-                let mut section = wasm_encoder::GlobalSection::new();
-                for (ty, expr) in &globals {
-                    section.global(*ty, expr);
-                }
-                module.section(&section);
-            }
-            id if id == SectionId::Export as u8 => {
-                let mut exports = wasm_encoder::ExportSection::new();
-                for (name, kind, index) in &shape.exports {
-                    let initialised =
-                        name == init_func || (reactor.is_some() && name == "_initialize");
-                    if !initialised {
-                        exports.export(name, export_kind(*kind)?, *index);
-                    }
-                }
-                module.section(&exports);
-            }
-            id if id == SectionId::Start as u8 => {}
-            id if id == SectionId::DataCount as u8 => {
-                module.section(&wasm_encoder::DataCountSection {
-                    count: segments.len() as u32,
-                });
-            }
-            id if id == SectionId::Data as u8 => {
-                if let Some(data) = data.take() {
-                    module.section(&data);
-                }
-            }
-            // Some tools want the name section last: the data goes before it.
-            0 if is_name_section(raw) => {
-                if let Some(data) = data.take() {
-                    module.section(&data);
-                }
-                module.section(&wasm_encoder::RawSection { id, data: raw });
-            }
-            _ => {
-                module.section(&wasm_encoder::RawSection { id, data: raw });
-            }
+impl wasmtime_wizer::InstanceState for Snapshot<'_> {
+    async fn global_get(&mut self, name: &str, _: ValType) -> SnapshotVal {
+        // Wizer asks only for the globals it exported, and refuses reference globals.
+        let global = self
+            .instance
+            .get_global(&mut *self.store, name)
+            .expect("exported by Wizer's instrumentation");
+        match global.get(&mut *self.store) {
+            wasmtime::Val::I32(x) => SnapshotVal::I32(x),
+            wasmtime::Val::I64(x) => SnapshotVal::I64(x),
+            wasmtime::Val::F32(x) => SnapshotVal::F32(x),
+            wasmtime::Val::F64(x) => SnapshotVal::F64(x),
+            wasmtime::Val::V128(x) => SnapshotVal::V128(x.as_u128()),
+            other => unreachable!(
+                "Wizer refuses a global of type {:?}",
+                other.ty(&*self.store)
+            ),
         }
     }
-    if let Some(data) = data.take() {
-        module.section(&data);
+
+    async fn memory_contents(&mut self, name: &str, contents: impl FnOnce(&[u8]) + Send) {
+        let memory = self
+            .instance
+            .get_memory(&mut *self.store, name)
+            .expect("exported by Wizer's instrumentation");
+        contents(memory.data(&*self.store))
     }
-    let output = module.finish();
-    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-        .validate_all(&output)
-        .context("the pre-initialised module does not validate")?;
-    Ok(output)
 }
 
 /// The store of the run: WASI, and what [`fixed_file_stats`] keeps.
@@ -555,8 +363,9 @@ fn filestat(
     )
         -> Result<wasmtime_wasi::p1::types::Filestat, wasmtime_wasi::p1::types::Error>,
 ) -> wasmtime::Result<i32> {
-    // WASI's memory is `memory`, or else the module's first, exported by [`instrument`].
-    let memory = ["memory", &format!("{MEMORY}0")]
+    // WASI's memory is `memory`, or else the module's first, exported by Wizer's
+    // instrumentation.
+    let memory = ["memory", "__wizer_memory_0"]
         .into_iter()
         .find_map(|name| caller.get_export(name).and_then(|e| e.into_memory()))
         .ok_or_else(|| wasmtime::format_err!("the module has no memory"))?;
@@ -599,131 +408,4 @@ fn filestat(
 
 fn engine_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow!("{e:#}")
-}
-
-fn global_type(ty: &wasmparser::GlobalType) -> anyhow::Result<wasm_encoder::GlobalType> {
-    let val_type = match ty.content_type {
-        ValType::I32 => wasm_encoder::ValType::I32,
-        ValType::I64 => wasm_encoder::ValType::I64,
-        ValType::F32 => wasm_encoder::ValType::F32,
-        ValType::F64 => wasm_encoder::ValType::F64,
-        ValType::V128 => wasm_encoder::ValType::V128,
-        ValType::Ref(r) if r.is_func_ref() && r.is_nullable() => wasm_encoder::ValType::FUNCREF,
-        ValType::Ref(r) if r.is_extern_ref() && r.is_nullable() => wasm_encoder::ValType::EXTERNREF,
-        other => bail!("a global of type {other} is not supported"),
-    };
-    Ok(wasm_encoder::GlobalType {
-        val_type,
-        mutable: ty.mutable,
-        shared: ty.shared,
-    })
-}
-
-fn is_name_section(raw: &[u8]) -> bool {
-    wasmparser::BinaryReader::new(raw, 0).read_string().ok() == Some("name")
-}
-
-/// The runs of non-zero bytes of `memory`, page by page (as Wizer finds them).
-fn non_zero(memory: &[u8]) -> Vec<(usize, usize)> {
-    const PAGE: usize = 65_536;
-    let mut runs = Vec::new();
-    for page_start in (0..memory.len()).step_by(PAGE) {
-        let page_end = (page_start + PAGE).min(memory.len());
-        let mut at = page_start;
-        while let Some(first) = memory[at..page_end].iter().position(|b| *b != 0) {
-            let start = at + first;
-            let end = memory[start..page_end]
-                .iter()
-                .position(|b| *b == 0)
-                .map_or(page_end, |zero| start + zero);
-            runs.push((start, end));
-            at = end;
-        }
-    }
-    runs
-}
-
-/// Runs of one memory closer than a segment's own cost (4 bytes) merged, then the closest
-/// merged until there are fewer than 10,000 (engines limit a module's segments).
-fn merge(runs: Vec<(u32, usize, usize)>) -> Vec<(u32, usize, usize)> {
-    const OVERHEAD: usize = 4;
-    const MAX_SEGMENTS: usize = 10_000;
-    let mut merged: Vec<(u32, usize, usize)> = Vec::with_capacity(runs.len());
-    for run in runs {
-        match merged.last_mut() {
-            Some(last) if last.0 == run.0 && run.1 - last.2 <= OVERHEAD => last.2 = run.2,
-            _ => merged.push(run),
-        }
-    }
-    if merged.len() < MAX_SEGMENTS {
-        return merged;
-    }
-    let excess = merged.len() - MAX_SEGMENTS;
-    // The smallest gaps, ties broken by position, so the choice is the same every time.
-    let mut gaps: Vec<(usize, usize)> = merged
-        .windows(2)
-        .enumerate()
-        .filter(|(_, w)| w[0].0 == w[1].0)
-        .map(|(i, w)| (w[1].1 - w[0].2, i))
-        .collect();
-    gaps.sort_unstable();
-    gaps.truncate(excess);
-    let mut join = vec![false; merged.len()];
-    for (_, i) in gaps {
-        join[i] = true;
-    }
-    let mut out: Vec<(u32, usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
-    let mut joining = false;
-    for (i, run) in merged.into_iter().enumerate() {
-        match out.last_mut() {
-            Some(last) if joining => last.2 = run.2,
-            _ => out.push(run),
-        }
-        joining = join[i];
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_zero_runs_stop_at_pages_and_merge_across_small_gaps() {
-        let mut memory = vec![0u8; 2 * 65_536];
-        memory[10..20].fill(1);
-        memory[23..30].fill(1); // 3 bytes after: merged
-        memory[100..110].fill(1); // far: its own
-        memory[65_530..65_540].fill(1); // across the page boundary: two runs, then one
-        let runs = non_zero(&memory);
-        assert_eq!(
-            runs,
-            [
-                (10, 20),
-                (23, 30),
-                (100, 110),
-                (65_530, 65_536),
-                (65_536, 65_540)
-            ]
-        );
-        let merged = merge(runs.into_iter().map(|(s, e)| (0, s, e)).collect());
-        assert_eq!(merged, [(0, 10, 30), (0, 100, 110), (0, 65_530, 65_540)]);
-    }
-
-    #[test]
-    fn too_many_segments_are_merged_at_the_smallest_gaps() {
-        // 10,002 runs 40 bytes apart, but runs 7 and 9 only 10 bytes from the next.
-        let mut runs = Vec::new();
-        let mut at = 0;
-        for i in 0..10_002 {
-            runs.push((0, at, at + 10));
-            at += if i == 7 || i == 9 { 20 } else { 50 };
-        }
-        let merged = merge(runs.clone());
-        assert_eq!(merged.len(), 10_000);
-        assert_eq!(merged[7], (0, runs[7].1, runs[8].2));
-        assert_eq!(merged[8], (0, runs[9].1, runs[10].2));
-        assert_eq!(merged[9], runs[11]);
-        assert_eq!(merged.last(), runs.last());
-    }
 }
