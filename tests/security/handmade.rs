@@ -4,8 +4,9 @@
 use wasm_encoder::{
     BlockType, CanonicalFunctionSection, CodeSection, Component, ComponentAliasSection,
     ComponentExportKind, ComponentExportSection, ComponentInstanceSection, ComponentTypeSection,
-    ComponentValType, ExportKind, ExportSection, Function, FunctionSection, InstanceSection,
-    MemArg, MemorySection, MemoryType, Module, ModuleArg, ModuleSection, TypeSection, ValType,
+    ComponentValType, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+    ImportSection, InstanceSection, MemArg, MemorySection, MemoryType, Module, ModuleArg,
+    ModuleSection, TypeSection, ValType,
 };
 
 /// A WebAssembly page: 64 KiB.
@@ -98,4 +99,69 @@ pub fn many_memories(instances: u32, bytes: u64, spin: bool) -> Vec<u8> {
     export.export("wasi:cli/run@0.2.0", ComponentExportKind::Instance, 0, None);
     component.section(&export);
     component.finish()
+}
+
+/// A WASI preview 1 core module whose `_start` polls its stdin for reading
+/// (`poll_oneoff` with one `fd_read` subscription, as `poll(2)` in wasi-libc does) and
+/// exits with the errno the poll returned.
+pub fn poll_stdin() -> Vec<u8> {
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32; 4], [ValType::I32]); // poll_oneoff
+    types.ty().function([ValType::I32], []); // proc_exit
+    types.ty().function([], []); // _start
+    module.section(&types);
+    let mut imports = ImportSection::new();
+    imports.import(
+        "wasi_snapshot_preview1",
+        "poll_oneoff",
+        EntityType::Function(0),
+    );
+    imports.import(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        EntityType::Function(1),
+    );
+    module.section(&imports);
+    let mut functions = FunctionSection::new();
+    functions.function(2);
+    module.section(&functions);
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    module.section(&memories);
+    let mut exports = ExportSection::new();
+    exports.export("memory", ExportKind::Memory, 0);
+    exports.export("_start", ExportKind::Func, 2);
+    module.section(&exports);
+    let mut code = CodeSection::new();
+    let mut start = Function::new([]);
+    // The subscription at 0: userdata 0, tag 1 (fd_read) at 8, the fd (0) at 16.
+    start
+        .instructions()
+        .i32_const(8)
+        .i32_const(1)
+        .i32_store8(MemArg {
+            offset: 0,
+            align: 0,
+            memory_index: 0,
+        });
+    // One event at 256, the count written at 512.
+    start
+        .instructions()
+        .i32_const(0)
+        .i32_const(256)
+        .i32_const(1)
+        .i32_const(512)
+        .call(0)
+        .call(1)
+        .end();
+    code.function(&start);
+    module.section(&code);
+    module.finish()
 }

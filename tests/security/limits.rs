@@ -120,6 +120,15 @@ fn handmade_lab(bytes: &[u8]) -> TempDir {
 }
 
 #[test]
+fn a_core_module_polling_its_stdin_gets_an_answer() {
+    // A poll on a file goes to wasmtime-wasi past the deadline's own poll on clocks: it
+    // trapped there ("missing required memory export") before it was called directly.
+    let lab = handmade_lab(&handmade::poll_stdin());
+    let out = repx(lab.path(), &["run", "attack"]);
+    out.expect_code(0);
+}
+
+#[test]
 fn many_memories_each_under_the_limit() {
     // 24 memories of 60 MiB: each under the 64M limit, 1.4G together. The job's memories
     // share its limit.

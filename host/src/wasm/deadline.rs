@@ -372,8 +372,6 @@ const FAULT: i32 = 21;
 pub trait ModuleWaits: Send + 'static {
     fn wasi(&mut self) -> &mut WasiP1Ctx;
     fn deadline(&self) -> Deadline;
-    /// wasmtime-wasi's own `poll_oneoff` in this store, once it was needed.
-    fn original_poll(&mut self) -> &mut Option<wasmtime::Func>;
 }
 
 /// Replaces `poll_oneoff` in a core-module linker that already has WASI preview 1.
@@ -385,7 +383,6 @@ pub trait ModuleWaits: Send + 'static {
 pub fn add_to_module_linker<T: ModuleWaits>(
     linker: &mut wasmtime::Linker<T>,
 ) -> wasmtime::Result<()> {
-    let original = linker.clone();
     linker.allow_shadowing(true);
     let added = linker
         .func_wrap(
@@ -400,7 +397,7 @@ pub fn add_to_module_linker<T: ModuleWaits>(
                 let args = (subs, events, count, written);
                 match clock_poll(&mut caller, args)? {
                     Some(errno) => Ok(errno),
-                    None => delegate(&original, &mut caller, args),
+                    None => delegate(&mut caller, args),
                 }
             },
         )
@@ -409,25 +406,45 @@ pub fn add_to_module_linker<T: ModuleWaits>(
     added
 }
 
-/// Calls wasmtime-wasi's `poll_oneoff`.
+/// wasmtime-wasi's own `poll_oneoff`, on the caller's memory.
+///
+/// Called directly rather than as a `Func` of the linker: a host function called from
+/// another finds no calling instance, so no `memory`, and would trap.
 fn delegate<T: ModuleWaits>(
-    original: &wasmtime::Linker<T>,
     caller: &mut wasmtime::Caller<'_, T>,
-    args: (i32, i32, i32, i32),
+    (subs, events, count, written): (i32, i32, i32, i32),
 ) -> wasmtime::Result<i32> {
-    let func = match *caller.data_mut().original_poll() {
-        Some(func) => func,
-        None => {
-            let func = original
-                .get(&mut *caller, PREVIEW1, "poll_oneoff")?
-                .into_func()
-                .ok_or_else(|| wasmtime::format_err!("no `{PREVIEW1}::poll_oneoff`"))?;
-            *caller.data_mut().original_poll() = Some(func);
-            func
-        }
+    use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
+    let Some(memory) = caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+    else {
+        return Ok(FAULT);
     };
-    func.typed::<(i32, i32, i32, i32), i32>(&*caller)?
-        .call(&mut *caller, args)
+    // What wasmtime-wasi may allocate for the call, as its own glue grants it.
+    let fuel = wasmtime::AsContextMut::as_context_mut(&mut *caller).hostcall_fuel();
+    let (data, state) = memory.data_and_store_mut(&mut *caller);
+    state.wasi().set_hostcall_fuel(fuel);
+    let mut guest = wiggle::GuestMemory::Unshared(&mut *data);
+    let polled = wasmtime_wasi::runtime::in_tokio(WasiSnapshotPreview1::poll_oneoff(
+        state.wasi(),
+        &mut guest,
+        wiggle::GuestPtr::new(subs as u32),
+        wiggle::GuestPtr::new(events as u32),
+        count as u32,
+    ));
+    let count = match polled {
+        Ok(count) => count,
+        Err(error) => return Ok(error.downcast()? as i32),
+    };
+    let at = written as u32 as usize;
+    match data.get_mut(at..at + 4) {
+        Some(out) => {
+            out.copy_from_slice(&count.to_le_bytes());
+            Ok(0)
+        }
+        None => Ok(FAULT),
+    }
 }
 
 /// `poll_oneoff` on clocks alone: the errno it returns, or `None` for any other poll

@@ -186,8 +186,6 @@ struct ModuleState {
     memory: MemoryBudget,
     output: OutputLimit,
     deadline: deadline::Deadline,
-    /// wasmtime-wasi's `poll_oneoff`, for polls that are not sleeps.
-    poll: Option<wasmtime::Func>,
 }
 
 impl deadline::ModuleWaits for ModuleState {
@@ -197,10 +195,6 @@ impl deadline::ModuleWaits for ModuleState {
 
     fn deadline(&self) -> deadline::Deadline {
         self.deadline.clone()
-    }
-
-    fn original_poll(&mut self) -> &mut Option<wasmtime::Func> {
-        &mut self.poll
     }
 }
 
@@ -723,7 +717,6 @@ impl Runtime {
                     memory,
                     output,
                     deadline: deadline.clone(),
-                    poll: None,
                 };
                 let mut store = wasmtime::Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.memory);
