@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod contract;
+pub mod file_stat;
 pub mod graph;
 pub mod lab;
 pub mod nix;

@@ -50,14 +50,12 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use walkdir::WalkDir;
 
+use crate::file_stat::RACY_SECS;
 use crate::lab::{Input, Lab, Stage};
 
 /// The fewest fingerprints a settled list keeps, however few jobs the stage has now: other
 /// runs of the lab may sweep the stage wider.
 const SETTLED_MIN: usize = 256;
-
-/// Files whose times are this close to a scan are hashed again by the next one.
-const RACY_SECS: i64 = 2;
 
 /// What an impure stage's fingerprint covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

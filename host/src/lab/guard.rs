@@ -19,11 +19,11 @@
 
 use std::collections::BTreeSet;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{Format, Lab, PluginRef};
+use crate::file_stat::FileStat;
 use crate::store::DEFAULT_DIR;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,39 +40,16 @@ pub enum GuardError {
     Read { path: PathBuf, message: String },
 }
 
-/// What a file's stat says of its identity; equal stats mean unchanged bytes, the rule
-/// git's index and make rely on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stat {
-    fn of(meta: &Metadata) -> Stat {
-        Stat {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
 struct File {
     path: PathBuf,
-    stat: Mutex<Stat>,
+    stat: Mutex<FileStat>,
     digest: blake3::Hash,
 }
 
 /// A directory of a `lab.nix` project, with the `.nix` files and subdirectories it held.
 struct Dir {
     path: PathBuf,
-    stat: Mutex<Stat>,
+    stat: Mutex<FileStat>,
     entries: BTreeSet<PathBuf>,
 }
 
@@ -124,7 +101,7 @@ impl Guard {
                 }
                 dirs.push(Dir {
                     path: dir,
-                    stat: Mutex::new(Stat::of(&meta)),
+                    stat: Mutex::new(FileStat::of(&meta)),
                     entries,
                 });
             }
@@ -135,7 +112,7 @@ impl Guard {
                 let (meta, digest) = read(&path)?;
                 Ok(File {
                     path,
-                    stat: Mutex::new(Stat::of(&meta)),
+                    stat: Mutex::new(FileStat::of(&meta)),
                     digest,
                 })
             })
@@ -147,7 +124,7 @@ impl Guard {
             })?;
             files.push(File {
                 path,
-                stat: Mutex::new(Stat::of(&meta)),
+                stat: Mutex::new(FileStat::of(&meta)),
                 digest,
             });
         }
@@ -189,13 +166,13 @@ impl Guard {
             }) else {
                 return Err(changed(&file.path, "it is gone"));
             };
-            let stat = Stat::of(&meta);
+            let stat = FileStat::of(&meta);
             let mut recorded = file.stat.lock().expect("guard lock");
             if *recorded == stat {
                 continue;
             }
             match read(&file.path) {
-                Ok((meta, digest)) if digest == file.digest => *recorded = Stat::of(&meta),
+                Ok((meta, digest)) if digest == file.digest => *recorded = FileStat::of(&meta),
                 Ok(_) => return Err(changed(&file.path, "its content differs")),
                 Err(_) => return Err(changed(&file.path, "it can no longer be read")),
             }
@@ -204,7 +181,7 @@ impl Guard {
             let Ok(meta) = std::fs::metadata(&dir.path) else {
                 return Err(changed(&dir.path, "the directory is gone"));
             };
-            let stat = Stat::of(&meta);
+            let stat = FileStat::of(&meta);
             let mut recorded = dir.stat.lock().expect("guard lock");
             if *recorded == stat {
                 continue;
@@ -222,7 +199,7 @@ impl Guard {
                     return Err(changed(&nix, "a `.nix` file appeared"));
                 }
             }
-            *recorded = Stat::of(&meta);
+            *recorded = FileStat::of(&meta);
         }
         Ok(())
     }

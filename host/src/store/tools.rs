@@ -10,7 +10,7 @@
 //! and the rule the sources scans apply to a project's files (see [`crate::sources`]).
 //!
 //! Invariants:
-//! - A file whose times are within [`RACY_SECS`] of its hashing is not kept: a later write
+//! - A file whose times are within [`RACY_SECS`](crate::file_stat::RACY_SECS) of its hashing is not kept: a later write
 //!   in the same clock tick could leave its times as they were. It is hashed on every run
 //!   until it has settled.
 //! - A sector gone bad changes bytes without changing a time, so a tool damaged on disk
@@ -24,37 +24,22 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::file_stat::FileStat;
+
 /// The file's name in the store.
 pub(super) const FILE: &str = "tools.json";
-
-/// Files whose times are this close to their hashing are hashed again by the next run.
-const RACY_SECS: i64 = 2;
 
 /// A file's identity as `stat` gives it, and its BLAKE3 digest then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Seen {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    #[serde(flatten)]
+    stat: FileStat,
     digest: String,
-}
-
-impl Seen {
-    fn matches(&self, meta: &fs::Metadata) -> bool {
-        self.dev == meta.dev()
-            && self.ino == meta.ino()
-            && self.len == meta.len()
-            && self.mtime == (meta.mtime(), meta.mtime_nsec())
-            && self.ctime == (meta.ctime(), meta.ctime_nsec())
-    }
 }
 
 /// The digests known, by path, as read from the store and added to since.
@@ -78,8 +63,8 @@ impl Digests {
     /// The digest of the executable at `path`: the one kept while its `stat` is as when
     /// it was hashed, else hashed now (and kept once its times have settled).
     pub(super) fn digest(&mut self, path: &Path) -> io::Result<String> {
-        let meta = fs::metadata(path)?;
-        if let Some(seen) = self.seen.get(path).filter(|s| s.matches(&meta)) {
+        let stat = FileStat::of(&fs::metadata(path)?);
+        if let Some(seen) = self.seen.get(path).filter(|s| s.stat == stat) {
             return Ok(seen.digest.clone());
         }
         // Stat first, then read: a write during the read moves the times away from
@@ -88,14 +73,9 @@ impl Digests {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let settled = meta.mtime() < now - RACY_SECS && meta.ctime() < now - RACY_SECS;
-        if settled {
+        if stat.settled_before(now) {
             let seen = Seen {
-                dev: meta.dev(),
-                ino: meta.ino(),
-                len: meta.len(),
-                mtime: (meta.mtime(), meta.mtime_nsec()),
-                ctime: (meta.ctime(), meta.ctime_nsec()),
+                stat,
                 digest: digest.clone(),
             };
             self.added |= self.seen.insert(path.to_path_buf(), seen.clone()) != Some(seen);
@@ -156,11 +136,13 @@ mod tests {
             "a change time of now is not settled"
         );
         let seen = Seen {
-            dev: 0,
-            ino: 0,
-            len: 0,
-            mtime: (0, 0),
-            ctime: (0, 0),
+            stat: FileStat {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime: (0, 0),
+                ctime: (0, 0),
+            },
             digest: "stale".into(),
         };
         digests.seen.insert(tool.clone(), seen);
@@ -168,13 +150,8 @@ mod tests {
         assert_eq!(digests.digest(&tool).unwrap(), one);
 
         // Kept by hand as a settled file would be: then the kept digest is what counts.
-        let meta = fs::metadata(&tool).unwrap();
         let kept = Seen {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            stat: FileStat::of(&fs::metadata(&tool).unwrap()),
             digest: "kept".into(),
         };
         digests.seen.insert(tool.clone(), kept);
