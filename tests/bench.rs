@@ -31,24 +31,24 @@ fn number(figure: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("`{key}` is not a number in {figure}"))
 }
 
-#[test]
-fn a_quick_bench_reports_every_case_with_its_baselines_ratios_and_targets() {
+/// `repx bench --quick --json` with `args`, its figures checked for the shape every figure
+/// has.
+fn quick_figures(args: &[&str]) -> Vec<Value> {
     let (wasm, native) = plugin_dirs();
     let work = TempDir::new();
-    let out = repx(
-        &repo_root(),
-        &[
-            "bench",
-            "--quick",
-            "--json",
-            "--plugins",
-            wasm.to_str().unwrap(),
-            "--native",
-            native.to_str().unwrap(),
-            "--work",
-            work.path().to_str().unwrap(),
-        ],
-    );
+    let mut all = vec![
+        "bench",
+        "--quick",
+        "--json",
+        "--plugins",
+        wasm.to_str().unwrap(),
+        "--native",
+        native.to_str().unwrap(),
+        "--work",
+        work.path().to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = repx(&repo_root(), &all);
     out.expect_code(0);
     let report: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: not JSON:\n{}", out.stdout));
@@ -85,7 +85,12 @@ fn a_quick_bench_reports_every_case_with_its_baselines_ratios_and_targets() {
             assert!(spread["samples"].as_u64().unwrap() >= 2, "{figure}");
         }
     }
+    figures.clone()
+}
 
+#[test]
+fn a_quick_bench_reports_every_case_with_its_baselines_ratios_and_targets() {
+    let figures = quick_figures(&[]);
     let of_case = |case: &str| -> Vec<&Value> {
         figures
             .iter()
@@ -131,6 +136,60 @@ fn a_quick_bench_reports_every_case_with_its_baselines_ratios_and_targets() {
     let c = of_case("c");
     let load = c.iter().find(|f| f["role"] == "measure").unwrap();
     assert_eq!(load["target"]["at_most"].as_f64(), Some(5.0));
+}
+
+/// Case (i) in its languages that build in seconds: Rust's plugin is `bench-trivial`, C's
+/// is built by `repx plugin build` (a Python or JavaScript build takes 20 s or more, and
+/// they go through the same code). Each measured language has its per-job cost, first
+/// and cached, and its cached load; the ratio to the baseline whose sides were measured is
+/// there with its target, the other is not.
+#[test]
+fn case_i_measures_the_languages_asked_for_against_python3() {
+    let figures = quick_figures(&["--cases", "i", "--languages", "rust,c"]);
+    assert!(figures.iter().all(|f| f["case"] == "i"), "{figures:?}");
+    let named = |role: &str, name: &str| -> Vec<&Value> {
+        figures
+            .iter()
+            .filter(|f| f["role"] == role && f["name"].as_str().unwrap().starts_with(name))
+            .collect()
+    };
+    assert_eq!(named("baseline", "one /usr/bin/python3 -c pass").len(), 1);
+    for language in ["Rust", "C"] {
+        let measures = named("measure", &format!("{language}: "));
+        assert_eq!(
+            measures.len(),
+            2,
+            "per job and load of {language}: {figures:?}"
+        );
+        let first = named("detail", &format!("{language}: per job, first run"));
+        assert_eq!(first.len(), 1, "{figures:?}");
+    }
+    assert_eq!(
+        named("detail", "C: repx plugin build").len(),
+        1,
+        "{figures:?}"
+    );
+    let ratios: Vec<&str> = figures
+        .iter()
+        .filter(|f| f["role"] == "ratio")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ratios, ["C job / Rust job"]);
+    let c_over_rust = named("ratio", "C job / Rust job")[0];
+    assert_eq!(c_over_rust["target"]["at_most"].as_f64(), Some(1.2));
+    assert!(
+        !figures
+            .iter()
+            .any(|f| f["name"].as_str().unwrap().starts_with("Python:")),
+        "Python was not asked for: {figures:?}"
+    );
+
+    repx(
+        &repo_root(),
+        &["bench", "--cases", "i", "--languages", "cobol"],
+    )
+    .expect_code(2)
+    .expect_stderr(&["cobol", "rust, c, python, js"]);
 }
 
 #[test]

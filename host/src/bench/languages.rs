@@ -3,7 +3,8 @@
 //! Each plugin does what `bench-trivial` does (writes `/out/result.json` with its
 //! parameters and job id). Rust's is `bench-trivial` itself; the others are written here
 //! and built by `repx plugin build` (the toolchains of `scripts/setup-plugins`; one
-//! missing is named, as the build names it). For each language:
+//! missing is named, as the build names it). `--languages` measures only some of them.
+//! For each language:
 //! - *first*: a sweep of trivial jobs at `-j N` into a fresh store with an empty
 //!   compiled-plugin cache, so compiling the component is in it;
 //! - *cached*: the same sweep into another fresh store, the compiled plugin cached;
@@ -27,6 +28,8 @@ const PYTHON_RUNS: usize = 20;
 
 struct Language {
     name: &'static str,
+    /// How `--languages` names it (`repx plugin new --lang`'s names).
+    flag: &'static str,
     /// `repx plugin new --lang`'s name; `None` for Rust, whose plugin is `bench-trivial`.
     source: Option<(&'static str, &'static str)>,
 }
@@ -34,10 +37,12 @@ struct Language {
 const LANGUAGES: [Language; 4] = [
     Language {
         name: "Rust",
+        flag: "rust",
         source: None,
     },
     Language {
         name: "C",
+        flag: "c",
         source: Some((
             "main.c",
             "#include <stdio.h>\n#include \"repx.h\"\n\
@@ -50,6 +55,7 @@ const LANGUAGES: [Language; 4] = [
     },
     Language {
         name: "Python",
+        flag: "python",
         source: Some((
             "app.py",
             "import json\nimport repx\n\n\
@@ -60,6 +66,7 @@ const LANGUAGES: [Language; 4] = [
     },
     Language {
         name: "JavaScript",
+        flag: "js",
         source: Some((
             "plugin.js",
             "import { command } from \"./repx.js\";\n\
@@ -68,6 +75,9 @@ const LANGUAGES: [Language; 4] = [
         )),
     },
 ];
+
+/// The languages `--languages` takes, as it names them.
+pub const FLAGS: [&str; 4] = ["rust", "c", "python", "js"];
 
 /// What was measured of one language.
 struct Measured {
@@ -83,6 +93,7 @@ pub fn measure(
     work: &Path,
     exe: &Path,
     trivial: &Path,
+    only: &[String],
     jobs: usize,
     count: usize,
     note: &mut dyn FnMut(&str),
@@ -93,7 +104,10 @@ pub fn measure(
     };
     let root = work.join("languages");
     let mut measured = Vec::new();
-    for language in &LANGUAGES {
+    let wanted = LANGUAGES
+        .iter()
+        .filter(|l| only.is_empty() || only.iter().any(|flag| flag == l.flag));
+    for language in wanted {
         let dir = root.join(language.name.to_lowercase());
         let (plugin, build) = match language.source {
             None => (trivial.to_path_buf(), None),
@@ -223,31 +237,36 @@ fn figures(measured: &[Measured], python: Duration, jobs: usize) -> Vec<Figure> 
             ));
         }
     }
+    // A ratio is reported when both of its sides were measured (`--languages`).
     let per_job = |name: &str| {
         measured
             .iter()
             .find(|m| m.name == name)
-            .map_or(f64::NAN, |m| m.cached_ms)
+            .map(|m| m.cached_ms)
     };
-    figures.push(
-        Figure::new(
-            Case::I,
-            Role::Ratio,
-            "Python job / python3 -c pass",
-            per_job("Python") / ms(python),
-            Unit::Times,
-        )
-        .target(Target::AtMost(0.1)),
-    );
-    figures.push(
-        Figure::new(
-            Case::I,
-            Role::Ratio,
-            "C job / Rust job",
-            per_job("C") / per_job("Rust"),
-            Unit::Times,
-        )
-        .target(Target::AtMost(1.2)),
-    );
+    if let Some(job) = per_job("Python") {
+        figures.push(
+            Figure::new(
+                Case::I,
+                Role::Ratio,
+                "Python job / python3 -c pass",
+                job / ms(python),
+                Unit::Times,
+            )
+            .target(Target::AtMost(0.1)),
+        );
+    }
+    if let (Some(c), Some(rust)) = (per_job("C"), per_job("Rust")) {
+        figures.push(
+            Figure::new(
+                Case::I,
+                Role::Ratio,
+                "C job / Rust job",
+                c / rust,
+                Unit::Times,
+            )
+            .target(Target::AtMost(1.2)),
+        );
+    }
     figures
 }

@@ -31,7 +31,7 @@
 mod compile;
 mod cycle;
 mod fixture;
-mod languages;
+pub mod languages;
 mod native;
 mod sweep;
 
@@ -166,6 +166,8 @@ pub struct Options {
     /// Where the labs, stores and compiled plugins go, in a new subdirectory removed at
     /// the end (default: the system's temporary directory).
     pub work: Option<PathBuf>,
+    /// The languages case (i) measures, as [`languages::FLAGS`] names them (empty: all).
+    pub languages: Vec<String>,
 }
 
 /// The counts and sizes of one bench run.
@@ -487,6 +489,7 @@ pub fn run(options: &Options, note: &mut dyn FnMut(&str)) -> Result<Report, Benc
             work.path(),
             &options.exe,
             &plugins.trivial,
+            &options.languages,
             options.jobs,
             sizes.languages_sweep,
             note,

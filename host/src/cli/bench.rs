@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Worker threads of the job sweeps.
     #[arg(short = 'j', long, default_value_t = 2)]
     pub jobs: usize,
+    /// Only these languages in case (i), e.g. `rust,c` (default: rust,c,python,js).
+    #[arg(long, value_delimiter = ',', value_name = "LANGS",
+          value_parser = clap::builder::PossibleValuesParser::new(bench::languages::FLAGS))]
+    pub languages: Vec<String>,
     /// The wasm32-wasip2 benchmark plugins (default: plugins/target/wasm32-wasip2/release
     /// of this repository).
     #[arg(long, value_name = "DIR")]
@@ -99,6 +103,7 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
             .unwrap_or_else(|| default_dir(&exe, NATIVE_DIR)),
         exe,
         work: args.work.clone(),
+        languages: args.languages.clone(),
     };
     let report =
         bench::run(&options, &mut |note| errln!("bench: {note}")).map_err(|e| match e {
