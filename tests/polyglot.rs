@@ -267,6 +267,21 @@ fn scaffold_builds_and_runs(lang: Lang) {
     )
     .expect_code(0);
     let plugin = dir.path().join("demo");
+    // A module installed on the build machine (here in the virtual environment that
+    // `VIRTUAL_ENV` names, where componentize-py looks first) is not importable while a
+    // Python plugin is built: the plugin is made of its own directory and the SDK only.
+    let venv = dir.path().join("venv");
+    if lang == Lang::Python {
+        let site = venv.join("lib/python3.11/site-packages");
+        fs::create_dir_all(&site).unwrap();
+        fs::write(site.join("host_only.py"), "").unwrap();
+        let mut app = fs::read_to_string(plugin.join("app.py")).unwrap();
+        app.push_str(
+            "\nimport importlib.util\n\
+             assert importlib.util.find_spec(\"host_only\") is None, \"the build machine's site-packages reached the build\"\n",
+        );
+        fs::write(plugin.join("app.py"), app).unwrap();
+    }
     let build = match lang {
         // A target directory kept between test runs, so that only the crate compiles;
         // the build finds the component there through CARGO_TARGET_DIR.
@@ -277,6 +292,11 @@ fn scaffold_builds_and_runs(lang: Lang) {
                 "CARGO_TARGET_DIR",
                 repo_root().join("target/plugin-new-test").to_str().unwrap(),
             )],
+        ),
+        Lang::Python => common::repx_with_env(
+            &plugin,
+            &["plugin", "build"],
+            &[("VIRTUAL_ENV", venv.to_str().unwrap())],
         ),
         _ => repx(&plugin, &["plugin", "build"]),
     };

@@ -457,13 +457,21 @@ fn build_c(dir: &Path, scratch: &Path) -> Result<PathBuf, CliError> {
 }
 
 /// componentize-py on the module `app` (world `command`), with the SDK's `repx.py` on
-/// the module path.
+/// the module path, and nothing of the build machine's Python installation.
+///
+/// componentize-py appends the host's `site-packages` to the module path of its
+/// pre-initialisation (that of `$VIRTUAL_ENV`, else of `pipenv --venv`, else every one
+/// that `python3`'s `site` module lists), so a module installed on the build machine
+/// would be importable while the plugin is built and baked into it, and the listing of
+/// those directories would enter the snapshot. `VIRTUAL_ENV` names a directory without
+/// one: the module path is the plugin's directory and the SDK, wherever it is built.
 fn build_python(dir: &Path) -> Result<PathBuf, CliError> {
     require(Lang::Python, &[COMPONENTIZE_PY], &[])?;
     let component = format!("{SCRATCH}/plugin.wasm");
     run(
         dir,
         Command::new("componentize-py")
+            .env("VIRTUAL_ENV", dir.join(SCRATCH).join("no-site-packages"))
             .args(["-q", "-d", &format!("{SCRATCH}/wit"), "-w", "command"])
             .args([
                 "componentize",
