@@ -478,7 +478,8 @@ fn scaffold_rust() {
 }
 
 /// A build without its toolchain names every missing tool with the command that installs
-/// it, downloads nothing and writes no plugin.
+/// it, downloads nothing and writes no plugin; a build that fails shows the toolchain's
+/// error.
 #[test]
 fn build_names_what_is_missing() {
     let dir = TempDir::new();
@@ -504,6 +505,23 @@ fn build_names_what_is_missing() {
             build.stderr
         );
     }
+    assert!(!plugin.join("plugin.wasm").exists());
+
+    // A toolchain's error is shown as it wrote it, one line a line.
+    let mut source = fs::read_to_string(plugin.join("main.c")).unwrap();
+    source.push_str("int broken(\n");
+    fs::write(plugin.join("main.c"), source).unwrap();
+    let build = repx(&plugin, &["plugin", "build"]);
+    build.expect_code(1);
+    // clang's error, then the source line it quotes, each on its own line.
+    let lines: Vec<&str> = build.stderr.lines().collect();
+    assert!(
+        lines.windows(2).any(|w| w[0].starts_with("main.c:")
+            && w[0].contains(": error: ")
+            && w[1] == "int broken("),
+        "{}",
+        build.stderr
+    );
     assert!(!plugin.join("plugin.wasm").exists());
 
     // A directory with no plugin in it is a usage error.

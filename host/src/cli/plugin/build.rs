@@ -141,7 +141,9 @@ fn require(lang: Lang, tools: &[Tool], extra: &[(bool, String)]) -> Result<(), C
     )))
 }
 
-/// Runs `command` in `dir`; a failure names the command and shows its output.
+/// Runs `command` in `dir`; a failure names the command and shows its output, line by
+/// line as the tool wrote it (a compiler's error is several lines), control characters
+/// escaped.
 fn run(dir: &Path, command: &mut Command) -> Result<std::process::Output, CliError> {
     let shown = format!("{command:?}").replace('"', "");
     let output = command
@@ -155,8 +157,8 @@ fn run(dir: &Path, command: &mut Command) -> Result<std::process::Output, CliErr
         return Err(CliError::Failed(anyhow::anyhow!(
             "{shown} failed ({}):\n{}{}",
             output.status,
-            crate::cli::escape::terminal(stdout.trim_end()),
-            crate::cli::escape::terminal(stderr.trim_end()),
+            crate::cli::escape::terminal_lines(stdout.trim_end()),
+            crate::cli::escape::terminal_lines(stderr.trim_end()),
         )));
     }
     Ok(output)
