@@ -21,7 +21,7 @@ fn help_lists_the_users_verbs_and_not_the_internal_ones() {
     for verb in ["run", "list", "show", "log", "gc", "verify", "init"] {
         assert!(verbs.contains(&verb), "{verb} not in {verbs:?}");
     }
-    for internal in ["worker", "exec-job", "compile-plugin", "reap-tool"] {
+    for internal in ["worker", "exec-job", "compile-plugin"] {
         assert!(
             !verbs.contains(&internal),
             "{internal} shows in --help: {verbs:?}"

@@ -213,16 +213,6 @@ pub enum Command {
     /// Compile a plugin as the builder of its Nix derivation, for hermetic jobs.
     #[command(hide = true)]
     CompilePlugin,
-    /// Run a host tool under a reaper that ends whatever the tool leaves running (repx
-    /// starts one per tool a plugin runs on the host).
-    #[command(hide = true)]
-    ReapTool {
-        /// The pid of the repx that started it.
-        parent: u32,
-        /// The tool and its arguments, after `--`.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<std::ffi::OsString>,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -515,6 +505,5 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Worker { batch } => worker::worker(&cli, batch),
         Command::ExecJob => Ok(crate::nix::exec::exec_job()),
         Command::CompilePlugin => Ok(crate::nix::exec::compile_plugin()),
-        Command::ReapTool { parent, command } => Ok(crate::wasm::tools::reap(*parent, command)),
     }
 }

@@ -19,7 +19,7 @@
 //! handler for when they come from inside its namespace (its own `kill $$`, a SIGPIPE:
 //! the write fails with EPIPE instead); SIGKILL from outside always ends it. In hermetic mode the Nix build's own pid
 //! namespace does the same when the build ends. On the host (impure mode) a
-//! tool runs under a reaper of its own, `repx reap-tool`, which is the child subreaper of
+//! tool runs under a reaper of its own, a fork of repx, which is the child subreaper of
 //! the tool's tree and kills and reaps what is left of it when the tool returns or is
 //! stopped (see [`reaper`]). One reaper per tool, not one for repx: jobs run side by side
 //! in one repx process, and each tool's orphans must be told apart from the others'.
@@ -288,8 +288,8 @@ impl From<&str> for ToolError {
 const PIPE_CHUNK: usize = 64 * 1024;
 
 /// A granted tool on the host, in the host directory of its guest cwd; `reaped`, under a
-/// reaper of its own: `repx reap-tool`, which ends whatever the tool leaves running (see
-/// [`reaper`]).
+/// reaper of its own, which ends whatever the tool leaves running: the process `Command`
+/// forks, which forks the tool's in turn (see [`reaper`]).
 fn on_host(
     invocation: &Invocation,
     policy: &Policy,
@@ -302,34 +302,20 @@ fn on_host(
             invocation.cwd
         )
     })?;
-    let mut command = if reaped {
-        // This very binary, even if its file was replaced since it started.
-        let mut reaper = Command::new("/proc/self/exe");
-        reaper
-            .arg("reap-tool")
-            .arg(std::process::id().to_string())
-            .arg("--")
-            .arg(&invocation.program);
-        reaper
-    } else {
-        Command::new(&invocation.program)
-    };
+    let mut command = Command::new(&invocation.program);
     command
         .current_dir(mount.host.join(rest))
         .args(invocation.args)
         .env_clear()
         .envs(invocation.env.iter().cloned())
         .env("PATH", path);
-    Ok(command)
-}
-
-/// `repx reap-tool PARENT -- PROGRAM [ARGS]…`: runs a host tool under this process as its
-/// reaper (see [`reaper`]); returns the exit code.
-pub fn reap(parent: u32, command: &[OsString]) -> i32 {
-    match command.split_first() {
-        Some((program, args)) => reaper::main(parent, program, args, STOP_GRACE),
-        None => 127,
+    if reaped {
+        let parent = std::process::id();
+        // SAFETY: `split` is made for a pre_exec closure: it forks, and the process that
+        // stays exits without returning.
+        unsafe { command.pre_exec(move || reaper::split(parent, STOP_GRACE)) };
     }
+    Ok(command)
 }
 
 /// Waits for `child` to exit, adding what it used to `usage`, or stops it at `deadline`
