@@ -392,7 +392,14 @@ impl Sources {
             .expect("the state file is in a directory");
         fs::create_dir_all(dir).map_err(at(dir))?;
         let lock_path = self.state.with_extension("lock");
-        let lock = File::create(&lock_path).map_err(at(&lock_path))?;
+        // Opened as it is, not truncated: a truncation of the empty file would still change
+        // its times, a journalled write of the inode on each of a cycle's three updates.
+        let lock = File::options()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(at(&lock_path))?;
         lock.lock().map_err(at(&lock_path))?;
         let before = self.read_bytes()?;
         let mut state = self.parse(&before)?;

@@ -352,22 +352,25 @@ fn sync_paths(paths: Vec<&PathBuf>) -> Result<(), StoreError> {
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..paths.len().min(FSYNCS_AT_ONCE) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = paths.get(i) else { return };
-                    if let Err(e) = sync_path(path) {
-                        failed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(path) = paths.get(i) else { return };
+            if let Err(e) = sync_path(path) {
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+                return;
+            }
         }
+    };
+    // The committing thread is one of those in flight: one thread fewer to start.
+    std::thread::scope(|scope| {
+        for _ in 1..paths.len().min(FSYNCS_AT_ONCE) {
+            scope.spawn(work);
+        }
+        work();
     });
     match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
