@@ -244,7 +244,9 @@ pub(crate) fn run(
 pub struct ToolUsage {
     /// User and system CPU time, summed.
     pub cpu: Duration,
-    /// The largest resident set of any one of them, in bytes.
+    /// The largest resident set of any one of them, in bytes. A host tool's reaper, a fork
+    /// of repx, counts with repx's resident set at the fork (about 20 MiB): so that is the
+    /// least an impure tool shows.
     pub peak_rss: u64,
 }
 
