@@ -33,7 +33,7 @@
 //! runs in the bubblewrap sandbox in impure mode too, where it can do no more than the
 //! plugin could, and never on the host.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -291,7 +291,7 @@ const PIPE_CHUNK: usize = 64 * 1024;
 
 /// A granted tool on the host, in the host directory of its guest cwd; `reaped`, under a
 /// reaper of its own, which ends whatever the tool leaves running: the process `Command`
-/// forks, which forks the tool's in turn (see [`reaper`]).
+/// forks, which starts the tool in its place (see [`reaper`]).
 fn on_host(
     invocation: &Invocation,
     policy: &Policy,
@@ -312,10 +312,30 @@ fn on_host(
         .envs(invocation.env.iter().cloned())
         .env("PATH", path);
     if reaped {
-        let parent = std::process::id();
-        // SAFETY: `split` is made for a pre_exec closure: it forks, and the process that
-        // stays exits without returning.
-        unsafe { command.pre_exec(move || reaper::split(parent, STOP_GRACE)) };
+        // The tool's exact start, made here: the reaper, a fork of this process with its
+        // threads, only reads it.
+        let env = invocation
+            .env
+            .iter()
+            .filter(|(key, _)| key != "PATH")
+            .map(|(key, value)| (OsStr::new(key), OsStr::new(value)))
+            .chain(std::iter::once((OsStr::new("PATH"), path.as_os_str())));
+        let start = reaper::Start::new(
+            invocation.program.as_os_str(),
+            invocation.args.iter().map(OsStr::new),
+            env,
+            std::process::id(),
+            STOP_GRACE,
+        )
+        .ok_or_else(|| {
+            format!(
+                "cannot start `{}`: a NUL byte in its arguments or environment",
+                invocation.program.display()
+            )
+        })?;
+        // SAFETY: `split` is made for a pre_exec closure: it starts the tool itself, and
+        // the process exits without returning to `Command`.
+        unsafe { command.pre_exec(move || reaper::split(&start)) };
     }
     Ok(command)
 }

@@ -15,12 +15,13 @@
 //!
 //! The reaper is the child `Command` forks to run the tool, not a program of its own: in
 //! that child, once it has the tool's standard streams, directory and process group,
-//! [`split`] forks the tool's process, which goes on to exec the tool, and stays behind as
-//! its reaper until it exits. No second exec of the 37 MB repx binary per tool. The
-//! reaper is a fork of a process with threads, so it does only what such a child may: system calls, and
-//! the allocator of the C library, whose `fork` (glibc's and musl's) leaves it usable in
-//! the child. It holds none of repx's descriptors but the tool's three streams: a pipe of
-//! another job's tool kept open here would keep that job waiting for its end.
+//! [`split`] starts the tool with `posix_spawn` (a `vfork`, no copy of the process) and
+//! stays behind as its reaper until it exits. No second exec of the 37 MB repx binary per
+//! tool. The reaper is a fork of a process with threads, so it does only what such a
+//! child may: system calls, with everything the tool's start needs (its path, arguments
+//! and environment, the message should it not start) made before the fork. It holds
+//! none of repx's descriptors but the tool's three streams: a pipe of another job's tool
+//! kept open here would keep that job waiting for its end.
 //!
 //! Stopping: SIGTERM, SIGINT or SIGHUP (repx stops the tool's process group at the job's
 //! deadline; the kernel sends SIGTERM when repx dies) makes the reaper pass SIGTERM to its
@@ -28,18 +29,82 @@
 //! above. The reaper never dies of those signals, so a stopped tool's orphans still come
 //! to it.
 
+use std::ffi::{CString, OsStr, c_char};
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-/// Run by `Command` in the child it forked for a tool, just before it execs the tool:
-/// makes this process the tool's reaper (see the module doc) and forks the process that
-/// returns, to exec the tool. This one never returns: it reaps the tool's tree and exits
-/// with the tool's exit code, 128 + the signal that ended it, or 1 when the exec failed
-/// (which `Command::spawn` then reports). `parent` is repx's pid: if repx is gone
-/// already, the tool is not started.
+/// A tool's start, made before the fork: [`split`] only reads it.
+pub struct Start {
+    /// Kept for the pointers below, which point into them.
+    _strings: Vec<CString>,
+    program: *const c_char,
+    /// `argv` and `envp`, each ending with a null pointer.
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// Written to the tool's stderr should it not start, then the error number.
+    cannot_start: Vec<u8>,
+    /// repx's pid: if repx is gone already, the tool is not started.
+    parent: u32,
+    grace: Duration,
+}
+
+// SAFETY: the pointers point into `_strings`, owned alongside and never changed; the
+// value is only read, by the process `Command` forks.
+unsafe impl Send for Start {}
+// SAFETY: as above.
+unsafe impl Sync for Start {}
+
+impl Start {
+    /// `program` with `args` and exactly the environment `env`; `None` if any holds a NUL.
+    pub fn new<'a>(
+        program: &OsStr,
+        args: impl Iterator<Item = &'a OsStr>,
+        env: impl Iterator<Item = (&'a OsStr, &'a OsStr)>,
+        parent: u32,
+        grace: Duration,
+    ) -> Option<Start> {
+        let program = CString::new(program.as_bytes()).ok()?;
+        let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
+            .chain(args.map(|a| CString::new(a.as_bytes())))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let envp: Vec<CString> = env
+            .map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let pointers = |strings: &[CString]| {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let cannot_start =
+            format!("repx: cannot start `{}`: error ", program.to_string_lossy()).into_bytes();
+        let (argv_p, envp_p) = (pointers(&argv), pointers(&envp));
+        let mut strings = vec![program];
+        strings.extend(argv);
+        strings.extend(envp);
+        Some(Start {
+            program: strings[0].as_ptr(),
+            _strings: strings,
+            argv: argv_p,
+            envp: envp_p,
+            cannot_start,
+            parent,
+            grace,
+        })
+    }
+}
+
+/// Run by `Command` in the child it forked for a tool, in place of the tool's exec:
+/// makes this process the tool's reaper (see the module doc), starts the tool, and exits
+/// with its exit code, 128 + the signal that ended it, or 127 when it could not start
+/// (saying why on the tool's stderr). Never returns.
 ///
 /// # Safety
-/// Only in a `Command::pre_exec` closure: it forks, and exits the process it runs in.
-pub unsafe fn split(parent: u32, grace: Duration) -> std::io::Result<()> {
+/// Only in a `Command::pre_exec` closure: it exits the process it runs in.
+pub unsafe fn split(start: &Start) -> ! {
     let signals = stop_signals();
     // SAFETY: plain system calls on this process; `signals` is a valid set.
     unsafe {
@@ -49,30 +114,86 @@ pub unsafe fn split(parent: u32, grace: Duration) -> std::io::Result<()> {
     }
     // Set after the death signal, so that repx dying in between is seen either way.
     // SAFETY: plain system calls; this process exits without returning to `Command`.
-    if unsafe { libc::getppid() } as u32 != parent {
+    if unsafe { libc::getppid() } as u32 != start.parent {
         unsafe { libc::_exit(128 + libc::SIGTERM) };
     }
-    // SAFETY: the new process only unblocks signals and returns to `Command`, which execs.
-    let tool = unsafe { libc::fork() };
-    if tool < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if tool == 0 {
-        // The tool starts with no signal blocked and default dispositions, as `Command`
-        // leaves them (the exec resets repx's handlers).
-        // SAFETY: an empty set, made by `sigemptyset`.
-        unsafe {
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    let code = match spawn(start) {
+        Ok(tool) => {
+            close_from(3);
+            reap_tree(tool, &signals, start.grace)
         }
-        return Ok(());
-    }
-    close_from(3);
-    let code = reap_tree(tool, &signals, grace);
+        Err(errno) => {
+            write_all(2, &start.cannot_start);
+            write_all(2, decimal(errno, &mut [0; 10]));
+            write_all(2, b"\n");
+            127
+        }
+    };
     // SAFETY: leaves without running repx's exit handlers or destructors, which belong to
     // the process this one was forked from.
     unsafe { libc::_exit(code) }
+}
+
+/// Starts the tool with no signal blocked and every signal at its default action, as
+/// `Command` would; returns its pid, or the error number.
+fn spawn(start: &Start) -> Result<libc::pid_t, i32> {
+    // SAFETY: the attributes are initialised before use and destroyed after; the sets are
+    // made by `sigemptyset`/`sigfillset`; `program`, `argv` and `envp` point into strings
+    // `start` owns, the arrays end with a null pointer.
+    unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        if libc::posix_spawnattr_init(&mut attr) != 0 {
+            return Err(libc::ENOMEM);
+        }
+        let (mut none, mut all): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigemptyset(&mut none);
+        libc::sigfillset(&mut all);
+        libc::posix_spawnattr_setsigmask(&mut attr, &none);
+        libc::posix_spawnattr_setsigdefault(&mut attr, &all);
+        libc::posix_spawnattr_setflags(
+            &mut attr,
+            (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+        );
+        let mut pid = 0;
+        let failed = libc::posix_spawn(
+            &mut pid,
+            start.program,
+            std::ptr::null(),
+            &attr,
+            start.argv.as_ptr() as *const *mut c_char,
+            start.envp.as_ptr() as *const *mut c_char,
+        );
+        libc::posix_spawnattr_destroy(&mut attr);
+        match failed {
+            0 => Ok(pid),
+            errno => Err(errno),
+        }
+    }
+}
+
+/// `n` (not negative) in decimal, without allocating.
+fn decimal(mut n: i32, digits: &mut [u8; 10]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
+fn write_all(fd: libc::c_int, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of its length.
+        let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if written <= 0 {
+            return;
+        }
+        bytes = &bytes[written as usize..];
+    }
 }
 
 /// Waits for `tool` to exit or for a signal to stop, then kills and reaps what is left of
@@ -218,4 +339,34 @@ fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
     }
     found.remove(0);
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_are_written_in_decimal() {
+        assert_eq!(decimal(0, &mut [0; 10]), b"0");
+        assert_eq!(decimal(13, &mut [0; 10]), b"13");
+        assert_eq!(decimal(i32::MAX, &mut [0; 10]), b"2147483647");
+    }
+
+    #[test]
+    fn a_start_is_refused_with_a_nul_byte() {
+        let start = |arg: &str, value: &str| {
+            Start::new(
+                OsStr::new("/bin/true"),
+                [OsStr::new(arg)].into_iter(),
+                [(OsStr::new("A"), OsStr::new(value))].into_iter(),
+                1,
+                Duration::ZERO,
+            )
+        };
+        let ok = start("x", "y").unwrap();
+        assert_eq!((ok.argv.len(), ok.envp.len()), (3, 2));
+        assert!(ok.argv[2].is_null() && ok.envp[1].is_null());
+        assert!(start("x\0", "y").is_none());
+        assert!(start("x", "y\0").is_none());
+    }
 }
