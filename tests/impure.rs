@@ -686,6 +686,48 @@ fn without_bubblewrap_a_pure_tool_fails_saying_what_to_install_and_never_runs_un
 }
 
 #[test]
+fn a_host_tool_that_cannot_start_fails_its_job_with_127_saying_why() {
+    // Executable, but no program: the reaper's start of it fails, and says so in the log.
+    let lab = lab_dir("", &[]);
+    let tool = lab.path().join("bin/not-a-program");
+    fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    fs::write(&tool, b"\x7fELF, but nothing more").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(
+        lab.path().join("repx.toml"),
+        format!(
+            "[stages.start]\nplugin = \"builtin:exec\"\nmode = \"impure\"\n\
+             tools = [\"{0}\"]\nparams = {{ program = \"{0}\", stdout = \"out.txt\" }}\n\
+             outputs = [\"out.txt\"]\n\
+             [pipelines.main]\nstages = [\"start\"]\n[runs.r]\npipelines = [\"main\"]\n",
+            tool.display()
+        ),
+    )
+    .unwrap();
+    let run = repx(lab.path(), &["run"]);
+    run.expect_code(1)
+        .expect_stderr(&["FAILED start", "exited with status 127"]);
+    let id = run
+        .stderr
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(':'))
+        .find(|w| w.len() == 12 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no job id: {}", run.stderr));
+    let log = repx(lab.path(), &["log", id]);
+    log.expect_code(0);
+    assert!(
+        log.stdout
+            .contains(&format!("repx: cannot start `{}`", tool.display())),
+        "{}",
+        log.stdout
+    );
+    assert!(common::job_dirs(lab.path()).is_empty());
+}
+
+#[test]
 fn the_impure_warning_is_given_once_per_run() {
     let lab = impure_lab("contract-check", "params = { k = 0 }", "{ k = [1, 2, 3] }");
     let run = repx(lab.path(), &["run"]);
