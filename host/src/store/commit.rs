@@ -346,35 +346,95 @@ fn sync_path(path: &Path) -> Result<(), StoreError> {
 /// flight together, the block layer serves the flushes that wait at the same time with
 /// one, so a batch costs about two. Nothing is renamed or recorded before all have
 /// returned, so what a crash can leave is as before.
+///
+/// The helpers are kept from one commit to the next (see [`Syncers`]): a run commits
+/// many batches, and starting threads anew for each was a good part of a commit's CPU.
 fn sync_paths(paths: Vec<&PathBuf>) -> Result<(), StoreError> {
     if paths.len() <= 1 {
         return paths.into_iter().try_for_each(|path| sync_path(path));
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(path) = paths.get(i) else { return };
-            if let Err(e) = sync_path(path) {
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(e);
-                return;
-            }
+    let (done_tx, done) = std::sync::mpsc::channel();
+    // The committing thread fsyncs the first itself: one helper fewer.
+    let (first, rest) = paths.split_first().expect("two paths or more");
+    Syncers::get().send(rest.iter().map(|p| (*p).clone()), &done_tx);
+    drop(done_tx);
+    let mut failed = sync_path(first).err();
+    // Every one is waited for, failed or not, so that none is still in flight after.
+    for result in done {
+        if let Err(e) = result
+            && failed.is_none()
+        {
+            failed = Some(e);
         }
-    };
-    // The committing thread is one of those in flight: one thread fewer to start.
-    std::thread::scope(|scope| {
-        for _ in 1..paths.len().min(FSYNCS_AT_ONCE) {
-            scope.spawn(work);
-        }
-        work();
-    });
-    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    }
+    match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Threads that fsync paths handed to them, up to [`FSYNCS_AT_ONCE`] - 1, started when
+/// first needed and kept for the process's life (idle, they wait on a channel).
+struct Syncers {
+    work: std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>>,
+    queue: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<SyncJob>>>,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+type SyncJob = (PathBuf, std::sync::mpsc::Sender<Result<(), StoreError>>);
+
+impl Syncers {
+    fn get() -> &'static Syncers {
+        static SYNCERS: std::sync::OnceLock<Syncers> = std::sync::OnceLock::new();
+        SYNCERS.get_or_init(|| {
+            let (work, queue) = std::sync::mpsc::channel();
+            Syncers {
+                work: std::sync::Mutex::new(work),
+                queue: std::sync::Arc::new(std::sync::Mutex::new(queue)),
+                started: std::sync::atomic::AtomicUsize::new(0),
+            }
+        })
+    }
+
+    /// Hands `paths` over, each result to go to `done`; starts helpers up to as many as
+    /// paths (at most [`FSYNCS_AT_ONCE`] - 1). A path no helper could be started for is
+    /// fsynced here.
+    fn send(
+        &self,
+        paths: impl Iterator<Item = PathBuf>,
+        done: &std::sync::mpsc::Sender<Result<(), StoreError>>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let paths: Vec<PathBuf> = paths.collect();
+        let wanted = paths.len().min(FSYNCS_AT_ONCE - 1);
+        // Held while helpers start too, so that two commits at once start no more than
+        // the bound between them.
+        let work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        while self.started.load(Ordering::Relaxed) < wanted {
+            let queue = self.queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name("repx-fsync".into())
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((path, done)) = job else { return };
+                        let _ = done.send(sync_path(&path));
+                    }
+                });
+            if spawned.is_err() {
+                break;
+            }
+            self.started.fetch_add(1, Ordering::Relaxed);
+        }
+        for path in paths {
+            if self.started.load(Ordering::Relaxed) == 0 {
+                let _ = done.send(sync_path(&path));
+                continue;
+            }
+            if let Err(std::sync::mpsc::SendError((path, _))) = work.send((path, done.clone())) {
+                let _ = done.send(sync_path(&path));
+            }
+        }
     }
 }
 
