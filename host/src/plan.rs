@@ -396,8 +396,8 @@ impl Plan {
     }
 
     /// The job's id, once the keys of its upstream jobs are known.
-    pub fn id(&self, job: JobIndex, keys: &[Option<String>]) -> Option<String> {
-        let job = &self.graph.jobs[job];
+    pub fn id(&self, index: JobIndex, keys: &[Option<String>]) -> Option<String> {
+        let job = &self.graph.jobs[index];
         let stage = &self.lab.stages[&job.stage];
         let resources = &self.stages[&job.stage];
         let mut inputs = Vec::with_capacity(job.inputs.len());
@@ -421,7 +421,7 @@ impl Plan {
             stage: &job.stage,
             plugin_digest: &resources.plugin.digest,
             mode: job.mode,
-            params: &job.params,
+            params: self.graph.params_json(index),
             inputs,
             outputs: &stage.outputs,
             tools: &resources.tools,

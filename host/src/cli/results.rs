@@ -125,7 +125,7 @@ pub fn collect(
             id,
             stage: job.stage.clone(),
             state,
-            params: job.params.clone(),
+            params: (*job.params).clone(),
             metrics,
             duration_ms: record.as_ref().map(|r| r.duration_ms),
             usage: record.as_ref().and_then(|r| r.usage),

@@ -4,10 +4,7 @@
 //! can produce the same byte stream. Pure and hermetic jobs share ids (the contract is the
 //! same, only the backend differs), so their outputs can be compared.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-
-use serde_json::Value;
 
 use crate::lab::Mode;
 
@@ -35,7 +32,8 @@ pub struct Identity<'a> {
     pub stage: &'a str,
     pub plugin_digest: &'a str,
     pub mode: Mode,
-    pub params: &'a BTreeMap<String, Value>,
+    /// The parameters as canonical JSON (keys sorted), see [`super::JobGraph::params_json`].
+    pub params: &'a str,
     pub inputs: Vec<(&'a str, InputKey<'a>)>,
     pub outputs: &'a [std::path::PathBuf],
     pub tools: &'a [ToolIdentity],
@@ -43,7 +41,9 @@ pub struct Identity<'a> {
 
 impl Identity<'_> {
     pub fn id(&self) -> String {
-        let mut h = Fields(blake3::Hasher::new());
+        // The fields are written out, then hashed at once: BLAKE3 of the same bytes as
+        // hashing each field as it comes, in one call.
+        let mut h = Fields(Vec::with_capacity(512));
         h.str("repx-job-v1");
         h.str(self.stage);
         h.str(self.plugin_digest);
@@ -51,8 +51,7 @@ impl Identity<'_> {
             Mode::Pure | Mode::Hermetic => "pure",
             Mode::Impure => "impure",
         });
-        // serde_json's maps are sorted, so this is canonical.
-        h.str(&serde_json::to_string(self.params).unwrap_or_default());
+        h.str(self.params);
         h.count(self.inputs.len());
         for (name, key) in &self.inputs {
             h.str(name);
@@ -80,20 +79,22 @@ impl Identity<'_> {
             h.path(&tool.path);
             h.str(&tool.digest);
         }
-        h.0.finalize().to_hex().to_string()
+        blake3::hash(&h.0).to_hex().to_string()
     }
 }
 
-struct Fields(blake3::Hasher);
+/// The bytes an id hashes.
+struct Fields(Vec<u8>);
 
 impl Fields {
     fn count(&mut self, n: usize) {
-        self.0.update(&(n as u64).to_le_bytes());
+        self.0.extend_from_slice(&(n as u64).to_le_bytes());
     }
     fn str(&mut self, s: &str) {
         self.count(s.len());
-        self.0.update(s.as_bytes());
+        self.0.extend_from_slice(s.as_bytes());
     }
+
     fn path(&mut self, p: &Path) {
         self.str(&p.to_string_lossy());
     }
@@ -101,12 +102,17 @@ impl Fields {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
     use super::*;
 
-    fn identity<'a>(
-        params: &'a BTreeMap<String, Value>,
-        inputs: Vec<(&'a str, InputKey<'a>)>,
-    ) -> Identity<'a> {
+    fn json(params: &BTreeMap<String, Value>) -> String {
+        serde_json::to_string(params).unwrap()
+    }
+
+    fn identity<'a>(params: &'a str, inputs: Vec<(&'a str, InputKey<'a>)>) -> Identity<'a> {
         Identity {
             stage: "s",
             plugin_digest: "d",
@@ -118,10 +124,50 @@ mod tests {
         }
     }
 
+    /// Ids are how a store finds its outputs: the same identity must give the same id as
+    /// it always did, or every store loses its cache.
+    #[test]
+    fn an_id_is_what_it_always_was() {
+        let params: BTreeMap<String, Value> = [
+            ("i".to_string(), Value::from(7)),
+            ("name".to_string(), Value::from("a \"b\" é")),
+            ("xs".to_string(), serde_json::json!([1.5, {"k": null}])),
+        ]
+        .into();
+        let tools = [ToolIdentity {
+            name: "sh".into(),
+            path: "/bin/sh".into(),
+            digest: "d1".into(),
+        }];
+        let outputs = [std::path::PathBuf::from("result.json")];
+        let params = json(&params);
+        let full = Identity {
+            stage: "train",
+            plugin_digest: "p0",
+            mode: Mode::Impure,
+            params: &params,
+            inputs: vec![
+                ("data", InputKey::Path("h1")),
+                ("model", InputKey::Job("k1")),
+                ("all", InputKey::Gather(vec!["k2", "k3"])),
+            ],
+            outputs: &outputs,
+            tools: &tools,
+        };
+        assert_eq!(
+            full.id(),
+            "bdde05d930c335672142856129ef375307dc1e4ae580bc2e764ddda51675e451"
+        );
+        assert_eq!(
+            identity("{}", vec![]).id(),
+            "8c549b8a38d28d7e2b5ab846e34031c3e276fd8139085562e86778c7bd4716d3"
+        );
+    }
+
     #[test]
     fn ids_change_with_every_field() {
-        let empty = BTreeMap::new();
-        let one: BTreeMap<String, Value> = [("a".to_string(), Value::from(1))].into();
+        let empty = json(&BTreeMap::new());
+        let one = json(&[("a".to_string(), Value::from(1))].into());
         let base = identity(&empty, vec![]).id();
         assert_eq!(base, identity(&empty, vec![]).id());
         assert_ne!(base, identity(&one, vec![]).id());

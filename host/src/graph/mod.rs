@@ -45,7 +45,8 @@ pub enum JobInput {
 pub struct Job {
     pub stage: String,
     pub mode: Mode,
-    pub params: BTreeMap<String, Value>,
+    /// Shared: a reporter keeps each job's parameters for its labels beside the plan.
+    pub params: std::sync::Arc<BTreeMap<String, Value>>,
     pub inputs: BTreeMap<String, JobInput>,
 }
 
@@ -98,7 +99,15 @@ pub struct JobGraph {
     /// What was expanded: the runs and the mode override, for [`JobGraph::grow`].
     expanded: Vec<String>,
     mode: Option<Mode>,
-    seen: HashMap<JobKey, JobIndex>,
+    /// Each job's parameters as JSON, by index: serde_json's maps are sorted, so this is
+    /// canonical; it is what a job's id hashes, and one of what tells equal jobs.
+    params_json: Vec<String>,
+    /// Jobs by a hash of their structure (stage, mode, parameters, inputs): equal jobs are
+    /// one. A job whose hash an unequal one had first is in `collided`, looked through one
+    /// by one.
+    seen: HashMap<u64, JobIndex, std::hash::BuildHasherDefault<AsItself>>,
+    collided: Vec<JobIndex>,
+    hasher: std::hash::RandomState,
 }
 
 /// A stage's jobs at one point of the space: one job, or one per item of the fan-out it
@@ -131,6 +140,11 @@ impl JobGraph {
         self.expand_runs(lab);
     }
 
+    /// The job's parameters as canonical JSON (keys sorted).
+    pub fn params_json(&self, job: JobIndex) -> &str {
+        &self.params_json[job]
+    }
+
     /// The mode of `stage`'s jobs, those of a fan-out not known yet too.
     pub fn mode_of(&self, stage: &crate::lab::Stage) -> Mode {
         self.mode.unwrap_or(stage.mode)
@@ -158,6 +172,7 @@ impl JobGraph {
             // A job per stage and point, at most (fan-outs aside): the maps are not regrown.
             self.seen.reserve(points.len() * stages.len());
             self.jobs.reserve(points.len() * stages.len());
+            self.params_json.reserve(points.len() * stages.len());
             for stage in stages {
                 let mut column: Vec<Lanes> = Vec::with_capacity(points.len());
                 for (p, point) in points.iter().enumerate() {
@@ -169,8 +184,8 @@ impl JobGraph {
                 run_jobs.extend(distinct(&all));
                 at_point.insert(&stage.name, column);
             }
-            let mut seen = std::collections::HashSet::new();
-            run_jobs.retain(|j| seen.insert(*j));
+            let mut seen = vec![false; self.jobs.len()];
+            run_jobs.retain(|j| !std::mem::replace(&mut seen[*j], true));
             self.runs.insert(run_name, run_jobs);
         }
         let mut seen = std::collections::HashSet::new();
@@ -190,7 +205,10 @@ impl JobGraph {
         // Inserted in the stage's order, which is the map's: no sort, no buffer, per job.
         let mut params = BTreeMap::new();
         for (k, default) in &stage.params {
-            params.insert(k.clone(), point.get(k).unwrap_or(default).clone());
+            params.insert(
+                k.clone(),
+                (*point.get(k.as_str()).unwrap_or(&default)).clone(),
+            );
         }
         let mut fixed = BTreeMap::new();
         // The input whose items this stage follows one to one, if any (the lab allows one).
@@ -274,17 +292,37 @@ impl JobGraph {
         params: BTreeMap<String, Value>,
         inputs: BTreeMap<String, JobInput>,
     ) -> JobIndex {
-        let job = Job {
+        use std::hash::BuildHasher;
+        let json = serde_json::to_string(&params).unwrap_or_default();
+        let hash = self
+            .hasher
+            .hash_one((stage.name.as_str(), mode, json.as_str(), &inputs));
+        let same = |j: &JobIndex| {
+            let job = &self.jobs[*j];
+            job.stage == stage.name
+                && job.mode == mode
+                && self.params_json[*j] == json
+                && job.inputs == inputs
+        };
+        let first = self.seen.get(&hash).copied();
+        if let Some(found) = first.iter().chain(&self.collided).find(|j| same(j)) {
+            return *found;
+        }
+        let index = self.jobs.len();
+        self.jobs.push(Job {
             stage: stage.name.clone(),
             mode,
-            params,
+            params: params.into(),
             inputs,
-        };
-        let jobs = &mut self.jobs;
-        *self.seen.entry(JobKey::of(&job)).or_insert_with(|| {
-            jobs.push(job);
-            jobs.len() - 1
-        })
+        });
+        self.params_json.push(json);
+        match first {
+            Some(_) => self.collided.push(index),
+            None => {
+                self.seen.insert(hash, index);
+            }
+        }
+        index
     }
 
     /// For each job, the jobs that read it.
@@ -296,30 +334,6 @@ impl JobGraph {
             }
         }
         dependents
-    }
-}
-
-/// Structural identity, for merging equal jobs before their ids are known.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct JobKey {
-    stage: String,
-    mode: Mode,
-    params: String,
-    inputs: Vec<(String, JobInput)>,
-}
-
-impl JobKey {
-    fn of(job: &Job) -> JobKey {
-        JobKey {
-            stage: job.stage.clone(),
-            mode: job.mode,
-            params: serde_json::to_string(&job.params).unwrap_or_default(),
-            inputs: job
-                .inputs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
     }
 }
 
@@ -337,12 +351,43 @@ fn distinct(indices: &[JobIndex]) -> Vec<JobIndex> {
     if indices.len() < 2 {
         return indices.to_vec();
     }
+    let (low, high) = indices
+        .iter()
+        .fold((usize::MAX, 0), |(l, h), i| (l.min(*i), h.max(*i)));
+    // A column of a stage's jobs is mostly a run of indices: a flag each, not a hash each.
+    if high - low < 4 * indices.len() {
+        let mut seen = vec![false; high - low + 1];
+        return indices
+            .iter()
+            .copied()
+            .filter(|i| !std::mem::replace(&mut seen[i - low], true))
+            .collect();
+    }
     let mut seen = std::collections::HashSet::new();
     indices
         .iter()
         .copied()
         .filter(|i| seen.insert(*i))
         .collect()
+}
+
+/// Hashes a hash (a job's structure's, see [`JobGraph::add`]) as itself.
+#[derive(Default)]
+struct AsItself(u64);
+
+impl std::hash::Hasher for AsItself {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else still hashes, if slowly.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The run's stages ordered so that every stage comes after the stages it reads.

@@ -6,11 +6,12 @@ use serde_json::Value;
 
 use crate::lab::Run;
 
-/// One assignment of every run parameter, axes resolved to a single value.
-pub type Point = BTreeMap<String, Value>;
+/// One assignment of every run parameter, axes resolved to a single value, borrowed from
+/// the run (a large sweep's points are many).
+pub type Point<'a> = BTreeMap<&'a str, &'a Value>;
 
 /// Every point of the run's parameter space, in axis order (the last axis varies fastest).
-pub fn points(run: &Run) -> Vec<Point> {
+pub fn points(run: &Run) -> Vec<Point<'_>> {
     let zipped: std::collections::BTreeSet<&str> =
         run.zip.iter().flatten().map(String::as_str).collect();
     // An axis group is a list of rows; each row assigns one or more parameters.
@@ -42,7 +43,7 @@ pub fn points(run: &Run) -> Vec<Point> {
         .params
         .iter()
         .filter(|(_, v)| !v.is_array())
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.as_str(), v))
         .collect();
     let mut points = vec![base];
     for group in groups {
@@ -51,7 +52,7 @@ pub fn points(run: &Run) -> Vec<Point> {
             .flat_map(|point| {
                 group.iter().map(move |row| {
                     let mut next = point.clone();
-                    next.extend(row.iter().map(|(k, v)| (k.to_string(), (*v).clone())));
+                    next.extend(row.iter().copied());
                     next
                 })
             })
@@ -83,24 +84,24 @@ mod tests {
 
     #[test]
     fn axes_multiply_and_scalars_stay() {
-        let pts = points(&run(
-            json!({"a": [1, 2], "b": ["x", "y", "z"], "c": 7}),
-            vec![],
-        ));
+        let run = run(json!({"a": [1, 2], "b": ["x", "y", "z"], "c": 7}), vec![]);
+        let pts = points(&run);
         assert_eq!(pts.len(), 6);
-        assert!(pts.iter().all(|p| p["c"] == json!(7)));
+        assert!(pts.iter().all(|p| *p["c"] == json!(7)));
+        let owned: BTreeMap<&str, Value> = pts[1].iter().map(|(k, v)| (*k, (*v).clone())).collect();
         assert_eq!(
-            pts[1],
-            serde_json::from_value::<Point>(json!({"a": 1, "b": "y", "c": 7})).unwrap()
+            serde_json::to_value(owned).unwrap(),
+            json!({"a": 1, "b": "y", "c": 7})
         );
     }
 
     #[test]
     fn zipped_axes_advance_together() {
-        let pts = points(&run(
+        let run = run(
             json!({"a": [1, 2], "b": [10, 20], "s": [0, 1, 2]}),
             vec![vec!["a", "b"]],
-        ));
+        );
+        let pts = points(&run);
         assert_eq!(pts.len(), 6);
         assert!(
             pts.iter()

@@ -119,7 +119,7 @@ pub fn closure(
                         .map(|up| {
                             Ok(Dir {
                                 id: Some(id_of(*up)?),
-                                params: Some(plan.graph.jobs[*up].params.clone()),
+                                params: Some((*plan.graph.jobs[*up].params).clone()),
                                 ..dir(*up)?
                             })
                         })
@@ -159,7 +159,7 @@ fn spec(
         plugin,
         plugin_digest: resources.plugin.digest.clone(),
         compiled: None,
-        params: job.params.clone(),
+        params: (*job.params).clone(),
         inputs,
         outputs: stage.outputs.clone(),
         limits: stage.limits,

@@ -213,14 +213,14 @@ impl<'a> PlanJobs<'a> {
         };
         // The stage's last job at the same point of the run: the same parameters, else the
         // most of them the same among its newest jobs.
-        let params = serde_json::to_string(&job.params).unwrap_or_default();
+        let params = plan.graph.params_json(index);
         let same = |r: &Record| {
             job.params
                 .iter()
                 .filter(|(k, v)| r.params.get(*k) == Some(*v))
                 .count()
         };
-        let last = match records.by_params.get(&params) {
+        let last = match records.by_params.get(params) {
             Some(at) => &records.newest_first[*at],
             None => {
                 let newest = records.newest_first.iter().take(COMPARED);

@@ -151,7 +151,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
         id: id.to_string(),
         stage: job.stage.clone(),
         mode: job.mode,
-        params: job.params.clone().into_iter().collect(),
+        params: job
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         hash: String::new(),
         fingerprint,
         finished_ms: SystemTime::now()
@@ -437,7 +441,7 @@ pub(crate) fn policy(
                         .map(|up| Gathered {
                             id: upstream_ids[up].clone(),
                             dir: store.output_dir(&upstream_ids[up]),
-                            params: plan.graph.jobs[*up].params.clone(),
+                            params: (*plan.graph.jobs[*up].params).clone(),
                         })
                         .collect(),
                 ),

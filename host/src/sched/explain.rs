@@ -150,7 +150,11 @@ impl Executor for Dry<'_> {
                 hash: format!("(the output {} would make)", handoff.id),
                 stage: job.stage.clone(),
                 mode: job.mode,
-                params: job.params.clone().into_iter().collect(),
+                params: job
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 fingerprint: None,
                 finished_ms: 0,
                 duration_ms: 0,

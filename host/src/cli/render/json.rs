@@ -75,7 +75,7 @@ impl Json {
         object.insert("event".into(), event.into());
         object.insert("id".into(), id.into());
         object.insert("stage".into(), info.stage.clone().into());
-        object.insert("params".into(), json!(info.params));
+        object.insert("params".into(), json!(*info.params));
         object
     }
 

@@ -95,7 +95,7 @@ const LINE_BESIDE_LABEL: usize = 32;
 /// What a reporter knows of a job besides what its events carry.
 pub struct JobInfo {
     pub stage: String,
-    pub params: BTreeMap<String, Value>,
+    pub params: std::sync::Arc<BTreeMap<String, Value>>,
     /// Its stage's limits and how they grow with each retry: what each attempt ran with.
     pub limits: crate::lab::Limits,
     pub escalate: crate::lab::Escalation,
@@ -111,7 +111,9 @@ pub struct Context {
     pub parallelism: usize,
     /// Each cached job on a line of its own, not a count per stage.
     pub verbose: bool,
-    labels: RwLock<Labels>,
+    /// Made when a first label is asked for: a run whose jobs are all cached shows none.
+    labels: RwLock<Option<Labels>>,
+    width: usize,
 }
 
 impl Context {
@@ -119,13 +121,13 @@ impl Context {
         let width = columns().map_or(LABEL_WIDTH_UNKNOWN, |c| {
             c.saturating_sub(LINE_BESIDE_LABEL).max(24)
         });
-        let labels = Labels::new(&jobs, width);
         Context {
             jobs: RwLock::new(jobs),
             outputs,
             parallelism,
             verbose,
-            labels: RwLock::new(labels),
+            labels: RwLock::new(None),
+            width,
         }
     }
 
@@ -141,7 +143,16 @@ impl Context {
     /// The job's label, fitted to the line's width (see [`Labels`]).
     pub fn label(&self, job: usize) -> String {
         let jobs = self.jobs();
-        let labels = self.labels.read().unwrap_or_else(|e| e.into_inner());
+        let read = |labels: &Option<Labels>| {
+            labels
+                .as_ref()
+                .map(|l| l.fit(&jobs[job].stage, &jobs[job].params))
+        };
+        if let Some(label) = read(&self.labels.read().unwrap_or_else(|e| e.into_inner())) {
+            return label;
+        }
+        let mut labels = self.labels.write().unwrap_or_else(|e| e.into_inner());
+        let labels = labels.get_or_insert_with(|| Labels::new(&jobs, self.width));
         labels.fit(&jobs[job].stage, &jobs[job].params)
     }
 }
@@ -243,8 +254,7 @@ impl Reporter {
         let mut known = context.jobs.write().unwrap_or_else(|e| e.into_inner());
         known.extend(jobs);
         // What a stage sweeps may change with the jobs added.
-        let mut labels = context.labels.write().unwrap_or_else(|e| e.into_inner());
-        *labels = Labels::new(&known, labels.width);
+        *context.labels.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The end of the run: clears the bars and prints the counts.
