@@ -73,6 +73,7 @@ fn check_force_name(lab: &Lab, force: Option<&str>) -> Result<(), CliError> {
 /// One run of the lab, or of a plugin ad hoc.
 pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<i32, CliError> {
     let mode = mode(args);
+    let last = cycle.is_none();
     engine::check_scheduler(args.scheduler, &args.slurm, args.plugin.is_some())?;
     let nix_settings = nix_settings(&args.nix_options, args.publish_private_inputs)?;
     let lab = match &args.plugin {
@@ -99,13 +100,16 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
         true => Store::open_reader(&store_path(cli, &lab)?)?,
         false => Store::open(&store_path(cli, &lab)?)?,
     };
-    super::verify::warn(&store);
-    let (runs, targets) = super::targets::select(&lab, &store, &args.targets, &args.stages, mode)?;
+    // The store's warnings wait for its records, which a large store checks beside the
+    // graph's expansion.
+    let (runs, targets) = super::targets::select(&lab, &store, &args.targets, &args.stages, mode)
+        .inspect_err(|_| super::verify::warn(&store))?;
     let graph = JobGraph::expand(
         &lab,
         &runs.iter().map(String::as_str).collect::<Vec<_>>(),
         mode,
     );
+    super::verify::warn(&store);
     // A run's jobs, when no stage has the name: refused before anything runs when the
     // run is not among those run.
     let force_of = |plan: &Plan| match args.force.as_deref() {
@@ -258,6 +262,11 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
 
     if args.plugin.is_some() {
         super::adhoc::deliver(&plan, &store, args.out.as_deref(), args.force_out)?;
+    }
+    if last {
+        // The process ends with this run: the plan (a few maps per job) is memory it gives
+        // back at exit, not freed piece by piece first. Nothing else is in it.
+        std::mem::forget(plan);
     }
     Ok(if summary.interrupted {
         exit::INTERRUPTED

@@ -162,9 +162,9 @@ impl Store {
             super::sync_dir(&jobs).and_then(|()| self.append(moved.iter().map(|(_, r)| r)));
         match recorded {
             Ok(()) => {
-                let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+                let mut records = self.table().write().unwrap_or_else(|e| e.into_inner());
                 for (slot, record) in moved {
-                    records.insert(record.id.clone(), record.clone());
+                    records.insert(record.clone());
                     results[slot] = Some(Ok(record));
                 }
             }
@@ -235,7 +235,7 @@ impl Store {
     /// Whether `jobs/<id>/out` holds the output `record` sealed: every entry as stamped,
     /// or else its bytes hash to the record's hash.
     pub(super) fn as_sealed(&self, record: &Record) -> bool {
-        match self.stamped(record) {
+        match self.stamped(&record.id, &super::table::Seal::of(record)) {
             Stamped::Yes => true,
             Stamped::No => false,
             Stamped::Unsure => self.hashes_to(&record.id, &record.hash),
@@ -245,8 +245,8 @@ impl Store {
     /// Compares `jobs/<id>/out`, not following a link there, and each entry the record
     /// stamped with their `stat` now. A record older than stamps has only the time of
     /// `out/` to go by.
-    pub(super) fn stamped(&self, record: &Record) -> Stamped {
-        let mut out = super::OutPath::new(&record.id);
+    pub(super) fn stamped(&self, id: &str, record: &super::table::Seal) -> Stamped {
+        let mut out = super::OutPath::new(id);
         let Ok(stat) = self.stat(out.dir()) else {
             return Stamped::No;
         };
@@ -268,7 +268,7 @@ impl Store {
         } else {
             Stamped::Unsure
         };
-        for stamp in &record.stamps {
+        for stamp in record.stamps {
             match self.stat(out.entry(std::ffi::OsStr::new(stamp.path()))) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stamped::No,
                 // A path past PATH_MAX, say: the bytes still can tell, by descriptor.

@@ -134,28 +134,24 @@ impl super::Store {
     /// Everything outside `live`, and the dead roots.
     pub fn garbage(&self, live: &Live, roots: &[Root]) -> Result<Garbage, StoreError> {
         let mut garbage = Garbage::default();
-        let records = self
-            .records
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let records = self.table().read().unwrap_or_else(|e| e.into_inner());
         let jobs = self.root.join("jobs");
         for id in dir_names(&jobs)? {
             // An output without a record is no job's: a run replaces it, whether or not
             // the job is live (left by a crash, or a `gc` killed midway).
-            if !live.jobs.contains(&id) || !records.contains_key(&id) {
+            if !live.jobs.contains(&id) || !records.contains(&id) {
                 let path = jobs.join(&id);
-                let stage = records.get(&id).map(|r| r.stage.clone());
+                let stage = records.get(&id).map(|r| r.stage);
                 garbage
                     .items
                     .push((Item::Job { id, stage }, path.clone(), size(&path)));
             }
         }
-        for id in records.keys() {
+        for id in records.ids() {
             if !live.jobs.contains(id) && !jobs.join(id).exists() {
                 garbage
                     .items
-                    .push((Item::Record { id: id.clone() }, PathBuf::new(), 0));
+                    .push((Item::Record { id: id.to_string() }, PathBuf::new(), 0));
             }
         }
         let failed = self.root.join("failed");

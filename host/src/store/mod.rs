@@ -4,6 +4,7 @@
 //! see [`location`]):
 //! ```text
 //! records.jsonl        append-only, one Record per committed job (last one per id wins)
+//! records.index        what a check of a large records.jsonl found, a hint; see [`index`]
 //! jobs/<id>/out/       a committed output, read-only
 //! jobs/<id>/manifest.json  every entry of out/ with its digest, for `repx verify`
 //! jobs/<id>/stdout     the job's logs, when it wrote any (also stderr, host.log)
@@ -53,17 +54,19 @@
 
 mod commit;
 pub mod gc;
+mod index;
 mod live;
 pub mod location;
 pub mod lock;
 mod pins;
 mod records;
 mod remove;
+mod table;
 mod tools;
 mod tree;
 pub mod verify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -325,10 +328,10 @@ pub fn inputs_digest<'a>(
     store: &Store,
     upstream: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let records = store.records.read().unwrap_or_else(|e| e.into_inner());
+    let records = store.table().read().unwrap_or_else(|e| e.into_inner());
     let mut digest = blake3::Hasher::new();
     for id in upstream {
-        let hash = &records.get(id)?.hash;
+        let hash = records.hash(id)?;
         digest.update(id.as_bytes());
         digest.update(b" ");
         digest.update(hash.as_bytes());
@@ -407,7 +410,11 @@ pub fn is_store(root: &Path) -> bool {
 
 pub struct Store {
     root: PathBuf,
-    records: RwLock<HashMap<String, Record>>,
+    /// The records; read through [`Store::table`], which waits for the check of the log
+    /// read at open when it is still going on (see [`Store::new`]).
+    records: RwLock<table::Records>,
+    checking: Mutex<Option<Checking>>,
+    checked: std::sync::OnceLock<()>,
     log: RecordLog,
     /// Tells this process's staging directories apart from other processes'.
     tag: String,
@@ -426,6 +433,9 @@ pub struct Store {
     warnings: Mutex<Vec<Warning>>,
     /// Whether writing into the store failed, as a full disk makes it.
     io_failed: AtomicBool,
+    /// Whether this process appended records: the lock holder then indexes the log again
+    /// when it is done (see [`index`]).
+    appended: AtomicBool,
     /// Replaced job directories being removed beside the run (see
     /// [`commit`](Store::commit_sealed)), waited for when the store is dropped.
     trash: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -436,6 +446,58 @@ pub struct Store {
     tools: Mutex<Option<tools::Digests>>,
 }
 
+/// The log's text read at open, being checked (see [`Store::table`]).
+enum Checking {
+    /// A large log, on a thread of its own, by way of its index where it has a good one.
+    Apart(std::thread::JoinHandle<Checked>),
+    /// Not yet: a small log is checked when first needed.
+    Here(Vec<u8>),
+}
+
+/// A large log's text, what its index says of a prefix of it, and each line after that.
+struct Checked {
+    text: Vec<u8>,
+    kept: Option<index::Index>,
+    rest: Vec<Option<table::Found>>,
+}
+
+impl Checked {
+    /// Checks `text`, the log read from its start, by way of the index in `root`.
+    fn new(root: &Path, text: Vec<u8>) -> Checked {
+        let kept = index::read(root, &text);
+        let covered = kept.as_ref().map_or(0, |index| index.covered);
+        let mut rest = records::check(&text[covered..]);
+        for found in rest.iter_mut().flatten() {
+            found.start += covered;
+            found.end += covered;
+        }
+        Checked { text, kept, rest }
+    }
+
+    /// Counts the lines on `log` (which read the text), and makes the index of the whole
+    /// text: returns the text, the index, and whether the index read covered it all.
+    fn count(self, log: &RecordLog) -> (Vec<u8>, index::Index, bool) {
+        let Checked { text, kept, rest } = self;
+        let mut index = kept.unwrap_or(index::Index {
+            covered: 0,
+            lines: 0,
+            unparsable: Vec::new(),
+            records: Vec::new(),
+        });
+        log.tally_known(index.lines, &index.unparsable);
+        if rest.is_empty() {
+            return (text, index, true);
+        }
+        index.lines += rest.len() as u64;
+        let rest = log.tally(rest);
+        // Read from the log's start: every line the log has counted so far.
+        index.unparsable = log.unparsable();
+        index.records.extend(rest);
+        index.covered = text.len();
+        (text, index, false)
+    }
+}
+
 /// A process that wrote into the store leaves none of its own scratch or staging
 /// directories in `tmp/` when it is done with the store: what a failed or interrupted
 /// attempt staged is discarded, and nothing waits for the next writer to clear it.
@@ -443,6 +505,9 @@ impl Drop for Store {
     fn drop(&mut self) {
         if self._lock.is_none() {
             return;
+        }
+        if self.holder && self.appended.load(Ordering::Relaxed) {
+            self.index_appended();
         }
         let trash = std::mem::take(self.trash.get_mut().unwrap_or_else(|e| e.into_inner()));
         for removal in trash {
@@ -561,32 +626,32 @@ impl Store {
         log: RecordLog,
         lock: Option<File>,
         tag: String,
-        mut warnings: Vec<Warning>,
+        warnings: Vec<Warning>,
     ) -> Result<Store, StoreError> {
-        // Sized from the log's length (a record is a few hundred bytes), so that a large
-        // store's map is not grown, and its records moved, a dozen times.
-        let size = std::fs::metadata(log.path()).map_or(0, |m| m.len());
-        let mut records = HashMap::with_capacity(usize::try_from(size / 512).unwrap_or(0));
-        log.read_new(|record| {
-            records.insert(record.id.clone(), record);
-        })
-        .map_err(io(log.path()))?;
-        let unparsable = log.unparsable();
-        if !unparsable.is_empty() {
-            warnings.push(Warning::Unparsable {
-                log: log.path().to_path_buf(),
-                lines: unparsable,
-            });
-        }
+        let text = log.read_new().map_err(io(log.path()))?;
         let jobs_path = root.join("jobs");
         let jobs = match File::open(&jobs_path) {
             Ok(jobs) => Some(jobs),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&jobs_path)(e)),
         };
+        // Sized from the log's length (a record is a few hundred bytes), so that a large
+        // store's map is not grown, and its records moved, a dozen times.
+        let records = table::Records::with_capacity(text.len() / 512);
+        // A large log is checked beside what the caller does next (a run expands its
+        // graph) until its records are first asked for; a small one when first asked.
+        let checking = match text.len() >= records::PARSE_APART_FROM {
+            true => {
+                let root = root.clone();
+                Checking::Apart(std::thread::spawn(move || Checked::new(&root, text)))
+            }
+            false => Checking::Here(text),
+        };
         Ok(Store {
             root,
             records: RwLock::new(records),
+            checking: Mutex::new(Some(checking)),
+            checked: std::sync::OnceLock::new(),
             log,
             tag,
             scratch: Mutex::new(Vec::new()),
@@ -596,10 +661,81 @@ impl Store {
             _lock: lock,
             warnings: Mutex::new(warnings),
             io_failed: AtomicBool::new(false),
+            appended: AtomicBool::new(false),
             trash: Mutex::new(Vec::new()),
             holder: false,
             tools: Mutex::new(None),
         })
+    }
+
+    /// The records, once the log read at open is checked: the first call waits for that
+    /// check (or makes it), takes its records and notes the lines that are no record.
+    fn table(&self) -> &RwLock<table::Records> {
+        self.checked.get_or_init(|| {
+            let checking = self
+                .checking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let (text, found) = match checking {
+                None => return,
+                Some(Checking::Here(text)) => {
+                    let found = self.log.tally(records::check(&text));
+                    (text, found)
+                }
+                Some(Checking::Apart(thread)) => {
+                    let checked = thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    self.indexed(checked)
+                }
+            };
+            self.records
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .absorb(text, found);
+            let unparsable = self.log.unparsable();
+            if !unparsable.is_empty() {
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Warning::Unparsable {
+                        log: self.log.path().to_path_buf(),
+                        lines: unparsable,
+                    });
+            }
+        });
+        &self.records
+    }
+
+    /// A large log's records, in order, from what its index kept and the lines after; the
+    /// lock holder writes the index again when it did not cover the whole log.
+    fn indexed(&self, checked: Checked) -> (Vec<u8>, Vec<table::Found>) {
+        let (text, index, whole) = checked.count(&self.log);
+        if self.holder && !whole {
+            // A hint for the next run: one that cannot be written is checked again.
+            let _ = index::write(&self.root, &self.tmp_path(index::FILE), &text, &index);
+        }
+        (text, index.records)
+    }
+
+    /// Indexes the log as it is now, after this process appended to it, so that the next
+    /// run does not check those records again.
+    fn index_appended(&self) {
+        let log = match RecordLog::open(&self.root, false) {
+            Ok(log) => log,
+            Err(_) => return,
+        };
+        let Ok(text) = log.read_new() else {
+            return;
+        };
+        if text.len() < records::PARSE_APART_FROM {
+            return;
+        }
+        let (text, index, whole) = Checked::new(&self.root, text).count(&log);
+        if !whole {
+            let _ = index::write(&self.root, &self.tmp_path(index::FILE), &text, &index);
+        }
     }
 
     /// The digest of the tool executable at `path`, kept from an earlier run while its
@@ -619,11 +755,13 @@ impl Store {
     /// What is wrong with the store that did not stop it, each said once: the CLI prints
     /// them after opening it.
     pub fn take_warnings(&self) -> Vec<Warning> {
+        self.table();
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The line numbers (from 1) of the lines of `records.jsonl` that are no record.
     pub fn unparsable_records(&self) -> Vec<u64> {
+        self.table();
         self.log.unparsable()
     }
 
@@ -644,23 +782,18 @@ impl Store {
     /// Reads the records other processes (workers) appended since the store last looked;
     /// returns them.
     pub fn refresh(&self) -> Result<Vec<Record>, StoreError> {
-        let mut fresh = HashMap::new();
-        let mut order = Vec::new();
-        self.log
-            .read_new(|record| {
-                order.push(record.id.clone());
-                fresh.insert(record.id.clone(), record);
-            })
-            .map_err(io(self.log.path()))?;
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        let mut new = Vec::with_capacity(fresh.len());
-        for id in order {
-            if let Some(record) = fresh.remove(&id) {
-                records.insert(id, record.clone());
-                new.push(record);
-            }
-        }
-        Ok(new)
+        let table = self.table();
+        let text = self.log.read_new().map_err(io(self.log.path()))?;
+        let found = self.log.tally(records::check(&text));
+        let mut records = table.write().unwrap_or_else(|e| e.into_inner());
+        let ids = records.absorb(text, found);
+        // Each id once, where it first came, with its last record.
+        let mut seen = std::collections::HashSet::new();
+        Ok(ids
+            .iter()
+            .filter(|id| seen.insert(*id))
+            .filter_map(|id| records.get(id))
+            .collect())
     }
 
     /// A path in `tmp/` that no other process uses: `tmp/<name>.<tag>`.
@@ -709,27 +842,27 @@ impl Store {
     /// seal stamped is found by its stamp's.
     pub fn is_done_with(&self, id: &str, outputs: &[PathBuf]) -> bool {
         let hash = {
-            let records = self.records.read().unwrap_or_else(|e| e.into_inner());
-            let Some(record) = records.get(id) else {
+            let records = self.table().read().unwrap_or_else(|e| e.into_inner());
+            let Some(seal) = records.seal(id) else {
                 return false;
             };
-            let unstamped: Vec<PathBuf> = outputs
-                .iter()
-                .filter(|o| {
-                    !record
-                        .stamps
-                        .iter()
-                        .any(|s| Path::new(s.path()) == o.as_path())
-                })
-                .cloned()
-                .collect();
-            if !self.has_declared(id, &unstamped) {
+            let mut path = OutPath::new(id);
+            let declared = outputs.iter().all(|output| {
+                seal.stamps
+                    .iter()
+                    .any(|s| Path::new(s.path()) == output.as_path())
+                    || self.stat(path.entry(output.as_os_str())).is_ok()
+            });
+            if !declared {
                 return false;
             }
-            match self.stamped(record) {
+            match self.stamped(id, &seal) {
                 commit::Stamped::Yes => return true,
                 commit::Stamped::No => return false,
-                commit::Stamped::Unsure => record.hash.clone(),
+                commit::Stamped::Unsure => match records.hash(id) {
+                    Some(hash) => hash,
+                    None => return false,
+                },
             }
         };
         self.hashes_to(id, &hash)
@@ -774,21 +907,15 @@ impl Store {
 
     /// The record, whether or not its output still exists.
     pub fn record(&self, id: &str) -> Option<Record> {
-        self.records
+        self.table()
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .cloned()
     }
 
     /// Every record, in no particular order.
     pub fn records(&self) -> Vec<Record> {
-        self.records
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.table().read().unwrap_or_else(|e| e.into_inner()).all()
     }
 
     /// Where committed jobs are: `<jobs_dir>/<id>`.
@@ -822,12 +949,12 @@ impl Store {
     /// Ids in the store (committed or failed) that start with `prefix`.
     pub fn ids_with_prefix(&self, prefix: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .records
+            .table()
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
+            .ids()
             .filter(|id| id.starts_with(prefix))
-            .cloned()
+            .map(str::to_string)
             .collect();
         let failed = fs::read_dir(self.root.join("failed"))
             .into_iter()
@@ -1043,13 +1170,13 @@ impl Store {
         &self,
         forget: &std::collections::HashSet<&str>,
     ) -> Result<(), StoreError> {
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        records.retain(|id, _| !forget.contains(id.as_str()));
-        let mut kept: Vec<&Record> = records.values().collect();
+        let mut records = self.table().write().unwrap_or_else(|e| e.into_inner());
+        records.retain(|id| !forget.contains(id));
+        let mut kept: Vec<Record> = records.all();
         kept.sort_by(|a, b| (a.finished_ms, &a.id).cmp(&(b.finished_ms, &b.id)));
         let tmp = self.tmp_path("records.jsonl");
         self.log
-            .rewrite(kept.into_iter(), &tmp)
+            .rewrite(kept.iter(), &tmp)
             .map_err(io(self.log.path()))?;
         sync_dir(&self.root)
     }
@@ -1067,7 +1194,9 @@ impl Store {
         self.log
             .append(&lines)
             .map_err(io(self.log.path()))
-            .map_err(|e| self.failed_write(e))
+            .map_err(|e| self.failed_write(e))?;
+        self.appended.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 

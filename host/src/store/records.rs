@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::Record;
+use super::table::{self, Found};
 
 /// The record log's name in the store.
 pub(super) const FILE: &str = "records.jsonl";
@@ -79,16 +80,18 @@ impl RecordLog {
         &self.path
     }
 
-    /// Reads the records appended since the last call, in order; a log that became shorter
-    /// (rewritten) is read again from its start.
-    pub(super) fn read_new(&self, mut each: impl FnMut(Record)) -> io::Result<()> {
+    /// Reads the whole lines appended since the last call; a log that became shorter
+    /// (rewritten) is read again from its start. Each read is then [`check`]ed, and the
+    /// check [`tally`](RecordLog::tally)ed, in the order read.
+    pub(super) fn read_new(&self) -> io::Result<Vec<u8>> {
         let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
         let file = match File::open(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        if file.metadata()?.len() < read.offset {
+        let len = file.metadata()?.len();
+        if len < read.offset {
             *read = Position::default();
             self.unparsable
                 .lock()
@@ -97,39 +100,41 @@ impl RecordLog {
         }
         let mut reader = file;
         reader.seek(SeekFrom::Start(read.offset))?;
-        let mut text = Vec::new();
+        let mut text = Vec::with_capacity(usize::try_from(len - read.offset).unwrap_or(0) + 1);
         reader.read_to_end(&mut text)?;
         // A line still being written (or torn by a crash) is not a record yet.
         let whole = text
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |end| end + 1);
-        let text = &text[..whole];
-        // A large log is parsed in parts at once, each part whole lines; the records are
-        // then taken in the log's order, so the last of an id still wins.
-        let threads = match text.len() >= PARSE_APART_FROM {
-            true => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-            false => 1,
-        };
-        let parts = split_lines(text, threads);
-        let parsed: Vec<Vec<Option<Record>>> = std::thread::scope(|scope| {
-            let mut parts = parts.into_iter();
-            let first = parts.next().unwrap_or_default();
-            let others: Vec<_> = parts.map(|part| scope.spawn(move || parse(part))).collect();
-            let mut parsed = vec![parse(first)];
-            parsed.extend(others.into_iter().map(|h| h.join().unwrap_or_default()));
-            parsed
-        });
+        text.truncate(whole);
+        read.offset += whole as u64;
+        Ok(text)
+    }
+
+    /// Counts `lines` lines of the last read, `unparsable` among them (numbered from the
+    /// first of them), as an index of the log found them without a [`check`].
+    pub(super) fn tally_known(&self, lines: u64, unparsable: &[u64]) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.unparsable.lock().unwrap_or_else(|e| e.into_inner());
+        known.extend(unparsable.iter().map(|line| read.lines + line));
+        read.lines += lines;
+    }
+
+    /// Counts the lines a [`check`] of the last read found, those that are no record among
+    /// them; returns the records, in the log's order.
+    pub(super) fn tally(&self, lines: Vec<Option<Found>>) -> Vec<Found> {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
         let mut unparsable = self.unparsable.lock().unwrap_or_else(|e| e.into_inner());
-        for record in parsed.into_iter().flatten() {
+        let mut found = Vec::with_capacity(lines.len());
+        for line in lines {
             read.lines += 1;
-            match record {
-                Some(record) => each(record),
+            match line {
+                Some(line) => found.push(line),
                 None => unparsable.push(read.lines),
             }
         }
-        read.offset += whole as u64;
-        Ok(())
+        found
     }
 
     /// The line numbers (from 1) of the whole lines read so far that are no record.
@@ -207,8 +212,30 @@ impl RecordLog {
     }
 }
 
-/// From this many bytes of records on, a read parses them on several threads.
-const PARSE_APART_FROM: usize = 1 << 20;
+/// From this many bytes of records on, a check reads them on several threads.
+pub(super) const PARSE_APART_FROM: usize = 1 << 20;
+
+/// Each whole line of `text` (whole lines) checked to be a record, in order: `None` for
+/// one that is none. A large text is checked in parts at once, each part whole lines.
+pub(super) fn check(text: &[u8]) -> Vec<Option<Found>> {
+    let threads = match text.len() >= PARSE_APART_FROM {
+        true => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        false => 1,
+    };
+    let parts = split_lines(text, threads);
+    let checked: Vec<Vec<Option<Found>>> = std::thread::scope(|scope| {
+        let base = text.as_ptr() as usize;
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || check_lines(part, part.as_ptr() as usize - base)))
+            .collect();
+        let mut checked = vec![check_lines(first, 0)];
+        checked.extend(others.into_iter().map(|h| h.join().unwrap_or_default()));
+        checked
+    });
+    checked.into_iter().flatten().collect()
+}
 
 /// `text`, whole lines, cut into up to `parts` runs of whole lines of about equal size.
 fn split_lines(text: &[u8], parts: usize) -> Vec<&[u8]> {
@@ -231,10 +258,21 @@ fn split_lines(text: &[u8], parts: usize) -> Vec<&[u8]> {
     split
 }
 
-/// Each whole line of `text` as a record, `None` for one that is none.
-fn parse(text: &[u8]) -> Vec<Option<Record>> {
+/// Each whole line of `text`, which starts at `offset` of the text read, checked to be a
+/// record; `None` for one that is none.
+fn check_lines(text: &[u8], offset: usize) -> Vec<Option<Found>> {
+    let mut start = offset;
     text.split_inclusive(|b| *b == b'\n')
-        .map(|line| serde_json::from_slice::<Record>(line).ok())
+        .map(|line| {
+            let at = start;
+            start += line.len();
+            table::check(line).map(|(id, seal)| Found {
+                id,
+                start: at,
+                end: start,
+                seal,
+            })
+        })
         .collect()
 }
 
@@ -293,9 +331,15 @@ mod tests {
     }
 
     fn read_all(log: &RecordLog) -> Vec<String> {
-        let mut ids = Vec::new();
-        log.read_new(|r| ids.push(r.id)).unwrap();
-        ids
+        let text = log.read_new().unwrap();
+        log.tally(check(&text))
+            .into_iter()
+            .map(|f| {
+                let record: Record = serde_json::from_slice(&text[f.start..f.end]).unwrap();
+                assert_eq!(record.id, *f.id);
+                record.id
+            })
+            .collect()
     }
 
     #[test]
