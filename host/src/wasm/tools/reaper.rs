@@ -19,7 +19,10 @@
 //! stays behind as its reaper until it exits. No second exec of the 37 MB repx binary per
 //! tool. The reaper is a fork of a process with threads, so it does only what such a
 //! child may: system calls, with everything the tool's start needs (its path, arguments
-//! and environment, the message should it not start) made before the fork. It holds
+//! and environment, the message should it not start) made before the fork; only when the
+//! tool left processes behind does it allocate, to list them from `/proc`, which the C
+//! library's `fork` (glibc's, musl's) allows: it takes the allocator's locks around the
+//! fork and leaves them free in the child. No lock of repx's is taken. It holds
 //! none of repx's descriptors but the tool's three streams: a pipe of another job's tool
 //! kept open here would keep that job waiting for its end.
 //!
