@@ -416,6 +416,32 @@ fn results_before_running_show_jobs_to_do() {
     assert!(rows.iter().all(|r| r[state] == "todo"), "{}", out.stdout);
 }
 
+/// A parameter wider than a format width may be (65,535 characters) is padded like any
+/// other cell: the table is printed, not a panic.
+#[test]
+fn results_show_a_parameter_of_70000_characters() {
+    let note = "a".repeat(70_000);
+    let lab = common::lab_dir(
+        &format!(
+            r#"
+[stages.g]
+plugin = "plugins/generate.wasm"
+params = {{ note = "{note}" }}
+outputs = ["data.csv"]
+[pipelines.p]
+stages = ["g"]
+[runs.r]
+pipelines = ["p"]
+"#
+        ),
+        &[],
+    );
+    let table = repx(lab.path(), &["results"]);
+    table.expect_code(0);
+    let row = table.stdout.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(&note) && row.contains("todo"), "{row:.200}");
+}
+
 #[test]
 fn results_suggest_close_run_and_stage_names() {
     let lab = copy_example("param-sweep");

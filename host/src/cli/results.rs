@@ -338,10 +338,12 @@ pub fn table(header: &[String], cells: &[Vec<String>]) -> String {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
+                // Padded by hand: a format width past 65,535 (a long parameter) panics.
+                let pad = " ".repeat(widths[c].saturating_sub(cell.chars().count()));
                 if numeric[c] {
-                    format!("{cell:>width$}", width = widths[c])
+                    format!("{pad}{cell}")
                 } else {
-                    format!("{cell:<width$}", width = widths[c])
+                    format!("{cell}{pad}")
                 }
             })
             .collect();
