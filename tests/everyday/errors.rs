@@ -49,6 +49,25 @@ fn an_unquoted_string_is_named_as_such_not_as_a_bad_boolean() {
     }
 }
 
+/// `inf` and `nan` are TOML floats but no JSON, which a plugin reads its parameters as:
+/// refused with the key and line, not passed on as `null` (which made a sweep over
+/// `[inf, nan]` one job).
+#[test]
+fn a_parameter_of_inf_or_nan_is_refused_naming_its_key() {
+    let lab = lab_dir(
+        "[stages.a]\nplugin = \"plugins/generate.wasm\"\nparams = { n = 3, w = { x = [1.0, -inf] } }\n\
+         [pipelines.p]\nstages = [\"a\"]\n\
+         [runs.r]\npipelines = [\"p\"]\nparams = { n = [inf, nan] }\n",
+        &[],
+    );
+    let out = repx(lab.path(), &["list", "jobs"]);
+    out.expect_code(INVALID).expect_stderr(&[
+        "repx.toml:1: `stages.a.params.w`: `-inf` is no number a plugin can read",
+        "repx.toml:8: `runs.r.params.n`: `inf` is no number a plugin can read",
+        "or a string (\"inf\")",
+    ]);
+}
+
 #[test]
 fn verify_repair_exits_zero_once_the_damage_is_removed() {
     let lab = copy_example("simple");

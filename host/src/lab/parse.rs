@@ -546,7 +546,10 @@ fn stage(
         .iter()
         .map(|(k, v)| (k.clone(), toml_to_json(v)))
         .collect();
-    for param in raw_stage.params.keys() {
+    for (param, value) in &raw_stage.params {
+        if let Some(problem) = not_json(value) {
+            problems.at(raw.span(), format!("{key}.params.{param}"), problem);
+        }
         if param.starts_with(super::ITEM_PREFIX) {
             problems.at(
                 raw.span(),
@@ -1081,6 +1084,9 @@ fn run(name: &str, raw: &Spanned<RawRun>, lab: &RawLab, problems: &mut Problems)
                 "is an empty axis: give at least one value".into(),
             );
         }
+        if let Some(problem) = not_json(value.get_ref()) {
+            problems.at(value.span(), &param_key, problem);
+        }
         params.insert(param.clone(), toml_to_json(value.get_ref()));
     }
 
@@ -1256,6 +1262,20 @@ pub(crate) fn relative_path(raw: &str) -> Option<PathBuf> {
         }
     }
     (!clean.as_os_str().is_empty()).then_some(clean)
+}
+
+/// What is wrong with a parameter's value that JSON cannot hold: a float `inf` or `nan`,
+/// which [`toml_to_json`] could only make `null`, so that a sweep over `[inf, nan]` would
+/// be one job, of a value the lab does not say.
+fn not_json(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Some(format!(
+            "`{f}` is no number a plugin can read (its parameters are JSON): write a finite number, or a string (\"{f}\")"
+        )),
+        toml::Value::Array(a) => a.iter().find_map(not_json),
+        toml::Value::Table(t) => t.values().find_map(not_json),
+        _ => None,
+    }
 }
 
 fn toml_to_json(value: &toml::Value) -> serde_json::Value {
