@@ -918,3 +918,17 @@ fn long_stderr_line_on_failure() {
         out.stderr.len()
     );
 }
+
+#[test]
+fn host_tool_holds_only_its_streams() {
+    // A host tool's reaper is a fork of repx: every descriptor repx holds (the store's
+    // lock and directories, other jobs' pipes, and whatever a library reopened without
+    // close-on-exec after the fork, such as wasmtime's pagemap) must stay out of the tool.
+    let lab = tool_lab(
+        r#"tool = "sh", args = ["-c", "ls /proc/$$/fd"], cwd = "/out", stdout_file = "/out/fds.txt""#,
+        &["sh", "ls"],
+        "impure",
+    );
+    repx(lab.path(), &["run"]).expect_code(0);
+    assert_eq!(read_output(lab.path(), "fds.txt"), "0\n1\n2\n");
+}

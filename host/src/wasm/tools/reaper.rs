@@ -23,7 +23,8 @@
 //! tool left processes behind does it allocate, to list them from `/proc`, which the C
 //! library's `fork` (glibc's, musl's) allows: it takes the allocator's locks around the
 //! fork and leaves them free in the child. No lock of repx's is taken. It holds
-//! none of repx's descriptors but the tool's three streams: a pipe of another job's tool
+//! none of repx's descriptors but the tool's three streams, and the tool none at all
+//! beyond them (all are made close-on-exec before its start): a pipe of another job's tool
 //! kept open here would keep that job waiting for its end.
 //!
 //! Stopping: SIGTERM, SIGINT or SIGHUP (repx stops the tool's process group at the job's
@@ -120,6 +121,10 @@ pub unsafe fn split(start: &Start) -> ! {
     if unsafe { libc::getppid() } as u32 != start.parent {
         unsafe { libc::_exit(128 + libc::SIGTERM) };
     }
+    // Nothing of repx's but the three streams reaches the tool: not even a descriptor
+    // without close-on-exec, as one inherited by repx, or one a library's fork handler
+    // reopened in this process (wasmtime's `dup2` of its pagemap clears the flag).
+    close_on_exec_from(3);
     let code = match spawn(start) {
         Ok(tool) => {
             close_from(3);
@@ -243,6 +248,33 @@ fn close_from(first: libc::c_uint) {
             let last = libc::c_int::try_from(limit.rlim_cur).unwrap_or(1 << 20);
             for fd in first as libc::c_int..last {
                 libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Marks every descriptor from `first` on close-on-exec.
+fn close_on_exec_from(first: libc::c_uint) {
+    // SAFETY: close_range(2) takes two descriptor numbers and flags; with
+    // CLOSE_RANGE_CLOEXEC it only sets the flag.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if set != 0 {
+        // A kernel before 5.11: one by one, up to the limit on descriptors.
+        // SAFETY: `limit` is valid for writes; F_SETFD on a descriptor not open fails
+        // and does nothing.
+        unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            let last = libc::c_int::try_from(limit.rlim_cur).unwrap_or(1 << 20);
+            for fd in first as libc::c_int..last {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
     }
