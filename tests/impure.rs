@@ -719,8 +719,10 @@ fn a_host_tool_that_cannot_start_fails_its_job_with_127_saying_why() {
     let log = repx(lab.path(), &["log", id]);
     log.expect_code(0);
     assert!(
-        log.stdout
-            .contains(&format!("repx: cannot start `{}`", tool.display())),
+        log.stdout.contains(&format!(
+            "repx: cannot start `{}`: Exec format error",
+            tool.display()
+        )),
         "{}",
         log.stdout
     );

@@ -45,7 +45,7 @@ pub struct Start {
     /// `argv` and `envp`, each ending with a null pointer.
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
-    /// Written to the tool's stderr should it not start, then the error number.
+    /// Written to the tool's stderr should it not start, then what the error number means.
     cannot_start: Vec<u8>,
     /// repx's pid: if repx is gone already, the tool is not started.
     parent: u32,
@@ -84,7 +84,7 @@ impl Start {
                 .collect::<Vec<_>>()
         };
         let cannot_start =
-            format!("repx: cannot start `{}`: error ", program.to_string_lossy()).into_bytes();
+            format!("repx: cannot start `{}`: ", program.to_string_lossy()).into_bytes();
         let (argv_p, envp_p) = (pointers(&argv), pointers(&envp));
         let mut strings = vec![program];
         strings.extend(argv);
@@ -132,8 +132,10 @@ pub unsafe fn split(start: &Start) -> ! {
         }
         Err(errno) => {
             write_all(2, &start.cannot_start);
+            write_all(2, describe(errno));
+            write_all(2, b" (os error ");
             write_all(2, decimal(errno, &mut [0; 10]));
-            write_all(2, b"\n");
+            write_all(2, b")\n");
             127
         }
     };
@@ -177,6 +179,27 @@ fn spawn(start: &Start) -> Result<libc::pid_t, i32> {
             0 => Ok(pid),
             errno => Err(errno),
         }
+    }
+}
+
+/// What an error number of `posix_spawn` means, in the words Rust's `io::Error` uses, from
+/// a table: the C library's `strerror` may take a lock (its message catalogues), which a
+/// fork of a process with threads must not.
+fn describe(errno: i32) -> &'static [u8] {
+    match errno {
+        libc::ENOENT => b"No such file or directory",
+        libc::EACCES => b"Permission denied",
+        libc::ENOEXEC => b"Exec format error",
+        libc::ENOTDIR => b"Not a directory",
+        libc::EISDIR => b"Is a directory",
+        libc::ELOOP => b"Too many levels of symbolic links",
+        libc::ENAMETOOLONG => b"File name too long",
+        libc::ETXTBSY => b"Text file busy",
+        libc::E2BIG => b"Argument list too long",
+        libc::ENOMEM => b"Cannot allocate memory",
+        libc::EAGAIN => b"Resource temporarily unavailable",
+        libc::EPERM => b"Operation not permitted",
+        _ => b"error",
     }
 }
 
