@@ -196,7 +196,7 @@ struct Checked<'a> {
     #[serde(borrow)]
     stage: Text<'a>,
     mode: Mode,
-    params: Params,
+    params: MapOf<serde_json::Value>,
     #[serde(borrow)]
     hash: Text<'a>,
     #[serde(default, borrow)]
@@ -215,8 +215,8 @@ struct Checked<'a> {
     inputs: Option<Text<'a>>,
     #[serde(default, borrow)]
     plugin: Option<Text<'a>>,
-    #[serde(default)]
-    tools: Option<Tools>,
+    #[serde(default, borrow)]
+    tools: Option<MapOf<Text<'a>>>,
     #[serde(default)]
     attempt: Option<u32>,
     #[serde(default)]
@@ -250,45 +250,26 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// A map of strings to any JSON values, as `serde_json::Map<String, Value>` reads it.
-struct Params;
+/// A map of strings to `V`, read as `serde_json::Map<String, V>` or
+/// `BTreeMap<String, V>` reads it, and not kept: keys borrowed from the line when they
+/// can be, values as `V` reads them (a `serde_json::Value` checks its strings as UTF-8,
+/// as the record's are, and holds numbers and short values without allocating).
+struct MapOf<V>(std::marker::PhantomData<V>);
 
-impl<'de> Deserialize<'de> for Params {
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for MapOf<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Params;
+        struct Each<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Each<V> {
+            type Value = MapOf<V>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                // A value is read as a `Value` (its strings checked as UTF-8, as the
-                // record's are), numbers and short values without allocating.
-                while map.next_entry::<Text<'de>, serde_json::Value>()?.is_some() {}
-                Ok(Params)
+                while map.next_entry::<Text<'de>, V>()?.is_some() {}
+                Ok(MapOf(std::marker::PhantomData))
             }
         }
-        d.deserialize_map(V)
-    }
-}
-
-/// A map of strings to strings, as `BTreeMap<String, String>` reads it.
-struct Tools;
-
-impl<'de> Deserialize<'de> for Tools {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Tools;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<Text<'de>, Text<'de>>()?.is_some() {}
-                Ok(Tools)
-            }
-        }
-        d.deserialize_map(V)
+        d.deserialize_map(Each(std::marker::PhantomData))
     }
 }
 

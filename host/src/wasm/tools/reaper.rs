@@ -260,47 +260,38 @@ fn reap_tree(tool: libc::pid_t, signals: &libc::sigset_t, grace: Duration) -> i3
 
 /// Closes every descriptor from `first` on.
 fn close_from(first: libc::c_uint) {
-    // SAFETY: close_range(2) takes two descriptor numbers and flags; it closes only.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
-    if closed != 0 {
-        // A kernel before 5.9: one by one, up to the limit on descriptors.
-        // SAFETY: `limit` is valid for writes; closing a descriptor not open does nothing.
-        unsafe {
-            let mut limit: libc::rlimit = std::mem::zeroed();
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            let last = libc::c_int::try_from(limit.rlim_cur).unwrap_or(1 << 20);
-            for fd in first as libc::c_int..last {
-                libc::close(fd);
-            }
-        }
-    }
+    for_each_from(first, 0, |fd| {
+        // SAFETY: closing a descriptor not open does nothing.
+        unsafe { libc::close(fd) };
+    });
 }
 
 /// Marks every descriptor from `first` on close-on-exec.
 fn close_on_exec_from(first: libc::c_uint) {
-    // SAFETY: close_range(2) takes two descriptor numbers and flags; with
-    // CLOSE_RANGE_CLOEXEC it only sets the flag.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if set != 0 {
-        // A kernel before 5.11: one by one, up to the limit on descriptors.
-        // SAFETY: `limit` is valid for writes; F_SETFD on a descriptor not open fails
-        // and does nothing.
-        unsafe {
-            let mut limit: libc::rlimit = std::mem::zeroed();
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            let last = libc::c_int::try_from(limit.rlim_cur).unwrap_or(1 << 20);
-            for fd in first as libc::c_int..last {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
-        }
+    for_each_from(first, libc::CLOSE_RANGE_CLOEXEC, |fd| {
+        // SAFETY: F_SETFD on a descriptor not open fails and does nothing.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    });
+}
+
+/// `close_range(2)` of every descriptor from `first` on with `flags`; on a kernel without
+/// it (before 5.9, or 5.11 for `CLOSE_RANGE_CLOEXEC`), `one` on each descriptor up to the
+/// limit on descriptors.
+fn for_each_from(first: libc::c_uint, flags: libc::c_uint, one: impl Fn(libc::c_int)) {
+    // SAFETY: close_range(2) takes two descriptor numbers and flags; it only closes or,
+    // with CLOSE_RANGE_CLOEXEC, sets the flag.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) };
+    if done == 0 {
+        return;
     }
+    // SAFETY: an all-zero `rlimit` is a valid value, and `limit` is valid for writes.
+    let limit = unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit
+    };
+    let last = libc::c_int::try_from(limit.rlim_cur).unwrap_or(1 << 20);
+    (first as libc::c_int..last).for_each(one);
 }
 
 /// The signals that ask the reaper to stop, and SIGCHLD, which wakes it when a child exits.
