@@ -446,6 +446,44 @@ fn an_impure_stage_without_sources_reruns_when_its_path_input_changes() {
 }
 
 #[test]
+fn a_tool_given_by_a_relative_path_is_found_from_the_lab_file_wherever_repx_and_the_tool_start() {
+    // Granted as `./scripts/say.sh`, started in `/work/src`, by a repx started in `elsewhere`.
+    let lab = impure_lab(
+        "test-tool",
+        "tools = [\"./scripts/say.sh\"]\nparams = { tool = \"./scripts/say.sh\", \
+         cwd = \"/work/src\", stdout_file = \"/out/said.txt\" }",
+        "{}",
+    );
+    let script = lab.path().join("scripts/say.sh");
+    fs::create_dir_all(script.parent().unwrap()).unwrap();
+    fs::write(&script, "#!/bin/sh\nd=$(pwd)\necho \"said in ${d##*/}\"\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for dir in ["src", "elsewhere"] {
+        fs::create_dir_all(lab.path().join(dir)).unwrap();
+    }
+    let lab_file = lab.path().join("repx.toml");
+    let elsewhere = lab.path().join("elsewhere");
+    let run = |dir: &Path| repx(dir, &["--lab", lab_file.to_str().unwrap(), "run"]);
+
+    let first = run(&elsewhere);
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["s"], "{}", first.stderr);
+    assert_eq!(common::read_output(lab.path(), "said.txt"), "said in src\n");
+    // Found the same from the lab's own directory: the same tool, so the same job.
+    assert_eq!(run(lab.path()).cached(), ["s"]);
+
+    // A path that leads nowhere is a lab error naming where it looked, before any job.
+    fs::remove_file(&script).unwrap();
+    run(&elsewhere).expect_code(2).expect_stderr(&[
+        "tool `./scripts/say.sh` is not an executable file at",
+        "scripts/say.sh (a path in `tools` is relative to the lab file)",
+    ]);
+}
+
+#[test]
 fn an_impure_stage_without_sources_or_path_inputs_follows_the_whole_project() {
     let lab = impure_lab(
         "test-tool",

@@ -6,6 +6,7 @@
 //! the hermetic tool check), so what is shown is what a job gets.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -31,7 +32,7 @@ pub fn describe(lab: &Lab, stage: &Stage, mode: Option<Mode>) -> Result<String, 
         ),
     };
     directories(&mut out, lab, stage, mode);
-    tool_grants(&mut out, stage, mode);
+    tool_grants(&mut out, lab, stage, mode);
     env(&mut out, stage, mode);
     let _ = writeln!(out, "network  none");
     let clock = if mode == Mode::Impure {
@@ -108,7 +109,7 @@ fn directories(out: &mut String, lab: &Lab, stage: &Stage, mode: Mode) {
 }
 
 /// The tools the stage may run, each resolved as the run would, and where they run.
-fn tool_grants(out: &mut String, stage: &Stage, mode: Mode) {
+fn tool_grants(out: &mut String, lab: &Lab, stage: &Stage, mode: Mode) {
     if stage.tools.is_empty() {
         let _ = writeln!(
             out,
@@ -125,9 +126,10 @@ fn tool_grants(out: &mut String, stage: &Stage, mode: Mode) {
     };
     let _ = writeln!(out, "tools    {place} !!");
     let path_var = std::env::var_os("PATH");
+    let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
     let mut resolved = Vec::new();
     for tool in &stage.tools {
-        let _ = match tools::resolve(tool, path_var.as_ref(), tools::digest) {
+        let _ = match tools::resolve(tool, lab_dir, path_var.as_ref(), tools::digest) {
             Ok(t) if mode == Mode::Hermetic && !crate::plan::in_nix_store(&t.path) => writeln!(
                 out,
                 "  {:<16} {}  REFUSED: not a Nix store path; the run will be refused",

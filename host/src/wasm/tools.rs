@@ -69,14 +69,16 @@ const SYSTEM_DIRS: &[&str] = &[
 /// The uid and gid of a sandboxed tool inside its user namespace: `nobody`'s.
 const SANDBOX_ID: &str = "65534";
 
-/// Finds `name` on `path_var` (or takes it as given when it contains a `/`) and hashes it
-/// with `digest` (see [`digest`], and the store's digests kept by stat).
+/// Finds `name` on `path_var` (or, when it contains a `/`, as a path relative to `base`,
+/// the lab file's directory) and hashes it with `digest` (see [`digest`], and the store's
+/// digests kept by stat).
 pub fn resolve(
     name: &str,
+    base: &Path,
     path_var: Option<&OsString>,
     digest: impl FnOnce(&Path) -> std::io::Result<String>,
 ) -> Result<ToolIdentity, String> {
-    let path = find(name, path_var)?;
+    let path = find(name, base, path_var)?;
     let digest = digest(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
     Ok(ToolIdentity {
         name: name.to_string(),
@@ -85,20 +87,35 @@ pub fn resolve(
     })
 }
 
-/// Where `name` is: on `path_var`, or as given when it contains a `/`.
-fn find(name: &str, path_var: Option<&OsString>) -> Result<PathBuf, String> {
-    let path = if name.contains('/') {
-        Some(PathBuf::from(name)).filter(|p| is_executable(p))
-    } else {
-        path_var.and_then(|paths| {
+/// Where `name` is: on `path_var`, or at `base` joined with it when it contains a `/`.
+/// The path is made absolute here, once: a tool starts in the directory its plugin names,
+/// where a relative one (`./build.sh`, or one found through a `.` in `PATH`) would lead
+/// elsewhere.
+fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
+    let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+    if name.contains('/') {
+        let path = absolute(base.join(name));
+        return match is_executable(&path) {
+            true => Ok(path),
+            false => Err(format!(
+                "tool `{name}` is not an executable file at {} (a path in `tools` is relative \
+                 to the lab file)",
+                path.display()
+            )),
+        };
+    }
+    path_var
+        .and_then(|paths| {
             std::env::split_paths(paths)
                 .map(|dir| dir.join(name))
                 .find(|p| is_executable(p))
         })
-    };
-    path.ok_or_else(|| {
-        format!("tool `{name}` is not an executable on PATH: install it, or remove it from `tools`")
-    })
+        .map(absolute)
+        .ok_or_else(|| {
+            format!(
+                "tool `{name}` is not an executable on PATH: install it, or remove it from `tools`"
+            )
+        })
 }
 
 /// BLAKE3 of the executable at `path`, read now.
@@ -112,7 +129,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// Where bubblewrap is, if installed.
 pub fn bubblewrap() -> Option<PathBuf> {
-    find("bwrap", std::env::var_os("PATH").as_ref()).ok()
+    find("bwrap", Path::new("/"), std::env::var_os("PATH").as_ref()).ok()
 }
 
 /// A plugin's request, after it passed the grant checks.
@@ -666,10 +683,16 @@ mod tests {
     #[test]
     fn resolves_tools_on_the_given_path_only() {
         let path = OsString::from("/usr/bin:/bin");
-        let sh = resolve("sh", Some(&path), digest).unwrap();
+        let sh = resolve("sh", Path::new("/"), Some(&path), digest).unwrap();
         assert!(sh.path.ends_with("sh"));
         assert_eq!(sh.digest.len(), 64);
-        let err = resolve("sh", Some(&OsString::from("/nonexistent")), digest).unwrap_err();
+        let err = resolve(
+            "sh",
+            Path::new("/"),
+            Some(&OsString::from("/nonexistent")),
+            digest,
+        )
+        .unwrap_err();
         assert!(err.contains("not an executable on PATH"), "{err}");
     }
 }
