@@ -220,6 +220,12 @@ impl Sources {
         &self.changed
     }
 
+    /// Whether no job of this stage was up to date at loading: the scope is not as the
+    /// stage's last job left it, so each of its jobs is to run.
+    pub fn stale(&self) -> bool {
+        self.settled.is_empty()
+    }
+
     /// Whether a job of this stage that recorded `fingerprint` was up to date at loading.
     pub fn up_to_date(&self, fingerprint: &str) -> bool {
         self.settled.iter().any(|f| f == fingerprint)

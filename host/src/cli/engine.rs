@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use super::error::CliError;
 use super::render::{self, Format, JobInfo, Reporter};
@@ -76,6 +77,8 @@ pub struct OnDemand<'a> {
     parallel: usize,
     made: OnceLock<Arc<Runtime>>,
     failed: Mutex<Option<CliError>>,
+    /// The runtime being made beside the planning, by [`OnDemand::start_early`].
+    early: Mutex<Option<JoinHandle<Kept>>>,
 }
 
 impl<'a> OnDemand<'a> {
@@ -85,7 +88,37 @@ impl<'a> OnDemand<'a> {
             parallel,
             made: OnceLock::new(),
             failed: Mutex::new(None),
+            early: Mutex::new(None),
         }
+    }
+
+    /// Starts making the runtime, and loading every plugin of `plan`, on a thread of its
+    /// own, when a job is sure to run: an impure stage whose scope changed (the edit
+    /// loop). The dispatcher's checks and the first job's staging then overlap it, instead
+    /// of waiting for it. Whatever goes wrong there is met again, and reported, when the
+    /// first job asks for the runtime; a run that asks for none waits for it at the end.
+    pub fn start_early(&self, plan: &Plan) {
+        if !plan.sources.values().any(crate::sources::Sources::stale) {
+            return;
+        }
+        // A cache the run will not use is warned about once, by the first job's request.
+        let Ok(cache) = usable_cache(plan, self.store) else {
+            return;
+        };
+        let plugins: Vec<_> = plan.stages.values().map(|s| s.plugin.clone()).collect();
+        let parallel = self.parallel;
+        let making = std::thread::Builder::new()
+            .name("repx-runtime".into())
+            .spawn(move || {
+                let Ok(runtime) = Runtime::new(cache.clone(), parallel) else {
+                    return Kept::default();
+                };
+                for plugin in &plugins {
+                    let _ = runtime.prepare(plugin);
+                }
+                Kept(Some((cache, parallel, Arc::new(runtime))))
+            });
+        *self.early.lock().unwrap_or_else(|e| e.into_inner()) = making.ok();
     }
 
     /// The runtime for the jobs of `plan`, as it is in this round.
@@ -96,6 +129,21 @@ impl<'a> OnDemand<'a> {
     /// Why the runtime could not be made, if it could not.
     pub fn take_failure(&self) -> Option<CliError> {
         self.failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A runtime started early and never asked for is waited for: the thread may be writing
+/// a compiled plugin into the cache, which the process's exit would cut short.
+impl Drop for OnDemand<'_> {
+    fn drop(&mut self) {
+        if let Some(early) = self
+            .early
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = early.join();
+        }
     }
 }
 
@@ -113,8 +161,16 @@ impl crate::sched::local::Runtimes for ForPlan<'_> {
         if failed.is_some() {
             return None;
         }
-        // Every stage of the runs, those of fan-outs not grown yet too, is prepared.
-        match runtime(self.plan, self.on.store, self.on.parallel, None) {
+        // Every stage of the runs, those of fan-outs not grown yet too, is prepared: what
+        // the early start loaded is taken as loaded.
+        let early = self
+            .on
+            .early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut kept = early.and_then(|e| e.join().ok()).unwrap_or_default();
+        match runtime(self.plan, self.on.store, self.on.parallel, Some(&mut kept)) {
             Ok((runtime, _)) => Some(self.on.made.get_or_init(|| runtime)),
             Err(e) => {
                 *failed = Some(e);
@@ -199,18 +255,29 @@ pub fn run_jobs(
 /// then compiled in memory. `repx run` and `repx worker` both take their cache from here,
 /// so one rule holds for both.
 pub fn plugin_cache(plan: &Plan, store: &Store) -> Option<PathBuf> {
-    let cache = crate::wasm::cache_dir()?;
+    usable_cache(plan, store).unwrap_or_else(|(cache, what, dir)| {
+        errln!(
+            "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
+             plugins may write; set REPX_CACHE_DIR to a directory outside it",
+            cache.display(),
+            dir.display()
+        );
+        None
+    })
+}
+
+/// The compiled-plugin cache (none when there is no place for one), or why it is not
+/// used: the cache, and what a job may write that contains it, with its path.
+fn usable_cache<'a>(
+    plan: &'a Plan,
+    store: &'a Store,
+) -> Result<Option<PathBuf>, (PathBuf, &'static str, &'a Path)> {
+    let Some(cache) = crate::wasm::cache_dir() else {
+        return Ok(None);
+    };
     match writable_by_jobs(&cache, store.root(), &plan.lab.dir) {
-        Some((what, dir)) => {
-            errln!(
-                "warning: the plugin cache {} is not used: it lies in {what} ({}), which \
-                 plugins may write; set REPX_CACHE_DIR to a directory outside it",
-                cache.display(),
-                dir.display()
-            );
-            None
-        }
-        None => Some(cache),
+        Some((what, dir)) => Err((cache, what, dir)),
+        None => Ok(Some(cache)),
     }
 }
 
