@@ -464,23 +464,29 @@ fn a_tool_given_by_a_relative_path_is_found_from_the_lab_file_wherever_repx_and_
     for dir in ["src", "elsewhere"] {
         fs::create_dir_all(lab.path().join(dir)).unwrap();
     }
-    let lab_file = lab.path().join("repx.toml");
     let elsewhere = lab.path().join("elsewhere");
-    let run = |dir: &Path| repx(dir, &["--lab", lab_file.to_str().unwrap(), "run"]);
+    let run = |dir: &Path, lab: &str| repx(dir, &["--lab", lab, "run"]);
 
-    let first = run(&elsewhere);
+    let first = run(&elsewhere, "../repx.toml");
     first.expect_code(0);
     assert_eq!(first.ran(), ["s"], "{}", first.stderr);
     assert_eq!(common::read_output(lab.path(), "said.txt"), "said in src\n");
-    // Found the same from the lab's own directory: the same tool, so the same job.
-    assert_eq!(run(lab.path()).cached(), ["s"]);
+    // Found the same from the lab's own directory, and through `..` from the lab's: the
+    // same tool, so the same job.
+    assert_eq!(run(lab.path(), "repx.toml").cached(), ["s"]);
+    assert_eq!(
+        run(&elsewhere.join("../src"), "../elsewhere/../repx.toml").cached(),
+        ["s"]
+    );
 
     // A path that leads nowhere is a lab error naming where it looked, before any job.
     fs::remove_file(&script).unwrap();
-    run(&elsewhere).expect_code(2).expect_stderr(&[
-        "tool `./scripts/say.sh` is not an executable file at",
-        "scripts/say.sh (a path in `tools` is relative to the lab file)",
-    ]);
+    run(&elsewhere, "../repx.toml")
+        .expect_code(2)
+        .expect_stderr(&[
+            "tool `./scripts/say.sh` is not an executable file at",
+            "scripts/say.sh (a path in `tools` is relative to the lab file)",
+        ]);
 }
 
 #[test]

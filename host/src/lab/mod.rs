@@ -277,13 +277,27 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
     out
 }
 
+/// `file` by an absolute path whose directory is as the system resolves it, without `.`,
+/// `..` or links (the file's own name is kept): the directory `repx run` inside the lab
+/// starts in, so that `--lab ../lab` from beside it names every path of the lab the same,
+/// and its jobs keep their ids.
+pub fn resolved(file: PathBuf) -> PathBuf {
+    let absolute = std::path::absolute(&file).unwrap_or(file);
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
+        _ => absolute,
+    }
+}
+
 impl Lab {
     /// Reads and validates the lab at `path`: a lab file (`.nix` and `.json` by their
     /// extension, anything else TOML), or a directory holding one of [`LAB_FILES`], the
     /// first in that order when it holds several.
     pub fn load(path: &Path) -> Result<Lab, LabError> {
         let (file, ignored) = source::find(path)?;
-        let file = std::path::absolute(&file).unwrap_or(file);
+        let file = resolved(file);
         let mut lab = source::load(&file)?;
         if let Some(other) = ignored.first() {
             // A directory holding two labs is read by precedence; say so, or a user who

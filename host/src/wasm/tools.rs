@@ -90,11 +90,12 @@ pub fn resolve(
 /// Where `name` is: on `path_var`, or at `base` joined with it when it contains a `/`.
 /// The path is made absolute here, once: a tool starts in the directory its plugin names,
 /// where a relative one (`./build.sh`, or one found through a `.` in `PATH`) would lead
-/// elsewhere.
+/// elsewhere. A path given in the lab has its directory resolved
+/// ([`crate::lab::resolved`]), so that `tools/x` and `../lab/tools/x` are one tool, with
+/// one job id.
 fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
-    let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
     if name.contains('/') {
-        let path = absolute(base.join(name));
+        let path = crate::lab::resolved(base.join(name));
         return match is_executable(&path) {
             true => Ok(path),
             false => Err(format!(
@@ -110,7 +111,7 @@ fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf,
                 .map(|dir| dir.join(name))
                 .find(|p| is_executable(p))
         })
-        .map(absolute)
+        .map(|path| std::path::absolute(&path).unwrap_or(path))
         .ok_or_else(|| {
             format!(
                 "tool `{name}` is not an executable on PATH: install it, or remove it from `tools`"
