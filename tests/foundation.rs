@@ -1769,6 +1769,12 @@ pipelines = ["main"]
     );
     let show = repx(lab.path(), &["show", "job", id]);
     assert!(show.stdout.contains("interrupted"), "{}", show.stdout);
+    // And why it runs next: cut off, not failed.
+    let dry = repx(lab.path(), &["run", "--dry-run"]);
+    dry.expect_code(0);
+    let said = format!("{}{}", dry.stdout, dry.stderr);
+    assert!(said.contains("interrupted last time"), "{said}");
+    assert!(!said.contains("failed last time"), "{said}");
     let viz = repx(lab.path(), &["viz", "--jobs"]);
     assert!(
         viz.stdout

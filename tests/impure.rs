@@ -221,6 +221,7 @@ fn an_edit_saved_while_make_runs_is_built_by_the_next_run() {
         ["build", "run"],
         "the edit was counted as built"
     );
+    next.expect_stderr(&["[its sources changed while it ran"]);
     let logs = run_logs(lab.path());
     assert!(
         logs.iter().any(|l| l == "Main\nF1 second\nF2\n"),
@@ -982,6 +983,78 @@ fn watch_mode_runs_once_per_edit_and_ctrl_c_exits_130() {
     let again = repx(lab.path(), &["run"]);
     again.expect_code(0);
     assert_eq!(again.cached(), ["build", "run"]);
+}
+
+#[test]
+fn a_build_broken_by_an_edit_shows_the_compiler_s_errors_and_is_listed_failed() {
+    let lab = example();
+    let file2 = lab.path().join("src/file2.c");
+    let good = fs::read_to_string(&file2).unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+
+    // The plugin's own message only says that make failed: the compiler's says why.
+    fs::write(&file2, good.replace("\"F2\\n\");", "\"F2\\n\")")).unwrap();
+    let broken = repx(lab.path(), &["run"]);
+    broken.expect_code(1).expect_stderr(&[
+        "FAILED build",
+        "| error: `make` exited with status 2",
+        "| $ make mybinary (in /work/src)",
+        "| file2.c:3:",
+        "error: expected ';'",
+    ]);
+    let id = broken
+        .stderr
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(':'))
+        .find(|w| w.len() == 12 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_string();
+    // The build keeps its id (it is impure) and its last good output: what the user asks
+    // about is the run that failed.
+    let listed = repx(lab.path(), &["list", "jobs", "--status", "failed"]);
+    assert!(
+        listed.stdout.contains(&format!("{id}  failed build")),
+        "{}",
+        listed.stdout
+    );
+    let shown = repx(lab.path(), &["show", "job", &id]);
+    assert!(
+        shown.stdout.contains("state:    failed"),
+        "{}",
+        shown.stdout
+    );
+    let log = repx(lab.path(), &["log", &id]);
+    assert!(log.stdout.contains("error: expected ';'"), "{}", log.stdout);
+
+    // In watch mode the errors come under the cycle's line, and the fix builds.
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(
+        start.starts_with("watch: start: FAILED build (repx log "),
+        "{start}"
+    );
+    assert!(start.ends_with("; waiting for changes"), "{start}");
+    fs::write(&file2, &good).unwrap();
+    let fixed = watching.next_cycle();
+    assert!(
+        fixed.starts_with("watch: src/file2.c changed: ran build"),
+        "{fixed}"
+    );
+    assert!(
+        watching
+            .seen
+            .iter()
+            .any(|l| l.starts_with("    | ") && l.contains("error: expected ';'")),
+        "{:?}",
+        watching.seen
+    );
+    let (code, _) = watching.interrupt();
+    assert_eq!(code, Some(130));
+    let listed = repx(lab.path(), &["list", "jobs", "--status", "failed"]);
+    listed.expect_code(0);
+    assert!(!listed.stdout.contains(&id), "{}", listed.stdout);
+    let shown = repx(lab.path(), &["show", "job", &id]);
+    assert!(shown.stdout.contains("state:    done"), "{}", shown.stdout);
 }
 
 #[test]

@@ -309,8 +309,11 @@ pub fn log(cli: &Cli, prefix: &str, follow: bool, attempt: Option<u32>) -> Resul
 }
 
 /// Where the logs of job `id`'s last attempt are.
+/// The logs of the job's last run: a failed one's when it has them, since a success
+/// clears them (an impure job keeps its id, so its last good output is still there when
+/// an edit's build fails).
 fn log_dir(store: &Store, id: &str) -> std::path::PathBuf {
-    if store.failed_dir(id).is_dir() && store.done(id).is_none() {
+    if store.failed_dir(id).is_dir() {
         store.failed_dir(id)
     } else {
         store.job_dir(id)

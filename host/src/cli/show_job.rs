@@ -61,6 +61,13 @@ pub fn show(lab: Option<&Lab>, store: &Store, id: &str) {
         store.done(id).is_some(),
         store.failed_dir(id).is_dir(),
     ) {
+        // An impure job whose last run failed keeps its earlier output, and its id.
+        (_, true, true) if planned == Some(JobState::Failed) => {
+            "failed (its output in the store is an earlier run's)"
+        }
+        (_, true, true) if planned == Some(JobState::Interrupted) => {
+            "interrupted (its output in the store is an earlier run's)"
+        }
         (_, true, _) if planned == Some(JobState::Todo) => {
             "todo (its output is out of date: `repx run --dry-run` says why)"
         }

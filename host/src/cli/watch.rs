@@ -327,8 +327,8 @@ fn describe(changed: &BTreeSet<PathBuf>, project: &Path) -> String {
 struct Tally {
     ran: Vec<String>,
     cached: usize,
-    /// Stage and short id of each failed job.
-    failed: Vec<(String, String)>,
+    /// Stage, short id and failure message of each failed job.
+    failed: Vec<(String, String, String)>,
     skipped: usize,
 }
 
@@ -337,9 +337,13 @@ impl Tally {
         match event {
             Event::JobFinished { stage, .. } => self.ran.push(stage.clone()),
             Event::JobCached { .. } => self.cached += 1,
-            Event::JobFailed { stage, id, .. } => self
-                .failed
-                .push((stage.clone(), id.chars().take(12).collect())),
+            Event::JobFailed {
+                stage, id, failure, ..
+            } => self.failed.push((
+                stage.clone(),
+                id.chars().take(12).collect(),
+                failure.message.clone(),
+            )),
             Event::JobSkipped { .. } => self.skipped += 1,
             _ => {}
         }
@@ -353,7 +357,7 @@ impl Tally {
         if self.cached > 0 {
             parts.push(format!("{} cached", self.cached));
         }
-        for (stage, id) in &self.failed {
+        for (stage, id, _) in &self.failed {
             parts.push(format!("FAILED {stage} (repx log {id})"));
         }
         if self.skipped > 0 {
@@ -367,12 +371,20 @@ impl Tally {
         } else {
             "; waiting for changes"
         };
-        terminal(&format!(
+        let mut text = terminal(&format!(
             "watch: {why}: {} in {} ms{waiting}",
             parts.join(", "),
             took.as_millis()
         ))
-        .into_owned()
+        .into_owned();
+        // Under the line, what each failure said past its first line (a compiler's errors):
+        // what the edit loop needs to see without `repx log`.
+        for (_, _, message) in &self.failed {
+            for line in message.lines().skip(1) {
+                text.push_str(&format!("\n    | {}", terminal(line)));
+            }
+        }
+        text
     }
 }
 

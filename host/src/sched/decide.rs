@@ -166,6 +166,17 @@ impl<'a> PlanJobs<'a> {
             Why::Unknown => {}
         }
         if let Some(record) = store.record(id) {
+            // See `crate::sources`: such a job is never up to date, and its stage runs again.
+            if record.mode == Mode::Impure
+                && record.fingerprint.is_none()
+                && store.done(&record.id).is_some()
+            {
+                return Reason::new(
+                    ReasonKind::SourcesChanged,
+                    "its sources changed while it ran (an edit, or a file it rewrote that no \
+                     job of the stage created)",
+                );
+            }
             let outputs = &plan.lab.stages[&job.stage].outputs;
             let detail = match outputs
                 .iter()
@@ -180,10 +191,14 @@ impl<'a> PlanJobs<'a> {
             return Reason::new(ReasonKind::OutputChanged, detail);
         }
         if store.failed_dir(id).is_dir() {
+            let how = match store.was_interrupted(id) {
+                true => "was interrupted",
+                false => "failed",
+            };
             return Reason::new(
                 ReasonKind::FailedLastTime,
                 format!(
-                    "it failed last time (`repx log {}`)",
+                    "it {how} last time (`repx log {}`)",
                     &id[..id.len().min(12)]
                 ),
             );

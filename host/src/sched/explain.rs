@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::decide::PlanJobs;
 use super::dispatch::{self, Admission, Emit, Executor, Handoff, Report};
-use super::{Event, Options, Reason, ReasonKind};
+use super::{Event, Options, Reason};
 use crate::lab::Mode;
 use crate::plan::Plan;
 use crate::store::{Record, Store};
@@ -107,7 +107,9 @@ pub fn states(plan: &Plan, store: &Store) -> Vec<JobState> {
         .into_iter()
         .map(|planned| match planned {
             Planned::Cached { .. } => JobState::Done,
-            Planned::Run { reason, id } if reason.kind == ReasonKind::FailedLastTime => {
+            // Whatever else makes it run: a success clears a failure, so a failure kept
+            // is its last run's (an impure job keeps its id across edits).
+            Planned::Run { id, .. } if store.failed_dir(&id).is_dir() => {
                 match store.was_interrupted(&id) {
                     true => JobState::Interrupted,
                     false => JobState::Failed,

@@ -403,17 +403,21 @@ impl Finished {
         )
     }
 
-    /// Why the run failed, with the tail of its stderr; `None` when it succeeded.
+    /// Why the run failed, with the tail of its stderr and, when a tool it ran failed, the
+    /// tail of that tool's output (a compiler's errors, which the plugin's own message only
+    /// sums up); `None` when it succeeded.
     pub fn failure(&self) -> Option<String> {
         let failure = match &self.ending {
             Ending::Exit(0) => return None,
             Ending::Exit(code) => format!("exit status {code}"),
             Ending::Trap(trap) => format!("trap: {}", trap.lines().next().unwrap_or_default()),
         };
-        let text = String::from_utf8_lossy(&self.stderr);
-        let lines: Vec<&str> = text.lines().collect();
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let host_log = String::from_utf8_lossy(&self.host_log);
         let tail: Vec<String> = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..]
             .iter()
+            .chain(&failed_tool_output(&host_log))
             .map(|line| match line.char_indices().nth(STDERR_TAIL_CHARS) {
                 Some((cut, _)) => format!("{}… (cut)", &line[..cut]),
                 None => line.to_string(),
@@ -426,6 +430,27 @@ impl Finished {
             format!("{failure}\n{tail}")
         })
     }
+}
+
+/// The output of the last tool run in `host_log` (see [`host`]: a `$ command` line, the
+/// tool's output, then `[exit status N]`), its command line first, if that run failed.
+fn failed_tool_output(host_log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = host_log.lines().collect();
+    let Some(end) = lines.iter().rposition(|l| l.starts_with("[exit status ")) else {
+        return Vec::new();
+    };
+    if lines[end] == "[exit status 0]" {
+        return Vec::new();
+    }
+    let start = lines[..end]
+        .iter()
+        .rposition(|l| l.starts_with("$ "))
+        .unwrap_or(0);
+    // The last lines of a long output, and the command, so that the reader knows whose.
+    let mut shown = vec![lines[start]];
+    let output = &lines[start + 1..end];
+    shown.extend(&output[output.len().saturating_sub(STDERR_TAIL_LINES - 1)..]);
+    shown
 }
 
 pub struct Runtime {

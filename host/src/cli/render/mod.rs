@@ -416,6 +416,9 @@ pub fn reason_short(reason: &Reason) -> String {
         | ReasonKind::UpstreamChanged
         | ReasonKind::SourcesChanged
         | ReasonKind::OutputChanged => reason.detail.clone(),
+        ReasonKind::FailedLastTime if reason.detail.starts_with("it was interrupted") => {
+            "interrupted last time".to_string()
+        }
         ReasonKind::FailedLastTime => "failed last time".to_string(),
         ReasonKind::Forced => "forced".to_string(),
     };
