@@ -415,6 +415,26 @@ pipelines = ["p"]
 }
 
 #[test]
+fn an_unclosed_string_is_one_error_on_its_line_not_a_cascade() {
+    let toml = format!(
+        r#"{GENERATE}outputs = ["data.csv]
+
+[pipelines.p]
+stages = ["generate"]
+
+[runs.r]
+pipelines = ["p"]
+"#
+    );
+    // The string opens on line 5 and swallows the lines after it: those are no errors.
+    let lab = lab_dir(&toml, &[]);
+    let out = repx(lab.path(), &["run"]);
+    out.expect_code(INVALID)
+        .expect_stderr(&["repx.toml:5: invalid basic string"]);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
 fn an_empty_axis_is_refused() {
     let toml = format!(
         r#"{GENERATE}

@@ -123,13 +123,18 @@ pub(super) fn parse(
         problems: problems.into_iter().map(&for_user).collect(),
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        let mut problems: Vec<Problem> = syntax
-            .iter()
-            .map(|e| toml_problem(text, root.get_ref(), e))
-            .collect();
-        problems.sort_by_key(|p| p.line);
-        return Err(invalid(problems));
+    // The first syntax error only: what the parser makes of the text after it (an
+    // unclosed string swallows the next lines) is mostly errors of its own making, and
+    // so is the key it would name, so the line says where.
+    if let Some(first) = syntax
+        .iter()
+        .map(|e| toml_problem(text, root.get_ref(), e))
+        .min_by_key(|p| p.line)
+    {
+        return Err(invalid(vec![Problem {
+            key: String::new(),
+            ..first
+        }]));
     }
     let mut unknown = Vec::new();
     let deserializer = toml::Deserializer::from(root.clone());
