@@ -429,8 +429,10 @@ pipelines = ["p"]
     // The string opens on line 5 and swallows the lines after it: those are no errors.
     let lab = lab_dir(&toml, &[]);
     let out = repx(lab.path(), &["run"]);
-    out.expect_code(INVALID)
-        .expect_stderr(&["repx.toml:5: invalid basic string"]);
+    out.expect_code(INVALID).expect_stderr(&[
+        "repx.toml:5: `stages.generate.outputs",
+        "invalid basic string",
+    ]);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
 

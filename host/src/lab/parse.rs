@@ -124,17 +124,23 @@ pub(super) fn parse(
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
     // The first syntax error only: what the parser makes of the text after it (an
-    // unclosed string swallows the next lines) is mostly errors of its own making, and
-    // so is the key it would name, so the line says where.
+    // unclosed string swallows the next lines) is mostly errors of its own making. On a
+    // table's header the key it would name is the next table's, so the line says where.
     if let Some(first) = syntax
         .iter()
         .map(|e| toml_problem(text, root.get_ref(), e))
         .min_by_key(|p| p.line)
     {
-        return Err(invalid(vec![Problem {
-            key: String::new(),
-            ..first
-        }]));
+        let header = first
+            .line
+            .and_then(|n| text.lines().nth(n.saturating_sub(1)))
+            .is_some_and(|line| line.trim_start().starts_with('['));
+        let key = if header {
+            String::new()
+        } else {
+            first.key.clone()
+        };
+        return Err(invalid(vec![Problem { key, ..first }]));
     }
     let mut unknown = Vec::new();
     let deserializer = toml::Deserializer::from(root.clone());
