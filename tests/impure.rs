@@ -232,6 +232,114 @@ fn an_edit_saved_while_make_runs_is_built_by_the_next_run() {
     assert_eq!(again.cached(), ["build", "run"]);
 }
 
+/// Runs `repx run -v` in `lab`, expecting success; returns it with the `run.log` its `run`
+/// job holds (ran or cached: another build's binary may be one run before).
+fn run_and_log(lab: &Path) -> (common::Output, String) {
+    let run = repx(lab, &["run", "-v"]);
+    run.expect_code(0);
+    let id = job_id(&run.stderr, "run");
+    let log = output_of(lab, &id, "run.log");
+    (run, log)
+}
+
+#[test]
+fn an_edit_saved_after_make_read_the_file_but_before_its_object_is_built_by_the_next_run() {
+    // make reads file1.c, waits, then writes file1.o: an edit in the wait is older than
+    // the object, so make alone would call the next build up to date.
+    let lab = example();
+    let src = lab.path().join("src");
+    let makefile = src.join("Makefile");
+    let text = fs::read_to_string(&makefile).unwrap().replace(
+        "\t$(CC) -c -o $@ $<\n",
+        "\t$(CC) -E -o $*.i $<\n\ttouch ../read-$*; i=0; \\\n\t\
+         while [ ! -e ../go ] && [ $$i -lt 6000 ]; do sleep 0.01; i=$$((i+1)); done\n\
+         \t$(CC) -c -o $@ -x cpp-output $*.i\n",
+    );
+    fs::write(&makefile, text).unwrap();
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replace(
+            "tools = [\"make\", \"cc\"]",
+            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
+        ),
+    )
+    .unwrap();
+    fs::write(lab.path().join("go"), "").unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+    fs::remove_file(lab.path().join("go")).unwrap();
+
+    let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
+    let edit = |to: &str| {
+        let text = file1.replace("\"F1\\n\"", &format!("\"{to}\\n\""));
+        fs::write(src.join("file1.c"), text).unwrap()
+    };
+    edit("F1 first");
+    let _ = fs::remove_file(lab.path().join("read-file1"));
+    let running = common::repx_command(lab.path(), &["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&lab.path().join("read-file1"));
+    edit("F1 second");
+    fs::write(lab.path().join("go"), "").unwrap();
+    let during = running.wait_with_output().unwrap();
+    assert_eq!(during.status.code(), Some(0));
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 first\nF2\n".to_string()));
+    assert!(
+        fs::metadata(src.join("file1.o"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            > fs::metadata(src.join("file1.c"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+        "the object is not newer than the edit: this test shows nothing"
+    );
+
+    let (next, log) = run_and_log(lab.path());
+    assert_eq!(next.ran(), ["build", "run"], "{}", next.stderr);
+    assert_eq!(log, "Main\nF1 second\nF2\n");
+    let again = repx(lab.path(), &["run"]);
+    assert_eq!(again.cached(), ["build", "run"], "{}", again.stderr);
+}
+
+#[test]
+fn a_source_put_back_with_its_old_time_is_built() {
+    let lab = example();
+    let file1 = lab.path().join("src/file1.c");
+    let original = fs::read_to_string(&file1).unwrap();
+    repx(lab.path(), &["run"]).expect_code(0);
+    fs::write(&file1, original.replace("\"F1\\n\"", "\"F1 edited\\n\"")).unwrap();
+    assert_eq!(run_and_log(lab.path()).1, "Main\nF1 edited\nF2\n");
+
+    // As `cp -p`, `tar x` or `rsync -t` put it back: the old content, with an old time,
+    // older than the object built from the edit.
+    fs::write(&file1, &original).unwrap();
+    let long_ago = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    fs::File::options()
+        .write(true)
+        .open(&file1)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let (back, log) = run_and_log(lab.path());
+    assert_eq!(
+        back.ran().first().map(String::as_str),
+        Some("build"),
+        "{}",
+        back.stderr
+    );
+    assert_eq!(log, "Main\nF1\nF2\n");
+    assert_eq!(fs::read_to_string(&file1).unwrap(), original);
+    assert_eq!(
+        repx(lab.path(), &["run"]).cached(),
+        ["build", "run"],
+        "a second run after it built again"
+    );
+}
+
 #[test]
 fn an_identical_rebuild_does_not_rerun_downstream() {
     let lab = example();

@@ -118,6 +118,14 @@ struct State {
     /// while a job runs are the job's own.
     #[serde(default)]
     written: BTreeSet<String>,
+    /// What the stage's last successful job read of each file (names in the scope): the
+    /// file's digest after it, or, for a file something else changed while it ran, the
+    /// digest the job found. With `ended`, see [`Sources::before_job`].
+    #[serde(default)]
+    read: BTreeMap<String, String>,
+    /// When that job ended: seconds and nanoseconds since the epoch.
+    #[serde(default)]
+    ended: Option<(i64, i64)>,
 }
 
 /// The scope as a job found it: each file's name in the scope and its digest.
@@ -234,15 +242,51 @@ impl Sources {
     /// Before one of the stage's jobs runs: unless the scope is as the last job left it,
     /// something else changed it, and the earlier jobs are out of date. What it returns is
     /// what the job will read, for [`Sources::after_job`].
+    ///
+    /// A tool that goes by modification times (make) rebuilds what is older than its
+    /// sources, so it misses a change whose time is not after its last build: an edit
+    /// saved while that build ran, after the tool read the file, or a file put back with
+    /// its old time (`cp -p`, `tar x`, `rsync -t`). Each file whose content the stage's last
+    /// job did not read, and whose time is not after that job's end, gets the current time
+    /// first (its content is left as it is), so that the tool sees it changed.
     pub fn before_job(&self) -> io::Result<Before> {
+        let mut unseen = Vec::new();
+        let mut ended = None;
         let scan = self.fingerprint(|state, scan| {
             if state.settled.last() != Some(&scan.fingerprint) {
                 state.settled = vec![scan.fingerprint.clone()];
             }
+            ended = state.ended;
+            if ended.is_some() {
+                unseen = scan
+                    .digests
+                    .iter()
+                    .filter(|(name, digest)| state.read.get(*name) != Some(*digest))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+            }
         })?;
+        if let Some(ended) = ended {
+            for name in &unseen {
+                self.touch_if_older(&self.project.join(name), ended)?;
+            }
+        }
         Ok(Before {
             digests: scan.digests,
         })
+    }
+
+    /// Gives the file at `path` the current time when its own is not after `ended`.
+    fn touch_if_older(&self, path: &Path, ended: (i64, i64)) -> io::Result<()> {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        if !meta.is_file() || (meta.mtime(), meta.mtime_nsec()) > ended {
+            return Ok(());
+        }
+        // Opened to read: a watch sees no write, and the content cannot change.
+        let file = File::open(path).map_err(at(path))?;
+        file.set_modified(SystemTime::now()).map_err(at(path))
     }
 
     /// After one of the stage's jobs succeeded: the fingerprint to record with it, or none
@@ -259,9 +303,25 @@ impl Sources {
                 .keys()
                 .filter(|name| !before.digests.contains_key(*name))
                 .collect();
+            let others = |name: &String, digest: &String| {
+                before.digests.get(name).is_some_and(|read| read != digest)
+                    && !state.written.contains(name)
+            };
             edited = before.digests.iter().any(|(name, digest)| {
                 scan.digests.get(name) != Some(digest) && !state.written.contains(name)
             });
+            state.read = scan
+                .digests
+                .iter()
+                .map(|(name, digest)| match others(name, digest) {
+                    true => (name.clone(), before.digests[name].clone()),
+                    false => (name.clone(), digest.clone()),
+                })
+                .collect();
+            state.ended = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
             state.written.extend(made.into_iter().cloned());
             if edited {
                 return;

@@ -127,12 +127,16 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     }
 }
 
-/// A change to a file's content, name or attributes; not an open or a read.
+/// A change to a file's content or name; not an open, a read, or a change of times or
+/// permissions alone, which changes no fingerprint (and which a run makes itself: see
+/// [`crate::sources::Sources::before_job`]).
 fn is_change(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
-    )
+    use notify::event::ModifyKind;
+    match kind {
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
+        _ => false,
+    }
 }
 
 /// A file closed after it was opened for writing (inotify's `IN_CLOSE_WRITE`).
