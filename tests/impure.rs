@@ -341,6 +341,26 @@ fn a_source_put_back_with_its_old_time_is_built() {
 }
 
 #[test]
+fn an_edit_of_a_file_a_source_links_to_is_built() {
+    let lab = example();
+    let shared = lab.path().join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::rename(lab.path().join("src/file1.c"), shared.join("file1.c")).unwrap();
+    std::os::unix::fs::symlink("../shared/file1.c", lab.path().join("src/file1.c")).unwrap();
+    assert_eq!(run_and_log(lab.path()).1, "Main\nF1\nF2\n");
+
+    let text = fs::read_to_string(shared.join("file1.c")).unwrap();
+    fs::write(
+        shared.join("file1.c"),
+        text.replace("\"F1\\n\"", "\"F1 shared\\n\""),
+    )
+    .unwrap();
+    let (edited, log) = run_and_log(lab.path());
+    assert_eq!(edited.ran(), ["build", "run"], "{}", edited.stderr);
+    assert_eq!(log, "Main\nF1 shared\nF2\n");
+}
+
+#[test]
 fn an_identical_rebuild_does_not_rerun_downstream() {
     let lab = example();
     repx(lab.path(), &["run"]).expect_code(0);

@@ -391,10 +391,16 @@ impl Sources {
                     continue;
                 }
                 let digest = if kind.is_symlink() {
+                    // The link, and what a tool reads through it: the file it leads to.
                     let target = fs::read_link(path).map_err(at(path))?;
-                    let mut link = b"link:".to_vec();
-                    link.extend_from_slice(target.as_os_str().as_encoded_bytes());
-                    blake3::hash(&link).to_hex().to_string()
+                    let mut link = blake3::Hasher::new();
+                    link.update(b"link:");
+                    link.update(target.as_os_str().as_encoded_bytes());
+                    if fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                        link.update(b"\0");
+                        link.update(blake3::hash(&fs::read(path).map_err(at(path))?).as_bytes());
+                    }
+                    link.finalize().to_hex().to_string()
                 } else {
                     let meta = entry.metadata().map_err(io::Error::from)?;
                     let key = path.to_string_lossy().into_owned();
