@@ -619,6 +619,74 @@ fn a_tool_given_by_a_relative_path_is_found_from_the_lab_file_wherever_repx_and_
 }
 
 #[test]
+fn a_tool_replaced_while_the_run_goes_on_is_refused_not_run_under_the_old_id() {
+    // A sweep of two pure jobs, one at a time; while the first runs, its tool is replaced
+    // (as an upgrade replaces `cc`). The second job's id holds the old tool's digest, so
+    // the new one must not run for it.
+    let lab = lab_dir(
+        "[stages.s]\nplugin = \"plugins/test-tool.wasm\"\ntools = [\"./v.sh\", \"sleep\"]\n\
+         params = { tool = \"./v.sh\", cwd = \"/out\", stdout_file = \"/out/v.txt\", args = [] }\n\
+         [pipelines.main]\nstages = [\"s\"]\n[runs.r]\npipelines = [\"main\"]\n\
+         params = { args = [[\"1\"], [\"2\"]] }\n",
+        &["test-tool"],
+    );
+    let script = lab.path().join("v.sh");
+    let write_script = |text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let new = lab.path().join("v.sh.new");
+        fs::write(&new, text).unwrap();
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&new, &script).unwrap();
+    };
+    write_script("#!/bin/sh\necho v1\n: > /out/started\nsleep 2\n");
+    let running = common::repx_command(lab.path(), &["run", "-j", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Replaced once the first job's tool has started.
+    let started = std::time::Instant::now();
+    while !marker_under(&lab.path().join(".repx/tmp"), "started") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no tool started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    write_script("#!/bin/sh\necho v2\n");
+    let first = running.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tool `./v.sh`")
+            && stderr.contains("changed since this run took its digest for the job's id"),
+        "{stderr}"
+    );
+
+    // Run again: both jobs under the new tool's digest, each with its output; the first
+    // job of the old tool stays under its own id.
+    let again = repx(lab.path(), &["run", "-j", "1"]);
+    again.expect_code(0);
+    assert_eq!(again.ran().len(), 2, "{}", again.stderr);
+    let mut outputs: Vec<String> = common::job_dirs(lab.path())
+        .iter()
+        .filter_map(|dir| fs::read_to_string(dir.join("out/v.txt")).ok())
+        .collect();
+    outputs.sort();
+    assert_eq!(outputs, ["v1\n", "v2\n", "v2\n"]);
+}
+
+/// Whether a file named `name` lies anywhere under `dir` (which a run changes meanwhile).
+fn marker_under(dir: &Path, name: &str) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        path.file_name().is_some_and(|n| n == name) || (path.is_dir() && marker_under(&path, name))
+    })
+}
+
+#[test]
 fn an_impure_stage_without_sources_or_path_inputs_follows_the_whole_project() {
     let lab = impure_lab(
         "test-tool",

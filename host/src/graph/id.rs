@@ -25,6 +25,11 @@ pub struct ToolIdentity {
     pub path: std::path::PathBuf,
     /// BLAKE3 of the executable's bytes.
     pub digest: String,
+    /// The file as `stat` found it before it was hashed, on this host: a run refuses the
+    /// tool once it is another file (see [`crate::wasm::tools::unchanged`]). Not sent
+    /// with a job to another host (a Nix build), where the file is another.
+    #[serde(skip)]
+    pub stat: Option<crate::file_stat::FileStat>,
 }
 
 /// Everything a job's id covers.
@@ -135,6 +140,7 @@ mod tests {
         ]
         .into();
         let tools = [ToolIdentity {
+            stat: None,
             name: "sh".into(),
             path: "/bin/sh".into(),
             digest: "d1".into(),

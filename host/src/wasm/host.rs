@@ -211,7 +211,10 @@ impl HostState {
     fn invocation<'r>(&self, request: &'r ToolRequest) -> Result<Invocation<'r>, String> {
         let stage = &self.stage;
         let (program, guest_program) = match self.grants.iter().find(|t| t.name == request.tool) {
-            Some(tool) => (tool.path.clone(), None),
+            Some(tool) => {
+                tools::unchanged(tool).map_err(|why| format!("stage `{stage}`: {why}"))?;
+                (tool.path.clone(), None)
+            }
             None => {
                 let refused = || {
                     format!(

@@ -79,12 +79,35 @@ pub fn resolve(
     digest: impl FnOnce(&Path) -> std::io::Result<String>,
 ) -> Result<ToolIdentity, String> {
     let path = find(name, base, path_var)?;
-    let digest = digest(&path).map_err(|e| format!("tool `{name}` ({}): {e}", path.display()))?;
+    let unreadable = |e: std::io::Error| format!("tool `{name}` ({}): {e}", path.display());
+    // Before the hashing: a write during it changes the times, so the run refuses it.
+    let stat = crate::file_stat::FileStat::of(&std::fs::metadata(&path).map_err(unreadable)?);
+    let digest = digest(&path).map_err(unreadable)?;
     Ok(ToolIdentity {
         name: name.to_string(),
         path,
         digest,
+        stat: Some(stat),
     })
+}
+
+/// Refuses a granted tool whose file is no longer the one its digest, part of the job's
+/// id, was taken of: replaced (an upgrade, an edit) since the run began. Else the job's
+/// output would be kept under the id of a tool that did not make it. (What happens between
+/// this check and the start is not covered.)
+pub fn unchanged(tool: &ToolIdentity) -> Result<(), String> {
+    let Some(hashed) = &tool.stat else {
+        return Ok(());
+    };
+    match std::fs::metadata(&tool.path) {
+        Ok(meta) if crate::file_stat::FileStat::of(&meta) == *hashed => Ok(()),
+        _ => Err(format!(
+            "tool `{}` ({}) changed since this run took its digest for the job's id: run \
+             again",
+            tool.name,
+            tool.path.display()
+        )),
+    }
 }
 
 /// Where `name` is: on `path_var`, or at `base` joined with it when it contains a `/`.
