@@ -1254,6 +1254,69 @@ fn a_build_broken_by_an_edit_shows_the_compiler_s_errors_and_is_listed_failed() 
 }
 
 #[test]
+fn in_watch_mode_an_edit_saved_during_the_first_run_starts_the_next() {
+    let lab = example();
+    hold_the_link(lab.path());
+    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
+    fs::write(
+        lab.path().join("repx.toml"),
+        toml.replace(
+            "tools = [\"make\", \"cc\"]",
+            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
+        ),
+    )
+    .unwrap();
+    let file1 = lab.path().join("src/file1.c");
+    let text = fs::read_to_string(&file1).unwrap();
+    let mut watching = Watching::start(lab.path());
+    // The first run's make has read file1.c and waits to link: an edit now.
+    wait_for(&lab.path().join("linking"));
+    fs::write(&file1, text.replace("\"F1\\n\"", "\"F1 during\\n\"")).unwrap();
+    fs::write(lab.path().join("go"), "").unwrap();
+    let start = watching.next_cycle();
+    assert!(start.starts_with("watch: start: ran build, run"), "{start}");
+    let next = watching.next_cycle();
+    assert!(
+        next.starts_with("watch: src/file1.c changed: ran build, run"),
+        "{next}"
+    );
+    assert!(run_logs(lab.path()).contains(&"Main\nF1 during\nF2\n".to_string()));
+    let (code, _) = watching.interrupt();
+    assert_eq!(code, Some(130));
+}
+
+#[test]
+fn in_watch_mode_an_edit_of_a_tool_given_by_a_path_runs_its_stage_again() {
+    let lab = impure_lab(
+        "test-tool",
+        "tools = [\"./say.sh\"]\nparams = { tool = \"./say.sh\", cwd = \"/work\", \
+         stdout_file = \"/out/said.txt\" }\nsources = [\"notes/**\"]",
+        "{}",
+    );
+    let script = lab.path().join("say.sh");
+    let write_script = |said: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(&script, format!("#!/bin/sh\necho {said}\n")).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_script("first");
+    let mut watching = Watching::start(lab.path());
+    let start = watching.next_cycle();
+    assert!(start.starts_with("watch: start: ran s"), "{start}");
+    write_script("second");
+    let next = watching.next_cycle();
+    assert!(next.starts_with("watch: say.sh changed: ran s"), "{next}");
+    let (code, _) = watching.interrupt();
+    assert_eq!(code, Some(130));
+    let said: Vec<String> = common::job_dirs(lab.path())
+        .iter()
+        .filter_map(|dir| fs::read_to_string(dir.join("out/said.txt")).ok())
+        .collect();
+    // The tool is part of the job's id: a new job, with the new tool's output.
+    assert!(said.contains(&"second\n".to_string()), "{said:?}");
+}
+
+#[test]
 fn watch_mode_with_targets_watches_only_what_they_depend_on() {
     // A second run copies notes/a.txt; `--watch build` selects the example's run only.
     let lab = example();

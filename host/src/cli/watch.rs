@@ -77,6 +77,10 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     .map_err(|e| CliError::Failed(anyhow::anyhow!("watching files (inotify): {e}")))?;
 
     let mut watched = Watched::default();
+    // In place before the first run too: what is saved while it runs starts the next.
+    if let Ok(lab) = Lab::load(&cli.lab) {
+        watched.update(&mut watcher, cli, &lab, mode(args), None)?;
+    }
     let mut runtime = Kept::default();
     let mut why = "start".to_string();
     let mut first = true;
@@ -240,6 +244,16 @@ impl Watched {
             if let PluginRef::File(plugin) = &stage.plugin {
                 next.files.insert(plugin.clone());
             }
+            // A tool given by a path is the lab's own, most often a script beside it; one
+            // found on PATH changes with the system, which is not watched.
+            let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
+            next.files.extend(
+                stage
+                    .tools
+                    .iter()
+                    .filter(|tool| tool.contains('/'))
+                    .map(|tool| crate::lab::resolved(lab_dir.join(tool))),
+            );
             for input in stage.inputs.values() {
                 if let Input::Path(path) = input {
                     next.trees.insert(path.clone());
