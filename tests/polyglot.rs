@@ -249,6 +249,15 @@ fn conformance_c() {
 #[test]
 fn conformance_python() {
     conformance(Lang::Python);
+    // An exception fails the job with Python's traceback, where it was raised, in the
+    // failure's lines.
+    let raising = conformance_lab(&conformance_plugin(Lang::Python), ", raise = true");
+    let run = repx(raising.path(), &["run"]);
+    run.expect_code(1).expect_stderr(&[
+        "| Traceback (most recent call last):",
+        "app.py\", line ",
+        "| ValueError: conformance: Python raised",
+    ]);
 }
 
 #[test]

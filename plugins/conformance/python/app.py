@@ -17,6 +17,8 @@ def refused(attempt) -> bool:
 
 
 def main(ctx: repx.Context) -> None:
+    if ctx.param("raise", bool, False):
+        raise ValueError("conformance: Python raised")
     out_empty = not os.listdir("/out")
     report = {
         "out_empty_at_start": out_empty,
