@@ -361,6 +361,17 @@ fn an_edit_of_a_file_a_source_links_to_is_built() {
 }
 
 #[test]
+fn a_source_linking_out_of_the_project_counts_by_its_text_and_is_never_read() {
+    // A job may plant such a link: reading through it would fail, or hang, every run.
+    let lab = example();
+    std::os::unix::fs::symlink("/proc/self/mem", lab.path().join("src/mem")).unwrap();
+    let first = repx(lab.path(), &["run"]);
+    first.expect_code(0);
+    assert_eq!(first.ran(), ["build", "run"], "{}", first.stderr);
+    assert_eq!(repx(lab.path(), &["run"]).cached(), ["build", "run"]);
+}
+
+#[test]
 fn an_identical_rebuild_does_not_rerun_downstream() {
     let lab = example();
     repx(lab.path(), &["run"]).expect_code(0);
@@ -614,7 +625,7 @@ fn a_tool_given_by_a_relative_path_is_found_from_the_lab_file_wherever_repx_and_
         .expect_code(2)
         .expect_stderr(&[
             "tool `./scripts/say.sh` is not an executable file at",
-            "scripts/say.sh (a path in `tools` is relative to the lab file)",
+            "scripts/say.sh (a relative path in `tools` is taken from the lab file's directory)",
         ]);
 }
 

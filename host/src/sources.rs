@@ -53,6 +53,15 @@ use walkdir::WalkDir;
 use crate::file_stat::RACY_SECS;
 use crate::lab::{Input, Lab, Stage};
 
+/// The files [`Sources::before_job`] gave the current time since [`take_touched`] was
+/// last called: `repx run --watch` takes no such change for an edit.
+static TOUCHED: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// The files this process touched (see [`TOUCHED`]), forgotten here.
+pub fn take_touched() -> BTreeSet<PathBuf> {
+    std::mem::take(&mut *TOUCHED.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The fewest fingerprints a settled list keeps, however few jobs the stage has now: other
 /// runs of the lab may sweep the stage wider.
 const SETTLED_MIN: usize = 256;
@@ -268,7 +277,7 @@ impl Sources {
         })?;
         if let Some(ended) = ended {
             for name in &unseen {
-                self.touch_if_older(&self.project.join(name), ended)?;
+                self.touch_if_older(&self.project.join(name), ended);
             }
         }
         Ok(Before {
@@ -276,17 +285,56 @@ impl Sources {
         })
     }
 
-    /// Gives the file at `path` the current time when its own is not after `ended`.
-    fn touch_if_older(&self, path: &Path, ended: (i64, i64)) -> io::Result<()> {
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return Ok(());
+    /// Gives the file at `path` the current time when its own is not after `ended`: only
+    /// a regular file of the project, reached without a link, by a user allowed to write
+    /// it. One it cannot touch is left as it is (a best effort: its build may then be
+    /// stale, as it was before this rule).
+    fn touch_if_older(&self, path: &Path, ended: (i64, i64)) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(project) = self.project.canonicalize() else {
+            return;
+        };
+        if !path.starts_with(&project)
+            || path.parent().and_then(|d| d.canonicalize().ok()).as_deref() != path.parent()
+        {
+            return;
+        }
+        // Opened to read, without following a link or waiting on a FIFO: a watch sees no
+        // write, and the content cannot change.
+        let Ok(file) = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else {
+            return;
         };
         if !meta.is_file() || (meta.mtime(), meta.mtime_nsec()) > ended {
-            return Ok(());
+            return;
         }
-        // Opened to read: a watch sees no write, and the content cannot change.
-        let file = File::open(path).map_err(at(path))?;
-        file.set_modified(SystemTime::now()).map_err(at(path))
+        // UTIME_NOW: what `touch` does, allowed to whoever may write the file.
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        };
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            now,
+        ];
+        // SAFETY: futimens on a descriptor this function owns, with two valid timespecs.
+        let done =
+            unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(&file), times.as_ptr()) };
+        if done == 0 {
+            TOUCHED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_path_buf());
+        }
     }
 
     /// After one of the stage's jobs succeeded: the fingerprint to record with it, or none
@@ -303,25 +351,10 @@ impl Sources {
                 .keys()
                 .filter(|name| !before.digests.contains_key(*name))
                 .collect();
-            let others = |name: &String, digest: &String| {
-                before.digests.get(name).is_some_and(|read| read != digest)
-                    && !state.written.contains(name)
-            };
             edited = before.digests.iter().any(|(name, digest)| {
                 scan.digests.get(name) != Some(digest) && !state.written.contains(name)
             });
-            state.read = scan
-                .digests
-                .iter()
-                .map(|(name, digest)| match others(name, digest) {
-                    true => (name.clone(), before.digests[name].clone()),
-                    false => (name.clone(), digest.clone()),
-                })
-                .collect();
-            state.ended = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
+            note_read(state, before, scan);
             state.written.extend(made.into_iter().cloned());
             if edited {
                 return;
@@ -333,6 +366,14 @@ impl Sources {
             state.settled.drain(..over);
         })?;
         Ok((!edited).then_some(scan.fingerprint))
+    }
+
+    /// After one of the stage's jobs failed or was cut off: what it read, for the next
+    /// job's [`Sources::before_job`] (an edit saved while it ran is as unseen as after a
+    /// success). The settled list is left as it is: the job recorded nothing.
+    pub fn after_failure(&self, before: &Before) -> io::Result<()> {
+        self.fingerprint(|state, scan| note_read(state, before, scan))
+            .map(|_| ())
     }
 
     /// Reads the scope; stores the file times seen and what `then` changes, at once.
@@ -396,9 +437,9 @@ impl Sources {
                     let mut link = blake3::Hasher::new();
                     link.update(b"link:");
                     link.update(target.as_os_str().as_encoded_bytes());
-                    if fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                    if let Some(content) = linked_file(path, &project) {
                         link.update(b"\0");
-                        link.update(blake3::hash(&fs::read(path).map_err(at(path))?).as_bytes());
+                        link.update(content.as_bytes());
                     }
                     link.finalize().to_hex().to_string()
                 } else {
@@ -504,6 +545,54 @@ impl std::fmt::Display for Sources {
                 self.project.display()
             ),
         }
+    }
+}
+
+/// Keeps what a job that found `before` read of each file of `scan` (the scope after it),
+/// and when it ended: for a file something else changed while it ran, the content it
+/// found.
+fn note_read(state: &mut State, before: &Before, scan: &Scan) {
+    state.read = scan
+        .digests
+        .iter()
+        .map(|(name, digest)| match before.digests.get(name) {
+            Some(read) if read != digest && !state.written.contains(name) => {
+                (name.clone(), read.clone())
+            }
+            _ => (name.clone(), digest.clone()),
+        })
+        .collect();
+    state.ended = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
+}
+
+/// The digest of the regular file the link at `path` leads to, when that file lies in the
+/// project: a link anywhere else (`/proc/self/mem`, a device, a FIFO, another user's
+/// file), which a job may plant, counts by its text alone.
+fn linked_file(path: &Path, project: &Path) -> Option<blake3::Hash> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let real = path.canonicalize().ok()?;
+    if !real.starts_with(project) {
+        return None;
+    }
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&real)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut buffer).ok()? {
+            0 => return Some(hasher.finalize()),
+            n => hasher.update(&buffer[..n]),
+        };
     }
 }
 

@@ -196,7 +196,8 @@ pub fn once(cli: &Cli, args: &RunArgs, mut cycle: Option<&mut Cycle>) -> Result<
     // SLURM run checks every plugin before it submits.
     let on_demand = cycle.is_none() && args.scheduler == super::slurm::Scheduler::Local;
     let made_on_demand = engine::OnDemand::new(&store, jobs);
-    if on_demand {
+    // Targets may leave the stale stage out: then no job is sure to run.
+    if on_demand && args.targets.is_empty() && args.stages.is_empty() {
         made_on_demand.start_early(&plan);
     }
     let (runtime, interrupted) = match on_demand {

@@ -53,6 +53,8 @@ const QUIET_AT_MOST: Duration = Duration::from_secs(1);
 
 enum Wake {
     Changed(Vec<PathBuf>),
+    /// Times or permissions changed, not the content.
+    Attributes(Vec<PathBuf>),
     /// Files closed after a write: what was saved there is whole.
     Closed(Vec<PathBuf>),
     Interrupted,
@@ -67,6 +69,7 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     });
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let wake = match event {
+            Ok(event) if is_attributes(&event.kind) => Wake::Attributes(event.paths),
             Ok(event) if is_change(&event.kind) => Wake::Changed(event.paths),
             Ok(event) if is_closed_after_write(&event.kind) => Wake::Closed(event.paths),
             Ok(_) => return,
@@ -131,16 +134,20 @@ pub fn watch(cli: &Cli, args: &RunArgs) -> Result<i32, CliError> {
     }
 }
 
-/// A change to a file's content or name; not an open, a read, or a change of times or
-/// permissions alone, which changes no fingerprint (and which a run makes itself: see
-/// [`crate::sources::Sources::before_job`]).
+/// A change to a file's content, name or attributes; not an open or a read.
 fn is_change(kind: &EventKind) -> bool {
-    use notify::event::ModifyKind;
-    match kind {
-        EventKind::Modify(ModifyKind::Metadata(_)) => false,
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
-        _ => false,
-    }
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
+}
+
+/// A change of a file's times or permissions alone (inotify's `IN_ATTRIB`).
+fn is_attributes(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+    )
 }
 
 /// A file closed after it was opened for writing (inotify's `IN_CLOSE_WRITE`).
@@ -160,6 +167,9 @@ fn wait(
     watched: &Watched,
 ) -> Result<Option<BTreeSet<PathBuf>>, CliError> {
     let mut changed = BTreeSet::new();
+    // A run gives files it found unseen the current time (see
+    // `crate::sources::Sources::before_job`): that change is its own, not an edit.
+    let touched = crate::sources::take_touched();
     let mut since: Option<Instant> = None;
     // Whether every changed file was closed since its last change.
     let mut closed = false;
@@ -181,7 +191,8 @@ fn wait(
                     "watching files (inotify): {e}"
                 )));
             }
-            Some(Wake::Changed(paths)) => {
+            Some(Wake::Attributes(paths)) if paths.iter().all(|p| touched.contains(p)) => {}
+            Some(Wake::Changed(paths)) | Some(Wake::Attributes(paths)) => {
                 let relevant: Vec<PathBuf> =
                     paths.into_iter().filter(|p| watched.covers(p)).collect();
                 if !relevant.is_empty() {
@@ -247,12 +258,14 @@ impl Watched {
             // A tool given by a path is the lab's own, most often a script beside it; one
             // found on PATH changes with the system, which is not watched.
             let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
+            // One whose directory is missing is for the run to report, not the watch.
             next.files.extend(
                 stage
                     .tools
                     .iter()
                     .filter(|tool| tool.contains('/'))
-                    .map(|tool| crate::lab::resolved(lab_dir.join(tool))),
+                    .map(|tool| lab_dir.join(tool))
+                    .filter(|tool| tool.parent().is_some_and(Path::is_dir)),
             );
             for input in stage.inputs.values() {
                 if let Input::Path(path) = input {

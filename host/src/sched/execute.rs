@@ -115,6 +115,11 @@ pub fn execute(attempt: Attempt) -> Result<Sealed, Failure> {
     let ran = match ran {
         Ok(ran) => ran,
         Err(failed) => {
+            // What it read still counts for the next job (see `Sources::before_job`); the
+            // failure stands whether or not that could be kept.
+            if let (Some(sources), Some(before)) = (sources, &before) {
+                let _ = sources.after_failure(before);
+            }
             // The job's own failure first, whether or not its logs could be kept.
             let message = match store.discard(staging, &failed.logs) {
                 Ok(()) => failed.message,

@@ -99,8 +99,11 @@ pub fn unchanged(tool: &ToolIdentity) -> Result<(), String> {
     let Some(hashed) = &tool.stat else {
         return Ok(());
     };
+    // Another stat with the same bytes (a touch, a chmod, a new link to it) is the same
+    // tool: hashed again to tell.
     match std::fs::metadata(&tool.path) {
         Ok(meta) if crate::file_stat::FileStat::of(&meta) == *hashed => Ok(()),
+        Ok(_) if digest(&tool.path).is_ok_and(|d| d == tool.digest) => Ok(()),
         _ => Err(format!(
             "tool `{}` ({}) changed since this run took its digest for the job's id: run \
              again",
@@ -113,17 +116,20 @@ pub fn unchanged(tool: &ToolIdentity) -> Result<(), String> {
 /// Where `name` is: on `path_var`, or at `base` joined with it when it contains a `/`.
 /// The path is made absolute here, once: a tool starts in the directory its plugin names,
 /// where a relative one (`./build.sh`, or one found through a `.` in `PATH`) would lead
-/// elsewhere. A path given in the lab has its directory resolved
-/// ([`crate::lab::resolved`]), so that `tools/x` and `../lab/tools/x` are one tool, with
-/// one job id.
+/// elsewhere. A path given in the lab is taken from the lab file's directory, resolved
+/// ([`crate::lab::resolved`]), without `..`: `tools/x` and `../lab/tools/x` are one tool,
+/// with one job id.
 fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
     if name.contains('/') {
-        let path = crate::lab::resolved(base.join(name));
+        // Relative to the lab file's directory (already resolved), without following
+        // links: `/bin/sh` or a Nix profile's path stays as written.
+        let path =
+            lexically_normal(&std::path::absolute(base.join(name)).unwrap_or(base.join(name)));
         return match is_executable(&path) {
             true => Ok(path),
             false => Err(format!(
-                "tool `{name}` is not an executable file at {} (a path in `tools` is relative \
-                 to the lab file)",
+                "tool `{name}` is not an executable file at {} (a relative path in `tools` \
+                 is taken from the lab file's directory)",
                 path.display()
             )),
         };
@@ -140,6 +146,21 @@ fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf,
                 "tool `{name}` is not an executable on PATH: install it, or remove it from `tools`"
             )
         })
+}
+
+/// `path` without `.` and `..` components, taken as they read (`a/../b` is `b`).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// BLAKE3 of the executable at `path`, read now.
