@@ -139,6 +139,19 @@ fn the_edit_run_loop_rebuilds_only_what_changed() {
 /// Makes the example's link step say it started (`../linking`, outside the stage's sources)
 /// and wait until `../go` exists, so that a test can edit a source while `make` runs, after
 /// it compiled that source.
+/// Grants the example's build what the Makefiles the tests write run besides make and cc.
+fn grant_the_shell(lab: &Path) {
+    let toml = fs::read_to_string(lab.join("repx.toml")).unwrap();
+    fs::write(
+        lab.join("repx.toml"),
+        toml.replace(
+            "tools = [\"make\", \"cc\"]",
+            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
+        ),
+    )
+    .unwrap();
+}
+
 fn hold_the_link(lab: &Path) {
     let makefile = lab.join("src/Makefile");
     let text = fs::read_to_string(&makefile).unwrap().replace(
@@ -176,13 +189,7 @@ fn an_edit_saved_while_make_runs_is_built_by_the_next_run() {
     let lab = example();
     let src = lab.path().join("src");
     hold_the_link(lab.path());
-    let tools = "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]";
-    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
-    fs::write(
-        lab.path().join("repx.toml"),
-        toml.replace("tools = [\"make\", \"cc\"]", tools),
-    )
-    .unwrap();
+    grant_the_shell(lab.path());
     // A first build, so that the edit below makes make rebuild one object only.
     fs::write(lab.path().join("go"), "").unwrap();
     repx(lab.path(), &["run"]).expect_code(0);
@@ -256,15 +263,7 @@ fn an_edit_saved_after_make_read_the_file_but_before_its_object_is_built_by_the_
          \t$(CC) -c -o $@ -x cpp-output $*.i\n",
     );
     fs::write(&makefile, text).unwrap();
-    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
-    fs::write(
-        lab.path().join("repx.toml"),
-        toml.replace(
-            "tools = [\"make\", \"cc\"]",
-            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
-        ),
-    )
-    .unwrap();
+    grant_the_shell(lab.path());
     fs::write(lab.path().join("go"), "").unwrap();
     repx(lab.path(), &["run"]).expect_code(0);
     fs::remove_file(lab.path().join("go")).unwrap();
@@ -1268,15 +1267,7 @@ fn a_build_broken_by_an_edit_shows_the_compiler_s_errors_and_is_listed_failed() 
 fn in_watch_mode_an_edit_saved_during_the_first_run_starts_the_next() {
     let lab = example();
     hold_the_link(lab.path());
-    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
-    fs::write(
-        lab.path().join("repx.toml"),
-        toml.replace(
-            "tools = [\"make\", \"cc\"]",
-            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
-        ),
-    )
-    .unwrap();
+    grant_the_shell(lab.path());
     let file1 = lab.path().join("src/file1.c");
     let text = fs::read_to_string(&file1).unwrap();
     let mut watching = Watching::start(lab.path());
@@ -1434,15 +1425,7 @@ fn in_watch_mode_an_edit_saved_while_make_runs_starts_the_next_run() {
     let lab = example();
     let src = lab.path().join("src");
     hold_the_link(lab.path());
-    let toml = fs::read_to_string(lab.path().join("repx.toml")).unwrap();
-    fs::write(
-        lab.path().join("repx.toml"),
-        toml.replace(
-            "tools = [\"make\", \"cc\"]",
-            "tools = [\"make\", \"cc\", \"sh\", \"touch\", \"sleep\"]",
-        ),
-    )
-    .unwrap();
+    grant_the_shell(lab.path());
     let file1 = fs::read_to_string(src.join("file1.c")).unwrap();
     let edit = |to: &str| {
         let text = file1.replace("\"F1\\n\"", &format!("\"{to}\\n\""));
