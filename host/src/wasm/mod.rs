@@ -435,20 +435,21 @@ impl Finished {
 /// The output of the last tool run in `host_log` (see [`host`]: a `$ command` line, the
 /// tool's output, then `[exit status N]`), its command line first, if that run failed.
 fn failed_tool_output(host_log: &str) -> Vec<&str> {
-    let lines: Vec<&str> = host_log.lines().collect();
-    let Some(end) = lines.iter().rposition(|l| l.starts_with("[exit status ")) else {
+    // The marker follows the tool's output, on a line of its own unless the output had no
+    // final newline.
+    let Some(marker) = host_log.rfind("[exit status ") else {
         return Vec::new();
     };
-    if lines[end] == "[exit status 0]" {
+    if host_log[marker..].starts_with("[exit status 0]") {
         return Vec::new();
     }
-    let start = lines[..end]
-        .iter()
-        .rposition(|l| l.starts_with("$ "))
-        .unwrap_or(0);
+    let lines: Vec<&str> = host_log[..marker].lines().collect();
+    let Some(start) = lines.iter().rposition(|l| l.starts_with("$ ")) else {
+        return Vec::new();
+    };
     // The last lines of a long output, and the command, so that the reader knows whose.
     let mut shown = vec![lines[start]];
-    let output = &lines[start + 1..end];
+    let output = &lines[start + 1..];
     shown.extend(&output[output.len().saturating_sub(STDERR_TAIL_LINES - 1)..]);
     shown
 }
@@ -837,3 +838,37 @@ pub fn cached_module(
     cache::module(engine, dir.map(cache::Cache::open).as_ref(), plugin)
 }
 pub use trace::{Call, Tracer};
+
+#[cfg(test)]
+mod tests {
+    use super::failed_tool_output;
+
+    #[test]
+    fn a_failed_tool_s_output_is_its_command_and_last_lines_with_or_without_a_final_newline() {
+        let log = "$ cc -c a.c (in /work)\n[exit status 0]\n$ make (in /work)\nerror: one\nmake: *** Error 1\n[exit status 2]\n";
+        assert_eq!(
+            failed_tool_output(log),
+            ["$ make (in /work)", "error: one", "make: *** Error 1"]
+        );
+        let unterminated = "$ make (in /work)\nerror: no newline[exit status 2]\n";
+        assert_eq!(
+            failed_tool_output(unterminated),
+            ["$ make (in /work)", "error: no newline"]
+        );
+        let long: String = std::iter::once("$ make (in /work)\n".to_string())
+            .chain((0..30).map(|i| format!("line {i}\n")))
+            .chain(std::iter::once("[exit status 1]\n".to_string()))
+            .collect();
+        let shown = failed_tool_output(&long);
+        assert_eq!(shown.first(), Some(&"$ make (in /work)"));
+        assert_eq!(shown.last(), Some(&"line 29"));
+        assert_eq!(shown.len(), super::STDERR_TAIL_LINES);
+    }
+
+    #[test]
+    fn a_succeeded_last_tool_or_a_log_without_a_command_shows_nothing() {
+        assert!(failed_tool_output("$ make (in /work)\nok\n[exit status 0]\n").is_empty());
+        assert!(failed_tool_output("[exit status 2]\n").is_empty());
+        assert!(failed_tool_output("[warn] no tool ran\n").is_empty());
+    }
+}
