@@ -133,8 +133,6 @@ impl Plan {
     /// Resolves `graph` on this host, as it is.
     fn resolve(lab: Lab, graph: JobGraph, store: &Store) -> Result<Plan, PlanError> {
         let path_var = std::env::var_os("PATH");
-        // A tool given by a path is found from the lab file, as its plugin files are.
-        let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
         let mut stages = BTreeMap::new();
         // Every stage of the runs, those of fan-outs not known yet too.
         let mut used: std::collections::BTreeSet<&str> =
@@ -166,7 +164,7 @@ impl Plan {
                 .tools
                 .iter()
                 .map(|t| {
-                    crate::wasm::tools::resolve(t, lab_dir, path_var.as_ref(), |path| store.tool_digest(path)).map_err(|reason| {
+                    crate::wasm::tools::resolve(t, lab.file_dir(), path_var.as_ref(), |path| store.tool_digest(path)).map_err(|reason| {
                         lab.problem(
                             &["stages", name, "tools"],
                             format!("{reason}; if it is installed elsewhere, fix the name or give its absolute path"),

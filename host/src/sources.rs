@@ -275,66 +275,14 @@ impl Sources {
                     .collect();
             }
         })?;
-        if let Some(ended) = ended {
+        if let (Some(ended), Ok(project)) = (ended, self.project.canonicalize()) {
             for name in &unseen {
-                self.touch_if_older(&self.project.join(name), ended);
+                touch_if_older(&project, &project.join(name), ended);
             }
         }
         Ok(Before {
             digests: scan.digests,
         })
-    }
-
-    /// Gives the file at `path` the current time when its own is not after `ended`: only
-    /// a regular file of the project, reached without a link, by a user allowed to write
-    /// it. One it cannot touch is left as it is (a best effort: its build may then be
-    /// stale, as it was before this rule).
-    fn touch_if_older(&self, path: &Path, ended: (i64, i64)) {
-        use std::os::unix::fs::OpenOptionsExt;
-        let Ok(project) = self.project.canonicalize() else {
-            return;
-        };
-        if !path.starts_with(&project)
-            || path.parent().and_then(|d| d.canonicalize().ok()).as_deref() != path.parent()
-        {
-            return;
-        }
-        // Opened to read, without following a link or waiting on a FIFO: a watch sees no
-        // write, and the content cannot change.
-        let Ok(file) = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-        else {
-            return;
-        };
-        let Ok(meta) = file.metadata() else {
-            return;
-        };
-        if !meta.is_file() || (meta.mtime(), meta.mtime_nsec()) > ended {
-            return;
-        }
-        // UTIME_NOW: what `touch` does, allowed to whoever may write the file.
-        let now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        };
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            now,
-        ];
-        // SAFETY: futimens on a descriptor this function owns, with two valid timespecs.
-        let done =
-            unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(&file), times.as_ptr()) };
-        if done == 0 {
-            TOUCHED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(path.to_path_buf());
-        }
     }
 
     /// After one of the stage's jobs succeeded: the fingerprint to record with it, or none
@@ -568,17 +516,64 @@ fn note_read(state: &mut State, before: &Before, scan: &Scan) {
         .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
 }
 
+/// Gives the file at `path` the current time when its own is not after `ended`: only a
+/// regular file of `project` (resolved), reached without a link, by a user allowed to write
+/// it. One it cannot touch is left as it is (a best effort: its build may then be stale, as
+/// it was before this rule).
+fn touch_if_older(project: &Path, path: &Path, ended: (i64, i64)) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.starts_with(project)
+        || path.parent().and_then(|d| d.canonicalize().ok()).as_deref() != path.parent()
+    {
+        return;
+    }
+    // Opened to read, without following a link or waiting on a FIFO: a watch sees no
+    // write, and the content cannot change.
+    let Ok(file) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    if !meta.is_file() || (meta.mtime(), meta.mtime_nsec()) > ended {
+        return;
+    }
+    // UTIME_NOW: what `touch` does, allowed to whoever may write the file.
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        now,
+    ];
+    // SAFETY: futimens on a descriptor this function owns, with two valid timespecs.
+    let done = unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(&file), times.as_ptr()) };
+    if done == 0 {
+        TOUCHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf());
+    }
+}
+
 /// The digest of the regular file the link at `path` leads to, when that file lies in the
 /// project: a link anywhere else (`/proc/self/mem`, a device, a FIFO, another user's
 /// file), which a job may plant, counts by its text alone.
 fn linked_file(path: &Path, project: &Path) -> Option<blake3::Hash> {
-    use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt;
     let real = path.canonicalize().ok()?;
     if !real.starts_with(project) {
         return None;
     }
-    let mut file = File::options()
+    let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&real)
@@ -586,14 +581,7 @@ fn linked_file(path: &Path, project: &Path) -> Option<blake3::Hash> {
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0; 1 << 16];
-    loop {
-        match file.read(&mut buffer).ok()? {
-            0 => return Some(hasher.finalize()),
-            n => hasher.update(&buffer[..n]),
-        };
-    }
+    Some(blake3::Hasher::new().update_reader(file).ok()?.finalize())
 }
 
 /// Where the store keeps a stage's state. Labs may share a store; each has its own state

@@ -6,7 +6,6 @@
 //! the hermetic tool check), so what is shown is what a job gets.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -126,10 +125,9 @@ fn tool_grants(out: &mut String, lab: &Lab, stage: &Stage, mode: Mode) {
     };
     let _ = writeln!(out, "tools    {place} !!");
     let path_var = std::env::var_os("PATH");
-    let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
     let mut resolved = Vec::new();
     for tool in &stage.tools {
-        let _ = match tools::resolve(tool, lab_dir, path_var.as_ref(), tools::digest) {
+        let _ = match tools::resolve(tool, lab.file_dir(), path_var.as_ref(), tools::digest) {
             Ok(t) if mode == Mode::Hermetic && !crate::plan::in_nix_store(&t.path) => writeln!(
                 out,
                 "  {:<16} {}  REFUSED: not a Nix store path; the run will be refused",

@@ -257,14 +257,12 @@ impl Watched {
             }
             // A tool given by a path is the lab's own, most often a script beside it; one
             // found on PATH changes with the system, which is not watched.
-            let lab_dir = lab.file.parent().unwrap_or(Path::new("."));
             // One whose directory is missing is for the run to report, not the watch.
             next.files.extend(
                 stage
                     .tools
                     .iter()
-                    .filter(|tool| tool.contains('/'))
-                    .map(|tool| lab_dir.join(tool))
+                    .filter_map(|tool| crate::wasm::tools::given_path(tool, lab.file_dir()))
                     .filter(|tool| tool.parent().is_some_and(Path::is_dir)),
             );
             for input in stage.inputs.values() {

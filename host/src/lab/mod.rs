@@ -292,6 +292,12 @@ pub fn resolved(file: PathBuf) -> PathBuf {
 }
 
 impl Lab {
+    /// The lab file's directory: what its plugin files and tools given by a path are
+    /// relative to.
+    pub fn file_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+
     /// Reads and validates the lab at `path`: a lab file (`.nix` and `.json` by their
     /// extension, anything else TOML), or a directory holding one of [`LAB_FILES`], the
     /// first in that order when it holds several.

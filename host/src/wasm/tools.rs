@@ -120,11 +120,7 @@ pub fn unchanged(tool: &ToolIdentity) -> Result<(), String> {
 /// ([`crate::lab::resolved`]), without `..`: `tools/x` and `../lab/tools/x` are one tool,
 /// with one job id.
 fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf, String> {
-    if name.contains('/') {
-        // Relative to the lab file's directory (already resolved), without following
-        // links: `/bin/sh` or a Nix profile's path stays as written.
-        let path =
-            lexically_normal(&std::path::absolute(base.join(name)).unwrap_or(base.join(name)));
+    if let Some(path) = given_path(name, base) {
         return match is_executable(&path) {
             true => Ok(path),
             false => Err(format!(
@@ -148,6 +144,15 @@ fn find(name: &str, base: &Path, path_var: Option<&OsString>) -> Result<PathBuf,
         })
 }
 
+/// Where a tool given by a path (`name` holds a `/`) is: relative to `base`, the lab file's
+/// directory (already resolved), without `.` or `..` and without following links, so that
+/// `/bin/sh` or a Nix profile's path stays as written. `None` for a name to find on `PATH`.
+pub fn given_path(name: &str, base: &Path) -> Option<PathBuf> {
+    let joined = base.join(name);
+    name.contains('/')
+        .then(|| lexically_normal(&std::path::absolute(&joined).unwrap_or(joined)))
+}
+
 /// `path` without `.` and `..` components, taken as they read (`a/../b` is `b`).
 fn lexically_normal(path: &Path) -> PathBuf {
     let mut normal = PathBuf::new();
@@ -165,7 +170,9 @@ fn lexically_normal(path: &Path) -> PathBuf {
 
 /// BLAKE3 of the executable at `path`, read now.
 pub fn digest(path: &Path) -> std::io::Result<String> {
-    Ok(blake3::hash(&std::fs::read(path)?).to_hex().to_string())
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 fn is_executable(path: &Path) -> bool {
